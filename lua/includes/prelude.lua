@@ -1,0 +1,87 @@
+-- Shared runtime helpers: error replies, argument checks and server time.
+-- Included once at the top of every rendered script and once in the Functions library.
+-- Errors are raised as Redis error tables and returned by prl_guard, so a reply reads
+-- "PYREDISLUA:<CODE> <message>" with no script location appended.
+-- redis.call is only reachable at run time in a Functions library, so each operation binds
+-- `local rcall = redis.call` in its own prologue.
+local function prl_fail(code, message)
+  error({err = 'PYREDISLUA:' .. code .. ' ' .. message}, 0)
+end
+
+local function prl_shown(value)
+  if #value > 40 then value = string.sub(value, 1, 40) .. '...' end
+  return string.format('%q', value)
+end
+
+local function prl_int(argv, i, name, lo, hi, default)
+  local v = argv[i]
+  if v == nil then
+    if default ~= nil then return default end
+    prl_fail('BADARG', name .. ' is missing')
+  end
+  -- Decimal integers only: '1.5', '1e3', ' 7' and '0x10' are rejected, not coerced.
+  if #v > 17 or not string.match(v, '^%-?%d+$') then
+    prl_fail('BADARG', name .. ' must be an integer, got ' .. prl_shown(v))
+  end
+  local n = tonumber(v)
+  if n < lo or n > hi then
+    prl_fail('BADARG', name .. ' must be in ' .. string.format('%d..%d', lo, hi) .. ', got ' .. v)
+  end
+  return n
+end
+
+local function prl_str(argv, i, name, lo, hi, default)
+  local v = argv[i]
+  if v == nil then
+    if default ~= nil then return default end
+    prl_fail('BADARG', name .. ' is missing')
+  end
+  if #v < lo or #v > hi then
+    if lo == 1 and #v == 0 then prl_fail('BADARG', name .. ' must not be empty') end
+    prl_fail('BADARG', name .. ' must be ' .. lo .. '..' .. hi .. ' bytes long, got ' .. #v)
+  end
+  return v
+end
+
+local function prl_enum(argv, i, name, choices, default)
+  local v = argv[i]
+  if v == nil then
+    if default ~= nil then return default end
+    prl_fail('BADARG', name .. ' is missing')
+  end
+  for _, c in ipairs(choices) do
+    if v == c then return v end
+  end
+  prl_fail('BADARG', name .. ' must be one of ' .. table.concat(choices, '|') .. ', got ' .. prl_shown(v))
+end
+
+local function prl_arity(op, keys, argv, nkeys, min_args, max_args)
+  if nkeys >= 0 and #keys ~= nkeys then
+    prl_fail('BADARG', op .. ' takes ' .. nkeys .. ' keys, got ' .. #keys)
+  end
+  if #argv < min_args or (max_args >= 0 and #argv > max_args) then
+    local range = max_args < 0 and (min_args .. ' or more') or
+      (min_args == max_args and tostring(min_args) or (min_args .. '..' .. max_args))
+    prl_fail('BADARG', op .. ' takes ' .. range .. ' arguments, got ' .. #argv)
+  end
+end
+
+-- Milliseconds since the epoch from the server clock; never from a client.
+local function prl_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Runs an operation and turns what it raised into an error reply. Redis hands pcall the message as
+-- a string: our own codes and Redis' own (WRONGTYPE, OOM, ...) pass through; a Lua bug in a
+-- script ("user_script:3: attempt to ...") becomes INTERNAL.
+local function prl_guard(fn, keys, argv)
+  local ok, result = pcall(fn, keys, argv)
+  if ok then return result end
+  if type(result) == 'table' and result.err then result = result.err end
+  result = tostring(result)
+  if string.match(result, '^PYREDISLUA:') or string.match(result, '^[A-Z][A-Z]+ ') then
+    return redis.error_reply(result)
+  end
+  return redis.error_reply('PYREDISLUA:INTERNAL ' .. result)
+end

@@ -1,0 +1,18 @@
+--[[
+name: lock.extend
+version: 1.0.0
+summary: Renew the lease of a held lock to ttl_ms from now; only the owner can, and an expired lock stays expired.
+flags: none
+keys:
+  lock: hash {owner, fence}
+argv:
+  token: str 1..256; the owner token
+  ttl_ms: int 1..1000000000000; new lease length in milliseconds, counted from now
+returns:
+  1 when renewed; 0 when the token does not hold the lock (expired or taken by another owner)
+errors:
+  BADARG: an argument or the key count is invalid (nothing changed)
+]]
+if rcall('HGET', lock_key, 'owner') ~= token then return 0 end
+rcall('PEXPIRE', lock_key, ttl_ms)
+return 1

@@ -1,0 +1,21 @@
+--[[
+name: lock.inspect
+version: 1.0.0
+summary: Report whether the lock is held, by whom, for how long, its fence and how many wait.
+flags: no-writes
+keys:
+  lock: hash {owner, fence} while held
+  fence: fencing counter
+  waiters: sorted set of waiting tokens scored by the server time their wait ends
+argv:
+returns:
+  {held (1|0), owner or nil, pttl (ms, 0 when free), fence (the holder's, else the last issued; 0 if never), live waiters}
+errors:
+  BADARG: the key count is invalid
+]]
+local held = rcall('HMGET', lock_key, 'owner', 'fence')
+local waiting = rcall('ZCOUNT', waiters_key, '(' .. prl_now_ms(), '+inf')
+if held[1] then
+  return {1, held[1], rcall('PTTL', lock_key), tonumber(held[2]), waiting}
+end
+return {0, false, 0, tonumber(rcall('GET', fence_key) or '0'), waiting}

@@ -1,0 +1,247 @@
+"""The contract block at the top of every ``lua/<area>/<op>.lua`` file.
+
+Format (a Lua block comment, one ``key: value`` per line, sections indented by two spaces)::
+
+    --[[
+    name: lock.acquire
+    version: 1.0.0
+    summary: Take the lock for a token, or report how long it stays busy.
+    flags: none                      # or: no-writes
+    keys:
+      lock: hash {owner, fence, ticket}; expires with the lease
+    argv:
+      token: str 1..256; owner token
+      ttl_ms: int 1..1000000000000; lease length in milliseconds
+      wait_ms: int 0..86400000 = 0; register as a waiter for this long when busy
+      items: rest; variadic tail, validated by the body
+    returns:
+      {1, fence, ttl_ms} when acquired; {0, pttl} when busy
+    errors:
+      BADARG: an argument is out of range
+    ]]
+
+Argument types: ``int MIN..MAX`` (decimal integers only), ``str MINLEN..MAXLEN`` (byte length),
+``enum a|b|c``, ``rest`` (the remaining ARGV, last entry only). ``= DEFAULT`` makes an argument
+optional (optional arguments must come last). The renderer generates the validation prologue from
+this block, so the header cannot drift from what the script enforces.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+_CODE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_ARG = re.compile(
+    r"^(?P<type>int|str|enum|rest)(?:\s+(?P<spec>[^;=]+?))?\s*(?:=\s*(?P<default>[^;]*?))?\s*"
+    r"(?:;\s*(?P<doc>.*))?$"
+)
+KNOWN_FLAGS = frozenset({"no-writes", "allow-oom", "allow-stale"})
+
+
+class HeaderError(ValueError):
+    """A Lua source file has a malformed contract header."""
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    name: str
+    type: str
+    doc: str
+    lo: int | None = None
+    hi: int | None = None
+    choices: tuple[str, ...] = ()
+    default: str | None = None
+
+    @property
+    def optional(self) -> bool:
+        return self.default is not None
+
+    def describe(self) -> str:
+        if self.type == "int":
+            base = f"integer {self.lo}..{self.hi}"
+        elif self.type == "str":
+            base = f"string of {self.lo}..{self.hi} bytes"
+        elif self.type == "enum":
+            base = "one of " + "|".join(self.choices)
+        else:
+            base = "variadic tail"
+        if self.default is None:
+            return base
+        return f"{base} (default {self.default!r})"
+
+
+@dataclass(frozen=True)
+class Header:
+    name: str
+    version: str
+    summary: str
+    flags: tuple[str, ...]
+    keys: tuple[KeySpec, ...]
+    argv: tuple[ArgSpec, ...]
+    returns: str
+    errors: tuple[tuple[str, str], ...]
+    variadic_keys: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def area(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".", 1)[0])
+
+    @property
+    def read_only(self) -> bool:
+        return "no-writes" in self.flags
+
+    @property
+    def ident(self) -> str:
+        """The operation name as a Lua/Redis identifier: ``lock.acquire`` -> ``lock_acquire``."""
+        return self.name.replace(".", "_")
+
+    @property
+    def min_args(self) -> int:
+        return sum(1 for a in self.argv if not a.optional and a.type != "rest")
+
+    @property
+    def max_args(self) -> int | None:
+        if self.argv and self.argv[-1].type == "rest":
+            return None
+        return len(self.argv)
+
+
+def extract_header(text: str) -> tuple[str, str]:
+    """Split a Lua source into (header text, body)."""
+    stripped = text.lstrip()
+    if not stripped.startswith("--[["):
+        raise HeaderError("the file must open with a --[[ ... ]] contract header")
+    end = stripped.find("]]")
+    if end < 0:
+        raise HeaderError("the contract header is not closed with ]]")
+    return stripped[4:end], stripped[end + 2 :].lstrip("\n")
+
+
+def _int(text: str, where: str) -> int:
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:
+        raise HeaderError(f"{where}: {text!r} is not an integer") from None
+
+
+def _parse_arg(name: str, text: str, where: str) -> ArgSpec:
+    m = _ARG.match(text.strip())
+    if not m:
+        raise HeaderError(f"{where}: cannot parse argument {name!r}: {text!r}")
+    kind, spec, default, doc = m["type"], (m["spec"] or "").strip(), m["default"], m["doc"] or ""
+    if default is not None:
+        default = default.strip().strip('"')
+    if kind in ("int", "str"):
+        lo_hi = spec.split("..")
+        if len(lo_hi) != 2:
+            raise HeaderError(f"{where}: argument {name!r} needs a range MIN..MAX")
+        lo, hi = _int(lo_hi[0], where), _int(lo_hi[1], where)
+        if lo > hi:
+            raise HeaderError(f"{where}: argument {name!r} has an empty range")
+        if kind == "int" and default is not None and not lo <= _int(default, where) <= hi:
+            raise HeaderError(f"{where}: default of {name!r} is out of range")
+        return ArgSpec(name, kind, doc, lo=lo, hi=hi, default=default)
+    if kind == "enum":
+        choices = tuple(c.strip() for c in spec.split("|") if c.strip())
+        if not choices:
+            raise HeaderError(f"{where}: enum {name!r} lists no choices")
+        if default is not None and default not in choices:
+            raise HeaderError(f"{where}: default of {name!r} is not a choice")
+        return ArgSpec(name, kind, doc, choices=choices, default=default)
+    return ArgSpec(name, "rest", doc)
+
+
+def parse_header(text: str, where: str = "<lua>") -> Header:
+    """Parse the contract header of a Lua operation source."""
+    raw, _ = extract_header(text)
+    top: dict[str, str] = {}
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: str | None = None
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.startswith("  ") and current is not None:
+            entry = line.strip()
+            if current == "returns":
+                sections[current].append(("", entry))
+                continue
+            key, sep, value = entry.partition(":")
+            if not sep:
+                raise HeaderError(f"{where}:{lineno}: expected 'name: text' in {current}")
+            sections[current].append((key.strip(), value.strip()))
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise HeaderError(f"{where}:{lineno}: expected 'key: value', got {line!r}")
+        key, value = key.strip(), value.strip()
+        if key in ("keys", "argv", "errors", "returns"):
+            current = key
+            sections[key] = [("", value)] if (key == "returns" and value) else []
+            if key == "keys" and value == "variadic":
+                top["variadic_keys"] = "yes"
+        else:
+            current = None
+            top[key] = value
+
+    for required in ("name", "version", "summary"):
+        if not top.get(required):
+            raise HeaderError(f"{where}: header misses {required!r}")
+    if not _NAME.match(top["name"]):
+        raise HeaderError(f"{where}: name {top['name']!r} must look like 'area.operation'")
+    if not _SEMVER.match(top["version"]):
+        raise HeaderError(f"{where}: version {top['version']!r} is not semver MAJOR.MINOR.PATCH")
+    flags_text = top.get("flags", "none")
+    flags = () if flags_text in ("", "none") else tuple(f.strip() for f in flags_text.split(","))
+    unknown = set(flags) - KNOWN_FLAGS
+    if unknown:
+        raise HeaderError(f"{where}: unknown flags {sorted(unknown)}")
+    if "returns" not in sections:
+        raise HeaderError(f"{where}: header misses 'returns'")
+
+    keys = tuple(KeySpec(k, d) for k, d in sections.get("keys", []))
+    argv = tuple(_parse_arg(k, d, where) for k, d in sections.get("argv", []))
+    names = [k.name for k in keys] + [a.name for a in argv]
+    for n in names:
+        if not _IDENT.match(n):
+            raise HeaderError(f"{where}: {n!r} is not a lowercase identifier")
+    if len(set(names)) != len(names):
+        raise HeaderError(f"{where}: KEYS and ARGV names must be distinct")
+    seen_optional = False
+    for i, a in enumerate(argv):
+        if a.type == "rest" and i != len(argv) - 1:
+            raise HeaderError(f"{where}: 'rest' must be the last argument")
+        if a.optional:
+            seen_optional = True
+        elif seen_optional and a.type != "rest":
+            raise HeaderError(f"{where}: required argument {a.name!r} follows an optional one")
+    errors = tuple((c, d) for c, d in sections.get("errors", []))
+    for code, _doc in errors:
+        if not _CODE.match(code):
+            raise HeaderError(f"{where}: error code {code!r} must be UPPER_CASE")
+    return Header(
+        name=top["name"],
+        version=top["version"],
+        summary=top["summary"],
+        flags=flags,
+        keys=keys,
+        argv=argv,
+        returns=" ".join(d for _, d in sections["returns"]).strip(),
+        errors=errors,
+        variadic_keys=top.get("variadic_keys") == "yes",
+        extra={k: v for k, v in top.items() if k not in ("name", "version", "summary", "flags")},
+    )
