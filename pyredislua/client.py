@@ -1,0 +1,225 @@
+"""Executors: drive sans-IO plans on redis-py, sync (``redis.Redis``) and asyncio
+(``redis.asyncio.Redis``). The two drivers below are the only code that differs between them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+import asyncio
+import time
+
+from .engine.protocol import Batch, Call, Engine, LoadReport, Mode, Plan, Sleep
+from .engine.render import Library, render_library
+
+if TYPE_CHECKING:
+    from .lock import AsyncLock, Lock
+
+T = TypeVar("T")
+
+# Longest single blocking wait a plan asks for; capped further by the client's socket timeout so
+# a BLPOP never trips redis-py's read timeout.
+DEFAULT_MAX_BLOCK = 2.0
+
+
+def _max_block(pool_kwargs: dict[str, Any]) -> float:
+    socket_timeout = pool_kwargs.get("socket_timeout")
+    if socket_timeout:
+        return max(0.001, min(DEFAULT_MAX_BLOCK, float(socket_timeout) * 0.8))
+    return DEFAULT_MAX_BLOCK
+
+
+def _is_cluster(conn: Any) -> bool:
+    return hasattr(conn, "get_primaries")
+
+
+def _run_batch_sync(conn: Any, batch: Batch | Sleep) -> list[Any]:
+    if isinstance(batch, Sleep):
+        time.sleep(batch.seconds)
+        return []
+    if len(batch) == 1:
+        cmd = batch[0]
+        try:
+            if cmd.all_primaries and _is_cluster(conn):
+                per_node = conn.execute_command(*cmd.args, target_nodes=conn.PRIMARIES)
+                return [list(per_node.values())]
+            reply = conn.execute_command(*cmd.args)
+        except ResponseError as error:
+            reply = error
+        return [[reply]] if cmd.all_primaries else [reply]
+    if any(c.all_primaries for c in batch) and _is_cluster(conn):
+        return [_run_batch_sync(conn, [c])[0] for c in batch]
+    pipe = conn.pipeline(transaction=False)
+    for cmd in batch:
+        pipe.execute_command(*cmd.args)
+    replies = pipe.execute(raise_on_error=False)
+    return [[r] if c.all_primaries else r for c, r in zip(batch, replies)]
+
+
+async def _run_batch_async(conn: Any, batch: Batch | Sleep) -> list[Any]:
+    if isinstance(batch, Sleep):
+        await asyncio.sleep(batch.seconds)
+        return []
+    if len(batch) == 1:
+        cmd = batch[0]
+        try:
+            if cmd.all_primaries and _is_cluster(conn):
+                per_node = await conn.execute_command(*cmd.args, target_nodes=conn.PRIMARIES)
+                return [list(per_node.values())]
+            reply = await conn.execute_command(*cmd.args)
+        except ResponseError as error:
+            reply = error
+        return [[reply]] if cmd.all_primaries else [reply]
+    if any(c.all_primaries for c in batch) and _is_cluster(conn):
+        return [(await _run_batch_async(conn, [c]))[0] for c in batch]
+    pipe = conn.pipeline(transaction=False)
+    for cmd in batch:
+        pipe.execute_command(*cmd.args)
+    replies = await pipe.execute(raise_on_error=False)
+    return [[r] if c.all_primaries else r for c, r in zip(batch, replies)]
+
+
+class _ClientBase:
+    def __init__(self, conn: Any, *, mode: Mode = "auto", library: Library | None = None):
+        self.redis = conn
+        self.engine = Engine(library or render_library(), mode)
+        pool = getattr(conn, "connection_pool", None)
+        self.max_block = _max_block(getattr(pool, "connection_kwargs", {}) or {})
+
+    @property
+    def mode(self) -> str:
+        """The mode in effect: ``function`` or ``script`` (``auto`` settles on one)."""
+        return self.engine.mode
+
+    @property
+    def library(self) -> Library:
+        return self.engine.library
+
+
+class Client(_ClientBase):
+    """pyredislua on a sync redis-py client (``redis.Redis`` or ``redis.RedisCluster``).
+
+    ``mode``: ``function`` (Redis Functions, FCALL), ``script`` (EVALSHA) or ``auto`` (functions,
+    falling back to scripts where FUNCTION is missing or refused by ACL). Code is loaded on first
+    use and reloaded transparently after a restart, failover, SCRIPT FLUSH or FUNCTION FLUSH.
+    """
+
+    redis: redis.Redis
+
+    def drive(self, plan: Plan[T]) -> T:
+        try:
+            batch = next(plan)
+            while True:
+                batch = plan.send(_run_batch_sync(self.redis, batch))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    def run(self, call: Call[T]) -> T:
+        """Run one operation in one round trip (two if its code had to be loaded first)."""
+        return self.drive(self.engine.run_one(call))
+
+    def run_many(self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True) -> list[Any]:
+        """Run operations in one pipelined round trip, in order."""
+        return self.drive(self.engine.run(calls, raise_on_error=raise_on_error))
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline(self)
+
+    def load(self, *, force: bool = False) -> LoadReport:
+        return self.drive(self.engine.load(force=force))
+
+    def server_libraries(self) -> dict[str, Any]:
+        return self.drive(self.engine.server_state())
+
+    def lock(self, name: str, **options: Any) -> Lock:
+        from .lock import Lock
+
+        return Lock(self, name, **options)
+
+
+class AsyncClient(_ClientBase):
+    """pyredislua on an asyncio redis-py client (``redis.asyncio.Redis``); see :class:`Client`."""
+
+    redis: redis.asyncio.Redis
+
+    async def drive(self, plan: Plan[T]) -> T:
+        try:
+            batch = next(plan)
+            while True:
+                batch = plan.send(await _run_batch_async(self.redis, batch))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def run(self, call: Call[T]) -> T:
+        return await self.drive(self.engine.run_one(call))
+
+    async def run_many(
+        self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        return await self.drive(self.engine.run(calls, raise_on_error=raise_on_error))
+
+    def pipeline(self) -> AsyncPipeline:
+        return AsyncPipeline(self)
+
+    async def load(self, *, force: bool = False) -> LoadReport:
+        return await self.drive(self.engine.load(force=force))
+
+    async def server_libraries(self) -> dict[str, Any]:
+        return await self.drive(self.engine.server_state())
+
+    def lock(self, name: str, **options: Any) -> AsyncLock:
+        from .lock import AsyncLock
+
+        return AsyncLock(self, name, **options)
+
+
+class _PipelineBase:
+    def __init__(self) -> None:
+        self.calls: list[Call[Any]] = []
+
+    def add(self, call: Call[Any]) -> None:
+        self.calls.append(call)
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+
+class Pipeline(_PipelineBase):
+    """Collects calls and runs them in one round trip (not a transaction: each operation is
+    atomic on its own). ``with client.pipeline() as p: p.add(call); ...; p.execute()``"""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def execute(self, *, raise_on_error: bool = True) -> list[Any]:
+        calls, self.calls = self.calls, []
+        return self.client.run_many(calls, raise_on_error=raise_on_error)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.calls = []
+
+
+class AsyncPipeline(_PipelineBase):
+    def __init__(self, client: AsyncClient) -> None:
+        super().__init__()
+        self.client = client
+
+    async def execute(self, *, raise_on_error: bool = True) -> list[Any]:
+        calls, self.calls = self.calls, []
+        return await self.client.run_many(calls, raise_on_error=raise_on_error)
+
+    async def __aenter__(self) -> AsyncPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.calls = []

@@ -1,0 +1,112 @@
+"""Typed exceptions, and the mapping from Lua error replies to them.
+
+Every error a pyredislua operation replies with reads ``PYREDISLUA:<CODE> <message>``: the code is
+stable (part of an operation's contract, listed in its header), the message is for people. Putting
+the code first also makes ``INFO errorstats`` count each code separately
+(``errorstat_PYREDISLUA:BADARG``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from redis.exceptions import ResponseError
+
+ERROR_PREFIX = "PYREDISLUA:"
+_CODE_RE = re.compile(r"PYREDISLUA:([A-Z][A-Z0-9_]*)\s?(.*)", re.S)
+
+
+class PyRedisLuaError(Exception):
+    """Base class of every error raised by pyredislua."""
+
+
+class OperationError(PyRedisLuaError, ResponseError):
+    """A Lua operation replied with a ``PYREDISLUA:<CODE>`` error; nothing was changed by it."""
+
+    code = "ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None, operation: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.operation = operation
+
+    def __str__(self) -> str:
+        where = f"{self.operation}: " if self.operation else ""
+        return f"{where}{self.code}: {self.message}"
+
+
+class BadArgumentError(OperationError, ValueError):
+    """BADARG: an argument or the number of keys is invalid. The call changed nothing."""
+
+    code = "BADARG"
+
+
+class InternalScriptError(OperationError):
+    """INTERNAL: the Lua code failed unexpectedly (a bug in pyredislua; please report it)."""
+
+    code = "INTERNAL"
+
+
+class StaleTokenError(OperationError):
+    """STALE: a lease or claim token is no longer the live one. The call changed nothing."""
+
+    code = "STALE"
+
+
+class NotFoundError(OperationError, LookupError):
+    """NOTFOUND: the record an operation names does not exist."""
+
+    code = "NOTFOUND"
+
+
+_BY_CODE: dict[str, type[OperationError]] = {
+    cls.code: cls
+    for cls in (BadArgumentError, InternalScriptError, StaleTokenError, NotFoundError)
+}
+
+
+def register_error(cls: type[OperationError]) -> type[OperationError]:
+    """Map a new error code to its exception class (used by later areas)."""
+    _BY_CODE[cls.code] = cls
+    return cls
+
+
+def error_codes() -> dict[str, type[OperationError]]:
+    return dict(_BY_CODE)
+
+
+def from_reply(error: BaseException, operation: str | None = None) -> BaseException:
+    """The typed exception for an error reply, or the error itself when it is not ours."""
+    m = _CODE_RE.search(str(error))
+    if not m:
+        return error
+    code, message = m.group(1), m.group(2).strip()
+    cls = _BY_CODE.get(code, OperationError)
+    return cls(message, code=code, operation=operation)
+
+
+class LibraryError(PyRedisLuaError):
+    """The server's copy of the Lua library cannot be used or replaced safely."""
+
+
+class LibraryConflictError(LibraryError):
+    """The server holds a library of the same version with different code, or lacks a function."""
+
+
+class LockError(PyRedisLuaError):
+    """Base class of lock errors."""
+
+
+class LockNotOwnedError(LockError):
+    """The lock is not held by this owner token (it expired, or was never acquired)."""
+
+
+class LockLostError(LockError):
+    """The lease ran out while the holder still believed it held the lock.
+
+    Raised on leaving a ``with`` block when renewal failed or the hold cap was reached: the work
+    done inside may have overlapped with another holder. Use the fencing token to make the
+    protected resource reject stale writers.
+    """
