@@ -1,0 +1,213 @@
+"""The lock through the Python API: fencing, ownership, waiting, watchdog, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import redis
+
+import pyredislua
+from pyredislua.lock import LockKeys, acquire_call, release_call
+
+pytestmark = pytest.mark.lock
+
+
+def test_fences_increase_across_release_and_expiry(client: pyredislua.Client, r: redis.Redis) -> None:
+    a = client.lock("res", ttl=10, auto_renew=False)
+    b = client.lock("res", ttl=10, auto_renew=False)
+    assert a.acquire(blocking=False)
+    first = a.fence
+    a.release()
+    assert b.acquire(blocking=False)
+    assert b.fence is not None and first is not None and b.fence > first
+    r.delete(b.keys.lock)  # the lease is gone, as after expiry
+    assert a.acquire(blocking=False)
+    assert a.fence is not None and a.fence > b.fence
+
+
+def test_only_the_owner_extends_or_releases(client: pyredislua.Client) -> None:
+    holder = client.lock("res", ttl=10, auto_renew=False)
+    other = client.lock("res", ttl=10, auto_renew=False)
+    assert holder.acquire(blocking=False)
+    assert not other.acquire(blocking=False)
+    with pytest.raises(pyredislua.LockNotOwnedError):
+        other.release()
+    with pytest.raises(pyredislua.LockNotOwnedError):
+        other.extend()
+    assert holder.owned()
+    state = holder.inspect()
+    assert state.held and state.owner == holder.token and state.fence == holder.fence
+    holder.release()
+    assert not holder.inspect().held
+
+
+def test_extend_never_resurrects(client: pyredislua.Client, r: redis.Redis) -> None:
+    lock = client.lock("res", ttl=10, auto_renew=False)
+    assert lock.acquire(blocking=False)
+    r.delete(lock.keys.lock)
+    with pytest.raises(pyredislua.LockNotOwnedError):
+        lock.extend()
+    assert r.exists(lock.keys.lock) == 0
+
+
+def test_retried_acquire_is_idempotent(client: pyredislua.Client) -> None:
+    keys = LockKeys("res")
+    first = client.run(acquire_call(keys, "tok", 10_000))
+    again = client.run(acquire_call(keys, "tok", 10_000))
+    assert first.acquired and again.acquired and first.fence == again.fence
+    assert client.run(release_call(keys, "tok"))
+    assert not client.run(release_call(keys, "tok"))  # one hold, released once
+
+
+def test_blocking_timeout_is_honoured_to_the_millisecond(client: pyredislua.Client) -> None:
+    holder = client.lock("res", ttl=30, auto_renew=False)
+    waiter = client.lock("res", ttl=30, auto_renew=False)
+    assert holder.acquire(blocking=False)
+    for timeout in (0.005, 0.05, 0.25):
+        start = time.monotonic()
+        assert not waiter.acquire(timeout=timeout)
+        took = time.monotonic() - start
+        assert timeout <= took < timeout + 0.05, (timeout, took)
+
+
+def test_release_wakes_a_blocked_waiter(client: pyredislua.Client) -> None:
+    holder = client.lock("res", ttl=30, auto_renew=False)
+    waiter = client.lock("res", ttl=30, auto_renew=False)
+    assert holder.acquire(blocking=False)
+    blocked = threading.Event()
+    got: list[float] = []
+
+    def wait() -> None:
+        blocked.set()
+        if waiter.acquire(timeout=20):
+            got.append(time.monotonic())
+
+    t = threading.Thread(target=wait)
+    t.start()
+    blocked.wait()
+    # wait until the waiter has registered, then release: the hand-off wakes it at once
+    while holder.inspect().waiters == 0:
+        time.sleep(0.001)
+    released_at = time.monotonic()
+    holder.release()
+    t.join(10)
+    assert got and got[0] - released_at < 0.5  # woken by the release, not by a 2 s poll
+    assert waiter.fence is not None and holder.fence is not None
+    assert waiter.fence > holder.fence
+
+
+def test_releaser_cannot_barge_ahead_of_a_waiter(client: pyredislua.Client) -> None:
+    holder = client.lock("res", ttl=30, auto_renew=False, handoff=10)
+    waiter_keys = LockKeys("res")
+    assert holder.acquire(blocking=False)
+    # a waiter registers (as a blocking acquire does) but has not popped its ticket yet
+    assert not client.run(acquire_call(waiter_keys, "waiter", 30_000, wait_ms=10_000)).acquired
+    holder.release()
+    assert not holder.acquire(blocking=False)  # reserved for the registered waiter
+    assert client.run(acquire_call(waiter_keys, "waiter", 30_000)).acquired
+
+
+def test_context_manager_raises_on_timeout(client: pyredislua.Client) -> None:
+    holder = client.lock("res", ttl=30, auto_renew=False)
+    assert holder.acquire(blocking=False)
+    with pytest.raises(pyredislua.LockTimeoutError), client.lock("res", blocking_timeout=0.01):
+        pass
+
+
+def test_watchdog_keeps_a_short_lease_alive(client: pyredislua.Client) -> None:
+    lock = client.lock("res", ttl=0.2)
+    with lock:
+        end = time.monotonic() + 0.8  # four leases long
+        while time.monotonic() < end:
+            assert lock.owned()
+            time.sleep(0.02)
+        assert not lock.lost
+    assert not lock.inspect().held
+
+
+def test_watchdog_reports_a_lost_lease(client: pyredislua.Client, r: redis.Redis) -> None:
+    lost = threading.Event()
+    lock = client.lock("res", ttl=0.3, on_lost=lambda _lock: lost.set())
+    with pytest.raises(pyredislua.LockLostError), lock:
+        r.delete(lock.keys.lock)  # the lease vanished (expired during a pause, or failover)
+        assert lost.wait(5)
+        assert lock.lost and "renewed" in (lock.lost_reason or "")
+
+
+def test_max_hold_caps_renewal(client: pyredislua.Client) -> None:
+    lost = threading.Event()
+    lock = client.lock("res", ttl=0.2, max_hold=0.5, on_lost=lambda _lock: lost.set())
+    started = time.monotonic()
+    with pytest.raises(pyredislua.LockLostError), lock:
+        assert lost.wait(5)
+    held_for = time.monotonic() - started
+    assert 0.5 <= held_for < 1.5
+    assert not lock.inspect().held
+
+
+def test_lease_outliving_work_without_watchdog_is_reported(
+    client: pyredislua.Client, r: redis.Redis
+) -> None:
+    lock = client.lock("res", ttl=10, auto_renew=False)
+    with pytest.raises(pyredislua.LockLostError), lock:
+        r.delete(lock.keys.lock)
+
+
+def test_tokens_belong_to_lock_objects_not_threads(client: pyredislua.Client) -> None:
+    lock = client.lock("res", ttl=10, auto_renew=False)
+    assert lock.acquire(blocking=False)
+    t = threading.Thread(target=lock.release)  # another thread may release this object's hold
+    t.start()
+    t.join()
+    assert not lock.inspect().held
+
+
+async def test_async_lock(aclient: pyredislua.AsyncClient) -> None:
+    async with aclient.lock("res", ttl=0.2) as lock:
+        first = lock.fence
+        end = time.monotonic() + 0.7
+        while time.monotonic() < end:  # the watchdog task renews across several leases
+            assert await lock.owned()
+            await asyncio.sleep(0.02)
+    assert not (await lock.inspect()).held
+    other = aclient.lock("res")
+    assert await other.acquire(blocking=False)
+    assert other.fence is not None and first is not None and other.fence > first
+    await other.release()
+
+
+async def test_async_waiters_are_served_in_order(aclient: pyredislua.AsyncClient) -> None:
+    holder = aclient.lock("res", auto_renew=False)
+    assert await holder.acquire(blocking=False)
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        lock = aclient.lock("res", auto_renew=False)
+        assert await lock.acquire(timeout=10)
+        order.append(i)
+        await lock.release()
+
+    tasks = []
+    for i in range(3):
+        tasks.append(asyncio.create_task(wait(i)))
+        while (await holder.inspect()).waiters < i + 1:
+            await asyncio.sleep(0.001)
+    await holder.release()
+    await asyncio.gather(*tasks)
+    assert sorted(order) == [0, 1, 2]
+
+
+async def test_cancelled_release_still_releases(aclient: pyredislua.AsyncClient) -> None:
+    lock = aclient.lock("res")
+    assert await lock.acquire(blocking=False)
+    task = asyncio.create_task(lock.release())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    probe = aclient.lock("res")
+    assert await probe.acquire(timeout=2)  # the shielded release went through
+    await probe.release()
