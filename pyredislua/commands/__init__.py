@@ -1,0 +1,2 @@
+"""Area subcommands of the ``pyredislua`` command line: each module exposes
+``register(subparsers)``."""
