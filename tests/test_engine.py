@@ -1,0 +1,194 @@
+"""Rendering, loading, versions, loader modes and recovery from lost code."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import redis
+
+import pyredislua
+from pyredislua.engine.header import HeaderError, parse_header
+from pyredislua.engine.render import lua_root, render_library
+from pyredislua.lock import LockKeys, acquire_call, inspect_call, release_call
+from pyredislua.server import RedisServer
+
+pytestmark = pytest.mark.engine
+
+
+def _library_copy(tmp_path: Path, version: str, tweak: str = "") -> pyredislua.Library:
+    root = tmp_path / f"lua-{version}{'-tweaked' if tweak else ''}"
+    shutil.copytree(lua_root(), root)
+    lib = root / "library.lua"
+    lib.write_text(lib.read_text().replace("version: 1.0.0", f"version: {version}"))
+    if tweak:
+        prelude = root / "includes" / "prelude.lua"
+        prelude.write_text(prelude.read_text() + f"\n-- {tweak}\n")
+    return render_library(root)
+
+
+def _use(client: pyredislua.Client, name: str = "res") -> None:
+    keys = LockKeys(name)
+    assert client.run(acquire_call(keys, "t", 10_000)).acquired
+    assert client.run(release_call(keys, "t"))
+
+
+def test_rendered_library_names_and_flags() -> None:
+    lib = render_library()
+    assert lib.name == f"pyredislua_v{lib.major}"
+    assert lib.code.startswith(f"#!lua name={lib.name}\n")
+    for op in lib.operations.values():
+        assert op.function == f"{lib.name}_{op.header.ident}"
+        assert op.script.startswith("#!lua flags=no-writes" if op.read_only else "#!lua\n")
+    assert lib.operation("lock.inspect").read_only
+    assert not lib.operation("lock.acquire").read_only
+
+
+def test_header_errors_are_reported() -> None:
+    with pytest.raises(HeaderError, match="version"):
+        parse_header("--[[\nname: a.b\nversion: 1.0\nsummary: s\nreturns: x\n]]\n")
+    with pytest.raises(HeaderError, match="range"):
+        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nargv:\n  n: int 5..1\n"
+                     "returns: x\n]]\n")
+    with pytest.raises(HeaderError, match="follows an optional"):
+        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nargv:\n  a: int 1..2 = 1\n"
+                     "  b: int 1..2\nreturns: x\n]]\n")
+
+
+def test_load_is_idempotent(r: redis.Redis) -> None:
+    client = pyredislua.Client(r, mode="function")
+    assert client.load().action == "loaded"
+    assert client.load().action == "present"
+    _use(client)
+
+
+def test_newer_library_is_never_downgraded(r: redis.Redis, tmp_path: Path) -> None:
+    newer = pyredislua.Client(r, mode="function", library=_library_copy(tmp_path, "1.1.0"))
+    assert newer.load().action == "loaded"
+    older = pyredislua.Client(r, mode="function")
+    report = older.load()
+    assert report.action == "newer-on-server" and report.server_version == "1.1.0"
+    _use(older)  # the older package runs on the newer, compatible library
+    assert r.fcall_ro(older.library.info_function, 0)[0] == b"1.1.0"
+
+
+def test_older_library_is_replaced(r: redis.Redis, tmp_path: Path) -> None:
+    pyredislua.Client(r, mode="function").load()
+    newer = pyredislua.Client(r, mode="function", library=_library_copy(tmp_path, "1.1.0"))
+    assert newer.load().action == "replaced"
+    assert r.fcall_ro(newer.library.info_function, 0)[0] == b"1.1.0"
+
+
+def test_same_version_other_code_is_a_conflict(r: redis.Redis, tmp_path: Path) -> None:
+    pyredislua.Client(r, mode="function").load()
+    edited = pyredislua.Client(r, mode="function",
+                               library=_library_copy(tmp_path, "1.0.0", tweak="edited"))
+    with pytest.raises(pyredislua.LibraryConflictError, match="other Lua code"):
+        edited.load()
+    assert edited.load(force=True).action == "replaced"
+
+
+def test_two_majors_live_side_by_side(r: redis.Redis, tmp_path: Path) -> None:
+    v1 = pyredislua.Client(r, mode="function")
+    v2 = pyredislua.Client(r, mode="function", library=_library_copy(tmp_path, "2.0.0"))
+    v1.load()
+    v2.load()
+    assert {"pyredislua_v1", "pyredislua_v2"} <= set(v1.server_libraries())
+    _use(v1, "a")
+    _use(v2, "b")
+
+
+@pytest.mark.parametrize("flush", ["script", "function"])
+def test_flush_between_calls_is_invisible(client: pyredislua.Client, r: redis.Redis,
+                                          flush: str) -> None:
+    _use(client)
+    r.script_flush()
+    r.function_flush()
+    _use(client)
+    if flush == "script":
+        r.script_flush()
+    else:
+        r.function_flush()
+    _use(client)
+
+
+def test_flush_between_pipelined_calls_is_invisible(client: pyredislua.Client,
+                                                    r: redis.Redis) -> None:
+    keys = [LockKeys(f"p{i}") for i in range(5)]
+    with client.pipeline() as p:
+        for k in keys:
+            p.add(acquire_call(k, "t", 10_000))
+        first = p.execute()
+    assert all(res.acquired for res in first)
+    r.script_flush()
+    r.function_flush()
+    with client.pipeline() as p:
+        for k in keys:
+            p.add(inspect_call(k))
+        for k in keys:
+            p.add(release_call(k, "t"))
+        states = p.execute()
+    assert [s.owner for s in states[:5]] == ["t"] * 5
+    assert states[5:] == [True] * 5
+
+
+@pytest.mark.parametrize("mode", ["function", "script", "auto"])
+def test_server_restart_between_calls_is_invisible(own_server: RedisServer, mode: str) -> None:
+    conn = redis.Redis.from_url(own_server.url)
+    client = pyredislua.Client(conn, mode=mode)  # type: ignore[arg-type]
+    _use(client)
+    own_server.restart()  # memory, scripts and functions are gone; the connection breaks
+    _use(client)
+    conn.close()
+
+
+def test_pipelines_report_errors_in_place(client: pyredislua.Client) -> None:
+    keys = LockKeys("res")
+    results = client.run_many(
+        [acquire_call(keys, "t", 10_000), acquire_call(keys, "", 10_000), inspect_call(keys)],
+        raise_on_error=False)
+    assert results[0].acquired
+    assert isinstance(results[1], pyredislua.BadArgumentError)
+    assert results[2].owner == "t"
+
+
+def test_wrong_type_errors_pass_through_untyped(client: pyredislua.Client, r: redis.Redis) -> None:
+    keys = LockKeys("res")
+    r.set(keys.lock, "not a hash")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE") as caught:
+        client.run(acquire_call(keys, "t", 10_000))
+    assert not isinstance(caught.value, pyredislua.OperationError)
+
+
+def _limited_client(r: redis.Redis, redis_url: str, rules: list[str]) -> redis.Redis:
+    r.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=["prl:*"],
+                  commands=["+@all", *rules], reset=True)
+    return redis.Redis.from_url(redis_url, username="limited", password="pw")
+
+
+@pytest.mark.parametrize("refused", [["-fcall", "-fcall_ro", "-function"], ["-function"]])
+def test_auto_mode_falls_back_to_scripts_when_acl_refuses_functions(
+    r: redis.Redis, redis_url: str, refused: list[str]
+) -> None:
+    conn = _limited_client(r, redis_url, refused)
+    try:
+        client = pyredislua.Client(conn, mode="auto")
+        _use(client)  # keys match ~prl:* : every key the scripts touch is declared
+        assert client.mode == "script"
+    finally:
+        conn.close()
+        r.acl_deluser("limited")
+
+
+def test_declared_keys_suffice_under_acl_key_patterns(r: redis.Redis, redis_url: str) -> None:
+    pyredislua.Client(r, mode="function").load()
+    conn = _limited_client(r, redis_url, [])
+    try:
+        client = pyredislua.Client(conn, mode="function")
+        _use(client)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.run(acquire_call(LockKeys("x", prefix="other"), "t", 10_000))
+    finally:
+        conn.close()
+        r.acl_deluser("limited")
