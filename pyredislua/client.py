@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 import asyncio
 import time
 
-from .engine.protocol import Batch, Call, Engine, LoadReport, Mode, Plan, Sleep
+from .engine.protocol import RETRY, Batch, Call, Engine, LoadReport, Mode, Plan, Sleep
 from .engine.render import Library, render_library
 
 if TYPE_CHECKING:
@@ -121,7 +121,14 @@ class Client(_ClientBase):
 
     def run(self, call: Call[T]) -> T:
         """Run one operation in one round trip (two if its code had to be loaded first)."""
-        return self.drive(self.engine.run_one(call))
+        try:
+            reply = self.redis.execute_command(*self.engine.command(call).args)
+        except ResponseError as error:
+            reply = error
+        outcome = self.engine.settle(call, reply)
+        if outcome is RETRY:
+            return self.drive(self.engine.run_one(call, reply, replied=True))
+        return outcome  # type: ignore[return-value]
 
     def run_many(self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True) -> list[Any]:
         """Run operations in one pipelined round trip, in order."""
@@ -157,7 +164,14 @@ class AsyncClient(_ClientBase):
             return result
 
     async def run(self, call: Call[T]) -> T:
-        return await self.drive(self.engine.run_one(call))
+        try:
+            reply = await self.redis.execute_command(*self.engine.command(call).args)
+        except ResponseError as error:
+            reply = error
+        outcome = self.engine.settle(call, reply)
+        if outcome is RETRY:
+            return await self.drive(self.engine.run_one(call, reply, replied=True))
+        return outcome  # type: ignore[return-value]
 
     async def run_many(
         self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True

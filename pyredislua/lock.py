@@ -21,9 +21,11 @@ What the lock does **not** guarantee:
   held lock or the fence counter.
 
 Waiting is not polling: a failed blocking acquire registers as a waiter and blocks on a signal
-list (BLPOP). A release reserves the lock for the longest-blocked waiter and pushes it a ticket,
-so the releaser cannot barge back in ahead of it (first come, first served), and a holder that
-dies frees the lock within its TTL (waiters also wake when the lease runs out).
+list (BLPOP). A release that finds a live waiter grants the lock directly to the longest-blocked
+one (first come, first served: the releaser cannot barge back in) by pushing it a grant, which is
+the new owner token and carries the next fence, so the waiter holds the lock without another
+round trip. A holder that dies frees the lock within its TTL (waiters also wake when the lease
+runs out); a grant nobody popped (its waiter died) can be taken by anyone after ``handoff``.
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ class AcquireResult:
     acquired: bool
     fence: int | None
     pttl_ms: int  # lease length when acquired; time until the lock frees up when busy
+    token: str | None = None  # the owner token of the hold: the caller's, or a popped grant
+
+
+GRANT_PREFIX = "grant:"
+
+
+def parse_grant(grant: str) -> AcquireResult:
+    """A grant popped from the signal list: ``grant:<fence>:<lease ms>`` is the owner token."""
+    _, fence, lease = grant.split(":")
+    return AcquireResult(True, int(fence), int(lease), grant)
 
 
 @dataclass(frozen=True)
@@ -114,28 +126,25 @@ class LockKeys:
 # -- call specs: one per Lua operation ---------------------------------------------------------
 
 
-def acquire_call(
-    keys: LockKeys, token: str, ttl_ms: int, wait_ms: int = 0, ticket: str = ""
-) -> Call[AcquireResult]:
-    return Call(
-        "lock.acquire",
-        (keys.lock, keys.fence, keys.signal, keys.waiters),
-        (token, ttl_ms, wait_ms, ticket),
-        _parse_acquire,
-    )
+def acquire_call(keys: LockKeys, token: str, ttl_ms: int, wait_ms: int = 0
+                 ) -> Call[AcquireResult]:
+    args: tuple[str | int, ...] = (token, ttl_ms, wait_ms) if wait_ms else (token, ttl_ms)
+    return Call("lock.acquire", (keys.lock, keys.fence, keys.signal, keys.waiters), args,
+                _parse_acquire)
 
 
 def extend_call(keys: LockKeys, token: str, ttl_ms: int) -> Call[bool]:
     return Call("lock.extend", (keys.lock,), (token, ttl_ms), lambda r: int(r) == 1)
 
 
-def release_call(keys: LockKeys, token: str, handoff_ms: int = 1000) -> Call[bool]:
-    return Call(
-        "lock.release",
-        (keys.lock, keys.signal, keys.waiters),
-        (token, handoff_ms),
-        lambda r: int(r) == 1,
-    )
+def release_call(keys: LockKeys, token: str, ttl_ms: int = 30_000, handoff_ms: int = 1000,
+                 waiter: str = "") -> Call[bool]:
+    """``ttl_ms``: lease of a grant to a waiter that did not declare one (the releaser's own);
+    ``waiter``: the holder's waiter registration to drop, when it holds through a grant."""
+    args: tuple[str | int, ...] = (token, ttl_ms, handoff_ms, waiter) if waiter else (
+        (token, ttl_ms) if handoff_ms == 1000 else (token, ttl_ms, handoff_ms))
+    return Call("lock.release", (keys.lock, keys.fence, keys.signal, keys.waiters), args,
+                lambda r: int(r) == 1)
 
 
 def inspect_call(keys: LockKeys) -> Call[LockState]:
@@ -156,14 +165,13 @@ def acquire_plan(
     max_block: float,
     clock: Callable[[], float] = time.monotonic,
 ) -> Plan[tuple[AcquireResult, float]]:
-    """Try to acquire; while blocking, wait on the signal list between tries.
+    """Try to acquire; while blocking, wait on the signal list for a grant between tries.
 
     Returns the last result and the local time its request was sent (a safe lower bound for when
     the lease started). Sleeps locally only for the last stretch before the deadline, which
     Redis' timer grain cannot resolve.
     """
     deadline = None if timeout is None else clock() + timeout
-    ticket = ""
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
         waiting = blocking and remaining > 0
@@ -171,22 +179,28 @@ def acquire_plan(
         if waiting:
             wait_ms = math.ceil(min(remaining, max_block) * 1000) + REGISTRATION_SLACK_MS
         sent_at = clock()
-        result = yield from engine.run_one(acquire_call(keys, token, ttl_ms, wait_ms, ticket))
-        ticket = ""
+        result = yield from engine.run_one(acquire_call(keys, token, ttl_ms, wait_ms))
         if result.acquired or not waiting:
             return result, sent_at
         remaining = math.inf if deadline is None else deadline - clock()
         free_in = max(result.pttl_ms, 1) / 1000
         block = min(remaining - TIMER_GRAIN, max_block, free_in + 0.001)
         if block >= 0.001:
+            sent_at = clock()
             [popped] = yield [Command(("BLPOP", keys.signal, round(block, 3)))]
             if isinstance(popped, BaseException):
                 raise popped
             if popped:
-                ticket = text(popped[1])
+                grant = parse_grant(text(popped[1]))
+                if grant.pttl_ms == ttl_ms:
+                    return grant, sent_at
+                # the grant carries another waiter's lease length: set ours
+                assert grant.token is not None
+                if (yield from engine.run_one(extend_call(keys, grant.token, ttl_ms))):
+                    return AcquireResult(True, grant.fence, ttl_ms, grant.token), clock()
         elif remaining > 0:
-            # The last stretch: sleep it out, then one final try, which redeems a hand-off
-            # ticket pushed meanwhile (the script lets a registered waiter take an unpopped one).
+            # The last stretch: sleep it out, then one final try, which takes over a grant pushed
+            # meanwhile (a registered waiter may take one that nobody popped).
             yield Sleep(min(remaining, free_in + 0.001))
 
 
@@ -240,6 +254,12 @@ class _LockBase:
         self.lost_reason: str | None = None
         self._engine = engine
         self._lease: Lease | None = None
+        self._hold_token = self.token  # a hold that came from a popped grant has its token
+
+    @property
+    def owner_token(self) -> str:
+        """The owner token of the current hold: ``token``, or the grant this object popped."""
+        return self._hold_token
 
     @property
     def lost(self) -> bool:
@@ -251,16 +271,23 @@ class _LockBase:
         """Whether this object believes it holds the lock (no round trip; see ``owned()``)."""
         return self._lease is not None and not self.lost
 
-    def _acquire_plan(self, blocking: bool, timeout: float | None, max_block: float
-                      ) -> Plan[bool]:
+    def _start_acquire(self, blocking: bool, timeout: float | None, max_block: float
+                       ) -> tuple[str, Call[AcquireResult] | Plan[tuple[AcquireResult, float]]]:
+        """The owner token to acquire with, and what to run: one call when not blocking (the
+        hot path, no plan machinery), else the waiting plan."""
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
             raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
-        result, sent_at = yield from acquire_plan(
-            self._engine, self.keys, self.token, self._first_ttl_ms,
-            blocking=blocking, timeout=timeout, max_block=max_block,
-        )
+        # while this object holds, a repeated acquire is an idempotent retry of its own hold
+        token = self._hold_token if self.held else self.token
+        if not blocking:
+            return token, acquire_call(self.keys, token, self._first_ttl_ms)
+        return token, acquire_plan(self._engine, self.keys, token, self._first_ttl_ms,
+                                   blocking=True, timeout=timeout, max_block=max_block)
+
+    def _finish_acquire(self, result: AcquireResult, token: str, sent_at: float) -> bool:
         if not result.acquired:
             return False
+        self._hold_token = result.token or token
         self.fence = result.fence
         self.lost_reason = None
         cap = None if self.max_hold is None else sent_at + self.max_hold
@@ -287,7 +314,8 @@ class _LockBase:
                 return None
             return lease.valid_until
         try:
-            renewed = yield from self._engine.run_one(extend_call(self.keys, self.token, ttl_ms))
+            renewed = yield from self._engine.run_one(
+                extend_call(self.keys, self._hold_token, ttl_ms))
         except Exception as error:  # connection trouble: retry until the lease runs out
             if time.monotonic() >= lease.valid_until:
                 self._mark_lost(f"could not renew before the lease ran out: {error!r}")
@@ -299,23 +327,28 @@ class _LockBase:
         lease.valid_until = now + ttl_ms / 1000
         return min(now + lease.renew_every, lease.valid_until)
 
-    def _release_plan(self) -> Plan[None]:
+    def _start_release(self) -> tuple[Call[bool], bool]:
         had_lease = self._lease is not None
-        self._lease = None
-        released = yield from self._engine.run_one(
-            release_call(self.keys, self.token, self.handoff_ms))
+        self._lease = None  # stops the watchdog before the lock is gone
+        hold, self._hold_token = self._hold_token, self.token
+        waiter = self.token if hold != self.token else ""
+        return release_call(self.keys, hold, self.ttl_ms, self.handoff_ms, waiter), had_lease
+
+    def _finish_release(self, released: bool, had_lease: bool) -> None:
         if not released:
             if had_lease:
                 self._mark_lost("the lease expired before release")
             raise LockNotOwnedError(f"lock {self.name!r} is not held by this owner")
 
-    def _extend_plan(self, ttl: float | None) -> Plan[None]:
+    def _start_extend(self, ttl: float | None) -> tuple[Call[bool], int, float]:
         ttl_ms = self.ttl_ms if ttl is None else _ms(ttl)
-        now = time.monotonic()
-        if not (yield from self._engine.run_one(extend_call(self.keys, self.token, ttl_ms))):
+        return extend_call(self.keys, self._hold_token, ttl_ms), ttl_ms, time.monotonic()
+
+    def _finish_extend(self, extended: bool, ttl_ms: int, sent_at: float) -> None:
+        if not extended:
             raise LockNotOwnedError(f"lock {self.name!r} is not held by this owner")
         if self._lease is not None:
-            self._lease.valid_until = now + ttl_ms / 1000
+            self._lease.valid_until = sent_at + ttl_ms / 1000
 
     def _timeout_error(self) -> LockTimeoutError:
         return LockTimeoutError(f"lock {self.name!r} not acquired within {self.blocking_timeout}s")
@@ -351,7 +384,13 @@ class Lock(_LockBase):
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Acquire; ``timeout`` in seconds (None: wait forever), honoured to the millisecond."""
-        acquired = self._client.drive(self._acquire_plan(blocking, timeout, self._client.max_block))
+        token, work = self._start_acquire(blocking, timeout, self._client.max_block)
+        if isinstance(work, Call):
+            sent_at = time.monotonic()
+            result = self._client.run(work)
+        else:
+            result, sent_at = self._client.drive(work)
+        acquired = self._finish_acquire(result, token, sent_at)
         if acquired and self.auto_renew:
             _renewer_for(self._client).schedule(self, time.monotonic() + self.ttl_ms / 3000)
         return acquired
@@ -359,19 +398,21 @@ class Lock(_LockBase):
     def release(self) -> None:
         """Release; raises LockNotOwnedError if this token no longer holds the lock."""
         with self._mutex:
-            self._client.drive(self._release_plan())
+            call, had_lease = self._start_release()
+            self._finish_release(self._client.run(call), had_lease)
 
     def extend(self, ttl: float | None = None) -> None:
         """Renew the lease to ``ttl`` seconds (default: the lock's ttl) from now."""
         with self._mutex:
-            self._client.drive(self._extend_plan(ttl))
+            call, ttl_ms, sent_at = self._start_extend(ttl)
+            self._finish_extend(self._client.run(call), ttl_ms, sent_at)
 
     def inspect(self) -> LockState:
         return self._client.run(inspect_call(self.keys))
 
     def owned(self) -> bool:
         """Whether this token holds the lock, asked of the server."""
-        return self.inspect().owner == self.token
+        return self.inspect().owner == self._hold_token
 
     def _renew_step(self) -> float | None:
         with self._mutex:
@@ -460,8 +501,13 @@ class AsyncLock(_LockBase):
         self._watchdog: asyncio.Task[None] | None = None
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        acquired = await self._client.drive(
-            self._acquire_plan(blocking, timeout, self._client.max_block))
+        token, work = self._start_acquire(blocking, timeout, self._client.max_block)
+        if isinstance(work, Call):
+            sent_at = time.monotonic()
+            result = await self._client.run(work)
+        else:
+            result, sent_at = await self._client.drive(work)
+        acquired = self._finish_acquire(result, token, sent_at)
         if acquired and self.auto_renew and self._watchdog is None:
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         return acquired
@@ -486,16 +532,18 @@ class AsyncLock(_LockBase):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._client.drive(self._release_plan())
+        call, had_lease = self._start_release()
+        self._finish_release(await self._client.run(call), had_lease)
 
     async def extend(self, ttl: float | None = None) -> None:
-        await self._client.drive(self._extend_plan(ttl))
+        call, ttl_ms, sent_at = self._start_extend(ttl)
+        self._finish_extend(await self._client.run(call), ttl_ms, sent_at)
 
     async def inspect(self) -> LockState:
         return await self._client.run(inspect_call(self.keys))
 
     async def owned(self) -> bool:
-        return (await self.inspect()).owner == self.token
+        return (await self.inspect()).owner == self._hold_token
 
     async def __aenter__(self) -> AsyncLock:
         if not await self.acquire(blocking=True, timeout=self.blocking_timeout):

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 import pyredislua
+import pyredislua.lock
 from pyredislua.lock import LockKeys, acquire_call, release_call
 
 pytestmark = pytest.mark.lock
@@ -211,3 +212,22 @@ async def test_cancelled_release_still_releases(aclient: pyredislua.AsyncClient)
     probe = aclient.lock("res")
     assert await probe.acquire(timeout=2)  # the shielded release went through
     await probe.release()
+
+
+def test_unclaimed_grant_is_freed_after_the_handoff_window(
+    client: pyredislua.Client, r: redis.Redis
+) -> None:
+    keys = LockKeys("res")
+    assert client.run(acquire_call(keys, "holder", 30_000)).acquired
+    # a waiter registers, then dies before it blocks: nobody will pop the grant
+    assert not client.run(acquire_call(keys, "dead-waiter", 30_000, wait_ms=30_000)).acquired
+    assert client.run(release_call(keys, "holder", 30_000, handoff_ms=50))
+    granted = client.run(pyredislua.lock.inspect_call(keys))
+    assert granted.held and (granted.owner or "").startswith("grant:")
+    assert not client.run(acquire_call(keys, "newcomer", 30_000)).acquired  # reserved for now
+    deadline = time.monotonic() + 0.05
+    while time.monotonic() < deadline:  # the hand-off window is 50 ms of server time
+        time.sleep(0.005)
+    taken = client.run(acquire_call(keys, "newcomer", 30_000))
+    assert taken.acquired and taken.fence is not None and taken.fence > (granted.fence or 0)
+    assert r.llen(keys.signal) == 0  # the stale grant can never be popped afterwards

@@ -1,5 +1,5 @@
 """A model-checked lock: three clients, each on its own connection, interleave acquire (plain or
-as a registered waiter), redeeming hand-off tickets, extend, release and lease expiry.
+as a registered waiter), popping grants, extend, release and lease expiry.
 
 Expiry is made to happen by the server (PEXPIRE 1, then waiting until the key is gone), not
 simulated: the scripts see exactly what a lapsed lease looks like.
@@ -36,98 +36,106 @@ class LockMachine(RuleBasedStateMachine):
         self.clients = [pyredislua.Client(c, mode=self.mode) for c in self.conns]  # type: ignore[arg-type]
         self.keys = LockKeys("model")
         self.tokens = [f"client-{i}" for i in range(CLIENTS)]
+        self.grants: list[str | None] = [None] * CLIENTS  # the grant each client popped
         # the model
-        self.holder: int | None = None
-        self.holder_fence = 0
+        self.owner: str | None = None
+        self.owner_fence = 0
         self.last_fence = 0
-        self.reserved: str | None = None  # hand-off ticket the lock is reserved for
-        self.ticket_in_list = False
+        self.grant_unpopped = False  # the owner is a grant still sitting in the signal list
         self.waiters: set[int] = set()
-        self.tickets: list[str] = [""] * CLIENTS  # ticket each client popped
 
     def teardown(self) -> None:
         for c in [*getattr(self, "conns", []), getattr(self, "admin", None)]:
             if c is not None:
                 c.close()
 
-    def _take(self, c: int, fence: int | None) -> None:
+    def _token(self, c: int, use_grant: bool) -> str:
+        grant = self.grants[c]
+        return grant if (use_grant and grant is not None) else self.tokens[c]
+
+    def _new_fence(self, fence: int | None) -> int:
         assert fence is not None and fence > self.last_fence, "fences must strictly increase"
         self.last_fence = fence
-        self.holder, self.holder_fence = c, fence
-        self.reserved, self.ticket_in_list = None, False
-        self.waiters.discard(c)
+        return fence
 
-    @rule(c=st.integers(0, CLIENTS - 1), wait=st.booleans(), use_ticket=st.booleans())
-    def acquire(self, c: int, wait: bool, use_ticket: bool) -> None:
-        ticket = self.tickets[c] if use_ticket else ""
-        result = self.clients[c].run(
-            acquire_call(self.keys, self.tokens[c], LONG, LONG if wait else 0, ticket))
-        if self.holder == c:
-            assert result.acquired and result.fence == self.holder_fence  # idempotent retry
+    @rule(c=st.integers(0, CLIENTS - 1), wait=st.booleans(), use_grant=st.booleans())
+    def acquire(self, c: int, wait: bool, use_grant: bool) -> None:
+        token = self._token(c, use_grant)
+        result = self.clients[c].run(acquire_call(self.keys, token, LONG, LONG if wait else 0))
+        if self.owner == token:
+            assert result.acquired and result.fence == self.owner_fence  # idempotent retry
             return
-        if self.holder is None and (
-            self.reserved is None
-            or ticket == self.reserved
-            or (self.ticket_in_list and c in self.waiters)
-        ):
-            assert result.acquired, "a free lock (or one handed to this waiter) must be granted"
-            self._take(c, result.fence)
+        takeover = self.grant_unpopped and c in self.waiters and token == self.tokens[c]
+        if self.owner is None or takeover:
+            assert result.acquired, "a free lock (or an unclaimed grant, for a waiter) is granted"
+            self.owner, self.owner_fence = token, self._new_fence(result.fence)
+            self.grant_unpopped = False
+            self.waiters.discard(c)
             return
-        assert not result.acquired, "mutual exclusion: the lock is held or reserved for another"
+        assert not result.acquired, "mutual exclusion: the lock belongs to another owner"
         if wait:
             self.waiters.add(c)
         else:
             self.waiters.discard(c)
 
-    @rule(c=st.integers(0, CLIENTS - 1))
-    def release(self, c: int) -> None:
+    @rule(c=st.integers(0, CLIENTS - 1), use_grant=st.booleans())
+    def release(self, c: int, use_grant: bool) -> None:
+        token = self._token(c, use_grant)
+        unregister = self.tokens[c] if token != self.tokens[c] else ""
         before = snapshot(self.admin)
-        released = self.clients[c].run(release_call(self.keys, self.tokens[c], 60_000))
-        if self.holder != c:
+        released = self.clients[c].run(
+            release_call(self.keys, token, LONG, 60_000, unregister))
+        if self.owner != token:
             assert not released
             assert snapshot(self.admin) == before, "a non-owner's release must change nothing"
             return
         assert released
-        self.holder = None
+        if unregister:
+            self.waiters.discard(c)
         if self.waiters:
-            self.reserved, self.ticket_in_list = f"h{self.holder_fence}", True
-            self.tickets = ["" if t == self.reserved else t for t in self.tickets]
+            fence = self.last_fence + 1
+            self.owner, self.owner_fence = f"grant:{fence}:{LONG}", fence
+            self.last_fence = fence
+            self.grant_unpopped = True
+        else:
+            self.owner = None
 
     @rule(c=st.integers(0, CLIENTS - 1))
-    def pop_ticket(self, c: int) -> None:
+    def pop_grant(self, c: int) -> None:
         popped = self.conns[c].lpop(self.keys.signal)
-        if self.ticket_in_list and self.reserved is not None:
-            assert popped == self.reserved.encode()
-            self.tickets[c] = self.reserved
-            self.ticket_in_list = False
+        if self.grant_unpopped:
+            assert self.owner is not None and popped == self.owner.encode()
+            self.grants[c] = self.owner
+            self.grant_unpopped = False
         else:
             assert popped is None
 
-    @rule(c=st.integers(0, CLIENTS - 1))
-    def extend(self, c: int) -> None:
+    @rule(c=st.integers(0, CLIENTS - 1), use_grant=st.booleans())
+    def extend(self, c: int, use_grant: bool) -> None:
+        token = self._token(c, use_grant)
         before = snapshot(self.admin)
-        extended = self.clients[c].run(extend_call(self.keys, self.tokens[c], LONG))
-        assert extended == (self.holder == c)
+        extended = self.clients[c].run(extend_call(self.keys, token, LONG))
+        assert extended == (self.owner == token)
         if not extended:
             assert snapshot(self.admin) == before, "a non-owner's extend must change nothing"
 
-    @precondition(lambda self: self.holder is not None or self.reserved is not None)
+    @precondition(lambda self: self.owner is not None)
     @rule()
     def expire(self) -> None:
         for key in (self.keys.lock, self.keys.signal):
             self.admin.pexpire(key, 1)
         while self.admin.exists(self.keys.lock, self.keys.signal):
             time.sleep(0.001)
-        self.holder, self.reserved, self.ticket_in_list = None, None, False
+        self.owner, self.grant_unpopped = None, False
 
     @invariant()
     def server_agrees_with_model(self) -> None:
         if not hasattr(self, "keys"):
             return
         state = self.clients[0].run(inspect_call(self.keys))
-        assert state.held == (self.holder is not None)
-        assert state.owner == (None if self.holder is None else self.tokens[self.holder])
-        assert state.fence == (self.holder_fence if self.holder is not None else self.last_fence)
+        assert state.held == (self.owner is not None)
+        assert state.owner == self.owner
+        assert state.fence == (self.owner_fence if self.owner is not None else self.last_fence)
         assert state.waiters == len(self.waiters)
 
 

@@ -9,7 +9,8 @@ keys:
   waiters: sorted set of waiting tokens scored by the server time their wait ends
 argv:
 returns:
-  {held (1|0), owner or nil, pttl (ms, 0 when free), fence (the holder's, else the last issued; 0 if never), live waiters}
+  {held (1|0), owner or nil, pttl (ms, 0 when free), fence (the holder's, else the last issued; 0 if never), live waiters}.
+  A lock just granted to a waiter is owned by the grant token ("grant:<fence>:<lease ms>").
 errors:
   BADARG: the key count is invalid
 ]]

@@ -45,6 +45,13 @@ Batch = list[Command]
 Plan = Generator["Batch | Sleep", list[Any], T]
 
 
+class _Retry:
+    """Marker: the call must go through the recovering plan."""
+
+
+RETRY = _Retry()
+
+
 def _identity(reply: Any) -> Any:
     return reply
 
@@ -125,27 +132,47 @@ class Engine:
 
     # -- running calls --------------------------------------------------------------------------
 
-    def run(self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True) -> Plan[list[Any]]:
+    def _needs_retry(self, reply: Any) -> bool:
+        """The reply says the code is missing (or FCALL is refused in auto mode): nothing ran."""
+        if _is_missing_function(reply) or isinstance(reply, NoScriptError):
+            return True
+        return self.mode == "function" and self.requested_mode == "auto" and _is_refused_fcall(
+            reply)
+
+    def settle(self, call: Call[T], reply: Any) -> T | _Retry:
+        """The outcome of one reply: the parsed value, a raised typed error, or RETRY when the
+        code must be (re)loaded first. Lets drivers run the common case without a plan."""
+        if isinstance(reply, BaseException):
+            if self._needs_retry(reply):
+                return RETRY
+            raise from_reply(reply, call.op)
+        return call.parse(reply)
+
+    def run(
+        self,
+        calls: Sequence[Call[Any]],
+        *,
+        raise_on_error: bool = True,
+        first_replies: list[Any] | None = None,
+    ) -> Plan[list[Any]]:
         """Run calls in order, normally as one batch (one round trip).
 
         Calls that failed because the code was missing (restart, failover, SCRIPT FLUSH,
         FUNCTION FLUSH) are re-run, in their order, after the code is reloaded. Code goes missing
         all at once, so the failed calls are a suffix of the batch and order is kept.
+        ``first_replies``: the replies of a first attempt a driver already made.
         """
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         with_body = False
         for _attempt in range(4):
-            replies = yield [self.command(calls[i], with_body=with_body) for i in pending]
+            if first_replies is not None:
+                replies, first_replies = first_replies, None
+            else:
+                replies = yield [self.command(calls[i], with_body=with_body) for i in pending]
             retry: list[int] = []
             for i, reply in zip(pending, replies):
-                if _is_missing_function(reply) or isinstance(reply, NoScriptError):
-                    retry.append(i)
-                elif (
-                    self.mode == "function"
-                    and self.requested_mode == "auto"
-                    and _is_refused_fcall(reply)
-                ):
+                if self._needs_retry(reply):
                     retry.append(i)
                 else:
                     results[i] = reply
@@ -173,8 +200,9 @@ class Engine:
                 out.append(call.parse(reply))
         return out
 
-    def run_one(self, call: Call[T]) -> Plan[T]:
-        results = yield from self.run([call])
+    def run_one(self, call: Call[T], first_reply: Any = None, *, replied: bool = False
+                ) -> Plan[T]:
+        results = yield from self.run([call], first_replies=[first_reply] if replied else None)
         result: T = results[0]
         return result
 

@@ -1,0 +1,185 @@
+"""Lock throughput, fairness and hand-off latency against redis-py and python-redis-lock.
+
+Single client: PING and raw EVALSHA round trips/s (the ceiling), then acquire+release cycles/s.
+Contention: N processes, blocking acquire, each hold a two-round-trip read-modify-write; reports
+throughput, fairness (most / fewest acquisitions per process) and the median hand-off (end of a
+hold to the start of the next one) in round trips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import time
+from typing import Any
+
+import redis
+
+from ..client import Client
+from ._common import emit_json, print_table, rate, server_url
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="length of each single-client measurement (default 2)")
+    parser.add_argument("--contention-seconds", type=float, default=3.0,
+                        help="length of each contention run (default 3)")
+    parser.add_argument("--processes", type=int, default=8, help="contending processes")
+
+
+def _single_client(url: str, seconds: float) -> dict[str, float]:
+    r = redis.Redis.from_url(url)
+    r.flushall()
+    out: dict[str, float] = {}
+    out["ping"] = rate(r.ping, seconds)
+    sha = r.script_load("return redis.call('EXISTS', KEYS[1])")
+    out["raw_evalsha"] = rate(lambda: r.evalsha(sha, 1, "bench:{raw}"), seconds)
+
+    client = Client(r)
+    lock = client.lock("bench-single", ttl=30, auto_renew=False)
+
+    def cycle() -> None:
+        lock.acquire(blocking=False)
+        lock.release()
+
+    out["pyredislua"] = rate(cycle, seconds)
+    watched = client.lock("bench-watched", ttl=30)
+
+    def watched_cycle() -> None:
+        watched.acquire(blocking=False)
+        watched.release()
+
+    out["pyredislua_watchdog"] = rate(watched_cycle, seconds)
+    rp = r.lock("bench-redis-py", timeout=30)
+
+    def redis_py_cycle() -> None:
+        rp.acquire(blocking=False)
+        rp.release()
+
+    out["redis_py"] = rate(redis_py_cycle, seconds)
+    try:
+        import redis_lock  # python-redis-lock, from the `bench` extra
+    except ImportError:
+        pass
+    else:
+        prl = redis_lock.Lock(r, "bench-python-redis-lock", expire=30)
+
+        def python_redis_lock_cycle() -> None:
+            prl.acquire(blocking=False)
+            prl.release()
+
+        out["python_redis_lock"] = rate(python_redis_lock_cycle, seconds)
+    r.close()
+    return out
+
+
+def _contender(kind: str, url: str, deadline_in: float, barrier: Any, out: Any) -> None:
+    conn = redis.Redis.from_url(url)
+    client = Client(conn)
+    holds: list[tuple[int, int]] = []
+    if kind == "pyredislua":
+        lock: Any = client.lock("bench-contended", ttl=30, auto_renew=False)
+    elif kind == "redis_py":
+        lock = conn.lock("bench-contended-redis-py", timeout=30)
+    else:
+        import redis_lock
+
+        lock = redis_lock.Lock(conn, "bench-contended-prl", expire=30)
+    conn.ping()
+    barrier.wait()
+    deadline = time.monotonic() + deadline_in
+    while time.monotonic() < deadline:
+        lock.acquire(blocking=True)
+        start = time.monotonic_ns()
+        value = int(conn.get("bench:{c}:counter") or 0)
+        conn.set("bench:{c}:counter", value + 1)
+        end = time.monotonic_ns()
+        lock.release()
+        holds.append((start, end))
+    out.put(holds)
+    conn.close()
+
+
+def _contention(kind: str, url: str, processes: int, seconds: float) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(processes)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_contender, args=(kind, url, seconds, barrier, out))
+             for _ in range(processes)]
+    for p in procs:
+        p.start()
+    per_process = [out.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join()
+    counts = [len(h) for h in per_process]
+    holds = sorted(h for hs in per_process for h in hs)
+    first = holds[0][0]
+    last = holds[-1][1]
+    gaps = [(b[0] - a[1]) / 1e9 for a, b in zip(holds, holds[1:])]
+    return {
+        "acquisitions_per_s": len(holds) / ((last - first) / 1e9),
+        "fairness": max(counts) / max(1, min(counts)),
+        "median_handoff_s": statistics.median(gaps) if gaps else float("nan"),
+        "min_per_process": min(counts),
+        "max_per_process": max(counts),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    with server_url(args.url) as url:
+        Client(redis.Redis.from_url(url)).load()
+        single = _single_client(url, args.seconds)
+        contention = {}
+        kinds = ["pyredislua", "redis_py"]
+        if "python_redis_lock" in single:
+            kinds.append("python_redis_lock")
+        for kind in kinds:
+            contention[kind] = _contention(kind, url, args.processes, args.contention_seconds)
+    rtt = 1 / single["ping"]
+    half_evalsha = single["raw_evalsha"] / 2
+    for c in contention.values():
+        c["median_handoff_rtt"] = c["median_handoff_s"] / rtt
+    ours = contention["pyredislua"]
+    targets = {
+        "single_vs_half_evalsha": single["pyredislua"] / half_evalsha,
+        "single_vs_redis_py": single["pyredislua"] / single["redis_py"],
+        "contention_vs_redis_py": ours["acquisitions_per_s"]
+        / contention["redis_py"]["acquisitions_per_s"],
+        "fairness": ours["fairness"],
+        "median_handoff_rtt": ours["median_handoff_rtt"],
+    }
+    targets_met = {
+        "single_vs_half_evalsha": targets["single_vs_half_evalsha"] >= 0.95,
+        "single_vs_redis_py": targets["single_vs_redis_py"] >= 1.0,
+        "contention_vs_redis_py": targets["contention_vs_redis_py"] >= 1.0,
+        "fairness": targets["fairness"] <= 1.5,
+        "median_handoff_rtt": targets["median_handoff_rtt"] <= 2.0,
+    }
+    if args.json:
+        emit_json({"single_client_ops_per_s": single, "contention": contention,
+                   "ratios": targets, "targets_met": targets_met,
+                   "processes": args.processes})
+        return 0
+    rows = [
+        ("PING round trips", f"{single['ping']:,.0f}/s", "1 RTT each"),
+        ("raw EVALSHA round trips", f"{single['raw_evalsha']:,.0f}/s", "the ceiling"),
+        ("pyredislua acquire+release", f"{single['pyredislua']:,.0f}/s",
+         f"{targets['single_vs_half_evalsha']:.2f} x half EVALSHA"),
+        ("pyredislua, watchdog on", f"{single['pyredislua_watchdog']:,.0f}/s",
+         f"{single['pyredislua_watchdog'] / half_evalsha:.2f} x half EVALSHA"),
+        ("redis-py Lock", f"{single['redis_py']:,.0f}/s",
+         f"pyredislua is {targets['single_vs_redis_py']:.2f} x"),
+    ]
+    if "python_redis_lock" in single:
+        rows.append(("python-redis-lock", f"{single['python_redis_lock']:,.0f}/s",
+                     f"pyredislua is {single['pyredislua'] / single['python_redis_lock']:.2f} x"))
+    print_table("single client, cycles per second", rows, ("what", "rate", "ratio"))
+    rows = [(kind, f"{c['acquisitions_per_s']:,.0f}/s",
+             f"fairness {c['fairness']:.2f}, hand-off {c['median_handoff_rtt']:.2f} RTT")
+            for kind, c in contention.items()]
+    print_table(f"contention: {args.processes} processes, blocking acquire, 2-RTT hold", rows,
+                ("lock", "acquisitions", "fairness (max/min), median hand-off"))
+    print("\ntargets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}"
+                                    for k, v in targets_met.items()))
+    return 0
