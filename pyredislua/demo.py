@@ -1,0 +1,50 @@
+"""``pyredislua demo``: every primitive at work, in plain words."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import pkgutil
+import textwrap
+from collections.abc import Iterator
+
+import redis
+
+from .client import Client
+from .server import RedisServer
+
+
+def say(text: str) -> None:
+    print(textwrap.fill(text, width=96, subsequent_indent="    ") if len(text) > 96 else text)
+
+
+@contextlib.contextmanager
+def _server(url: str | None) -> Iterator[str]:
+    if url:
+        say(f"Using the Redis at {url}; the demo writes only its own keys (names starting with prl:).")
+        yield url
+        return
+    with RedisServer() as server:
+        say(f"Started a throwaway redis-server on {server.url} (stopped when the demo ends).")
+        yield server.url
+
+
+def run_demo(url: str | None) -> int:
+    from . import demos
+
+    sections = [importlib.import_module(f"{demos.__name__}.{m.name}")
+                for m in pkgutil.iter_modules(demos.__path__)]
+    sections.sort(key=lambda module: getattr(module, "ORDER", 100))
+    with _server(url) as server_url:
+        conn = redis.Redis.from_url(server_url)
+        client = Client(conn)
+        report = client.load()
+        say(f"Loaded the Lua library {report.library} {report.version} "
+            f"({report.action}, {client.mode} mode): every operation is one round trip.")
+        for module in sections:
+            title = (module.__doc__ or module.__name__).strip().splitlines()[0]
+            print(f"\n== {title}")
+            module.demo(client, say)
+        conn.close()
+    print("\nDone.")
+    return 0
