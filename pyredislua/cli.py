@@ -49,6 +49,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reference(args: argparse.Namespace) -> int:
+    from .engine.reference import render_reference
+
+    print(render_reference(render_library()), end="")
+    return 0
+
+
 def _cmd_load(args: argparse.Namespace) -> int:
     report = connect(args.url, args.mode).load(force=args.force)
     print(f"{report.library} {report.version}: {report.action} ({report.mode} mode)"
@@ -110,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--script", metavar="OP",
                    help="print one operation's standalone EVAL script instead, e.g. lock.acquire")
     p.set_defaults(run=_cmd_render)
+
+    p = sub.add_parser("reference", help="print the operations reference (Markdown)",
+                       description="Print the reference of every operation, generated from "
+                       "the contract headers in lua/.")
+    p.set_defaults(run=_cmd_reference)
 
     p = sub.add_parser("load", help="load the library (or scripts) into a server",
                        description="Load the Lua code: version-aware, never downgrades.")

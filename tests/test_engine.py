@@ -192,3 +192,11 @@ def test_declared_keys_suffice_under_acl_key_patterns(r: redis.Redis, redis_url:
     finally:
         conn.close()
         r.acl_deluser("limited")
+
+
+def test_reference_docs_are_generated_from_the_headers() -> None:
+    from pyredislua.engine.reference import render_reference
+
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
+    assert committed == render_reference(render_library()), (
+        "docs/reference.md is stale: regenerate it with `pyredislua reference > docs/reference.md`")

@@ -1,0 +1,53 @@
+"""The operations reference, generated from the contract headers of ``lua/``."""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+from .render import Library
+
+
+def render_reference(library: Library) -> str:
+    lines = [
+        "# Operations reference",
+        "",
+        f"Generated from the contract headers in `lua/` (library `{library.name}` "
+        f"{library.version}) by `pyredislua reference`; do not edit by hand.",
+        "",
+        "Call an operation as `FCALL <function> <numkeys> KEYS... ARGV...` (read-only ones with "
+        "`FCALL_RO`), or `EVALSHA` its standalone script (`pyredislua render --script <name>`). "
+        "Errors read `PYREDISLUA:<CODE> <message>` and mean the call changed nothing.",
+    ]
+    ops = sorted(library.operations.values(), key=lambda op: op.name)
+    for area, group in groupby(ops, key=lambda op: op.header.area):
+        lines += ["", f"## {area}"]
+        for op in group:
+            h = op.header
+            flags = ", ".join(h.flags) or "may write"
+            lines += [
+                "",
+                f"### `{h.name}` {h.version}",
+                "",
+                h.summary,
+                "",
+                f"Function `{op.function}` · {flags} · source `lua/{op.source}`",
+                "",
+            ]
+            if h.variadic_keys:
+                lines.append("KEYS: variadic (see the summary).")
+            elif h.keys:
+                lines += ["| KEYS | role |", "|---|---|"]
+                lines += [f"| {i}. `{k.name}` | {k.doc} |" for i, k in enumerate(h.keys, 1)]
+            else:
+                lines.append("KEYS: none.")
+            lines.append("")
+            if h.argv:
+                lines += ["| ARGV | type | meaning |", "|---|---|---|"]
+                lines += [f"| {i}. `{a.name}` | {a.describe()} | {a.doc} |"
+                          for i, a in enumerate(h.argv, 1)]
+            else:
+                lines.append("ARGV: none.")
+            lines += ["", f"Reply: {h.returns}", ""]
+            if h.errors:
+                lines.append("Errors: " + "; ".join(f"`{c}` {d}" for c, d in h.errors) + ".")
+    return "\n".join(lines) + "\n"
