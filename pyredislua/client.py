@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
 from redis.exceptions import ResponseError
-
-import asyncio
-import time
 
 from .engine.protocol import RETRY, Batch, Call, Engine, LoadReport, Mode, Plan, Sleep
 from .engine.render import Library, render_library
@@ -121,8 +120,9 @@ class Client(_ClientBase):
 
     def run(self, call: Call[T]) -> T:
         """Run one operation in one round trip (two if its code had to be loaded first)."""
+        args = self.engine.command(call).args
         try:
-            reply = self.redis.execute_command(*self.engine.command(call).args)
+            reply = self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
         except ResponseError as error:
             reply = error
         outcome = self.engine.settle(call, reply)
@@ -164,8 +164,9 @@ class AsyncClient(_ClientBase):
             return result
 
     async def run(self, call: Call[T]) -> T:
+        args = self.engine.command(call).args
         try:
-            reply = await self.redis.execute_command(*self.engine.command(call).args)
+            reply = await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
         except ResponseError as error:
             reply = error
         outcome = self.engine.settle(call, reply)

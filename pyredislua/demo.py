@@ -21,7 +21,8 @@ def say(text: str) -> None:
 @contextlib.contextmanager
 def _server(url: str | None) -> Iterator[str]:
     if url:
-        say(f"Using the Redis at {url}; the demo writes only its own keys (names starting with prl:).")
+        say(f"Using the Redis at {url}; the demo writes only its own keys "
+            "(names starting with prl:).")
         yield url
         return
     with RedisServer() as server:

@@ -71,7 +71,9 @@ def client(r: redis.Redis, mode: str) -> pyredislua.Client:
 
 
 @pytest.fixture
-async def aclient(redis_url: str, r: redis.Redis, mode: str) -> AsyncIterator[pyredislua.AsyncClient]:
+async def aclient(
+    redis_url: str, r: redis.Redis, mode: str
+) -> AsyncIterator[pyredislua.AsyncClient]:
     conn = redis.asyncio.Redis.from_url(redis_url)
     yield pyredislua.AsyncClient(conn, mode=mode)  # type: ignore[arg-type]
     await conn.aclose()

@@ -16,7 +16,9 @@ from pyredislua.lock import LockKeys, acquire_call, release_call
 pytestmark = pytest.mark.lock
 
 
-def test_fences_increase_across_release_and_expiry(client: pyredislua.Client, r: redis.Redis) -> None:
+def test_fences_increase_across_release_and_expiry(
+    client: pyredislua.Client, r: redis.Redis
+) -> None:
     a = client.lock("res", ttl=10, auto_renew=False)
     b = client.lock("res", ttl=10, auto_renew=False)
     assert a.acquire(blocking=False)

@@ -3,6 +3,7 @@ while holding it. Lost updates, overlapping holds or out-of-order fences would s
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import time
 from typing import Any
@@ -51,6 +52,6 @@ def test_eight_processes_never_overlap(redis_url: str, r: redis.Redis, mode: str
     holds = sorted((rec for recs in per_process for rec in recs), key=lambda rec: rec[1])
     assert len(holds) == PROCESSES * HOLDS_EACH
     assert int(r.get("counter") or 0) == len(holds), "a lost update means two holders overlapped"
-    for (fence_a, _, end_a), (fence_b, start_b, _) in zip(holds, holds[1:]):
+    for (fence_a, _, end_a), (fence_b, start_b, _) in itertools.pairwise(holds):
         assert end_a < start_b, "holds overlap"
         assert fence_a < fence_b, "fences must increase in hold order"

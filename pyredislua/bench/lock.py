@@ -9,6 +9,7 @@ hold to the start of the next one) in round trips.
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import statistics
 import time
@@ -116,7 +117,7 @@ def _contention(kind: str, url: str, processes: int, seconds: float) -> dict[str
     holds = sorted(h for hs in per_process for h in hs)
     first = holds[0][0]
     last = holds[-1][1]
-    gaps = [(b[0] - a[1]) / 1e9 for a, b in zip(holds, holds[1:])]
+    gaps = [(b[0] - a[1]) / 1e9 for a, b in itertools.pairwise(holds)]
     return {
         "acquisitions_per_s": len(holds) / ((last - first) / 1e9),
         "fairness": max(counts) / max(1, min(counts)),

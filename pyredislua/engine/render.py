@@ -120,7 +120,7 @@ def _render(root: Path) -> Library:
     version = m.group(1)
     lib_name = f"{LIBRARY_PREFIX}_v{version.split('.')[0]}"
     prelude = env.get_template("includes/prelude.lua").render()
-    contract = env.get_template("includes/contract.lua").module  # type: ignore[attr-defined]
+    contract = env.get_template("includes/contract.lua").module
 
     ops: dict[str, Operation] = {}
     area_includes: dict[str, str] = {}
@@ -135,7 +135,7 @@ def _render(root: Path) -> Library:
             raise HeaderError(f"{rel}: declares name {header.name!r}, expected {expected!r}")
         _, body_src = extract_header(text)
         body = env.from_string(body_src).render(op=header, library=lib_name)
-        prologue = contract.prologue(header)
+        prologue = contract.prologue(header)  # type: ignore[attr-defined]
         indented = "\n".join(("  " + line) if line.strip() else "" for line in body.splitlines())
         function_body = (
             f"-- {header.name} {header.version} ({rel})\n"
@@ -167,7 +167,7 @@ def _render(root: Path) -> Library:
 
     parts = [
         f"#!lua name={lib_name}",
-        f"-- pyredislua Functions library {version}: rendered from lua/ (edit lua/, then re-render)",
+        f"-- pyredislua Functions library {version}: rendered from lua/ (edit lua/, re-render)",
         prelude,
         *area_includes.values(),
     ]
