@@ -46,8 +46,8 @@ def test_render_loads_with_redis_cli_and_runs_with_fcall(redis_url: str, r: redi
     state = _redis_cli(redis_url, "FCALL_RO", "pyredislua_v1_lock_inspect", "3",
                        keys[0], keys[1], keys[3]).split()
     assert state[:2] == ["1", "operator-1"]
-    assert _redis_cli(redis_url, "FCALL", "pyredislua_v1_lock_release", "3",
-                      keys[0], keys[2], keys[3], "operator-1") == "1"
+    assert _redis_cli(redis_url, "FCALL", "pyredislua_v1_lock_release", "4", *keys,
+                      "operator-1") == "1"
     # the Python side sees the same lock
     lock = pyredislua.Client(r).lock("cli")
     assert lock.acquire(blocking=False) and lock.fence == 2
