@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 TIMER_GRAIN = 0.11
 # A waiter's registration outlives its current BLPOP by this much, covering the round trip back.
 REGISTRATION_SLACK_MS = 250
+# After a release that granted the lock to a waiter, the releaser stays registered this long, so
+# an acquire soon after goes straight to waiting (one round trip fewer per contended hold).
+REQUEUE_MS = 1000
 
 
 class LockTimeoutError(LockError, TimeoutError):
@@ -137,14 +140,21 @@ def extend_call(keys: LockKeys, token: str, ttl_ms: int) -> Call[bool]:
     return Call("lock.extend", (keys.lock,), (token, ttl_ms), lambda r: int(r) == 1)
 
 
-def release_call(keys: LockKeys, token: str, ttl_ms: int = 30_000, handoff_ms: int = 1000,
-                 waiter: str = "") -> Call[bool]:
-    """``ttl_ms``: lease of a grant to a waiter that did not declare one (the releaser's own);
-    ``waiter``: the holder's waiter registration to drop, when it holds through a grant."""
-    args: tuple[str | int, ...] = (token, ttl_ms, handoff_ms, waiter) if waiter else (
-        (token, ttl_ms) if handoff_ms == 1000 else (token, ttl_ms, handoff_ms))
-    return Call("lock.release", (keys.lock, keys.fence, keys.signal, keys.waiters), args,
-                lambda r: int(r) == 1)
+RELEASED_FREE = 1
+RELEASED_GRANTED = 2  # released, and granted straight to a registered waiter
+
+
+def release_call(keys: LockKeys, token: str, ttl_ms: int = 30_000, handoff_ms: int = 100,
+                 waiter: str = "", requeue_ms: int = 0) -> Call[int]:
+    """Reply: 0 not held by ``token``, 1 released, 2 released and granted to a waiter.
+
+    ``ttl_ms``: lease of a grant to a waiter that did not declare one (the releaser's own);
+    ``waiter``: the holder's own waiter token when it holds through a grant; ``requeue_ms``:
+    register that token as a waiter when the lock goes to someone else."""
+    args: tuple[str | int, ...] = (token, ttl_ms, handoff_ms, waiter, requeue_ms)
+    if not requeue_ms:
+        args = args[:4] if waiter else args[:3] if handoff_ms != 100 else args[:2]
+    return Call("lock.release", (keys.lock, keys.fence, keys.signal, keys.waiters), args, int)
 
 
 def inspect_call(keys: LockKeys) -> Call[LockState]:
@@ -163,15 +173,24 @@ def acquire_plan(
     blocking: bool,
     timeout: float | None,
     max_block: float,
+    registered_for: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Plan[tuple[AcquireResult, float]]:
     """Try to acquire; while blocking, wait on the signal list for a grant between tries.
 
     Returns the last result and the local time its request was sent (a safe lower bound for when
     the lease started). Sleeps locally only for the last stretch before the deadline, which
-    Redis' timer grain cannot resolve.
+    Redis' timer grain cannot resolve. ``registered_for``: seconds the caller is known to stay
+    registered as a waiter (requeued by its own release): it may wait before trying.
     """
     deadline = None if timeout is None else clock() + timeout
+    if blocking and registered_for > 0:
+        remaining = math.inf if deadline is None else deadline - clock()
+        block = min(remaining - TIMER_GRAIN, max_block, registered_for - 3 * TIMER_GRAIN)
+        if block >= 0.001:
+            popped = yield from _wait_for_grant(keys, token, ttl_ms, engine, block, clock)
+            if popped is not None:
+                return popped
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
         waiting = blocking and remaining > 0
@@ -186,22 +205,32 @@ def acquire_plan(
         free_in = max(result.pttl_ms, 1) / 1000
         block = min(remaining - TIMER_GRAIN, max_block, free_in + 0.001)
         if block >= 0.001:
-            sent_at = clock()
-            [popped] = yield [Command(("BLPOP", keys.signal, round(block, 3)))]
-            if isinstance(popped, BaseException):
-                raise popped
-            if popped:
-                grant = parse_grant(text(popped[1]))
-                if grant.pttl_ms == ttl_ms:
-                    return grant, sent_at
-                # the grant carries another waiter's lease length: set ours
-                assert grant.token is not None
-                if (yield from engine.run_one(extend_call(keys, grant.token, ttl_ms))):
-                    return AcquireResult(True, grant.fence, ttl_ms, grant.token), clock()
+            popped = yield from _wait_for_grant(keys, token, ttl_ms, engine, block, clock)
+            if popped is not None:
+                return popped
         elif remaining > 0:
             # The last stretch: sleep it out, then one final try, which takes over a grant pushed
             # meanwhile (a registered waiter may take one that nobody popped).
             yield Sleep(min(remaining, free_in + 0.001))
+
+
+def _wait_for_grant(keys: LockKeys, token: str, ttl_ms: int, engine: Engine, block: float,
+                    clock: Callable[[], float]) -> Plan[tuple[AcquireResult, float] | None]:
+    """Block on the signal list; a popped grant makes the caller the holder."""
+    sent_at = clock()
+    [popped] = yield [Command(("BLPOP", keys.signal, round(block, 3)))]
+    if isinstance(popped, BaseException):
+        raise popped
+    if not popped:
+        return None
+    grant = parse_grant(text(popped[1]))
+    if grant.pttl_ms == ttl_ms:
+        return grant, sent_at
+    # the grant carries another waiter's lease length: set ours
+    assert grant.token is not None
+    if (yield from engine.run_one(extend_call(keys, grant.token, ttl_ms))):
+        return AcquireResult(True, grant.fence, ttl_ms, grant.token), clock()
+    return None
 
 
 @dataclass
@@ -237,7 +266,8 @@ class _LockBase:
         blocking_timeout: float | None = None,
         token: str | None = None,
         prefix: str = "prl",
-        handoff: float = 1.0,
+        handoff: float = 0.1,
+        requeue: bool = True,
     ) -> None:
         self.name = name
         self.keys = LockKeys(name, prefix)
@@ -255,6 +285,9 @@ class _LockBase:
         self._engine = engine
         self._lease: Lease | None = None
         self._hold_token = self.token  # a hold that came from a popped grant has its token
+        self.requeue = requeue
+        self._registered_until = 0.0  # our release requeued us as a waiter until then
+        self._released_at = 0.0
 
     @property
     def owner_token(self) -> str:
@@ -281,8 +314,11 @@ class _LockBase:
         token = self._hold_token if self.held else self.token
         if not blocking:
             return token, acquire_call(self.keys, token, self._first_ttl_ms)
+        registered_for = self._registered_until - time.monotonic()
+        self._registered_until = 0.0
         return token, acquire_plan(self._engine, self.keys, token, self._first_ttl_ms,
-                                   blocking=True, timeout=timeout, max_block=max_block)
+                                   blocking=True, timeout=timeout, max_block=max_block,
+                                   registered_for=registered_for)
 
     def _finish_acquire(self, result: AcquireResult, token: str, sent_at: float) -> bool:
         if not result.acquired:
@@ -327,14 +363,19 @@ class _LockBase:
         lease.valid_until = now + ttl_ms / 1000
         return min(now + lease.renew_every, lease.valid_until)
 
-    def _start_release(self) -> tuple[Call[bool], bool]:
+    def _start_release(self) -> tuple[Call[int], bool]:
         had_lease = self._lease is not None
         self._lease = None  # stops the watchdog before the lock is gone
         hold, self._hold_token = self._hold_token, self.token
         waiter = self.token if hold != self.token else ""
-        return release_call(self.keys, hold, self.ttl_ms, self.handoff_ms, waiter), had_lease
+        requeue_ms = REQUEUE_MS if self.requeue else 0
+        self._released_at = time.monotonic()
+        call = release_call(self.keys, hold, self.ttl_ms, self.handoff_ms, waiter, requeue_ms)
+        return call, had_lease
 
-    def _finish_release(self, released: bool, had_lease: bool) -> None:
+    def _finish_release(self, released: int, had_lease: bool) -> None:
+        if released == RELEASED_GRANTED and self.requeue:
+            self._registered_until = self._released_at + REQUEUE_MS / 1000
         if not released:
             if had_lease:
                 self._mark_lost("the lease expired before release")

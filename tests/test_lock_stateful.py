@@ -42,7 +42,8 @@ class LockMachine(RuleBasedStateMachine):
         self.owner_fence = 0
         self.last_fence = 0
         self.grant_unpopped = False  # the owner is a grant still sitting in the signal list
-        self.waiters: set[int] = set()
+        self.granted_by: str | None = None  # the waiter token of the release that granted it
+        self.waiters: set[str] = set()  # registered waiter tokens
 
     def teardown(self) -> None:
         for c in [*getattr(self, "conns", []), getattr(self, "admin", None)]:
@@ -65,39 +66,43 @@ class LockMachine(RuleBasedStateMachine):
         if self.owner == token:
             assert result.acquired and result.fence == self.owner_fence  # idempotent retry
             return
-        takeover = self.grant_unpopped and c in self.waiters and token == self.tokens[c]
+        takeover = self.grant_unpopped and token in self.waiters and token != self.granted_by
         if self.owner is None or takeover:
             assert result.acquired, "a free lock (or an unclaimed grant, for a waiter) is granted"
             self.owner, self.owner_fence = token, self._new_fence(result.fence)
             self.grant_unpopped = False
-            self.waiters.discard(c)
+            self.waiters.discard(token)
             return
         assert not result.acquired, "mutual exclusion: the lock belongs to another owner"
         if wait:
-            self.waiters.add(c)
+            self.waiters.add(token)
         else:
-            self.waiters.discard(c)
+            self.waiters.discard(token)
 
-    @rule(c=st.integers(0, CLIENTS - 1), use_grant=st.booleans())
-    def release(self, c: int, use_grant: bool) -> None:
+    @rule(c=st.integers(0, CLIENTS - 1), use_grant=st.booleans(), requeue=st.booleans())
+    def release(self, c: int, use_grant: bool, requeue: bool) -> None:
         token = self._token(c, use_grant)
         unregister = self.tokens[c] if token != self.tokens[c] else ""
         before = snapshot(self.admin)
         released = self.clients[c].run(
-            release_call(self.keys, token, LONG, 60_000, unregister))
+            release_call(self.keys, token, LONG, 60_000, unregister, LONG if requeue else 0))
         if self.owner != token:
-            assert not released
+            assert released == 0
             assert snapshot(self.admin) == before, "a non-owner's release must change nothing"
             return
-        assert released
-        if unregister:
-            self.waiters.discard(c)
+        me = unregister or token
+        self.waiters.discard(me)  # the releaser's own registration, if any, is dropped
         if self.waiters:
+            assert released == 2
             fence = self.last_fence + 1
             self.owner, self.owner_fence = f"grant:{fence}:{LONG}", fence
             self.last_fence = fence
             self.grant_unpopped = True
+            self.granted_by = me
+            if requeue:
+                self.waiters.add(me)
         else:
+            assert released == 1
             self.owner = None
 
     @rule(c=st.integers(0, CLIENTS - 1))

@@ -4,7 +4,7 @@ version: 1.0.0
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
 keys:
-  lock: hash {owner, fence, wttl, grant_until}; expires with the lease
+  lock: hash {owner, fence, wttl, grant_until, granted_by}; expires with the lease
   fence: fencing counter; never expires and never goes backwards
   signal: list holding the grant a release handed to the longest-blocked waiter (BLPOP)
   waiters: sorted set of waiting tokens scored by the server time their wait ends
@@ -18,7 +18,7 @@ returns:
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
 ]]
-local held = rcall('HMGET', lock_key, 'owner', 'fence', 'grant_until')
+local held = rcall('HMGET', lock_key, 'owner', 'fence', 'grant_until', 'granted_by')
 local owner = held[1]
 
 if owner == token then
@@ -30,12 +30,16 @@ end
 if owner then
   local now = prl_now_ms()
   -- A grant still sitting in the signal list was handed to nobody yet (its waiter was between
-  -- calls, timed out, or died): a live registered waiter may take it at once, anyone once the
-  -- hand-off window is over. The list is cleared so it can never be popped afterwards.
+  -- calls, timed out, or died): a live registered waiter other than the releaser may take it at
+  -- once, anyone once the hand-off window is over. The list is then cleared so it can never be
+  -- popped afterwards.
   local takeover = false
   if held[3] and rcall('LINDEX', signal_key, 0) == owner then
-    local waiting_until = tonumber(rcall('ZSCORE', waiters_key, token) or '0')
-    takeover = waiting_until > now or now >= tonumber(held[3])
+    if now >= tonumber(held[3]) then
+      takeover = true
+    elseif token ~= held[4] then
+      takeover = tonumber(rcall('ZSCORE', waiters_key, token) or '0') > now
+    end
   end
   if not takeover then
     if wait_ms > 0 then
