@@ -120,7 +120,7 @@ class Client(_ClientBase):
 
     def run(self, call: Call[T]) -> T:
         """Run one operation in one round trip (two if its code had to be loaded first)."""
-        args = self.engine.command(call).args
+        args = self.engine.args(call)
         try:
             reply = self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
         except ResponseError as error:
@@ -164,7 +164,7 @@ class AsyncClient(_ClientBase):
             return result
 
     async def run(self, call: Call[T]) -> T:
-        args = self.engine.command(call).args
+        args = self.engine.args(call)
         try:
             reply = await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
         except ResponseError as error:

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .engine.protocol import Call, Command, Engine, Plan, Sleep, text
 from .errors import LockError, LockLostError, LockNotOwnedError
@@ -78,8 +78,7 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000 - 1e-9))
 
 
-@dataclass(frozen=True)
-class AcquireResult:
+class AcquireResult(NamedTuple):
     acquired: bool
     fence: int | None
     pttl_ms: int  # lease length when acquired; time until the lock frees up when busy
@@ -233,7 +232,7 @@ def _wait_for_grant(keys: LockKeys, token: str, ttl_ms: int, engine: Engine, blo
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class Lease:
     """When to renew a held lock and for how long; pure bookkeeping, no I/O."""
 

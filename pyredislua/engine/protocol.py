@@ -9,7 +9,7 @@ NOSCRIPT recovery, mode fallback and error mapping are written once.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
@@ -56,15 +56,35 @@ def _identity(reply: Any) -> Any:
     return reply
 
 
-@dataclass(frozen=True)
 class Call(Generic[T]):
     """A pure description of one operation call: which Lua operation, keys, arguments, and how to
-    read its reply. Building one does no I/O; any executor can run it."""
+    read its reply. Building one does no I/O; any executor can run it.
 
-    op: str
-    keys: tuple[str, ...]
-    args: tuple[str | int | bytes, ...] = ()
-    parse: Callable[[Any], T] = field(default=_identity)
+    (A slotted class rather than a frozen dataclass: one is built per operation call.)"""
+
+    __slots__ = ("args", "keys", "op", "parse")
+
+    def __init__(
+        self,
+        op: str,
+        keys: tuple[str, ...],
+        args: tuple[str | int | bytes, ...] = (),
+        parse: Callable[[Any], T] = _identity,
+    ) -> None:
+        self.op = op
+        self.keys = keys
+        self.args = args
+        self.parse = parse
+
+    def __repr__(self) -> str:
+        return f"Call({self.op!r}, keys={self.keys!r}, args={self.args!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Call) and (self.op, self.keys, self.args, self.parse) == (
+            other.op, other.keys, other.args, other.parse)
+
+    def __hash__(self) -> int:
+        return hash((self.op, self.keys, self.args))
 
 
 def text(value: Any) -> str:
@@ -110,15 +130,39 @@ class Engine:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.library = library
         self.requested_mode: Mode = mode
+        self._heads: dict[str, tuple[str, str]] = {}
         # auto tries functions first and settles on scripts if the server refuses them
-        self.mode: Literal["function", "script"] = "script" if mode == "script" else "function"
+        self.mode = "script" if mode == "script" else "function"
+
+    @property
+    def mode(self) -> Literal["function", "script"]:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: Literal["function", "script"]) -> None:
+        self._mode = mode
+        self._heads = {}
 
     # -- commands -------------------------------------------------------------------------------
 
     def operation(self, name: str) -> Operation:
         return self.library.operation(name)
 
+    def args(self, call: Call[Any]) -> tuple[Any, ...]:
+        """The command for a call in the current mode (hot path: cached verb and name)."""
+        head = self._heads.get(call.op)
+        if head is None:
+            op = self.operation(call.op)
+            if self._mode == "function":
+                head = ("FCALL_RO" if op.read_only else "FCALL", op.function)
+            else:
+                head = ("EVALSHA_RO" if op.read_only else "EVALSHA", op.sha)
+            self._heads[call.op] = head
+        return (*head, len(call.keys), *call.keys, *call.args)
+
     def command(self, call: Call[Any], *, with_body: bool = False) -> Command:
+        if not with_body:
+            return Command(self.args(call))
         op = self.operation(call.op)
         n = len(call.keys)
         if self.mode == "function":
