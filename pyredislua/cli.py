@@ -79,8 +79,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
                     "server": server, "functions": rows})
         return 0
     print(f"package ships {lib.name} {lib.version} (sha1 {lib.sha[:12]})")
-    libs = ", ".join(sorted(server)) or "none"
-    print(f"server holds pyredislua libraries: {libs}")
+    if not server:
+        print("server holds no pyredislua library")
+    for name, functions in sorted(server.items()):
+        info = functions.get(f"{name}_library", "")  # "pyredislua <version> sha1=<sha>"
+        parts = info.split()
+        version = parts[1] if len(parts) > 1 else "?"
+        sha = parts[2].removeprefix("sha1=") if len(parts) > 2 else ""
+        build = ""
+        if name == lib.name:
+            build = ", the same build" if sha == lib.sha else ", another build"
+        print(f"server holds {name} {version} (sha1 {sha[:12]}{build})")
     width = max(len(r[0]) for r in rows)
     for function, desc, status in rows:
         print(f"  {function:<{width}}  {desc:<24}  {status}")
