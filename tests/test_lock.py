@@ -233,3 +233,30 @@ def test_unclaimed_grant_is_freed_after_the_handoff_window(
     taken = client.run(acquire_call(keys, "newcomer", 30_000))
     assert taken.acquired and taken.fence is not None and taken.fence > (granted.fence or 0)
     assert r.llen(keys.signal) == 0  # the stale grant can never be popped afterwards
+
+
+async def test_async_watchdog_reports_a_lost_lease(
+    aclient: pyredislua.AsyncClient, r: redis.Redis
+) -> None:
+    lost = asyncio.Event()
+    lock = aclient.lock("res", ttl=0.3, on_lost=lambda _lock: lost.set())
+    with pytest.raises(pyredislua.LockLostError):
+        async with lock:
+            r.delete(lock.keys.lock)
+            await asyncio.wait_for(lost.wait(), 5)
+    assert lock.lost
+
+
+async def test_async_blocking_acquire_is_woken_by_release(aclient: pyredislua.AsyncClient) -> None:
+    holder = aclient.lock("res", auto_renew=False)
+    waiter = aclient.lock("res", auto_renew=False)
+    assert await holder.acquire(blocking=False)
+    task = asyncio.create_task(waiter.acquire(timeout=10))
+    while (await holder.inspect()).waiters == 0:
+        await asyncio.sleep(0.001)
+    released_at = time.monotonic()
+    await holder.release()
+    assert await task
+    assert time.monotonic() - released_at < 0.5
+    assert waiter.fence is not None and holder.fence is not None and waiter.fence > holder.fence
+    await waiter.release()
