@@ -260,3 +260,22 @@ async def test_async_blocking_acquire_is_woken_by_release(aclient: pyredislua.As
     assert time.monotonic() - released_at < 0.5
     assert waiter.fence is not None and holder.fence is not None and waiter.fence > holder.fence
     await waiter.release()
+
+
+def test_works_with_decoded_responses(redis_url: str, r: redis.Redis, mode: str) -> None:
+    conn = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = pyredislua.Client(conn, mode=mode)  # type: ignore[arg-type]
+    holder = client.lock("res", auto_renew=False)
+    waiter = client.lock("res", auto_renew=False)
+    assert holder.acquire(blocking=False)
+    state = holder.inspect()
+    assert state.owner == holder.token and state.fence == holder.fence
+    done = threading.Thread(target=lambda: waiter.acquire(timeout=10))
+    done.start()
+    while holder.inspect().waiters == 0:
+        time.sleep(0.001)
+    holder.release()
+    done.join()
+    assert waiter.owned()
+    waiter.release()
+    conn.close()
