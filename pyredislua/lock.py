@@ -172,22 +172,25 @@ def acquire_plan(
     blocking: bool,
     timeout: float | None,
     max_block: float,
-    registered_for: float = 0.0,
+    requeued: tuple[float, float] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Plan[tuple[AcquireResult, float]]:
     """Try to acquire; while blocking, wait on the signal list for a grant between tries.
 
     Returns the last result and the local time its request was sent (a safe lower bound for when
     the lease started). Sleeps locally only for the last stretch before the deadline, which
-    Redis' timer grain cannot resolve. ``registered_for``: seconds the caller is known to stay
-    registered as a waiter (requeued by its own release): it may wait before trying.
+    Redis' timer grain cannot resolve. ``requeued``: (sent, until) when the caller's own release
+    registered it as a waiter: it may wait for a grant before trying.
+
+    A grant's lease is counted from the send time of the call after which it was made (the failed
+    attempt, or the requeueing release): a safe lower bound even for a grant that sat in the list.
     """
     deadline = None if timeout is None else clock() + timeout
-    if blocking and registered_for > 0:
+    if blocking and requeued is not None:
         remaining = math.inf if deadline is None else deadline - clock()
-        block = min(remaining - TIMER_GRAIN, max_block, registered_for - 3 * TIMER_GRAIN)
+        block = min(remaining - TIMER_GRAIN, max_block, requeued[1] - clock() - 3 * TIMER_GRAIN)
         if block >= 0.001:
-            popped = yield from _wait_for_grant(keys, token, ttl_ms, engine, block, clock)
+            popped = yield from _wait_for_grant(keys, ttl_ms, engine, block, requeued[0], clock)
             if popped is not None:
                 return popped
     while True:
@@ -204,7 +207,7 @@ def acquire_plan(
         free_in = max(result.pttl_ms, 1) / 1000
         block = min(remaining - TIMER_GRAIN, max_block, free_in + 0.001)
         if block >= 0.001:
-            popped = yield from _wait_for_grant(keys, token, ttl_ms, engine, block, clock)
+            popped = yield from _wait_for_grant(keys, ttl_ms, engine, block, sent_at, clock)
             if popped is not None:
                 return popped
         elif remaining > 0:
@@ -213,10 +216,10 @@ def acquire_plan(
             yield Sleep(min(remaining, free_in + 0.001))
 
 
-def _wait_for_grant(keys: LockKeys, token: str, ttl_ms: int, engine: Engine, block: float,
+def _wait_for_grant(keys: LockKeys, ttl_ms: int, engine: Engine, block: float, since: float,
                     clock: Callable[[], float]) -> Plan[tuple[AcquireResult, float] | None]:
-    """Block on the signal list; a popped grant makes the caller the holder."""
-    sent_at = clock()
+    """Block on the signal list; a popped grant makes the caller the holder. ``since``: the
+    grant was made after this local time."""
     [popped] = yield [Command(("BLPOP", keys.signal, round(block, 3)))]
     if isinstance(popped, BaseException):
         raise popped
@@ -224,11 +227,12 @@ def _wait_for_grant(keys: LockKeys, token: str, ttl_ms: int, engine: Engine, blo
         return None
     grant = parse_grant(text(popped[1]))
     if grant.pttl_ms == ttl_ms:
-        return grant, sent_at
+        return grant, since
     # the grant carries another waiter's lease length: set ours
     assert grant.token is not None
+    extend_sent = clock()
     if (yield from engine.run_one(extend_call(keys, grant.token, ttl_ms))):
-        return AcquireResult(True, grant.fence, ttl_ms, grant.token), clock()
+        return AcquireResult(True, grant.fence, ttl_ms, grant.token), extend_sent
     return None
 
 
@@ -313,11 +317,13 @@ class _LockBase:
         token = self._hold_token if self.held else self.token
         if not blocking:
             return token, acquire_call(self.keys, token, self._first_ttl_ms)
-        registered_for = self._registered_until - time.monotonic()
+        requeued = None
+        if self._registered_until > time.monotonic():
+            requeued = (self._released_at, self._registered_until)
         self._registered_until = 0.0
         return token, acquire_plan(self._engine, self.keys, token, self._first_ttl_ms,
                                    blocking=True, timeout=timeout, max_block=max_block,
-                                   registered_for=registered_for)
+                                   requeued=requeued)
 
     def _finish_acquire(self, result: AcquireResult, token: str, sent_at: float) -> bool:
         if not result.acquired:
