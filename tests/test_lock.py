@@ -279,3 +279,21 @@ def test_works_with_decoded_responses(redis_url: str, r: redis.Redis, mode: str)
     assert waiter.owned()
     waiter.release()
     conn.close()
+
+
+def test_a_grant_takes_the_waiters_own_lease(client: pyredislua.Client) -> None:
+    holder = client.lock("res", ttl=30, auto_renew=False)
+    waiter = client.lock("res", ttl=5, auto_renew=False)
+    assert holder.acquire(blocking=False)
+    t = threading.Thread(target=lambda: waiter.acquire(timeout=10))
+    t.start()
+    while holder.inspect().waiters == 0:
+        time.sleep(0.001)
+    # another waiter with a longer lease registers last: the grant carries its lease length
+    assert not client.run(acquire_call(holder.keys, "other", 20_000, wait_ms=10_000)).acquired
+    holder.release()
+    t.join(10)
+    state = waiter.inspect()
+    assert state.owner == waiter.owner_token and state.owner.startswith("grant:")
+    assert 0 < state.pttl_ms <= 5_000  # set to the waiter's 5 s, not the 20 s it was granted
+    waiter.release()
