@@ -123,7 +123,8 @@ def _render(root: Path) -> Library:
     contract = env.get_template("includes/contract.lua").module
 
     ops: dict[str, Operation] = {}
-    area_includes: dict[str, str] = {}
+    rendered_includes: dict[str, str] = {}
+    includes_of: dict[str, list[str]] = {}
     for path in sorted(root.glob("*/*.lua")):
         rel = path.relative_to(root).as_posix()
         if rel.startswith("includes/"):
@@ -142,9 +143,10 @@ def _render(root: Path) -> Library:
             f"local function {header.ident}(KEYS, ARGV)\n{prologue}\n{indented}\nend\n"
         )
         needed = []
-        for inc in _includes(header):
-            area_includes.setdefault(inc, env.get_template(inc).render())
-            needed.append(area_includes[inc])
+        includes_of[header.name] = _includes(header)
+        for inc in includes_of[header.name]:
+            rendered_includes.setdefault(inc, env.get_template(inc).render())
+            needed.append(rendered_includes[inc])
         shebang = "#!lua flags=no-writes" if header.read_only else "#!lua"
         script = "\n".join(
             [
@@ -169,17 +171,27 @@ def _render(root: Path) -> Library:
         f"#!lua name={lib_name}",
         f"-- pyredislua Functions library {version}: rendered from lua/ (edit lua/, re-render)",
         prelude,
-        *area_includes.values(),
     ]
+    # One do ... end block per area scopes its helpers and operations: the main chunk of a Lua
+    # function may hold at most 200 locals, and the library grows by area.
+    areas: dict[str, list[Operation]] = {}
     for op in ops.values():
-        parts.append(op.function_body)
-        parts.append(
-            "redis.register_function{"
-            f"function_name={_lua_string(op.function)}, "
-            f"callback=function(keys, args) return prl_guard({op.header.ident}, keys, args) end, "
-            f"flags={_flags(op.header)}, "
-            f"description={_lua_string(f'{op.name} {op.header.version}')}}}\n"
-        )
+        areas.setdefault(op.header.area, []).append(op)
+    for area, area_ops in areas.items():
+        parts.append(f"do -- {area}")
+        used = dict.fromkeys(inc for op in area_ops for inc in includes_of[op.name])
+        parts.extend(rendered_includes[inc] for inc in used)
+        for op in area_ops:
+            parts.append(op.function_body)
+            parts.append(
+                "redis.register_function{"
+                f"function_name={_lua_string(op.function)}, "
+                "callback=function(keys, args) "
+                f"return prl_guard({op.header.ident}, keys, args) end, "
+                f"flags={_flags(op.header)}, "
+                f"description={_lua_string(f'{op.name} {op.header.version}')}}}\n"
+            )
+        parts.append(f"end -- {area}\n")
     code_without_info = "\n".join(parts)
     sha = _sha1(code_without_info)
     info = (
