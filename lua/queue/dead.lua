@@ -1,0 +1,38 @@
+--[[
+name: queue.dead
+version: 1.0.0
+summary: List dead-lettered jobs, oldest first, with their reason and attempt count.
+flags: no-writes
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  offset: int 0..1000000000 = 0; skip this many
+  count: int 1..1000 = 100; most jobs listed
+returns:
+  {total, {row, ...}}, row = {id, "dead", died_at, priority, attempts, max_attempts, reason, payload}
+errors:
+  BADARG: an argument or the key count is invalid
+]]
+local K = queue_K(KEYS)
+local ids = redis.call('ZRANGE', K.dead, offset, offset + count - 1, 'WITHSCORES')
+local out = {}
+if #ids > 0 then
+  local only = {}
+  for i = 1, #ids, 2 do only[#only + 1] = ids[i] end
+  local raws = redis.call('HMGET', K.jobs, unpack(only))
+  local payloads = redis.call('HMGET', K.payloads, unpack(only))
+  for i, id in ipairs(only) do
+    out[i] = queue_row(id, 'dead', ids[2 * i], queue_decode(raws[i]), payloads[i])
+  end
+end
+return {redis.call('ZCARD', K.dead), out}

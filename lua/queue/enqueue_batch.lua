@@ -1,0 +1,48 @@
+--[[
+name: queue.enqueue_batch
+version: 1.0.0
+summary: Add up to 1000 jobs in one call, all validated before the first is added.
+flags: none
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  items: rest; 6 fields per job: payload, priority, delay_ms, max_attempts, backoff_ms, idem_key (as queue.enqueue, all required)
+returns:
+  a flat list {id1, created1, id2, created2, ...} in argument order (created 0: an existing job's id)
+errors:
+  BADARG: a job field, the job count (1..1000) or the key count is invalid (nothing changed)
+]]
+local K = queue_K(KEYS)
+local n = #ARGV - items_start + 1
+if n == 0 or n % 6 ~= 0 then
+  prl_fail('BADARG', 'items must be groups of 6 fields (payload, priority, delay_ms, max_attempts, backoff_ms, idem_key), got ' .. n .. ' fields')
+end
+if n / 6 > 1000 then prl_fail('BADARG', 'at most 1000 jobs per call, got ' .. (n / 6)) end
+local batch = {}
+for i = items_start, #ARGV, 6 do
+  batch[#batch + 1] = queue_check_job(ARGV, i, 'job ' .. ((i - items_start) / 6 + 1) .. ': ')
+end
+local now = prl_now_ms()
+local out, added, ready = {}, 0, 0
+for _, job in ipairs(batch) do
+  local id, created = queue_add(K, job, now)
+  out[#out + 1] = id
+  out[#out + 1] = created
+  if created == 1 then
+    added = added + 1
+    if job.delay_ms == 0 then ready = ready + 1 end
+  end
+end
+if added > 0 then redis.call('HINCRBY', K.stats, 'enqueued', added) end
+queue_wake(K, ready)
+return out

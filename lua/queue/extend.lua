@@ -1,0 +1,32 @@
+--[[
+name: queue.extend
+version: 1.0.0
+summary: Extend a live lease to lease_ms from now (never resurrects an expired one).
+flags: none
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  id: str 1..64; the job id
+  token: str 1..64; its live lease token
+  lease_ms: int 1..86400000; new lease length from now
+returns:
+  the new deadline (server time, ms)
+errors:
+  BADARG: an argument or the key count is invalid (nothing changed)
+  STALE: the token is not the job's live lease (nothing changed)
+]]
+local K = queue_K(KEYS)
+local now = prl_now_ms()
+queue_live(K, id, token, now)
+redis.call('ZADD', K.active, now + lease_ms, id)
+return now + lease_ms

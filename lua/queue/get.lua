@@ -1,0 +1,40 @@
+--[[
+name: queue.get
+version: 1.0.0
+summary: Look up one job by id: its state, score, attempts, limits, last reason and payload.
+flags: no-writes
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  id: str 1..64; the job id
+returns:
+  nil when the job does not exist (finished or purged), else {id, state, score, priority,
+  attempts, max_attempts, reason, payload, backoff_ms, idem_key, enqueued_at}
+errors:
+  BADARG: an argument or the key count is invalid
+]]
+local K = queue_K(KEYS)
+local raw = redis.call('HGET', K.jobs, id)
+if not raw then return nil end
+local m = queue_decode(raw)
+for _, state in ipairs({'ready', 'delayed', 'active', 'dead'}) do
+  local score = redis.call('ZSCORE', K[state], id)
+  if score then
+    local row = queue_row(id, state, score, m, redis.call('HGET', K.payloads, id))
+    row[9] = m.b
+    row[10] = m.k or false
+    row[11] = m.e
+    return row
+  end
+end
+return prl_fail('INTERNAL', 'job ' .. id .. ' is in no state')

@@ -1,0 +1,34 @@
+--[[
+name: queue.nack
+version: 1.0.0
+summary: Give a leased job back: retry it with backoff, dead-letter it, or release it uncounted.
+flags: none
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  id: str 1..64; the job id
+  token: str 1..64; its live lease token
+  reason: str 0..1024 = ""; why (kept with the job, shown for dead letters)
+  action: enum retry|dead|release = retry; release puts it back at once without counting the attempt
+  delay_ms: int -1..31536000000 = -1; retry delay (-1: exponential backoff with jitter)
+returns:
+  {outcome, at, attempts}: outcome ready|delayed|dead; at is when it becomes ready (or died)
+errors:
+  BADARG: an argument or the key count is invalid (nothing changed)
+  STALE: the token is not the job's live lease (nothing changed)
+]]
+local K = queue_K(KEYS)
+local now = prl_now_ms()
+local m = queue_live(K, id, token, now)
+local outcome, at = queue_settle(K, id, m, now, reason, action, delay_ms)
+return {outcome, at, m.a}

@@ -1,0 +1,38 @@
+--[[
+name: queue.peek
+version: 1.0.0
+summary: Look at the next jobs of one state in order, without leasing them.
+flags: no-writes
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  state: enum ready|delayed|active|dead = ready; which set (ready: dequeue order; delayed: due order; active: deadline order; dead: oldest first)
+  count: int 1..1000 = 10; most jobs shown
+returns:
+  {row, ...}, row = {id, state, score, priority, attempts, max_attempts, reason, payload}; score
+  is the priority (ready), due time (delayed), lease deadline (active) or death time (dead)
+errors:
+  BADARG: an argument or the key count is invalid
+]]
+local K = queue_K(KEYS)
+local ids = redis.call('ZRANGE', K[state], 0, count - 1, 'WITHSCORES')
+local out = {}
+if #ids == 0 then return out end
+local only = {}
+for i = 1, #ids, 2 do only[#only + 1] = ids[i] end
+local raws = redis.call('HMGET', K.jobs, unpack(only))
+local payloads = redis.call('HMGET', K.payloads, unpack(only))
+for i, id in ipairs(only) do
+  out[i] = queue_row(id, state, ids[2 * i], queue_decode(raws[i]), payloads[i])
+end
+return out

@@ -1,0 +1,44 @@
+--[[
+name: queue.purge
+version: 1.0.0
+summary: Delete dead-lettered jobs for good: the listed ids, else the oldest limit.
+flags: none
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  limit: int 1..1000 = 100; how many of the oldest dead jobs when no ids are given
+  ids: rest; job ids (0..1000); ids that are not dead are skipped
+returns:
+  the number of jobs deleted
+errors:
+  BADARG: an argument, the id list or the key count is invalid (nothing changed)
+]]
+local K = queue_K(KEYS)
+local n = #ARGV - ids_start + 1
+if n > 1000 then prl_fail('BADARG', 'at most 1000 ids per call, got ' .. n) end
+for i = ids_start, #ARGV do prl_str(ARGV, i, 'id', 1, 64, nil) end
+local ids
+if n > 0 then
+  ids = {}
+  for i = ids_start, #ARGV do
+    if redis.call('ZSCORE', K.dead, ARGV[i]) then ids[#ids + 1] = ARGV[i] end
+  end
+else
+  ids = redis.call('ZRANGE', K.dead, 0, limit - 1)
+end
+if #ids == 0 then return 0 end
+queue_chunked('ZREM', K.dead, ids)
+queue_chunked('HDEL', K.jobs, ids)
+queue_chunked('HDEL', K.payloads, ids)
+redis.call('HINCRBY', K.stats, 'purged', #ids)
+return #ids

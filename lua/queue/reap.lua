@@ -1,0 +1,37 @@
+--[[
+name: queue.reap
+version: 1.0.0
+summary: Return up to limit jobs whose lease ran out to the queue (retry with backoff, or dead letter).
+flags: none
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  limit: int 1..1000 = 100; most expired leases handled in this call
+returns:
+  {now, {{id, outcome, at, attempts}, ...}}; outcome ready|delayed|dead
+errors:
+  BADARG: an argument or the key count is invalid (nothing changed)
+]]
+local K = queue_K(KEYS)
+local now = prl_now_ms()
+local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
+local out = {}
+if #expired == 0 then return {now, out} end
+local raws = redis.call('HMGET', K.jobs, unpack(expired))
+for i, id in ipairs(expired) do
+  local m = queue_decode(raws[i])
+  local outcome, at = queue_settle(K, id, m, now, 'lease expired', 'retry', -1)
+  out[i] = {id, outcome, at, m.a}
+end
+redis.call('HINCRBY', K.stats, 'reaped', #expired)
+return {now, out}

@@ -1,0 +1,57 @@
+--[[
+name: queue.requeue
+version: 1.0.0
+summary: Put dead-lettered jobs back as ready with fresh attempts: the listed ids, else the oldest limit.
+flags: none
+includes: queue
+keys:
+  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: sorted set of delayed job ids scored by the server time they become ready
+  active: sorted set of leased job ids scored by their lease deadline
+  dead: sorted set of dead-lettered job ids scored by the time they died
+  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash of job id to its payload
+  idem: hash of idempotency key to the id of its unfinished job
+  prio: hash of priority to its number of unfinished jobs
+  stats: hash of counters (job sequence, lease tokens, totals)
+  marker: list idle consumers block on; enqueue pushes to it
+argv:
+  limit: int 1..1000 = 100; how many of the oldest dead jobs when no ids are given
+  ids: rest; job ids (0..1000); ids that are not dead are skipped
+returns:
+  the list of requeued ids
+errors:
+  BADARG: an argument, the id list or the key count is invalid (nothing changed)
+]]
+local K = queue_K(KEYS)
+local n = #ARGV - ids_start + 1
+if n > 1000 then prl_fail('BADARG', 'at most 1000 ids per call, got ' .. n) end
+for i = ids_start, #ARGV do prl_str(ARGV, i, 'id', 1, 64, nil) end
+local ids
+if n > 0 then
+  ids = {}
+  for i = ids_start, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  ids = redis.call('ZRANGE', K.dead, 0, limit - 1)
+end
+local done = {}
+for _, id in ipairs(ids) do
+  if redis.call('ZREM', K.dead, id) == 1 then
+    local m = queue_decode(redis.call('HGET', K.jobs, id))
+    m.a = 0
+    m.r = nil
+    if m.k then
+      -- the key is claimed again unless another job took it meanwhile
+      if redis.call('HSETNX', K.idem, m.k, id) == 0 then m.k = nil end
+    end
+    redis.call('HSET', K.jobs, id, queue_encode(m))
+    redis.call('ZADD', K.ready, m.p, id)
+    queue_prio_add(K, m.p, 1)
+    done[#done + 1] = id
+  end
+end
+if #done > 0 then
+  redis.call('HINCRBY', K.stats, 'requeued', #done)
+  queue_wake(K, #done)
+end
+return done

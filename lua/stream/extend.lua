@@ -1,0 +1,24 @@
+--[[
+name: stream.extend
+version: 1.0.0
+summary: Reset a delivered entry's idle time (a heartbeat) so it is not claimed as stalled.
+flags: none
+includes: stream
+keys:
+  stream: the stream of entries (payload in field p)
+  dead: the dead-letter stream (fields p, id, group, deliveries, reason)
+argv:
+  group: str 1..256; the consumer group
+  consumer: str 1..256; the consumer holding the entry
+  id: str 1..64; the entry id
+  deliveries: int 1..1000000000; its delivery count (the token)
+returns:
+  1
+errors:
+  BADARG: an argument or the key count is invalid (nothing changed)
+  STALE: the entry is no longer pending for this consumer with that delivery count (nothing changed)
+]]
+if not string.match(id, '^%d+%-%d+$') then prl_fail('BADARG', 'id must look like 123-0, got ' .. prl_shown(id)) end
+stream_live(stream_key, group, consumer, id, deliveries)
+rcall('XCLAIM', stream_key, group, consumer, 0, id, 'IDLE', 0, 'JUSTID')
+return 1

@@ -1,0 +1,287 @@
+"""Call specs of the queue's Lua operations (``lua/queue/*.lua``): pure descriptions, no I/O.
+
+Durations are seconds (floats) in the Python API and whole milliseconds on the wire.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..engine.protocol import Call, text
+from ..lock import hash_tagged
+
+State = Literal["ready", "delayed", "active", "dead"]
+Action = Literal["retry", "dead", "release"]
+STATES: tuple[State, ...] = ("ready", "delayed", "active", "dead")
+
+MAX_BATCH = 1000  # jobs per Lua call; bigger batches are split and pipelined
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+
+
+def ms(seconds: float, *, name: str = "duration", allow_zero: bool = True) -> int:
+    """Seconds to whole milliseconds, rounding up (a positive duration never becomes 0)."""
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, "
+                         f"got {seconds!r}")
+    return max(0 if seconds == 0 else 1, math.ceil(seconds * 1000 - 1e-9))
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if value is None:
+        return b""
+    raise TypeError(f"expected bytes or str, got {type(value).__name__}")
+
+
+class QueueKeys:
+    """The ten keys of one queue, all under one hash tag (one cluster slot)."""
+
+    NAMES = ("ready", "delayed", "active", "dead", "jobs", "payloads", "idem", "prio", "stats",
+             "marker")
+
+    def __init__(self, name: str, prefix: str = "prl") -> None:
+        self.name = name
+        self.base = f"{prefix}:q:{hash_tagged(name)}"
+        self.all: tuple[str, ...] = tuple(f"{self.base}:{n}" for n in self.NAMES)
+        self.ready, self.delayed, self.active, self.dead = self.all[:4]
+        self.jobs, self.payloads, self.idem, self.prio, self.stats, self.marker = self.all[4:]
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job to enqueue. ``delay`` and ``backoff`` in seconds; ``key``: idempotency key."""
+
+    payload: bytes | str
+    priority: int = 0
+    delay: float = 0.0
+    max_attempts: int = 3
+    backoff: float = 1.0
+    key: str | None = None
+
+    def wire(self) -> tuple[bytes, int, int, int, int, str]:
+        return (_bytes(self.payload), int(self.priority), ms(self.delay, name="delay"),
+                int(self.max_attempts), ms(self.backoff, name="backoff"), self.key or "")
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    id: str
+    created: bool  # False: the idempotency key named an unfinished job, whose id this is
+
+
+@dataclass(frozen=True)
+class Job:
+    """A leased job. Keep ``id`` and ``token`` to ack, nack or extend it."""
+
+    id: str
+    token: str
+    payload: bytes
+    priority: int
+    attempts: int  # deliveries so far, this one included
+    max_attempts: int
+    deadline_ms: int  # lease deadline, server time
+    enqueued_at_ms: int
+    leased_at_ms: int  # server time of the dequeue
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode()
+
+
+@dataclass(frozen=True)
+class Dequeued:
+    now_ms: int
+    wait_ms: int  # 0 when jobs came back; else ms until the next delayed job is due, -1 none
+    jobs: list[Job]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Where a nacked or reaped job went: ``ready``, ``delayed`` (until ``at_ms``) or ``dead``."""
+
+    id: str
+    outcome: str
+    at_ms: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    state: str
+    score: int  # priority (ready), due time (delayed), deadline (active), death time (dead)
+    priority: int
+    attempts: int
+    max_attempts: int
+    reason: str | None
+    payload: bytes
+    backoff_ms: int | None = None
+    key: str | None = None
+    enqueued_at_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class PriorityCount:
+    priority: int
+    unfinished: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    ready: int
+    delayed: int
+    active: int
+    expired_leases: int  # active jobs whose lease ran out, waiting for a reap
+    dead: int
+    counters: dict[str, int]
+    priorities: list[PriorityCount] | None  # None: too many distinct priorities to list
+
+    @property
+    def unfinished(self) -> int:
+        return self.ready + self.delayed + self.active
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready, "delayed": self.delayed, "active": self.active,
+            "expired_leases": self.expired_leases, "dead": self.dead, "counters": self.counters,
+            "priorities": None if self.priorities is None else [
+                {"priority": p.priority, "unfinished": p.unfinished, "ready": p.ready}
+                for p in self.priorities],
+        }
+
+
+# -- parsers ------------------------------------------------------------------------------------
+
+
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else text(value)
+
+
+def _parse_enqueue(reply: Any) -> Enqueued:
+    return Enqueued(text(reply[0]), int(reply[1]) == 1)
+
+
+def _parse_batch(reply: Any) -> list[Enqueued]:
+    return [Enqueued(text(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
+
+
+def _parse_dequeue(reply: Any) -> Dequeued:
+    now = int(reply[0])
+    jobs = [Job(text(j[0]), text(j[1]), _bytes(j[6]), int(j[5]), int(j[3]), int(j[4]), int(j[2]),
+                int(j[7]), now) for j in reply[2]]
+    return Dequeued(now, int(reply[1]), jobs)
+
+
+def _parse_settled(job_id: str) -> Any:
+    def parse(reply: Any) -> Settled:
+        return Settled(job_id, text(reply[0]), int(reply[1]), int(reply[2]))
+    return parse
+
+
+def _parse_reap(reply: Any) -> list[Settled]:
+    return [Settled(text(r[0]), text(r[1]), int(r[2]), int(r[3])) for r in reply[1]]
+
+
+def _row(r: Any) -> JobInfo:
+    extra: dict[str, Any] = {}
+    if len(r) > 8:
+        extra = {"backoff_ms": int(r[8]), "key": _opt_text(r[9]), "enqueued_at_ms": int(r[10])}
+    return JobInfo(text(r[0]), text(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
+                   _opt_text(r[6]), _bytes(r[7]), **extra)
+
+
+def _parse_stats(reply: Any) -> QueueStats:
+    flat = reply[5]
+    counters = {text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    per = None if reply[6] is None else sorted(
+        (PriorityCount(int(p[0]), int(p[1]), int(p[2])) for p in reply[6]),
+        key=lambda p: p.priority)
+    return QueueStats(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]),
+                      counters, per)
+
+
+def _parse_dead(reply: Any) -> tuple[int, list[JobInfo]]:
+    return int(reply[0]), [_row(r) for r in reply[1]]
+
+
+# -- call specs ---------------------------------------------------------------------------------
+
+
+def enqueue_call(keys: QueueKeys, job: JobSpec) -> Call[Enqueued]:
+    return Call("queue.enqueue", keys.all, job.wire(), _parse_enqueue)
+
+
+def enqueue_batch_calls(keys: QueueKeys, jobs: Sequence[JobSpec]) -> list[Call[list[Enqueued]]]:
+    calls = []
+    for start in range(0, len(jobs), MAX_BATCH):
+        args: list[str | int | bytes] = []
+        for job in jobs[start:start + MAX_BATCH]:
+            args.extend(job.wire())
+        calls.append(Call("queue.enqueue_batch", keys.all, tuple(args), _parse_batch))
+    return calls
+
+
+def dequeue_call(keys: QueueKeys, count: int, lease_ms: int) -> Call[Dequeued]:
+    return Call("queue.dequeue", keys.all, (count, lease_ms), _parse_dequeue)
+
+
+def ack_calls(keys: QueueKeys, jobs: Iterable[tuple[str, str]]) -> list[Call[int]]:
+    pairs = list(jobs)
+    calls = []
+    for start in range(0, len(pairs), MAX_BATCH):
+        args: list[str | int | bytes] = []
+        for job_id, token in pairs[start:start + MAX_BATCH]:
+            args.extend((job_id, token))
+        calls.append(Call("queue.ack", keys.all, tuple(args), int))
+    return calls
+
+
+def nack_call(keys: QueueKeys, job_id: str, token: str, reason: str = "",
+              action: Action = "retry", delay_ms: int = -1) -> Call[Settled]:
+    return Call("queue.nack", keys.all, (job_id, token, reason, action, delay_ms),
+                _parse_settled(job_id))
+
+
+def extend_call(keys: QueueKeys, job_id: str, token: str, lease_ms: int) -> Call[int]:
+    return Call("queue.extend", keys.all, (job_id, token, lease_ms), int)
+
+
+def reap_call(keys: QueueKeys, limit: int = 100) -> Call[list[Settled]]:
+    return Call("queue.reap", keys.all, (limit,), _parse_reap)
+
+
+def stats_call(keys: QueueKeys) -> Call[QueueStats]:
+    return Call("queue.stats", keys.all, (), _parse_stats)
+
+
+def peek_call(keys: QueueKeys, state: State = "ready", count: int = 10) -> Call[list[JobInfo]]:
+    return Call("queue.peek", keys.all, (state, count), lambda r: [_row(x) for x in r])
+
+
+def get_call(keys: QueueKeys, job_id: str) -> Call[JobInfo | None]:
+    return Call("queue.get", keys.all, (job_id,), lambda r: None if r is None else _row(r))
+
+
+def dead_call(keys: QueueKeys, offset: int = 0, count: int = 100
+              ) -> Call[tuple[int, list[JobInfo]]]:
+    return Call("queue.dead", keys.all, (offset, count), _parse_dead)
+
+
+def requeue_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100) -> Call[list[str]]:
+    return Call("queue.requeue", keys.all, (limit, *ids), lambda r: [text(x) for x in r])
+
+
+def purge_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100) -> Call[int]:
+    return Call("queue.purge", keys.all, (limit, *ids), int)

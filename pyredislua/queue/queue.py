@@ -1,0 +1,259 @@
+"""The reliable priority queue: Queue (sync) and AsyncQueue (asyncio) as thin drivers of plans.
+
+Guarantee: **at-least-once**. A job leaves the queue only when a consumer acks it with its live
+lease token, or when it is dead-lettered after ``max_attempts`` deliveries. A consumer that dies
+mid-job loses nothing: its lease runs out and a reap returns the job to the queue (with backoff),
+so the job may run twice; make handlers idempotent. On a single primary every operation is atomic;
+Redis replication is asynchronous, so a failover can lose the last writes (see docs/queue.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..engine.protocol import Call, Command, Engine, Plan, Sleep
+from . import ops
+from .ops import (
+    Action,
+    Enqueued,
+    Job,
+    JobInfo,
+    JobSpec,
+    QueueKeys,
+    QueueStats,
+    Settled,
+    State,
+    ms,
+)
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient, Client
+
+JobRef = Job | tuple[str, str]
+
+
+def _ref(job: JobRef) -> tuple[str, str]:
+    if isinstance(job, Job):
+        return job.id, job.token
+    return job[0], job[1]
+
+
+def _spec(item: JobSpec | bytes | str) -> JobSpec:
+    return item if isinstance(item, JobSpec) else JobSpec(item)
+
+
+def dequeue_plan(
+    engine: Engine, keys: QueueKeys, count: int, lease_ms: int, timeout: float | None,
+    max_block: float, clock: Callable[[], float] = time.monotonic,
+) -> Plan[list[Job]]:
+    """Lease up to ``count`` jobs; when there are none, wait on the enqueue marker (BLPOP) until
+    one arrives, a delayed job falls due, or ``timeout`` passes (None: forever; 0: no wait)."""
+    deadline = None if timeout is None else clock() + timeout
+    while True:
+        got = yield from engine.run_one(ops.dequeue_call(keys, count, lease_ms))
+        if got.jobs:
+            return got.jobs
+        remaining = math.inf if deadline is None else deadline - clock()
+        if remaining <= 0:
+            return []
+        wait = remaining if got.wait_ms < 0 else min(remaining, got.wait_ms / 1000)
+        block = min(wait, max_block)
+        if block >= 0.01:
+            [popped] = yield [Command(("BLPOP", keys.marker, round(block, 3)))]
+            if isinstance(popped, BaseException):
+                raise popped
+        else:
+            yield Sleep(max(block, 0.001))
+
+
+class _QueueBase:
+    """Options and plans shared by Queue and AsyncQueue.
+
+    name: the queue (its keys live under ``prl:q:{name}:``). lease: default lease in seconds.
+    Defaults for enqueue: priority 0 (lower first), max_attempts 3, backoff 1 s (exponential with
+    jitter, capped at one hour).
+    """
+
+    def __init__(self, engine: Engine, name: str, *, prefix: str = "prl", lease: float = 30.0,
+                 max_attempts: int = 3, backoff: float = 1.0) -> None:
+        self.name = name
+        self.keys = QueueKeys(name, prefix)
+        self.lease_ms = ms(lease, name="lease", allow_zero=False)
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self._engine = engine
+
+    def job(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
+            max_attempts: int | None = None, backoff: float | None = None,
+            key: str | None = None) -> JobSpec:
+        """A job spec carrying this queue's defaults (for ``enqueue_many``)."""
+        return JobSpec(payload, priority, delay,
+                       self.max_attempts if max_attempts is None else max_attempts,
+                       self.backoff if backoff is None else backoff, key)
+
+    def _specs(self, items: Iterable[JobSpec | bytes | str]) -> list[JobSpec]:
+        return [i if isinstance(i, JobSpec) else self.job(i) for i in items]
+
+    def _enqueue_many_plan(self, items: Iterable[JobSpec | bytes | str]) -> Plan[list[Enqueued]]:
+        calls = ops.enqueue_batch_calls(self.keys, self._specs(items))
+        if not calls:
+            return []
+        results = yield from self._engine.run(calls)
+        return [e for chunk in results for e in chunk]
+
+    def _dequeue_plan(self, count: int, lease: float | None, timeout: float | None,
+                      max_block: float) -> Plan[list[Job]]:
+        if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        lease_ms = self.lease_ms if lease is None else ms(lease, name="lease", allow_zero=False)
+        return dequeue_plan(self._engine, self.keys, count, lease_ms, timeout, max_block)
+
+    def _nack_call(self, job: JobRef, reason: str, action: Action, delay: float | None
+                   ) -> Call[Settled]:
+        job_id, token = _ref(job)
+        delay_ms = -1 if delay is None else ms(delay, name="delay")
+        return ops.nack_call(self.keys, job_id, token, reason, action, delay_ms)
+
+    def _extend_call(self, job: JobRef, lease: float | None) -> Call[int]:
+        job_id, token = _ref(job)
+        lease_ms = self.lease_ms if lease is None else ms(lease, name="lease", allow_zero=False)
+        return ops.extend_call(self.keys, job_id, token, lease_ms)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class Queue(_QueueBase):
+    """A reliable priority queue on a sync :class:`~pyredislua.Client`.
+
+    ``q = Queue(client, "emails"); q.enqueue(b"...", priority=1)``;
+    ``for job in q.dequeue(count=10, timeout=5): ...; q.ack(job)``.
+    """
+
+    def __init__(self, client: Client, name: str, **options: Any) -> None:
+        super().__init__(client.engine, name, **options)
+        self.client = client
+
+    def enqueue(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
+                max_attempts: int | None = None, backoff: float | None = None,
+                key: str | None = None) -> Enqueued:
+        """Add a job; with ``key``, a second enqueue while the first job is unfinished returns
+        the first job's id (``created`` False) and changes nothing."""
+        spec = self.job(payload, priority=priority, delay=delay, max_attempts=max_attempts,
+                        backoff=backoff, key=key)
+        return self.client.run(ops.enqueue_call(self.keys, spec))
+
+    def enqueue_many(self, items: Iterable[JobSpec | bytes | str]) -> list[Enqueued]:
+        """Add many jobs in one round trip (1000 per Lua call; each call all-or-nothing)."""
+        return self.client.drive(self._enqueue_many_plan(items))
+
+    def dequeue(self, count: int = 1, *, lease: float | None = None,
+                timeout: float | None = 0.0) -> list[Job]:
+        """Lease up to ``count`` ready jobs, lowest (priority, enqueue order) first.
+        ``timeout``: seconds to wait for one (0: do not wait; None: forever)."""
+        return self.client.drive(self._dequeue_plan(count, lease, timeout, self.client.max_block))
+
+    def ack(self, job: JobRef) -> None:
+        """Finish a job; raises StaleTokenError (changing nothing) if its lease is not live."""
+        self.client.run_many(ops.ack_calls(self.keys, [_ref(job)]))
+
+    def ack_many(self, jobs: Iterable[JobRef]) -> int:
+        """Finish jobs in one round trip; a stale token fails its whole chunk of 1000."""
+        calls = ops.ack_calls(self.keys, [_ref(j) for j in jobs])
+        return sum(self.client.run_many(calls)) if calls else 0
+
+    def nack(self, job: JobRef, reason: str = "", *, action: Action = "retry",
+             delay: float | None = None) -> Settled:
+        """Give a job back: ``retry`` (after ``delay``, default exponential backoff), ``dead``
+        (dead-letter now) or ``release`` (back at once, the attempt not counted)."""
+        return self.client.run(self._nack_call(job, reason, action, delay))
+
+    def extend(self, job: JobRef, lease: float | None = None) -> int:
+        """Extend a live lease to ``lease`` seconds from now; returns the new deadline (ms)."""
+        return self.client.run(self._extend_call(job, lease))
+
+    def reap(self, limit: int = 100) -> list[Settled]:
+        """Return up to ``limit`` jobs whose lease ran out to the queue (or dead letters)."""
+        return self.client.run(ops.reap_call(self.keys, limit))
+
+    def stats(self) -> QueueStats:
+        return self.client.run(ops.stats_call(self.keys))
+
+    def peek(self, state: State = "ready", count: int = 10) -> list[JobInfo]:
+        return self.client.run(ops.peek_call(self.keys, state, count))
+
+    def get(self, job_id: str) -> JobInfo | None:
+        return self.client.run(ops.get_call(self.keys, job_id))
+
+    def dead(self, offset: int = 0, count: int = 100) -> tuple[int, list[JobInfo]]:
+        """(total, oldest dead letters from ``offset``)."""
+        return self.client.run(ops.dead_call(self.keys, offset, count))
+
+    def requeue(self, ids: Sequence[str] = (), *, limit: int = 100) -> list[str]:
+        """Dead letters back to ready with fresh attempts: ``ids``, else the oldest ``limit``."""
+        return self.client.run(ops.requeue_call(self.keys, ids, limit))
+
+    def purge(self, ids: Sequence[str] = (), *, limit: int = 100) -> int:
+        """Delete dead letters: ``ids``, else the oldest ``limit``."""
+        return self.client.run(ops.purge_call(self.keys, ids, limit))
+
+
+class AsyncQueue(_QueueBase):
+    """The queue on an :class:`~pyredislua.AsyncClient`; see :class:`Queue`."""
+
+    def __init__(self, client: AsyncClient, name: str, **options: Any) -> None:
+        super().__init__(client.engine, name, **options)
+        self.client = client
+
+    async def enqueue(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
+                      max_attempts: int | None = None, backoff: float | None = None,
+                      key: str | None = None) -> Enqueued:
+        spec = self.job(payload, priority=priority, delay=delay, max_attempts=max_attempts,
+                        backoff=backoff, key=key)
+        return await self.client.run(ops.enqueue_call(self.keys, spec))
+
+    async def enqueue_many(self, items: Iterable[JobSpec | bytes | str]) -> list[Enqueued]:
+        return await self.client.drive(self._enqueue_many_plan(items))
+
+    async def dequeue(self, count: int = 1, *, lease: float | None = None,
+                      timeout: float | None = 0.0) -> list[Job]:
+        return await self.client.drive(
+            self._dequeue_plan(count, lease, timeout, self.client.max_block))
+
+    async def ack(self, job: JobRef) -> None:
+        await self.client.run_many(ops.ack_calls(self.keys, [_ref(job)]))
+
+    async def ack_many(self, jobs: Iterable[JobRef]) -> int:
+        calls = ops.ack_calls(self.keys, [_ref(j) for j in jobs])
+        return sum(await self.client.run_many(calls)) if calls else 0
+
+    async def nack(self, job: JobRef, reason: str = "", *, action: Action = "retry",
+                   delay: float | None = None) -> Settled:
+        return await self.client.run(self._nack_call(job, reason, action, delay))
+
+    async def extend(self, job: JobRef, lease: float | None = None) -> int:
+        return await self.client.run(self._extend_call(job, lease))
+
+    async def reap(self, limit: int = 100) -> list[Settled]:
+        return await self.client.run(ops.reap_call(self.keys, limit))
+
+    async def stats(self) -> QueueStats:
+        return await self.client.run(ops.stats_call(self.keys))
+
+    async def peek(self, state: State = "ready", count: int = 10) -> list[JobInfo]:
+        return await self.client.run(ops.peek_call(self.keys, state, count))
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        return await self.client.run(ops.get_call(self.keys, job_id))
+
+    async def dead(self, offset: int = 0, count: int = 100) -> tuple[int, list[JobInfo]]:
+        return await self.client.run(ops.dead_call(self.keys, offset, count))
+
+    async def requeue(self, ids: Sequence[str] = (), *, limit: int = 100) -> list[str]:
+        return await self.client.run(ops.requeue_call(self.keys, ids, limit))
+
+    async def purge(self, ids: Sequence[str] = (), *, limit: int = 100) -> int:
+        return await self.client.run(ops.purge_call(self.keys, ids, limit))

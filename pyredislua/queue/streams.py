@@ -1,0 +1,247 @@
+"""A queue on Redis Streams with a consumer group, for users who want the Streams model.
+
+Entries are delivered FIFO (no priorities, no delays). A delivery's lease token is
+(consumer, delivery count) from the group's pending entries list: ack, nack and extend check it
+in Lua, so a consumer whose stalled entry was claimed by another gets STALE and changes nothing.
+``consume`` first claims entries stalled longer than ``claim_idle`` (XAUTOCLAIM, which looks at
+no more than 10 x count pending entries per call; the scan resumes where the group's previous
+one stopped, the cursor kept in a declared hash), dead-letters
+those already delivered ``max_deliveries`` times (XADD to a dead-letter stream + XACK + XDEL),
+then reads new entries; with nothing to deliver it blocks in XREADGROUP (the one thing scripts
+cannot do). Acked entries are deleted, so the stream holds only unfinished work.
+
+Guarantee: at-least-once, as for :class:`~pyredislua.queue.Queue`.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..engine.protocol import Call, Command, Engine, Plan, text
+from ..lock import hash_tagged
+from .ops import MAX_BATCH, _bytes, ms
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient, Client
+
+
+class StreamKeys:
+    def __init__(self, name: str, prefix: str = "prl") -> None:
+        base = f"{prefix}:sq:{hash_tagged(name)}"
+        self.base = base
+        self.stream = base + ":stream"
+        self.dead = base + ":dead"
+        self.cursors = base + ":cursors"
+        self.all = (self.stream, self.dead)
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    deliveries: int
+    payload: bytes
+    consumer: str
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode()
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    length: int  # entries not yet acked (delivered or not)
+    pending: int  # delivered, not acked (-1: the group does not exist yet)
+    consumers: dict[str, int]
+    dead: int
+
+
+@dataclass(frozen=True)
+class DeadEntry:
+    id: str  # the entry's id in the dead-letter stream
+    original_id: str
+    deliveries: int
+    reason: str
+    payload: bytes
+
+
+def _fields(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return {text(k): v for k, v in raw.items()}
+    it = iter(raw)
+    return {text(k): v for k, v in zip(it, it)}
+
+
+def _parse_stats(reply: Any) -> StreamStats:
+    flat = reply[2]
+    per = {text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return StreamStats(int(reply[0]), int(reply[1]), per, int(reply[3]))
+
+
+def _parse_dead(reply: Any) -> list[DeadEntry]:
+    out = []
+    for entry in reply:
+        f = _fields(entry[1])
+        out.append(DeadEntry(text(entry[0]), text(f.get("id", b"")), int(f.get("deliveries", 0)),
+                             text(f.get("reason", b"")), _bytes(f.get("p", b""))))
+    return out
+
+
+class _StreamBase:
+    def __init__(self, engine: Engine, name: str, *, group: str = "workers",
+                 consumer: str | None = None, claim_idle: float = 30.0, max_deliveries: int = 3,
+                 prefix: str = "prl") -> None:
+        self.name = name
+        self.keys = StreamKeys(name, prefix)
+        self.group = group
+        self.consumer = consumer or f"c-{secrets.token_hex(6)}"
+        self.claim_idle_ms = ms(claim_idle, name="claim_idle", allow_zero=False)
+        self.max_deliveries = max_deliveries
+        self._engine = engine
+
+    def _entries(self, consumer: str) -> Any:
+        def parse(reply: Any) -> list[Entry]:
+            return [Entry(text(e[0]), int(e[1]), _bytes(e[2]), consumer) for e in reply]
+        return parse
+
+    def _produce_plan(self, payloads: Iterable[bytes | str]) -> Plan[list[str]]:
+        items = [_bytes(p) for p in payloads]
+        calls = [Call("stream.produce", self.keys.all, (self.group, *items[i:i + MAX_BATCH]),
+                      lambda r: [text(x) for x in r])
+                 for i in range(0, len(items), MAX_BATCH)]
+        if not calls:
+            return []
+        results = yield from self._engine.run(calls)
+        return [i for chunk in results for i in chunk]
+
+    def _consume_plan(self, count: int, timeout: float | None, max_block: float
+                      ) -> Plan[list[Entry]]:
+        if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        call: Call[list[Entry]] = Call(
+            "stream.consume", (*self.keys.all, self.keys.cursors),
+            (self.group, self.consumer, count, self.claim_idle_ms, self.max_deliveries),
+            self._entries(self.consumer))
+        while True:
+            got = yield from self._engine.run_one(call)
+            if got:
+                return got
+            remaining = math.inf if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            # Scripts cannot block: wait in XREADGROUP itself, which also delivers what arrives.
+            # Stalled entries are claimed on the next pass (at most max_block later).
+            block_ms = max(1, int(min(remaining, max_block) * 1000))
+            [reply] = yield [Command(("XREADGROUP", "GROUP", self.group, self.consumer,
+                                      "BLOCK", block_ms, "COUNT", count,
+                                      "STREAMS", self.keys.stream, ">"))]
+            if isinstance(reply, BaseException):
+                raise reply
+            entries = []
+            for _stream, rows in reply or []:
+                for row in rows:
+                    entry_id, fields = row[0], _fields(row[1]) if row[1] is not None else {}
+                    entries.append(Entry(text(entry_id), 1, _bytes(fields.get("p", b"")),
+                                         self.consumer))
+            if entries:
+                return entries
+
+    def _ack_call(self, entries: Iterable[Entry]) -> list[Call[int]]:
+        items = list(entries)
+        calls: list[Call[int]] = []
+        for i in range(0, len(items), MAX_BATCH):
+            chunk = items[i:i + MAX_BATCH]
+            consumers = {e.consumer for e in chunk}
+            for consumer in sorted(consumers):
+                args: list[str | int | bytes] = [self.group, consumer]
+                for e in chunk:
+                    if e.consumer == consumer:
+                        args.extend((e.id, e.deliveries))
+                calls.append(Call("stream.ack", self.keys.all, tuple(args), int))
+        return calls
+
+    def _nack_call(self, entry: Entry, reason: str, action: str) -> Call[str]:
+        return Call("stream.nack", self.keys.all,
+                    (self.group, entry.consumer, entry.id, entry.deliveries, reason, action), text)
+
+    def _extend_call(self, entry: Entry) -> Call[int]:
+        return Call("stream.extend", self.keys.all,
+                    (self.group, entry.consumer, entry.id, entry.deliveries), int)
+
+    def _stats_call(self) -> Call[StreamStats]:
+        return Call("stream.stats", self.keys.all, (self.group,), _parse_stats)
+
+    def _dead_call(self, count: int) -> Call[list[DeadEntry]]:
+        return Call("stream.dead", self.keys.all, (count,), _parse_dead)
+
+
+class StreamQueue(_StreamBase):
+    """The Streams queue on a sync :class:`~pyredislua.Client`.
+
+    ``sq = StreamQueue(client, "events", group="billing", consumer="worker-1")``;
+    ``sq.produce([b"..."])``; ``for e in sq.consume(10, timeout=5): ...; sq.ack([e])``.
+    """
+
+    def __init__(self, client: Client, name: str, **options: Any) -> None:
+        super().__init__(client.engine, name, **options)
+        self.client = client
+
+    def produce(self, payloads: Iterable[bytes | str]) -> list[str]:
+        return self.client.drive(self._produce_plan(payloads))
+
+    def consume(self, count: int = 1, *, timeout: float | None = 0.0) -> list[Entry]:
+        return self.client.drive(self._consume_plan(count, timeout, self.client.max_block))
+
+    def ack(self, entries: Iterable[Entry]) -> int:
+        calls = self._ack_call(entries)
+        return sum(self.client.run_many(calls)) if calls else 0
+
+    def nack(self, entry: Entry, reason: str = "",
+             action: Literal["retry", "dead"] = "retry") -> str:
+        return self.client.run(self._nack_call(entry, reason, action))
+
+    def extend(self, entry: Entry) -> None:
+        self.client.run(self._extend_call(entry))
+
+    def stats(self) -> StreamStats:
+        return self.client.run(self._stats_call())
+
+    def dead(self, count: int = 100) -> list[DeadEntry]:
+        return self.client.run(self._dead_call(count))
+
+
+class AsyncStreamQueue(_StreamBase):
+    """The Streams queue on an :class:`~pyredislua.AsyncClient`; see :class:`StreamQueue`."""
+
+    def __init__(self, client: AsyncClient, name: str, **options: Any) -> None:
+        super().__init__(client.engine, name, **options)
+        self.client = client
+
+    async def produce(self, payloads: Iterable[bytes | str]) -> list[str]:
+        return await self.client.drive(self._produce_plan(payloads))
+
+    async def consume(self, count: int = 1, *, timeout: float | None = 0.0) -> list[Entry]:
+        return await self.client.drive(
+            self._consume_plan(count, timeout, self.client.max_block))
+
+    async def ack(self, entries: Iterable[Entry]) -> int:
+        calls = self._ack_call(entries)
+        return sum(await self.client.run_many(calls)) if calls else 0
+
+    async def nack(self, entry: Entry, reason: str = "",
+                   action: Literal["retry", "dead"] = "retry") -> str:
+        return await self.client.run(self._nack_call(entry, reason, action))
+
+    async def extend(self, entry: Entry) -> None:
+        await self.client.run(self._extend_call(entry))
+
+    async def stats(self) -> StreamStats:
+        return await self.client.run(self._stats_call())
+
+    async def dead(self, count: int = 100) -> list[DeadEntry]:
+        return await self.client.run(self._dead_call(count))

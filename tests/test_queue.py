@@ -1,0 +1,349 @@
+"""The priority queue through the Python API: ordering, delays, leases, retries, dead letters,
+idempotency, blocking, recovery, bad input and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import redis
+
+import pyredislua
+from pyredislua.engine.protocol import Call
+from pyredislua.queue import AsyncQueue, JobSpec, Queue
+from pyredislua.queue.ops import QueueKeys
+from tests.conftest import snapshot
+
+pytestmark = pytest.mark.queue
+
+
+def server_ms(r: redis.Redis) -> int:
+    sec, usec = r.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def test_priority_then_fifo_order(client: pyredislua.Client) -> None:
+    q = Queue(client, "jobs")
+    ids = {}
+    for i, prio in enumerate([5, 1, 5, 0, 1, -3, 5]):
+        ids[i] = q.enqueue(f"j{i}", priority=prio).id
+    got = q.dequeue(10)
+    assert [j.text for j in got] == ["j5", "j3", "j1", "j4", "j0", "j2", "j6"]
+    assert all(j.attempts == 1 for j in got)
+
+
+def test_fifo_holds_at_size_and_extreme_priorities(client: pyredislua.Client) -> None:
+    q = Queue(client, "big")
+    lo, hi = -(2**31), 2**31 - 1
+    specs = [JobSpec(str(i), priority=(hi if i % 3 == 0 else lo if i % 3 == 1 else 0))
+             for i in range(3000)]
+    q.enqueue_many(specs)
+    order = [int(j.text) for _ in range(3) for j in q.dequeue(1000)]
+    expected = sorted(range(3000), key=lambda i: (specs[i].priority, i))
+    assert order == expected
+
+
+def test_ids_are_fixed_width_sequence(client: pyredislua.Client) -> None:
+    q = Queue(client, "ids")
+    a, b = q.enqueue("a").id, q.enqueue("b").id
+    assert len(a) == len(b) == 16 and a < b and int(b) == int(a) + 1
+
+
+def test_delayed_never_early(client: pyredislua.Client, r: redis.Redis) -> None:
+    q = Queue(client, "later")
+    q.enqueue("soon", delay=0.2)
+    due = q.peek("delayed")[0].score
+    assert q.dequeue(timeout=0) == []
+    [job] = q.dequeue(timeout=5)
+    assert job.leased_at_ms >= due
+    assert server_ms(r) >= due
+
+
+def test_blocking_dequeue_wakes_on_enqueue(client: pyredislua.Client, redis_url: str) -> None:
+    q = Queue(client, "wake")
+    other = Queue(pyredislua.Client(redis.Redis.from_url(redis_url)), "wake")
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.extend(q.dequeue(timeout=10)))
+    t.start()
+    deadline = time.monotonic() + 5
+    while not any(c.get("cmd") == "blpop" for c in client.redis.client_list()):
+        assert time.monotonic() < deadline  # waits until the consumer is blocked
+    sent = time.monotonic()
+    other.enqueue("hello")
+    t.join(5)
+    assert [j.text for j in got] == ["hello"]  # type: ignore[attr-defined]
+    assert time.monotonic() - sent < 1.0
+
+
+def test_lease_ack_and_stale_tokens_change_nothing(client: pyredislua.Client,
+                                                   r: redis.Redis) -> None:
+    q = Queue(client, "lease")
+    q.enqueue("x", backoff=0)
+    [job] = q.dequeue(lease=30)
+    before = snapshot(r)
+    for bad in [(job.id, "nope"), ("0000000000000099", job.token)]:
+        with pytest.raises(pyredislua.StaleTokenError):
+            q.ack(bad)
+        with pytest.raises(pyredislua.StaleTokenError):
+            q.extend(bad, 10)
+        with pytest.raises(pyredislua.StaleTokenError):
+            q.nack(bad)
+    assert snapshot(r) == before
+    q.nack(job, "again")  # backoff 0: straight back to ready
+    [again] = q.dequeue()
+    assert again.id == job.id and again.attempts == 2 and again.token != job.token
+    with pytest.raises(pyredislua.StaleTokenError):
+        q.ack(job)  # the first delivery's token is stale now
+    q.ack(again)
+    assert q.get(job.id) is None
+    assert q.stats().counters["acked"] == 1
+
+
+def test_batch_ack_is_all_or_nothing(client: pyredislua.Client, r: redis.Redis) -> None:
+    q = Queue(client, "batch")
+    q.enqueue_many(["a", "b", "c"])
+    jobs = q.dequeue(3)
+    before = snapshot(r)
+    with pytest.raises(pyredislua.StaleTokenError):
+        q.ack_many([jobs[0], (jobs[1].id, "stale"), jobs[2]])
+    assert snapshot(r) == before
+    assert q.ack_many(jobs) == 3
+
+
+def test_expired_lease_is_stale_and_extend_never_resurrects(client: pyredislua.Client,
+                                                            r: redis.Redis) -> None:
+    q = Queue(client, "expire")
+    q.enqueue("x")
+    [job] = q.dequeue(lease=0.001)
+    while server_ms(r) <= job.deadline_ms:
+        pass
+    with pytest.raises(pyredislua.StaleTokenError):
+        q.extend(job, 60)
+    with pytest.raises(pyredislua.StaleTokenError):
+        q.ack(job)
+    assert q.stats().expired_leases == 1
+
+
+def test_extend_moves_the_deadline(client: pyredislua.Client) -> None:
+    q = Queue(client, "ext")
+    q.enqueue("x")
+    [job] = q.dequeue(lease=1)
+    deadline = q.extend(job, 100)
+    assert deadline >= job.deadline_ms + 98_000
+    assert q.peek("active")[0].score == deadline
+
+
+def test_retries_back_off_then_dead_letter(client: pyredislua.Client) -> None:
+    q = Queue(client, "retry")
+    q.enqueue("x", max_attempts=3, backoff=10)
+    outcomes = []
+    for attempt in range(1, 4):
+        [job] = q.dequeue(timeout=0) or [None]  # type: ignore[list-item]
+        if job is None:  # in backoff: requeue it at once to keep the test fast
+            info = q.peek("delayed")[0]
+            assert info.attempts == attempt - 1
+            # the backoff is 10 s * 2^(n-1) with equal jitter: between half and all of it
+            step = 10_000 * 2 ** (attempt - 2)
+            assert outcomes[-1].at_ms - step <= info.score
+            client.redis.zadd(q.keys.delayed, {info.id: 0})
+            [job] = q.dequeue()
+        assert job.attempts == attempt
+        outcomes.append(q.nack(job, f"failure {attempt}"))
+    assert [o.outcome for o in outcomes] == ["delayed", "delayed", "dead"]
+    total, dead = q.dead()
+    assert total == 1 and dead[0].reason == "failure 3" and dead[0].attempts == 3
+
+
+def test_backoff_is_exponential_with_jitter(client: pyredislua.Client) -> None:
+    q = Queue(client, "jitter")
+    for attempt, step in [(1, 1000), (2, 2000), (3, 4000)]:
+        delays = []
+        for _ in range(12):
+            q.enqueue("x", max_attempts=10, backoff=1)
+            [job] = q.dequeue()
+            if attempt > 1:  # fake the earlier attempts by re-delivering at once
+                for _ in range(attempt - 1):
+                    q.nack(job, delay=0)
+                    [job] = q.dequeue()
+            assert job.attempts == attempt
+            settled = q.nack(job)
+            delays.append(settled.at_ms - job.leased_at_ms)
+            q.purge()
+        # equal jitter: between half the step and the whole step (plus the call's own time)
+        assert all(step // 2 <= d <= step + 50 for d in delays), delays
+        assert len(set(delays)) > 3, delays
+
+
+def test_dead_letters_requeue_and_purge(client: pyredislua.Client) -> None:
+    q = Queue(client, "dlq")
+    q.enqueue_many([q.job(str(i), max_attempts=1) for i in range(5)])
+    for job in q.dequeue(5):
+        q.nack(job, "bad")
+    total, rows = q.dead()
+    assert total == 5 and all(r.reason == "bad" and r.attempts == 1 for r in rows)
+    assert q.requeue([rows[0].id, "0000000000000999"]) == [rows[0].id]
+    [job] = q.dequeue()
+    assert job.id == rows[0].id and job.attempts == 1
+    assert q.purge([rows[1].id]) == 1
+    assert q.purge(limit=2) == 2
+    assert q.dead()[0] == 1
+    assert q.requeue() == [rows[4].id]
+    assert q.stats().dead == 0
+
+
+def test_idempotency_key(client: pyredislua.Client, r: redis.Redis) -> None:
+    q = Queue(client, "idem")
+    first = q.enqueue("a", key="order-1")
+    before = snapshot(r)
+    again = q.enqueue("b", key="order-1", priority=-5)
+    assert not again.created and again.id == first.id
+    assert snapshot(r) == before
+    dup = q.enqueue_many([JobSpec("c", key="order-2"), JobSpec("d", key="order-2")])
+    assert dup[0].created and not dup[1].created and dup[0].id == dup[1].id
+    [job] = q.dequeue()
+    q.ack(job)
+    fresh = q.enqueue("e", key="order-1")  # finished: the key is free again
+    assert fresh.created and fresh.id != first.id
+
+
+def test_reap_recovers_a_dead_consumer(client: pyredislua.Client, r: redis.Redis) -> None:
+    q = Queue(client, "reap")
+    q.enqueue_many([q.job("a", backoff=0), q.job("b", backoff=0, max_attempts=1)])
+    jobs = q.dequeue(2, lease=0.001)  # the consumer "dies" holding both
+    while server_ms(r) <= max(j.deadline_ms for j in jobs):
+        pass
+    got = {s.id: s.outcome for s in q.reap()}
+    assert got == {jobs[0].id: "ready", jobs[1].id: "dead"}
+    assert q.dead()[1][0].reason == "lease expired"
+    [again] = q.dequeue()
+    assert again.id == jobs[0].id and again.attempts == 2
+    assert q.reap() == []
+
+
+def test_stats_peek_get(client: pyredislua.Client) -> None:
+    q = Queue(client, "intro")
+    q.enqueue_many([q.job("a", priority=2), q.job("b", priority=1), q.job("c", delay=60),
+                    q.job("d", priority=2)])
+    [job] = q.dequeue()
+    s = q.stats()
+    assert (s.ready, s.delayed, s.active, s.dead, s.unfinished) == (2, 1, 1, 0, 4)
+    by = {p.priority: (p.unfinished, p.ready) for p in s.priorities or []}
+    assert by == {0: (1, 0), 1: (1, 0), 2: (2, 2)}
+    assert [i.payload for i in q.peek()] == [b"a", b"d"]
+    info = q.get(job.id)
+    assert info is not None and info.state == "active" and info.attempts == 1
+    assert q.get("0000000000000042") is None
+
+
+def test_read_only_ops_are_flagged_no_writes() -> None:
+    lib = pyredislua.render_library()
+    ro = {n for n, op in lib.operations.items() if n.startswith("queue.") and op.read_only}
+    assert ro == {"queue.stats", "queue.peek", "queue.get", "queue.dead"}
+
+
+def test_survives_function_and_script_flush(client: pyredislua.Client, r: redis.Redis) -> None:
+    q = Queue(client, "flush")
+    q.enqueue("a")
+    r.function_flush()
+    r.script_flush()
+    q.enqueue("b")
+    assert len(q.dequeue(2)) == 2
+
+
+def test_keys_share_one_hash_tag() -> None:
+    keys = QueueKeys("orders")
+    assert all(k.startswith("prl:q:{orders}:") for k in keys.all)
+    assert QueueKeys("a{x}b").all[0] == "prl:q:a{x}b:ready"
+
+
+# -- bad input: typed errors, nothing changed ------------------------------------------------
+
+BAD_BATCHES = [
+    pytest.param(["x", "0", "0", "1", "0"], id="short-group"),
+    pytest.param(["x", "1.5", "0", "1", "0", ""], id="fractional-priority"),
+    pytest.param(["x", "2147483648", "0", "1", "0", ""], id="priority-too-big"),
+    pytest.param(["x", "0", "-1", "1", "0", ""], id="negative-delay"),
+    pytest.param(["x", "0", "0", "0", "0", ""], id="zero-attempts"),
+    pytest.param(["x", "0", "0", "1", "-5", ""], id="negative-backoff"),
+    pytest.param(["ok", "0", "0", "1", "0", "", "x", "0", "-1", "1", "0", ""],
+                 id="second-job-bad"),
+    pytest.param(["x", "0", "0", "1", "0", "k" * 513], id="key-too-long"),
+]
+
+
+@pytest.mark.parametrize("args", BAD_BATCHES)
+def test_bad_batch_changes_nothing(client: pyredislua.Client, r: redis.Redis,
+                                   args: list[str]) -> None:
+    q = Queue(client, "bad")
+    q.enqueue("seed")
+    before = snapshot(r)
+    with pytest.raises(pyredislua.BadArgumentError):
+        client.run(Call("queue.enqueue_batch", q.keys.all, tuple(args)))
+    assert snapshot(r) == before
+
+
+@pytest.mark.parametrize(("op", "args"), [
+    ("queue.ack", ("0000000000000001",)),
+    ("queue.ack", ("0000000000000001", "1", "0000000000000001", "1")),
+    ("queue.ack", ("", "1")),
+    ("queue.requeue", ("1", "")),
+    ("queue.purge", ("1", *(["x"] * 1001))),
+    ("queue.dequeue", ("0",)),
+    ("queue.dequeue", ("1001",)),
+    ("queue.nack", ("0000000000000001", "1", "", "explode")),
+    ("queue.enqueue", ("x", "0", "-1")),
+])
+def test_bad_arguments_change_nothing(client: pyredislua.Client, r: redis.Redis, op: str,
+                                      args: tuple[str, ...]) -> None:
+    q = Queue(client, "bad")
+    q.enqueue("seed")
+    q.dequeue()
+    before = snapshot(r)
+    with pytest.raises(pyredislua.BadArgumentError):
+        client.run(Call(op, q.keys.all, args))
+    with pytest.raises(pyredislua.BadArgumentError):
+        client.run(Call(op, q.keys.all[:-1], args))  # wrong key count
+    assert snapshot(r) == before
+
+
+def test_python_side_rejects_bad_durations(client: pyredislua.Client) -> None:
+    q = Queue(client, "py")
+    with pytest.raises(ValueError):
+        q.enqueue("x", delay=-1)
+    with pytest.raises(ValueError):
+        q.dequeue(lease=0)
+    with pytest.raises(ValueError):
+        q.dequeue(timeout=-1)
+    with pytest.raises(pyredislua.BadArgumentError):
+        q.enqueue("x", priority=2**31)
+    with pytest.raises(pyredislua.BadArgumentError):
+        q.dequeue(0)
+
+
+# -- asyncio ----------------------------------------------------------------------------------
+
+
+async def test_async_queue_roundtrip(aclient: pyredislua.AsyncClient) -> None:
+    q = AsyncQueue(aclient, "async")
+    await q.enqueue_many(["b", q.job("a", priority=-1)])
+    waiter = asyncio.ensure_future(q.dequeue(3, timeout=5))
+    jobs = await waiter
+    assert [j.text for j in jobs] == ["a", "b"]
+    await q.ack(jobs[0])
+    s = await q.nack(jobs[1], "nope", action="dead")
+    assert s.outcome == "dead"
+    assert (await q.dead())[0] == 1
+    assert await q.requeue() == [jobs[1].id]
+    assert (await q.stats()).ready == 1
+    blocked = asyncio.ensure_future(q.dequeue(1, timeout=5))
+    [job] = await blocked
+    assert await q.extend(job, 5) > 0
+    await q.ack_many([job])
+    late = asyncio.ensure_future(q.dequeue(1, timeout=5))
+    await asyncio.sleep(0.05)
+    await q.enqueue("late")
+    assert [j.text for j in await late] == ["late"]
+    assert (await q.peek("ready")) == [] and await q.get(job.id) is None
+    assert await q.purge() == 0 and await q.reap() == []

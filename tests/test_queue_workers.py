@@ -1,0 +1,236 @@
+"""Workers under real concurrency: processes SIGKILLed mid-job lose nothing; the worker helpers'
+shutdown, lease extension and events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+
+import pyredislua
+from pyredislua.queue import AsyncQueue, Job, Queue
+from pyredislua.queue.worker import AsyncWorker, DeadLetter, Worker
+
+pytestmark = pytest.mark.queue
+
+WORKER = r"""
+import random, sys, time, redis, pyredislua
+from pyredislua.queue import Queue
+from pyredislua.queue.worker import Worker, DeadLetter
+url = sys.argv[1]
+r = redis.Redis.from_url(url)
+q = Queue(pyredislua.Client(r, mode=sys.argv[2]), "crash", lease=0.4)
+done = q.keys.base + ":test:done"
+acked = q.keys.base + ":test:acked"
+def handle(job):
+    r.sadd(done, job.id)
+    time.sleep(random.random() * 0.02)
+    if job.payload.startswith(b"fail"):
+        raise DeadLetter("designed to fail")
+def on_event(event, job, info):
+    if event == "acked":
+        r.rpush(acked, job.id)
+print("ready", flush=True)
+Worker(q, handle, concurrency=4, reap_every=0.05, on_event=on_event).run()
+"""
+
+
+def _spawn(url: str, mode: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, url, mode], env=env,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+@pytest.mark.perf
+def test_sigkilled_workers_lose_nothing(redis_url: str, r: redis.Redis) -> None:
+    client = pyredislua.Client(r)
+    q = Queue(client, "crash")
+    total = 3000
+    specs = [q.job(f"fail-{i}" if i % 50 == 0 else f"ok-{i}", max_attempts=20, backoff=0.001)
+             for i in range(total)]
+    ids = [e.id for e in q.enqueue_many(specs)]
+    failing = {ids[i] for i in range(total) if i % 50 == 0}
+    rng = random.Random(7)
+    procs = [_spawn(redis_url, "function" if i % 2 else "script") for i in range(4)]
+    kills = 0
+    deadline = time.monotonic() + 50
+    try:
+        while q.stats().unfinished > 0:
+            assert time.monotonic() < deadline, f"stuck: {q.stats()}"
+            if kills < 8:
+                victim = rng.randrange(len(procs))
+                procs[victim].send_signal(signal.SIGKILL)
+                procs[victim].wait()
+                kills += 1
+                procs[victim] = _spawn(redis_url, "function" if kills % 2 else "script")
+            time.sleep(0.15)  # pacing the kills, not waiting for a result
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+    stats = q.stats()
+    total_dead, dead_rows = q.dead(0, 1000)
+    dead_ids = {row.id for row in dead_rows}
+    assert dead_ids == failing, "only the designed failures are dead letters"
+    assert stats.counters["acked"] + total_dead == total
+    acked_list = [x.decode() for x in r.lrange(q.keys.base + ":test:acked", 0, -1)]
+    assert len(acked_list) == len(set(acked_list)), "a job was acked twice"
+    ran = {x.decode() for x in r.smembers(q.keys.base + ":test:done")}
+    assert ran == set(ids), "every job ran at least once"
+    assert stats.counters.get("reaped", 0) > 0, "the kills should have left leases to reap"
+
+
+def test_worker_acks_retries_and_dead_letters(client: pyredislua.Client) -> None:
+    q = Queue(client, "w")
+    q.enqueue_many([q.job("ok"), q.job("boom", max_attempts=2, backoff=0),
+                    q.job("dead")])
+    events: list[tuple[str, str | None]] = []
+
+    def handle(job: Job) -> None:
+        if job.text == "boom":
+            raise RuntimeError("boom")
+        if job.text == "dead":
+            raise DeadLetter("no")
+
+    w = Worker(q, handle, concurrency=2,
+               on_event=lambda e, j, i: events.append((e, j.text if j else None)))
+    t = threading.Thread(target=w.run)
+    t.start()
+    deadline = time.monotonic() + 10
+    while q.stats().unfinished:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    w.stop()
+    t.join(10)
+    assert not t.is_alive()
+    m = w.metrics
+    assert (m.acked, m.failed, m.dead) == (1, 3, 2)
+    assert ("acked", "ok") in events and ("failed", "boom") in events
+    assert {r.payload for r in q.dead()[1]} == {b"boom", b"dead"}
+
+
+def test_worker_extends_long_jobs(client: pyredislua.Client) -> None:
+    q = Queue(client, "long")
+    q.enqueue("slow")
+    release = threading.Event()
+    w = Worker(q, lambda job: release.wait(10), concurrency=1, lease=0.3)
+    t = threading.Thread(target=w.run)
+    t.start()
+    deadline = time.monotonic() + 10
+    while w.metrics.extended < 3:  # the 0.3 s lease outlived several times over
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert q.stats().expired_leases == 0
+    release.set()
+    while w.metrics.acked < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    w.stop()
+    t.join(10)
+    assert w.metrics.lost == 0 and q.stats().unfinished == 0
+
+
+def test_shutdown_returns_unfinished_jobs(client: pyredislua.Client) -> None:
+    q = Queue(client, "stop")
+    q.enqueue_many(["a", "b", "c"])
+    started = threading.Semaphore(0)
+    never = threading.Event()
+
+    def handle(job: Job) -> None:
+        started.release()
+        never.wait(5)
+
+    w = Worker(q, handle, concurrency=2, grace=0.2)
+    t = threading.Thread(target=w.run)
+    t.start()
+    assert started.acquire(timeout=5) and started.acquire(timeout=5)
+    w.stop()
+    t.join(5)
+    never.set()
+    assert not t.is_alive()
+    s = q.stats()
+    assert (s.ready, s.active) == (3, 0)
+    assert all(info.attempts == 0 for info in q.peek())  # released, the attempt not counted
+    assert w.metrics.released == 3  # two running after the grace period, one buffered
+
+
+async def test_async_worker_processes_and_stops(aclient: pyredislua.AsyncClient) -> None:
+    q = AsyncQueue(aclient, "aw")
+    seen: list[str] = []
+    block = asyncio.Event()
+
+    async def handle(job: Job) -> None:
+        if job.text == "hang":
+            await block.wait()
+        seen.append(job.text)
+
+    w = AsyncWorker(q, handle, concurrency=4, grace=0.2)
+    task = asyncio.ensure_future(w.run())
+    await q.enqueue_many([str(i) for i in range(50)])
+    await q.enqueue("hang")
+    deadline = time.monotonic() + 10
+    while len(seen) < 50:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    late_sent = time.monotonic()
+    await q.enqueue("late")  # an idle worker wakes on the marker, not a poll
+    while "late" not in seen:
+        assert time.monotonic() - late_sent < 1.0
+        await asyncio.sleep(0.005)
+    w.stop()
+    await asyncio.wait_for(task, 5)
+    s = await q.stats()
+    assert s.active == 0 and s.ready == 1 and w.metrics.released == 1  # "hang" given back
+    assert w.metrics.acked == 51
+
+
+
+
+def test_worker_rides_out_dropped_connections(client: pyredislua.Client, r: redis.Redis,
+                                              redis_url: str) -> None:
+    q = Queue(client, "drops")
+    q.enqueue_many([str(i) for i in range(300)])
+    wconn = redis.Redis.from_url(redis_url, client_name="queue-worker")
+    wq = Queue(pyredislua.Client(wconn), "drops", lease=0.5)
+    errors: list[str] = []
+    w = Worker(wq, lambda job: time.sleep(0.001), concurrency=4,
+               on_event=lambda e, j, i: errors.append(i["error"]) if e == "error" else None)
+    t = threading.Thread(target=w.run)
+    t.start()
+    deadline = time.monotonic() + 30
+    kills = 0
+    while q.stats().unfinished:
+        assert time.monotonic() < deadline, q.stats()
+        if kills < 5 and w.metrics.acked > kills * 40:
+            for c in r.client_list():
+                if c.get("name") == "queue-worker":
+                    r.client_kill_filter(_id=c["id"])
+            kills += 1
+        time.sleep(0.005)
+    w.stop()
+    t.join(10)
+    assert not t.is_alive()
+    assert kills == 5 and q.stats().counters["acked"] == 300
+
+
+def test_prefetch_adapts_to_job_length(client: pyredislua.Client) -> None:
+    q = Queue(client, "pf")
+    w = Worker(q, lambda job: None, concurrency=4)
+    core = w.core
+    assert core.capacity == 8  # no measurement yet: one batch ahead
+    core.rtt_seconds, core.job_seconds = 0.001, 5.0  # long jobs: nothing hoarded
+    assert core.capacity == 4
+    core.job_seconds = 0.00001  # tiny jobs: a deep buffer, capped
+    assert core.capacity == 4 + 64
+    assert Worker(q, lambda job: None, concurrency=4, prefetch=0).core.capacity == 4
