@@ -17,6 +17,7 @@ from .engine.render import Library, render_library
 
 if TYPE_CHECKING:
     from .lock import AsyncLock, Lock
+    from .queue import AsyncQueue, Queue
 
 T = TypeVar("T")
 
@@ -148,6 +149,11 @@ class Client(_ClientBase):
 
         return Lock(self, name, **options)
 
+    def queue(self, name: str, **options: Any) -> Queue:
+        from .queue import Queue
+
+        return Queue(self, name, **options)
+
 
 class AsyncClient(_ClientBase):
     """pyredislua on an asyncio redis-py client (``redis.asyncio.Redis``); see :class:`Client`."""
@@ -192,6 +198,11 @@ class AsyncClient(_ClientBase):
         from .lock import AsyncLock
 
         return AsyncLock(self, name, **options)
+
+    def queue(self, name: str, **options: Any) -> AsyncQueue:
+        from .queue import AsyncQueue
+
+        return AsyncQueue(self, name, **options)
 
 
 class _PipelineBase:
