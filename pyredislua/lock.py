@@ -460,6 +460,10 @@ class Lock(_LockBase):
         """Whether this token holds the lock, asked of the server."""
         return self.inspect().owner == self._hold_token
 
+    def locked(self) -> bool:
+        """Whether anyone holds the lock, asked of the server."""
+        return self.inspect().held
+
     def _renew_step(self) -> float | None:
         with self._mutex:
             return self._client.drive(self._renew_plan(time.monotonic()))
@@ -590,6 +594,9 @@ class AsyncLock(_LockBase):
 
     async def owned(self) -> bool:
         return (await self.inspect()).owner == self._hold_token
+
+    async def locked(self) -> bool:
+        return (await self.inspect()).held
 
     async def __aenter__(self) -> AsyncLock:
         if not await self.acquire(blocking=True, timeout=self.blocking_timeout):

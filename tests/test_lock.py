@@ -40,7 +40,7 @@ def test_only_the_owner_extends_or_releases(client: pyredislua.Client) -> None:
         other.release()
     with pytest.raises(pyredislua.LockNotOwnedError):
         other.extend()
-    assert holder.owned()
+    assert holder.owned() and other.locked() and not other.owned()
     state = holder.inspect()
     assert state.held and state.owner == holder.token and state.fence == holder.fence
     holder.release()
