@@ -6,6 +6,7 @@ from .engine.protocol import Call, LoadReport
 from .engine.render import Library, Operation, render_library
 from .errors import (
     BadArgumentError,
+    BadStateError,
     InternalScriptError,
     LibraryConflictError,
     LibraryError,
@@ -26,6 +27,7 @@ __all__ = [
     "AsyncLock",
     "AsyncPipeline",
     "BadArgumentError",
+    "BadStateError",
     "Call",
     "Client",
     "InternalScriptError",

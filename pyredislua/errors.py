@@ -61,9 +61,17 @@ class NotFoundError(OperationError, LookupError):
     code = "NOTFOUND"
 
 
+class BadStateError(OperationError):
+    """BADSTATE: a key holds data of another shape than the operation keeps there (written by
+    something else). The call changed nothing."""
+
+    code = "BADSTATE"
+
+
 _BY_CODE: dict[str, type[OperationError]] = {
     cls.code: cls
-    for cls in (BadArgumentError, InternalScriptError, StaleTokenError, NotFoundError)
+    for cls in (BadArgumentError, InternalScriptError, StaleTokenError, NotFoundError,
+                BadStateError)
 }
 
 

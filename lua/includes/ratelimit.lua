@@ -1,0 +1,308 @@
+-- Rate limiting: one decision function per algorithm, and the all-or-none driver.
+--
+-- Arithmetic is exact: every quantity is an integer below 2^53 (limit <= 10^6, period <= 31 days,
+-- so limit*period, burst*period and cost*period fit), and divisions go through ratelimit_div,
+-- which corrects the float quotient with integer products. So "retry after R ms" is exact: a
+-- request at now+R is admitted, one at now+R-1 is not (with no other traffic).
+--
+-- A decision is a table {ok, remaining, retry, reset, commit}: retry is -1 when the cost can never
+-- be admitted (above the limit/burst), 0 when admitted now; commit() writes the charge. The driver
+-- evaluates every limit first and commits only when all admit: a denied call writes nothing.
+
+local function ratelimit_div(a, b)
+  -- floor(a / b) for integers 0 <= a < 2^53, 1 <= b < 2^53, exactly.
+  local q = math.floor(a / b)
+  while q * b > a do q = q - 1 end
+  while (q + 1) * b <= a do q = q + 1 end
+  return q
+end
+
+local function ratelimit_int(x)
+  return string.format('%d', x)
+end
+
+local function ratelimit_ceil_div(a, b)
+  if a <= 0 then return 0 end
+  local q = ratelimit_div(a, b)
+  if q * b < a then q = q + 1 end
+  return q
+end
+
+local function ratelimit_number(v, key)
+  local n = tonumber(v)
+  if n == nil then
+    prl_fail('BADSTATE', 'key ' .. prl_shown(key) .. ' does not hold rate limiter state')
+  end
+  return n
+end
+
+-- GCRA: one string "tat_ms:frac:limit", the theoretical arrival time tat = tat_ms + frac/limit.
+-- In units of 1/limit ms, the emission interval is `period` and the tolerance burst*period.
+local function ratelimit_gcra(s, cost, now)
+  local L, P, B = s.limit, s.period, s.burst
+  local d = 0 -- (tat - now) * L, clamped at 0: how far the bucket is drained
+  local stored = redis.call('GET', s.key)
+  if stored then
+    local ms, frac, lim = string.match(stored, '^(%-?%d+):(%d+):(%d+)$')
+    if not ms then prl_fail('BADSTATE', 'key ' .. prl_shown(s.key) .. ' does not hold GCRA state') end
+    ms, frac, lim = tonumber(ms), tonumber(frac), tonumber(lim)
+    if lim ~= L then frac = math.ceil(frac * L / lim) end -- the limit changed: rescale
+    local ahead = math.min(ms - now, ratelimit_ceil_div(B * P, L) + 1)
+    if ahead > 0 then d = math.min(ahead * L + frac, B * P) elseif ahead == 0 then d = frac end
+  end
+  local r = {ok = false, retry = -1}
+  local after = d
+  if cost <= B then
+    local nd = d + cost * P
+    if nd <= B * P then
+      r.ok, r.retry, after = true, 0, nd
+      r.commit = function()
+        local q = ratelimit_div(nd, L)
+        redis.call('SET', s.key, string.format('%d:%d:%d', now + q, nd - q * L, L),
+          'PX', math.max(1, ratelimit_ceil_div(nd, L)))
+      end
+    else
+      r.retry = ratelimit_ceil_div(nd - B * P, L)
+    end
+  end
+  r.remaining = ratelimit_div(B * P - after, P)
+  r.reset = ratelimit_ceil_div(after, L)
+  return r
+end
+
+-- Token bucket: hash {u, ts, p}; u = tokens * period (so one ms refills `limit` units exactly).
+local function ratelimit_token_bucket(s, cost, now)
+  local L, P, B = s.limit, s.period, s.burst
+  local cap = B * P
+  local u, ts = cap, now
+  local h = redis.call('HMGET', s.key, 'u', 'ts', 'p')
+  if h[1] then
+    u, ts = ratelimit_number(h[1], s.key), ratelimit_number(h[2], s.key)
+    local p = ratelimit_number(h[3], s.key)
+    if p ~= P then u = math.floor(u / p * P) end -- the period changed: rescale
+    if now > ts then
+      local elapsed = math.min(now - ts, ratelimit_ceil_div(cap, L) + 1)
+      u = math.min(cap, u + elapsed * L)
+      ts = now
+    end
+    u = math.min(cap, u)
+  end
+  local r = {ok = false, retry = -1}
+  local after = u
+  if cost <= B then
+    local need = cost * P
+    if u >= need then
+      r.ok, r.retry, after = true, 0, u - need
+      r.commit = function()
+        redis.call('HSET', s.key, 'u', ratelimit_int(after), 'ts', ratelimit_int(ts), 'p', P)
+        redis.call('PEXPIRE', s.key, math.max(1, (ts - now) + ratelimit_ceil_div(cap - after, L)))
+      end
+    else
+      r.retry = (ts - now) + ratelimit_ceil_div(need - u, L)
+    end
+  end
+  r.remaining = ratelimit_div(after, P)
+  r.reset = math.max(0, (ts - now) + ratelimit_ceil_div(cap - after, L))
+  return r
+end
+
+-- Sliding log: sorted set, one member per unit of cost, scored by its server time. An entry counts
+-- while now - score < period: never more than `limit` in any window of `period` ms.
+local function ratelimit_sliding_log(s, cost, now)
+  local L, P = s.limit, s.period
+  local floor_score = now - P -- entries scored <= floor_score have left the window
+  local count = redis.call('ZCOUNT', s.key, '(' .. floor_score, '+inf')
+  local r = {ok = false, retry = -1}
+  local after = count
+  if cost <= L then
+    if count + cost <= L then
+      r.ok, r.retry, after = true, 0, count + cost
+      r.commit = function()
+        redis.call('ZREMRANGEBYSCORE', s.key, '-inf', floor_score)
+        local args, seq = {}, count
+        for i = 1, cost do
+          seq = seq + 1
+          args[#args + 1] = ratelimit_int(now)
+          args[#args + 1] = ratelimit_int(now) .. ':' .. seq
+          if #args >= 1000 or i == cost then
+            redis.call('ZADD', s.key, unpack(args))
+            args = {}
+          end
+        end
+        redis.call('PEXPIRE', s.key, P)
+      end
+    else
+      -- wait until the (count + cost - L)-th oldest live entry leaves the window
+      local idx = count + cost - L - 1
+      local e = redis.call('ZRANGEBYSCORE', s.key, '(' .. floor_score, '+inf', 'WITHSCORES',
+        'LIMIT', idx, 1)
+      r.retry = tonumber(e[2]) + P - now
+    end
+  end
+  r.remaining = L - after
+  r.reset = 0
+  if after > 0 then
+    if r.ok and cost > 0 then
+      r.reset = P
+    else
+      local newest = redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')
+      r.reset = math.max(0, tonumber(newest[2]) + P - now)
+    end
+  end
+  return r
+end
+
+-- Windows aligned on multiples of `period` since the epoch: hash {w = window index, c = count in
+-- window w, p = count in window w-1}.
+local function ratelimit_window_state(s, now)
+  local idx = math.floor(now / s.period)
+  local h = redis.call('HMGET', s.key, 'w', 'c', 'p')
+  local cur, prev = 0, 0
+  if h[1] then
+    local w = ratelimit_number(h[1], s.key)
+    if w == idx then
+      cur, prev = ratelimit_number(h[2], s.key), ratelimit_number(h[3], s.key)
+    elseif w == idx - 1 then
+      prev = ratelimit_number(h[2], s.key)
+    end
+  end
+  return idx, now - idx * s.period, cur, prev
+end
+
+-- Fixed window: at most `limit` per aligned window, but up to 2*limit across a boundary.
+local function ratelimit_fixed_window(s, cost, now)
+  local L, P = s.limit, s.period
+  local idx, e, cur = ratelimit_window_state(s, now)
+  local r = {ok = false, retry = -1}
+  local after = cur
+  if cost <= L then
+    if cur + cost <= L then
+      r.ok, r.retry, after = true, 0, cur + cost
+      r.commit = function()
+        redis.call('HSET', s.key, 'w', ratelimit_int(idx), 'c', after, 'p', 0)
+        redis.call('PEXPIRE', s.key, P - e)
+      end
+    else
+      r.retry = P - e
+    end
+  end
+  r.remaining = L - after
+  r.reset = after > 0 and (P - e) or 0
+  return r
+end
+
+-- Sliding window counter: estimate = prev * (P - e) / P + cur, compared exactly as
+-- prev * (P - e) + (cur + cost) * P <= L * P.
+local function ratelimit_sliding_window(s, cost, now)
+  local L, P = s.limit, s.period
+  local idx, e, cur, prev = ratelimit_window_state(s, now)
+  local r = {ok = false, retry = -1}
+  local after = cur
+  if cost <= L then
+    if prev * (P - e) + (cur + cost) * P <= L * P then
+      r.ok, r.retry, after = true, 0, cur + cost
+      r.commit = function()
+        redis.call('HSET', s.key, 'w', ratelimit_int(idx), 'c', after, 'p', prev)
+        redis.call('PEXPIRE', s.key, 2 * P - e)
+      end
+    else
+      -- first instant e2 >= e in this window with prev*(P-e2) <= (L-cur-cost)*P ...
+      local room = L - cur - cost
+      local e2 = P
+      if room >= 0 then e2 = P - ratelimit_div(room * P, prev) end
+      if e2 < P then
+        r.retry = math.max(1, e2 - e)
+      else
+        -- ... else in the next window, where prev becomes cur and cur is 0
+        local e3 = 0
+        if cur > 0 then e3 = math.max(0, P - ratelimit_div((L - cost) * P, cur)) end
+        r.retry = (P - e) + e3
+      end
+    end
+  end
+  r.remaining = math.max(0, ratelimit_div(math.max(0, L * P - prev * (P - e) - after * P), P))
+  r.reset = 0
+  if after > 0 then r.reset = 2 * P - e elseif prev > 0 then r.reset = P - e end
+  return r
+end
+
+local function ratelimit_algorithm(name)
+  if name == 'gcra' then return ratelimit_gcra end
+  if name == 'token_bucket' then return ratelimit_token_bucket end
+  if name == 'sliding_log' then return ratelimit_sliding_log end
+  if name == 'sliding_window' then return ratelimit_sliding_window end
+  if name == 'fixed_window' then return ratelimit_fixed_window end
+  return nil
+end
+
+-- Validate the per-limit arguments (all of them, before any write): `per` is 3 for
+-- (limit, period_ms, burst) with a fixed algorithm, 4 for (algorithm, limit, period_ms, burst).
+local function ratelimit_specs(keys, argv, start, per, algo)
+  local n = #keys
+  if n < 1 or n > 16 then
+    prl_fail('BADARG', 'takes 1..16 keys (one per limit), got ' .. n)
+  end
+  if #argv - start + 1 ~= n * per then
+    prl_fail('BADARG', 'takes ' .. per .. ' arguments per key after cost (' .. n * per ..
+      ' for ' .. n .. ' keys), got ' .. (#argv - start + 1))
+  end
+  local specs, seen = {}, {}
+  for i = 1, n do
+    local key = keys[i]
+    if seen[key] then prl_fail('BADARG', 'key ' .. prl_shown(key) .. ' is given twice') end
+    seen[key] = true
+    local j = start + (i - 1) * per
+    local a = algo
+    if per == 4 then
+      a = prl_enum(argv, j, 'algorithm', {'gcra', 'token_bucket', 'sliding_log',
+        'sliding_window', 'fixed_window'}, nil)
+      j = j + 1
+    end
+    local limit = prl_int(argv, j, 'limit', 1, 1000000, nil)
+    local period = prl_int(argv, j + 1, 'period_ms', 1, 2678400000, nil)
+    local burst = prl_int(argv, j + 2, 'burst', 0, 1000000, nil)
+    if a == 'sliding_log' and limit > 10000 then
+      prl_fail('BADARG', 'limit of a sliding log must be in 1..10000, got ' .. limit)
+    end
+    if burst > 0 and a ~= 'gcra' and a ~= 'token_bucket' then
+      prl_fail('BADARG', 'burst applies to gcra and token_bucket only; send 0 for ' .. a)
+    end
+    if burst == 0 then burst = limit end
+    specs[i] = {key = key, algo = a, limit = limit, period = period, burst = burst}
+  end
+  return specs
+end
+
+-- Decide every limit, charge all or none. Reply:
+-- {allowed, remaining, retry_after_ms, reset_after_ms, now_ms, binding limit (1-based),
+--  then per limit: allowed, remaining, retry_after_ms, reset_after_ms}
+local function ratelimit_decide(keys, argv, start, per, algo, cost, write)
+  local specs = ratelimit_specs(keys, argv, start, per, algo)
+  local now = prl_now_ms()
+  local decisions, all_ok = {}, true
+  for i, s in ipairs(specs) do
+    local d = ratelimit_algorithm(s.algo)(s, cost, now)
+    decisions[i] = d
+    if not d.ok then all_ok = false end
+  end
+  if write and all_ok then
+    for _, d in ipairs(decisions) do d.commit() end
+  end
+  local out = {all_ok and 1 or 0, 0, 0, 0, now, 1}
+  local remaining, retry, reset, binding = nil, 0, 0, 1
+  for i, d in ipairs(decisions) do
+    if remaining == nil or d.remaining < remaining then remaining = d.remaining end
+    if all_ok then
+      if d.remaining == remaining then binding = i end
+    elseif not d.ok and retry ~= -1 and (d.retry == -1 or d.retry > retry) then
+      retry, binding = d.retry, i
+    end
+    if d.reset > reset then reset = d.reset end
+    out[#out + 1] = d.ok and 1 or 0
+    out[#out + 1] = d.remaining
+    out[#out + 1] = d.retry
+    out[#out + 1] = d.reset
+  end
+  out[2], out[3], out[4], out[6] = remaining, retry, reset, binding
+  return out
+end

@@ -1,0 +1,21 @@
+--[[
+name: ratelimit.sliding_log
+version: 1.0.0
+summary: Charge a request against one or more sliding log (exact: never more than limit in any period) limits, all or none.
+flags: none
+includes: ratelimit
+keys: variadic
+  each: 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member per admitted unit scored by its server time; expires a period after the newest
+argv:
+  cost: int 1..1000000; units the request weighs; above the limit it is denied and changes nothing
+  limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: must be 0; limit at most 10000
+returns:
+  {allowed (1|0), remaining, retry_after_ms (0 if allowed, -1 if the cost can never be admitted),
+  reset_after_ms (until the limiter is back to full), now_ms (server time of the decision),
+  binding limit (1-based index of the limit that decided), then per limit: allowed, remaining,
+  retry_after_ms, reset_after_ms}
+errors:
+  BADARG: an argument, a per-limit value or the key count is invalid (nothing changed)
+  BADSTATE: a key holds something other than this limiter's state (nothing changed)
+]]
+return ratelimit_decide(KEYS, ARGV, limits_start, 3, 'sliding_log', cost, true)

@@ -1,0 +1,63 @@
+"""``@limiter.limit(...)``: rate-limit a sync or an ``async def`` function."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ..client import AsyncClient, Client
+from ..engine.protocol import Call
+from .ops import Decision, RateLimitExceeded
+
+if TYPE_CHECKING:
+    from .limiters import Limiter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rate_limited(limiter: Limiter[Any], key: str | Callable[..., str], *,
+                 cost: int | Callable[..., int] = 1,
+                 tag: str | Callable[..., str] | None = None) -> Callable[[F], F]:
+    """Charge ``limiter`` before each call; raise :class:`RateLimitExceeded` when denied.
+
+    ``key``, ``cost`` and ``tag`` are values or callables given the function's arguments.
+    An ``async def`` function needs the limiter on an asyncio client, a plain one a sync client.
+    """
+
+    def call_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call[Decision]:
+        identity = key(*args, **kwargs) if callable(key) else key
+        units = cost(*args, **kwargs) if callable(cost) else cost
+        tagged = tag(*args, **kwargs) if callable(tag) else tag
+        return limiter.hit_call(identity, units, tag=tagged)
+
+    def decorate(fn: F) -> F:
+        what = f"{getattr(fn, '__qualname__', fn)}: {limiter.name} rate limit exceeded"
+        if inspect.iscoroutinefunction(fn):
+            if not isinstance(limiter.client, AsyncClient):
+                raise TypeError("an async function needs a limiter on an AsyncClient")
+            aclient: AsyncClient = limiter.client
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                decision = await aclient.run(call_for(args, kwargs))
+                if not decision.allowed:
+                    raise RateLimitExceeded(decision, what)
+                return await fn(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+        if not isinstance(limiter.client, Client):
+            raise TypeError("a sync function needs a limiter on a sync Client")
+        client: Client = limiter.client
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            decision = client.run(call_for(args, kwargs))
+            if not decision.allowed:
+                raise RateLimitExceeded(decision, what)
+            return fn(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate

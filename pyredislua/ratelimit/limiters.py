@@ -1,0 +1,426 @@
+"""Limiter objects: one class per algorithm, bound to a sync or an asyncio client.
+
+The logic lives once, in call specs (:mod:`.ops`); ``hit``/``check`` return a :class:`Decision`
+on a :class:`~pyredislua.Client` and an awaitable of one on an :class:`~pyredislua.AsyncClient`::
+
+    api = GCRA(client, "api", "100/s", burst=20)
+    d = api.hit("user-42")     # d.allowed, d.remaining, d.retry_after_ms, d.reset_after_ms
+    api = GCRA(aclient, "api", "100/s")
+    d = await api.hit("user-42")
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar, overload
+
+from ..client import AsyncClient, Client
+from ..engine.protocol import Call
+from .ops import (
+    MAX_COST,
+    MAX_SLIDING_LOG_LIMIT,
+    PREFIX,
+    Decision,
+    KeyState,
+    Limit,
+    Rate,
+    RateLike,
+    RateLimitExceeded,
+    SlotDecision,
+    acquire_call,
+    batch_call,
+    check_cost,
+    decide_call,
+    hash_tag,
+    inspect_call,
+    limiter_key,
+    ms,
+    parse_decision,
+    release_call,
+    renew_call,
+    reset_call,
+)
+
+C = TypeVar("C", Client, AsyncClient)
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Bound(Generic[C]):
+    client: C
+
+    @overload
+    def _run(self: _Bound[Client], call: Call[T]) -> T: ...
+    @overload
+    def _run(self: _Bound[AsyncClient], call: Call[T]) -> Awaitable[T]: ...
+    def _run(self, call: Call[T]) -> T | Awaitable[T]:
+        return self.client.run(call)
+
+
+class Limiter(_Bound[C]):
+    """Limits per identity, with one or more rates (``"10/s", "1000/h"``) charged all or none.
+
+    Keys: ``prl:rl:{<tag>}:<name>:<identity>:<period_ms>``; the tag defaults to the identity.
+    """
+
+    algorithm: ClassVar[str] = "gcra"
+
+    def __init__(self, client: C, name: str, *rates: RateLike, burst: int | None = None,
+                 prefix: str = PREFIX) -> None:
+        if not rates:
+            raise ValueError("a limiter needs at least one rate, e.g. '100/s'")
+        if not name or "{" in name or "}" in name:
+            raise ValueError(f"a limiter name must be non-empty and brace-free, got {name!r}")
+        self.client = client
+        self.name = name
+        self.prefix = prefix
+        self.rates = tuple(Rate.parse(r).with_burst(burst) for r in rates)
+        periods = [r.period_ms for r in self.rates]
+        if len(set(periods)) != len(periods):
+            raise ValueError("two rates of one limiter must have different periods")
+        self._check_rates()
+        # precomputed for the hot path (hit_call/check_call)
+        self._periods = tuple(f":{r.period_ms}" for r in self.rates)
+        self._tail = tuple(a for r in self.rates
+                           for a in Limit(self.algorithm, r, "").args())
+        self._ops = (f"ratelimit.{self.algorithm}", f"ratelimit.{self.algorithm}_peek")
+
+    def _check_rates(self) -> None:
+        pass
+
+    # -- pure: keys and call specs ------------------------------------------------------------
+
+    def limits(self, identity: str, *, tag: str | None = None) -> list[Limit]:
+        return [Limit(self.algorithm, rate,
+                      limiter_key(self.name, identity, rate.period_ms, tag=tag, prefix=self.prefix))
+                for rate in self.rates]
+
+    def keys(self, identity: str, *, tag: str | None = None) -> list[str]:
+        return list(self._keys(identity, tag))
+
+    def _keys(self, identity: str, tag: str | None) -> tuple[str, ...]:
+        t = identity if tag is None else tag
+        if not t or "{" in t or "}" in t:
+            hash_tag(t)  # raises the explanatory ValueError
+        base = f"{self.prefix}:{{{t}}}:{self.name}:{identity}"
+        return tuple([base + p for p in self._periods])
+
+    def _call(self, identity: str, cost: int, tag: str | None, peek: bool) -> Call[Decision]:
+        if cost.__class__ is not int or not (0 if peek else 1) <= cost <= MAX_COST:
+            check_cost(cost, peek)
+        return Call(self._ops[peek], self._keys(identity, tag), (cost, *self._tail),
+                    parse_decision)
+
+    def hit_call(self, identity: str, cost: int = 1, *, tag: str | None = None) -> Call[Decision]:
+        return self._call(identity, cost, tag, False)
+
+    def check_call(self, identity: str, cost: int = 1, *, tag: str | None = None
+                   ) -> Call[Decision]:
+        return self._call(identity, cost, tag, True)
+
+    # -- driven ----------------------------------------------------------------------------------
+
+    @overload
+    def hit(self: Limiter[Client], identity: str, cost: int = 1, *,
+            tag: str | None = None) -> Decision: ...
+    @overload
+    def hit(self: Limiter[AsyncClient], identity: str, cost: int = 1, *,
+            tag: str | None = None) -> Awaitable[Decision]: ...
+    def hit(self, identity: str, cost: int = 1, *, tag: str | None = None
+            ) -> Decision | Awaitable[Decision]:
+        """Charge ``cost`` if every rate admits it (one round trip); denied hits charge nothing."""
+        return self.client.run(self.hit_call(identity, cost, tag=tag))
+
+    @overload
+    def check(self: Limiter[Client], identity: str, cost: int = 1, *,
+              tag: str | None = None) -> Decision: ...
+    @overload
+    def check(self: Limiter[AsyncClient], identity: str, cost: int = 1, *,
+              tag: str | None = None) -> Awaitable[Decision]: ...
+    def check(self, identity: str, cost: int = 1, *, tag: str | None = None
+              ) -> Decision | Awaitable[Decision]:
+        """What a hit of ``cost`` would decide now, charging nothing (read-only; ``cost=0``
+        reports the current state)."""
+        return self.client.run(self.check_call(identity, cost, tag=tag))
+
+    @overload
+    def reset(self: Limiter[Client], identity: str, *, tag: str | None = None) -> int: ...
+    @overload
+    def reset(self: Limiter[AsyncClient], identity: str, *,
+              tag: str | None = None) -> Awaitable[int]: ...
+    def reset(self, identity: str, *, tag: str | None = None) -> int | Awaitable[int]:
+        """Forget an identity's state (back to full); returns how many keys existed."""
+        return self.client.run(reset_call(self.keys(identity, tag=tag)))
+
+    @overload
+    def inspect(self: Limiter[Client], identity: str, *, tag: str | None = None
+                ) -> list[KeyState]: ...
+    @overload
+    def inspect(self: Limiter[AsyncClient], identity: str, *, tag: str | None = None
+                ) -> Awaitable[list[KeyState]]: ...
+    def inspect(self, identity: str, *, tag: str | None = None
+                ) -> list[KeyState] | Awaitable[list[KeyState]]:
+        """The raw state of each of the identity's keys (one pipelined round trip)."""
+        calls = [inspect_call(k) for k in self.keys(identity, tag=tag)]
+        return self.client.run_many(calls)
+
+    def hit_many_call(self, identities: Sequence[str], cost: int = 1, *, tag: str
+                      ) -> Call[list[Decision]]:
+        """Independent hits for many identities under one hash tag, in one script call."""
+        if len(self.rates) != 1:
+            raise ValueError("hit_many needs a limiter with a single rate")
+        return batch_call([(lim, cost) for identity in identities
+                           for lim in self.limits(identity, tag=tag)])
+
+    @overload
+    def hit_many(self: Limiter[Client], identities: Sequence[str], cost: int = 1, *,
+                 tag: str) -> list[Decision]: ...
+    @overload
+    def hit_many(self: Limiter[AsyncClient], identities: Sequence[str], cost: int = 1, *,
+                 tag: str) -> Awaitable[list[Decision]]: ...
+    def hit_many(self, identities: Sequence[str], cost: int = 1, *, tag: str
+                 ) -> list[Decision] | Awaitable[list[Decision]]:
+        """One decision per identity (each on its own, not all-or-none) in one round trip and one
+        script call; all keys under ``tag`` (e.g. the tenant). For identities with different
+        tags, pipeline ``hit_call``s with ``client.run_many``."""
+        return self.client.run(self.hit_many_call(identities, cost, tag=tag))
+
+    def limit(self, key: str | Callable[..., str], *, cost: int | Callable[..., int] = 1,
+              tag: str | Callable[..., str] | None = None) -> Callable[[F], F]:
+        """Decorator: charge before each call, raise :class:`RateLimitExceeded` when denied.
+        Works on sync functions (sync client) and ``async def`` ones (asyncio client)."""
+        from .decorators import rate_limited
+
+        return rate_limited(self, key, cost=cost, tag=tag)
+
+    def __repr__(self) -> str:
+        rates = ", ".join(str(r) for r in self.rates)
+        return f"<{type(self).__name__} {self.name!r} {rates}>"
+
+
+class GCRA(Limiter[C]):
+    """Generic cell rate algorithm (the default): one key per rate holding the theoretical arrival
+    time. ``limit`` per ``period`` sustained, ``burst`` at once (default: the limit). Exact: over
+    any interval of d ms it admits at most ``burst + d*limit/period`` units."""
+
+    algorithm = "gcra"
+
+
+class TokenBucket(Limiter[C]):
+    """Token bucket of capacity ``burst`` (default: the limit) refilled with ``limit`` tokens per
+    ``period``, continuously. Same envelope as GCRA; stores tokens and a timestamp."""
+
+    algorithm = "token_bucket"
+
+
+def _no_burst(rates: Sequence[Rate]) -> None:
+    if any(r.burst is not None for r in rates):
+        raise ValueError("burst applies to GCRA and TokenBucket only")
+
+
+class SlidingLog(Limiter[C]):
+    """Sliding log: exact, never more than ``limit`` in any window of ``period`` ms. Memory and
+    work grow with the limit (at most 10,000)."""
+
+    algorithm = "sliding_log"
+
+    def _check_rates(self) -> None:
+        for r in self.rates:
+            if r.limit > MAX_SLIDING_LOG_LIMIT:
+                raise ValueError(f"a sliding log limit must be at most {MAX_SLIDING_LOG_LIMIT}")
+        _no_burst(self.rates)
+
+
+class SlidingWindow(Limiter[C]):
+    """Sliding window counter: approximate and cheap (one small hash). Each aligned window
+    admits at most ``limit``; a window straddling two aligned ones starting at offset ``o``
+    admits at most ``limit * (1 + o/period)`` (< 2x, and close to the limit for even traffic)."""
+
+    algorithm = "sliding_window"
+
+    def _check_rates(self) -> None:
+        _no_burst(self.rates)
+
+
+class FixedWindow(Limiter[C]):
+    """Fixed window aligned on multiples of ``period`` since the epoch: at most ``limit`` per
+    window, but up to ``2*limit`` in a period straddling a boundary."""
+
+    algorithm = "fixed_window"
+
+    def _check_rates(self) -> None:
+        _no_burst(self.rates)
+
+
+ALGORITHM_CLASSES: dict[str, type[Limiter[Any]]] = {
+    cls.algorithm: cls for cls in (GCRA, TokenBucket, SlidingLog, SlidingWindow, FixedWindow)
+}
+
+
+# -- several limiters in one decision ----------------------------------------------------------
+
+
+def combined_call(entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1, *, tag: str,
+                  peek: bool = False) -> Call[Decision]:
+    """One all-or-none decision over several limiters (any algorithms), e.g. per user and per
+    tenant: ``[(per_user, "alice"), (per_tenant, "acme")]`` with ``tag="acme"``: every key is
+    named under that one tag, so they share a cluster slot."""
+    limits = [lim for limiter, identity in entries for lim in limiter.limits(identity, tag=tag)]
+    return decide_call(limits, cost, peek=peek)
+
+
+@overload
+def hit_all(client: Client, entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1, *,
+            tag: str) -> Decision: ...
+@overload
+def hit_all(client: AsyncClient, entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1, *,
+            tag: str) -> Awaitable[Decision]: ...
+def hit_all(client: Client | AsyncClient, entries: Sequence[tuple[Limiter[Any], str]],
+            cost: int = 1, *, tag: str) -> Decision | Awaitable[Decision]:
+    """Charge every limiter in ``entries`` or none of them, in one call."""
+    return client.run(combined_call(entries, cost, tag=tag))
+
+
+@overload
+def check_all(client: Client, entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1, *,
+              tag: str) -> Decision: ...
+@overload
+def check_all(client: AsyncClient, entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1,
+              *, tag: str) -> Awaitable[Decision]: ...
+def check_all(client: Client | AsyncClient, entries: Sequence[tuple[Limiter[Any], str]],
+              cost: int = 1, *, tag: str) -> Decision | Awaitable[Decision]:
+    return client.run(combined_call(entries, cost, tag=tag, peek=True))
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A concurrency lease: ``acquired`` tells whether it holds a slot."""
+
+    key: str
+    lease: str
+    decision: SlotDecision
+
+    @property
+    def acquired(self) -> bool:
+        return self.decision.allowed
+
+    def __bool__(self) -> bool:
+        return self.decision.allowed
+
+
+class ConcurrencyLimiter(_Bound[C]):
+    """At most ``limit`` requests in flight per identity. Each holds a lease that ends after
+    ``ttl`` seconds unless released (by lease id) or renewed, so a holder that dies frees its slot
+    within ``ttl``. ``with limiter.hold("user-1"): ...`` (``async with`` on an asyncio client)."""
+
+    def __init__(self, client: C, name: str, limit: int, *, ttl: float = 30.0,
+                 prefix: str = PREFIX) -> None:
+        if not 1 <= limit <= 100_000:
+            raise ValueError(f"limit must be in 1..100000, got {limit}")
+        self.client = client
+        self.name = name
+        self.limit_ = limit
+        self.ttl_ms = ms(ttl)
+        if self.ttl_ms > 86_400_000:
+            raise ValueError("a lease ttl must be at most one day")
+        self.prefix = prefix
+
+    def key(self, identity: str, *, tag: str | None = None) -> str:
+        return limiter_key(self.name, identity, tag=tag, prefix=self.prefix) + ":slots"
+
+    def acquire_call(self, identity: str, *, lease: str | None = None, tag: str | None = None
+                     ) -> Call[Slot]:
+        key = self.key(identity, tag=tag)
+        lease_id = lease or secrets.token_hex(12)
+        inner = acquire_call(key, lease_id, self.limit_, self.ttl_ms)
+        return Call(inner.op, inner.keys, inner.args,
+                    lambda reply: Slot(key, lease_id, inner.parse(reply)))
+
+    @overload
+    def acquire(self: ConcurrencyLimiter[Client], identity: str, *, lease: str | None = None,
+                tag: str | None = None) -> Slot: ...
+    @overload
+    def acquire(self: ConcurrencyLimiter[AsyncClient], identity: str, *,
+                lease: str | None = None, tag: str | None = None) -> Awaitable[Slot]: ...
+    def acquire(self, identity: str, *, lease: str | None = None, tag: str | None = None
+                ) -> Slot | Awaitable[Slot]:
+        """Try to take a slot (never waits); check ``slot.acquired``."""
+        return self.client.run(self.acquire_call(identity, lease=lease, tag=tag))
+
+    @overload
+    def release(self: ConcurrencyLimiter[Client], slot: Slot) -> bool: ...
+    @overload
+    def release(self: ConcurrencyLimiter[AsyncClient], slot: Slot) -> Awaitable[bool]: ...
+    def release(self, slot: Slot) -> bool | Awaitable[bool]:
+        """Free the slot; False when the lease had already ended."""
+        inner = release_call(slot.key, slot.lease)
+        return self.client.run(Call(inner.op, inner.keys, inner.args,
+                                    lambda r: inner.parse(r)[0]))
+
+    @overload
+    def renew(self: ConcurrencyLimiter[Client], slot: Slot, ttl: float | None = None
+              ) -> bool: ...
+    @overload
+    def renew(self: ConcurrencyLimiter[AsyncClient], slot: Slot, ttl: float | None = None
+              ) -> Awaitable[bool]: ...
+    def renew(self, slot: Slot, ttl: float | None = None) -> bool | Awaitable[bool]:
+        """Extend a live lease; False when it already ended (its slot may be someone else's)."""
+        inner = renew_call(slot.key, slot.lease, self.ttl_ms if ttl is None else ms(ttl))
+        return self.client.run(Call(inner.op, inner.keys, inner.args,
+                                    lambda r: inner.parse(r)[0]))
+
+    def hold(self, identity: str, *, tag: str | None = None) -> _Hold[C]:
+        """Context manager: take a slot or raise :class:`RateLimitExceeded`; release on exit."""
+        return _Hold[C](self, identity, tag)
+
+
+class _Hold(Generic[C]):
+    def __init__(self, limiter: ConcurrencyLimiter[C], identity: str, tag: str | None) -> None:
+        self.limiter: ConcurrencyLimiter[C] = limiter
+        self.identity = identity
+        self.tag = tag
+        self.slot: Slot | None = None
+
+    def _take(self, slot: Slot) -> Slot:
+        if not slot.acquired:
+            raise RateLimitExceeded(slot.decision, f"{self.limiter.name}: all slots in use")
+        self.slot = slot
+        return slot
+
+    def __enter__(self) -> Slot:
+        client = self.limiter.client
+        assert isinstance(client, Client), "use 'async with' on an asyncio client"
+        return self._take(client.run(self.limiter.acquire_call(self.identity, tag=self.tag)))
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        client = self.limiter.client
+        assert isinstance(client, Client) and self.slot is not None
+        slot, self.slot = self.slot, None
+        client.run(release_call(slot.key, slot.lease))
+
+    async def __aenter__(self) -> Slot:
+        client = self.limiter.client
+        assert isinstance(client, AsyncClient), "use 'with' on a sync client"
+        return self._take(await client.run(self.limiter.acquire_call(self.identity,
+                                                                     tag=self.tag)))
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        client = self.limiter.client
+        assert isinstance(client, AsyncClient) and self.slot is not None
+        slot, self.slot = self.slot, None
+        await client.run(release_call(slot.key, slot.lease))
+
+
+def enforce(decision: Decision, what: str = "rate limit exceeded") -> Decision:
+    """Return an allowed decision, raise :class:`RateLimitExceeded` for a denied one."""
+    if not decision.allowed:
+        raise RateLimitExceeded(decision, what)
+    return decision

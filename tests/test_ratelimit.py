@@ -1,0 +1,376 @@
+"""Rate limiting: API behaviour through real Redis (both execution modes, sync and asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+
+import pyredislua
+from pyredislua.engine.protocol import Call
+from pyredislua.ratelimit import (
+    GCRA,
+    ConcurrencyLimiter,
+    FixedWindow,
+    Limit,
+    Limiter,
+    Rate,
+    RateLimiterStateError,
+    RateLimitExceeded,
+    SlidingLog,
+    SlidingWindow,
+    TokenBucket,
+    check_all,
+    decide_call,
+    hit_all,
+)
+from tests.conftest import snapshot
+
+pytestmark = pytest.mark.ratelimit
+
+CLASSES = [GCRA, TokenBucket, SlidingLog, SlidingWindow, FixedWindow]
+
+
+def _all_keys_have_ttl(r: redis.Redis) -> None:
+    for key in r.scan_iter():
+        assert r.pttl(key) != -1, key  # -1: no TTL (-2: expired since the scan)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_admits_up_to_the_limit_then_denies_with_retry_after(
+    client: pyredislua.Client, r: redis.Redis, cls: type[Limiter[pyredislua.Client]]
+) -> None:
+    lim = cls(client, "api", "3/10s")
+    decisions = [lim.hit("alice") for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    denied = decisions[-1]
+    # the sliding window counter may need part of the next window too: up to two periods
+    assert 0 < denied.retry_after_ms <= (20_000 if cls is SlidingWindow else 10_000)
+    assert denied.reset_after_ms > 0
+    assert all(d.retry_after_ms == 0 for d in decisions[:3])
+    # another identity is independent
+    assert lim.hit("bob").allowed
+    _all_keys_have_ttl(r)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_cost_above_limit_is_denied_forever_and_changes_nothing(
+    client: pyredislua.Client, r: redis.Redis, cls: type[Limiter[pyredislua.Client]]
+) -> None:
+    lim = cls(client, "api", "5/s")
+    assert lim.hit("u", 2).allowed
+    before = snapshot(r)
+    d = lim.hit("u", 6)
+    assert not d.allowed and d.retry_after_ms == -1 and d.retry_after is None
+    assert snapshot(r) == before
+    d = lim.hit("u", 4)  # 3 left: denied, nothing consumed
+    assert not d.allowed and d.retry_after_ms > 0
+    assert snapshot(r) == before
+    assert lim.hit("u", 3).allowed
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_check_is_read_only_and_reports_what_a_hit_would(
+    client: pyredislua.Client, r: redis.Redis, cls: type[Limiter[pyredislua.Client]]
+) -> None:
+    lim = cls(client, "api", "4/10s")
+    lim.hit("u", 3)
+    before = snapshot(r)
+    peek = lim.check("u", 1)
+    state = lim.check("u", 0)
+    assert snapshot(r) == before
+    assert peek.allowed and peek.remaining == 0
+    assert state.allowed and state.remaining == 1
+    assert not lim.check("u", 2).allowed
+    hit = lim.hit("u", 1)
+    assert (hit.allowed, hit.remaining) == (peek.allowed, peek.remaining)
+
+
+def test_check_runs_on_a_read_only_path(client: pyredislua.Client) -> None:
+    op = client.library.operation("ratelimit.gcra_peek")
+    assert op.read_only
+    assert client.engine.command(GCRA(client, "x", "1/s").check_call("u")).args[0] in (
+        "FCALL_RO", "EVALSHA_RO")
+
+
+def test_multiple_rates_are_charged_all_or_none(client: pyredislua.Client, r: redis.Redis
+                                                ) -> None:
+    lim = SlidingLog(client, "api", "2/10s", "3/60s")
+    keys = lim.keys("u")
+    assert keys == ["prl:rl:{u}:api:u:10000", "prl:rl:{u}:api:u:60000"]
+    assert lim.hit("u").allowed and lim.hit("u").allowed
+    d = lim.hit("u")
+    assert not d.allowed and d.binding == 0
+    assert [x.allowed for x in d.limits] == [False, True]
+    assert [r.zcard(k) for k in keys] == [2, 2]  # the 60 s limit was not charged either
+
+
+def test_per_user_and_per_tenant_limits_under_one_tag(client: pyredislua.Client, r: redis.Redis
+                                                      ) -> None:
+    per_user = GCRA(client, "per-user", "2/10s")
+    per_tenant = FixedWindow(client, "per-tenant", "3/60s")
+    entries = [(per_user, "alice"), (per_tenant, "acme")]
+    assert hit_all(client, entries, tag="acme").allowed
+    assert hit_all(client, entries, tag="acme").allowed
+    d = hit_all(client, entries, tag="acme")  # alice is out; acme must not be charged
+    assert not d.allowed and d.binding == 0
+    assert hit_all(client, [(per_user, "bob"), (per_tenant, "acme")], tag="acme").allowed
+    d = hit_all(client, [(per_user, "carol"), (per_tenant, "acme")], tag="acme")
+    assert not d.allowed and d.binding == 1
+    assert check_all(client, [(per_user, "carol"), (per_tenant, "acme")], tag="acme").remaining == 0
+    assert all(k.startswith(b"prl:rl:{acme}:") for k in r.scan_iter())
+    _all_keys_have_ttl(r)
+
+
+def test_reset_and_inspect(client: pyredislua.Client, r: redis.Redis) -> None:
+    lim = TokenBucket(client, "api", "2/10s")
+    lim.hit("u")
+    [state] = lim.inspect("u")
+    assert state.type == "hash" and state.fields is not None
+    assert int(state.fields["u"]) == 1 * 10_000 and 0 < state.pttl_ms <= 5_000
+    assert lim.reset("u") == 1
+    assert lim.inspect("u")[0].type == "none"
+    assert lim.hit("u", 2).allowed
+
+
+def test_limiter_state_of_the_wrong_kind_is_a_typed_error(client: pyredislua.Client,
+                                                          r: redis.Redis) -> None:
+    r.set("prl:rl:{u}:api:u:1000", "garbage")
+    r.hset("prl:rl:{v}:api:v:1000", "u", "x")
+    before = snapshot(r)
+    with pytest.raises(RateLimiterStateError):
+        GCRA(client, "api", "1/s").hit("u")
+    with pytest.raises(RateLimiterStateError):
+        TokenBucket(client, "api", "1/s").hit("v")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        SlidingLog(client, "api", "1/s").hit("u")
+    assert snapshot(r) == before
+
+
+def test_decorator_sync(client: pyredislua.Client) -> None:
+    lim = FixedWindow(client, "calls", "2/60s")
+
+    @lim.limit(key=lambda user: user)
+    def work(user: str) -> str:
+        return f"done {user}"
+
+    assert work("a") == "done a" and work("a") == "done a"
+    with pytest.raises(RateLimitExceeded) as caught:
+        work("a")
+    assert caught.value.decision.retry_after_ms > 0
+    assert work("b") == "done b"
+
+
+async def test_decorator_async_and_async_limiter(aclient: pyredislua.AsyncClient) -> None:
+    lim = GCRA(aclient, "calls", "2/60s")
+    calls = []
+
+    @lim.limit(key="k", cost=lambda n: n)
+    async def work(n: int) -> int:
+        calls.append(n)
+        return n
+
+    assert await work(1) == 1
+    with pytest.raises(RateLimitExceeded):
+        await work(2)
+    assert await work(1) == 1
+    assert calls == [1, 1]
+    d = await lim.check("k", 0)
+    assert d.remaining == 0
+    results = await asyncio.gather(*(lim.hit(f"u{i}") for i in range(5)))
+    assert all(x.allowed for x in results)
+
+
+def test_decorator_refuses_a_client_of_the_other_kind(client: pyredislua.Client) -> None:
+    lim = GCRA(client, "calls", "2/60s")
+    with pytest.raises(TypeError):
+        @lim.limit(key="k")
+        async def work() -> None: ...
+
+
+def test_concurrency_limiter_leases(client: pyredislua.Client, r: redis.Redis) -> None:
+    lim = ConcurrencyLimiter(client, "jobs", 2, ttl=10)
+    a, b, c = (lim.acquire("u") for _ in range(3))
+    assert a.acquired and b.acquired and not c.acquired
+    assert c.decision.in_flight == 2 and 0 < c.decision.retry_after_ms <= 10_000
+    assert lim.acquire("u", lease=a.lease).acquired  # a retry by a holder takes no second slot
+    assert lim.release(a) and not lim.release(a)
+    d = lim.acquire("u")
+    assert d.acquired and d.decision.in_flight == 2
+    assert lim.renew(b) and lim.renew(d, ttl=5)
+    _all_keys_have_ttl(r)
+    with pytest.raises(RateLimitExceeded), lim.hold("u"):
+        pass
+    lim.release(b)
+    with lim.hold("u") as slot:
+        assert slot.acquired and r.zscore(slot.key, slot.lease) is not None
+    assert r.zscore(slot.key, slot.lease) is None
+
+
+def test_a_dead_holders_lease_expires(client: pyredislua.Client, r: redis.Redis) -> None:
+    lim = ConcurrencyLimiter(client, "jobs", 1, ttl=0.05)
+    dead = lim.acquire("u")
+    assert dead.acquired
+    denied = lim.acquire("u")
+    assert not denied.acquired
+    # wait on the server's clock for the lease to end, then the slot is free
+    due = denied.decision.now_ms + denied.decision.retry_after_ms
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        slot = lim.acquire("u")
+        if slot.acquired:
+            assert slot.decision.now_ms >= due
+            break
+        assert slot.decision.now_ms < due
+    else:
+        pytest.fail("the lease did not end")
+    assert not lim.renew(dead)
+
+
+async def test_concurrency_limiter_async(aclient: pyredislua.AsyncClient) -> None:
+    lim = ConcurrencyLimiter(aclient, "jobs", 1, ttl=10)
+    async with lim.hold("u") as slot:
+        assert slot.acquired
+        assert not (await lim.acquire("u")).acquired
+    assert (await lim.acquire("u")).acquired
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+GOOD = ("1", "1000", "0")
+
+BAD_LIMITS = [
+    pytest.param(("0", "1000", "0"), id="limit-zero"),
+    pytest.param(("1000001", "1000", "0"), id="limit-too-big"),
+    pytest.param(("x", "1000", "0"), id="limit-text"),
+    pytest.param(("1", "0", "0"), id="period-zero"),
+    pytest.param(("1", "2678400001", "0"), id="period-too-long"),
+    pytest.param(("1", "1.5", "0"), id="period-fraction"),
+    pytest.param(("1", "1000", "-1"), id="burst-negative"),
+    pytest.param(("1", "1000", "1000001"), id="burst-too-big"),
+    pytest.param(("1", "1000"), id="missing-burst"),
+    pytest.param(("1", "1000", "0", "5"), id="one-too-many"),
+]
+OPS = ["gcra", "token_bucket", "sliding_log", "sliding_window", "fixed_window"]
+
+
+def _seed(r: redis.Redis) -> dict[bytes, tuple[bytes | None, bool]]:
+    r.set("{t}:bystander", "x")
+    r.set("{t}:a", "1:0:1", px=60_000)
+    return snapshot(r)
+
+
+@pytest.mark.parametrize("op", [*OPS, *(o + "_peek" for o in OPS)])
+@pytest.mark.parametrize("limit_args", BAD_LIMITS)
+def test_bad_per_limit_arguments(client: pyredislua.Client, r: redis.Redis, op: str,
+                                 limit_args: tuple[str, ...]) -> None:
+    before = _seed(r)
+    with pytest.raises(pyredislua.BadArgumentError):
+        # a good first limit, then a bad second one: nothing may be charged for the first
+        client.run(Call(f"ratelimit.{op}", ("{t}:b", "{t}:c"), ("1", *GOOD, *limit_args)))
+    assert snapshot(r) == before
+
+
+@pytest.mark.parametrize(("op", "keys", "args"), [
+    pytest.param("ratelimit.gcra", (), ("1",), id="no-keys"),
+    pytest.param("ratelimit.gcra", tuple(f"{{t}}:{i}" for i in range(17)), ("1", *GOOD * 17),
+                 id="17-keys"),
+    pytest.param("ratelimit.gcra", ("{t}:b", "{t}:b"), ("1", *GOOD, *GOOD), id="duplicate-key"),
+    pytest.param("ratelimit.sliding_log", ("{t}:b",), ("1", "10001", "1000", "0"),
+                 id="sliding-log-limit-too-big"),
+    pytest.param("ratelimit.sliding_log", ("{t}:b",), ("1", "5", "1000", "3"),
+                 id="burst-on-a-window"),
+    pytest.param("ratelimit.fixed_window", ("{t}:b",), ("1", "5", "1000", "3"),
+                 id="burst-on-fixed-window"),
+    pytest.param("ratelimit.gcra", ("{t}:b",), ("0", *GOOD), id="cost-zero-on-hit"),
+    pytest.param("ratelimit.multi", ("{t}:b",), ("1", "leaky", *GOOD), id="bad-algorithm"),
+    pytest.param("ratelimit.multi", ("{t}:b", "{t}:c"), ("1", "gcra", *GOOD, *GOOD),
+                 id="multi-missing-algorithm"),
+    pytest.param("ratelimit.reset", (), (), id="reset-no-keys"),
+    pytest.param("ratelimit.acquire", ("{t}:b",), ("", "1", "1000"), id="acquire-empty-lease"),
+    pytest.param("ratelimit.acquire", ("{t}:b",), ("l", "0", "1000"), id="acquire-limit-zero"),
+    pytest.param("ratelimit.acquire", ("{t}:b",), ("l", "1", "86400001"), id="acquire-ttl"),
+    pytest.param("ratelimit.renew", ("{t}:b",), ("l", "0"), id="renew-ttl-zero"),
+    pytest.param("ratelimit.release", ("{t}:b",), ("x" * 129,), id="release-lease-too-long"),
+])
+def test_bad_calls_change_nothing(client: pyredislua.Client, r: redis.Redis, op: str,
+                                  keys: tuple[str, ...], args: tuple[str, ...]) -> None:
+    before = _seed(r)
+    with pytest.raises(pyredislua.BadArgumentError):
+        client.run(Call(op, keys, args))
+    assert snapshot(r) == before
+
+
+def test_python_side_validation(client: pyredislua.Client) -> None:
+    with pytest.raises(ValueError):
+        Rate.parse("100 per fortnight")
+    with pytest.raises(ValueError):
+        GCRA(client, "api")
+    with pytest.raises(ValueError):
+        GCRA(client, "a{b}", "1/s")
+    with pytest.raises(ValueError):
+        SlidingLog(client, "api", "10001/s")
+    with pytest.raises(ValueError):
+        FixedWindow(client, "api", "1/s", burst=3)
+    with pytest.raises(ValueError):
+        GCRA(client, "api", "1/s", "2/1000ms")
+    with pytest.raises(ValueError):
+        GCRA(client, "api", "1/s").hit("u", 0)
+    with pytest.raises(ValueError):
+        decide_call([], 1)
+    with pytest.raises(ValueError):
+        decide_call([Limit("gcra", Rate(1, 1000), f"{{t}}:{i}") for i in range(17)], 1)
+    assert Rate.parse("10/100ms") == Rate(10, 100)
+    assert Rate.parse("1000 per hour") == Rate(1000, 3_600_000)
+    assert Rate.parse("5/2s") == Rate(5, 2000)
+
+
+def test_cli_inspect_check_hit_reset(redis_url: str, r: redis.Redis,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from pyredislua.cli import main
+
+    key = "prl:rl:{u}:api:u:1000"
+    assert main(["ratelimit", "hit", "--url", redis_url, key, "--rate", "2/s"]) == 0
+    assert main(["ratelimit", "check", "--url", redis_url, key, "--rate", "2/s",
+                 "--cost", "2"]) == 2
+    assert main(["ratelimit", "inspect", "--url", redis_url, key]) == 0
+    out = capsys.readouterr().out
+    assert "allowed: remaining 1" in out and "denied" in out and "gcra tat=" in out
+    assert main(["ratelimit", "reset", "--url", redis_url, key]) == 0
+    assert r.exists(key) == 0
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_hit_many_decides_each_key_on_its_own(client: pyredislua.Client, r: redis.Redis,
+                                              cls: type[Limiter[pyredislua.Client]]) -> None:
+    lim = cls(client, "api", "2/10s")
+    lim.hit("b", 2, tag="acme")
+    decisions = lim.hit_many(["a", "b", "c"], tag="acme")
+    assert [d.allowed for d in decisions] == [True, False, True]
+    assert decisions[1].retry_after_ms > 0 and decisions[0].remaining == 1
+    assert [d.allowed for d in lim.hit_many(["a", "c"], 2, tag="acme")] == [False, False]
+    assert lim.check("a", 1, tag="acme").allowed
+    _all_keys_have_ttl(r)
+
+
+@pytest.mark.parametrize(("keys", "args"), [
+    pytest.param(("{t}:b",), ("gcra", "1", "1000", "0"), id="missing-cost"),
+    pytest.param(("{t}:b",), ("gcra", "1", "1000", "0", "0"), id="cost-zero"),
+    pytest.param(("{t}:b", "{t}:c"), ("gcra", "1", "1000", "0", "1", "lru", "1", "1000", "0", "1"),
+                 id="bad-algorithm-second"),
+    pytest.param(("{t}:b", "{t}:b"), ("gcra", "1", "1000", "0", "1") * 2, id="duplicate"),
+    pytest.param(("{t}:b", "{t}:c"), ("sliding_log", "10000", "1000", "0", "6000",
+                                      "sliding_log", "10000", "1000", "0", "6000"),
+                 id="sliding-log-units-above-10000"),
+    pytest.param(tuple(f"{{t}}:{i}" for i in range(257)), ("gcra", "1", "1000", "0", "1") * 257,
+                 id="257-keys"),
+])
+def test_bad_batches_change_nothing(client: pyredislua.Client, r: redis.Redis,
+                                    keys: tuple[str, ...], args: tuple[str, ...]) -> None:
+    before = _seed(r)
+    with pytest.raises(pyredislua.BadArgumentError):
+        client.run(Call("ratelimit.batch", keys, args))
+    assert snapshot(r) == before
