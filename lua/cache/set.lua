@@ -1,0 +1,53 @@
+--[[
+name: cache.set
+version: 1.0.0
+summary: Store a cache entry (or a cached not-found) with its TTL, recompute cost and tags, recording each tag's current generation.
+flags: none
+includes: cache
+keys: variadic
+  entry: hash of the cached key (KEYS[1])
+  generations: hash of tag to generation (KEYS[2])
+  tag_sets: one set per tag, in the order of the tag arguments (KEYS[3..])
+argv:
+  value: str 0..8388608; the value (at most 8 MiB) (ignored for a not-found)
+  ttl_ms: int 1..31536000000; logical time to live
+  delta_ms: int 0..86400000; what recomputing the value cost (XFetch's delta)
+  grace_ms: int 0..31536000000; keep serving the value as stale this long after it expires
+  negative: int 0..1; 1 caches "not found"
+  tag_names: rest; 0..32 (tag, expected generation) pairs, one per tag set key; tag 1..256 bytes; expected generation -1 takes the current one, else the value is only stored if the tag's generation is still that (it was read before computing the value)
+returns:
+  1 when stored; 0 when a tag was invalidated since the expected generation was read (nothing changed)
+errors:
+  BADARG: an argument, a tag or the key count is invalid (nothing changed)
+]]
+if #KEYS < 2 then prl_fail('BADARG', 'cache.set takes at least 2 keys, got ' .. #KEYS) end
+local ntags = cache_tags(ARGV, tag_names_start, #KEYS)
+local entry, tags = KEYS[1], KEYS[2]
+local fields = {'v', negative == 1 and '' or value, 'd', delta_ms, 'e', 0, 'n', negative}
+if ntags > 0 then
+  local names, expected = {}, {}
+  for i = 1, ntags do
+    names[i] = ARGV[tag_names_start + 2 * (i - 1)]
+    expected[i] = prl_int(ARGV, tag_names_start + 2 * i - 1, 'expected generation', -1,
+                          9007199254740991, nil)
+  end
+  local gens = rcall('HMGET', tags, unpack(names))
+  for i = 1, ntags do
+    local gen = tonumber(gens[i] or '0')
+    if expected[i] >= 0 and gen ~= expected[i] then return 0 end
+    fields[#fields + 1] = 't:' .. names[i]
+    fields[#fields + 1] = gen
+  end
+end
+local now = prl_now_ms()
+fields[6] = now + ttl_ms
+rcall('DEL', entry)
+rcall('HSET', entry, unpack(fields))
+local life = ttl_ms + grace_ms
+rcall('PEXPIRE', entry, life)
+for i = 1, ntags do
+  local set = KEYS[2 + i]
+  rcall('SADD', set, entry)
+  if rcall('PTTL', set) < life then rcall('PEXPIRE', set, life) end
+end
+return 1

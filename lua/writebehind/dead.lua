@@ -1,0 +1,35 @@
+--[[
+name: writebehind.dead
+version: 1.0.0
+summary: List dead-lettered records, oldest first, with their last error.
+flags: no-writes
+includes: writebehind
+keys:
+  values: hash of record key to its current value (absent: deleted)
+  versions: hash of record key to the version of its latest write (negative: a delete)
+  meta: hash of record key to its msgpack state {s, a, q, p, e, dt} while not clean
+  dirty: sorted set of due dirty keys scored by the time they turned dirty
+  retry: sorted set of keys in retry backoff scored by the time they are due
+  claimed: sorted set of claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
+  dead: sorted set of dead-lettered keys scored by the time they died
+  stats: hash of counters (seq is the version sequence)
+  signal: list an idle flusher blocks on
+argv:
+  offset: int 0..1000000000 = 0; skip this many
+  count: int 1..1000 = 100; most records to list
+returns:
+  {record, ...}: record = {key, version (negative: a delete), attempts, error, died_at}
+errors:
+  BADARG: an argument or the key count is invalid (nothing changed)
+]]
+local K = wb_K(KEYS)
+local keys = rcall('ZRANGE', K.dead, offset, offset + count - 1)
+local out = {}
+for _, key in ipairs(keys) do
+  local m = wb_get(K, key)
+  if m then
+    out[#out + 1] = {key, tonumber(rcall('HGET', K.versions, key) or '0'), m.a or 0, m.e or '',
+                     m.dt or 0}
+  end
+end
+return out

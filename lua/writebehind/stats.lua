@@ -1,0 +1,34 @@
+--[[
+name: writebehind.stats
+version: 1.0.0
+summary: Counts per state, the age of the oldest dirty record and the store's counters.
+flags: no-writes
+includes: writebehind
+keys:
+  values: hash of record key to its current value (absent: deleted)
+  versions: hash of record key to the version of its latest write (negative: a delete)
+  meta: hash of record key to its msgpack state {s, a, q, p, e, dt} while not clean
+  dirty: sorted set of due dirty keys scored by the time they turned dirty
+  retry: sorted set of keys in retry backoff scored by the time they are due
+  claimed: sorted set of claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
+  dead: sorted set of dead-lettered keys scored by the time they died
+  stats: hash of counters (seq is the version sequence)
+  signal: list an idle flusher blocks on
+returns:
+  {now, dirty, retry, claimed, dead, oldest_dirty_since (-1: none), {counter, value, ...}}
+errors:
+  BADARG: the key count is invalid
+]]
+local K = wb_K(KEYS)
+local oldest = -1
+local first = rcall('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
+if #first > 0 then oldest = tonumber(first[2]) end
+for _, set in ipairs({K.retry, K.claimed}) do
+  -- the oldest of the first few in backoff or claimed (bounded look)
+  for _, key in ipairs(rcall('ZRANGE', set, 0, 15)) do
+    local m = wb_get(K, key)
+    if m and m.s and (oldest < 0 or m.s < oldest) then oldest = m.s end
+  end
+end
+return {prl_now_ms(), rcall('ZCARD', K.dirty), rcall('ZCARD', K.retry), rcall('ZCARD', K.claimed),
+        rcall('ZCARD', K.dead), oldest, rcall('HGETALL', K.stats)}

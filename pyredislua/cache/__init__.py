@@ -1,0 +1,22 @@
+"""Cache patterns: cache-aside with single-flight and XFetch stampede protection,
+write-through, warming, negative caching and tag invalidation (see ``cache.cache``)."""
+
+from .cache import AsyncCache, Cache, CacheStats, Codec, JsonCodec, RawCodec
+from .ops import HIT, MISS, NEGATIVE, STALE, CacheKeys, Entry, TagInvalidation, xfetch_early
+
+__all__ = [
+    "HIT",
+    "MISS",
+    "NEGATIVE",
+    "STALE",
+    "AsyncCache",
+    "Cache",
+    "CacheKeys",
+    "CacheStats",
+    "Codec",
+    "Entry",
+    "JsonCodec",
+    "RawCodec",
+    "TagInvalidation",
+    "xfetch_early",
+]

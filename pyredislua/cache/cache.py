@@ -1,0 +1,362 @@
+"""Cache patterns on Redis: cache-aside with stampede protection, write-through, warming,
+negative caching and tag invalidation. The logic is written once as flows
+(``pyredislua.writebehind.effects``) and driven by :class:`Cache` (sync) and
+:class:`AsyncCache` (asyncio).
+
+Stampede protection, two ways:
+
+* **single-flight**: on a miss, one caller per key recomputes under the key's lock
+  (:mod:`pyredislua.lock`); the others block on the lock's signal list (no polling) and, handed
+  the lock, find the fresh value and return it without computing.
+* **XFetch** probabilistic early recomputation: the entry carries its recompute cost (delta)
+  and ``cache.get`` returns the remaining TTL; a reader recomputes early when
+  ``now - delta * beta * ln(rand()) >= expiry``. An early recompute runs only if the key's lock
+  is free; otherwise the reader returns the current value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..engine.protocol import Command, Plan
+from ..errors import LockNotOwnedError
+from ..writebehind.effects import Do, Flow, Redis, drive_async, drive_sync
+from .ops import (
+    HIT,
+    NEGATIVE,
+    STALE,
+    CacheKeys,
+    Entry,
+    TagInvalidation,
+    delete_call,
+    get_call,
+    invalidate_tag_call,
+    set_call,
+    xfetch_early,
+)
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient, Client
+
+
+class Codec(Protocol):
+    def dumps(self, value: Any) -> bytes: ...
+    def loads(self, data: bytes) -> Any: ...
+
+
+class JsonCodec:
+    """Values as JSON (the default)."""
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+class RawCodec:
+    """Values as they are: bytes (str is encoded as UTF-8); reads return bytes."""
+
+    def dumps(self, value: Any) -> bytes:
+        if isinstance(value, str):
+            return value.encode()
+        if isinstance(value, bytes):
+            return value
+        raise TypeError(f"RawCodec stores bytes or str, got {type(value).__name__}")
+
+    def loads(self, data: bytes) -> Any:
+        return data
+
+
+@dataclass
+class CacheStats:
+    """Counters of one Cache object; also reported one by one to ``on_event``."""
+
+    hits: int = 0
+    misses: int = 0
+    negative_hits: int = 0  # a cached "not found"
+    stale: int = 0  # an expired value served while another caller recomputes
+    early: int = 0  # XFetch early recomputations
+    computes: int = 0  # calls of a compute function
+    waits: int = 0  # misses served by another caller's recompute (single-flight)
+    discarded: int = 0  # recomputed values not stored: a tag was invalidated meanwhile
+    lock_timeouts: int = 0  # waited too long for another caller: computed without the lock
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _ms(seconds: float, name: str, *, allow_zero: bool = False) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(
+            seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
+                         f"number of seconds, got {seconds!r}")
+    return max(0 if seconds == 0 else 1, math.ceil(seconds * 1000 - 1e-9))
+
+
+def _tag_scan(keys: CacheKeys, tag: str, cursor: int, count: int) -> Plan[tuple[int, list[str]]]:
+    [reply] = yield [Command(("SSCAN", keys.tag_set(tag), cursor, "COUNT", count))]
+    if isinstance(reply, BaseException):
+        raise reply
+    nxt, members = reply
+    names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    return int(nxt), list(dict.fromkeys(names))[:1000]
+
+
+class _CacheBase:
+    def __init__(self, client: Client | AsyncClient, namespace: str, *, ttl: float = 300.0,
+                 negative_ttl: float = 30.0, grace: float = 0.0, beta: float = 1.0,
+                 lock_ttl: float = 30.0, wait_timeout: float | None = None,
+                 codec: Codec | None = None, prefix: str = "prl",
+                 on_event: Callable[[str, str], None] | None = None,
+                 seed: int | None = None) -> None:
+        self.keys = CacheKeys(namespace, prefix)
+        self.namespace = namespace
+        self.ttl_ms = _ms(ttl, "ttl")
+        self.negative_ttl_ms = _ms(negative_ttl, "negative_ttl")
+        self.grace_ms = _ms(grace, "grace", allow_zero=True)
+        if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        self.beta = float(beta)
+        self.lock_ttl = lock_ttl
+        self.wait_timeout = lock_ttl if wait_timeout is None else wait_timeout
+        self.codec: Codec = codec or JsonCodec()
+        self.stats = CacheStats()
+        self.on_event = on_event
+        self.rng = random.Random(seed)
+        self.engine = client.engine
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _count(self, kind: str, key: str) -> None:
+        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+        if self.on_event is not None:
+            with contextlib.suppress(Exception):
+                self.on_event(kind, key)
+
+    def _lock_name(self, key: str) -> str:
+        return f"cache|{self.namespace}|{key}"
+
+    def _ttl(self, ttl: float | None, negative: bool) -> int:
+        if ttl is not None:
+            return _ms(ttl, "ttl")
+        return self.negative_ttl_ms if negative else self.ttl_ms
+
+    def _decode(self, entry: Entry) -> Any:
+        return None if entry.value is None else self.codec.loads(entry.value)
+
+    # -- flows ----------------------------------------------------------------------------------
+
+    def _compute_and_set(self, key: str, compute: Callable[[], Any], ttl: float | None,
+                         tags: Sequence[str], generations: Sequence[int] | None) -> Flow[Any]:
+        """Compute and store; ``generations``: the tags' generations read before computing,
+        so a value computed across an invalidation of one of its tags is not stored."""
+        self._count("computes", key)
+        started = time.perf_counter()
+        value = yield Do(compute)
+        delta_ms = max(1, round((time.perf_counter() - started) * 1000))
+        data = None if value is None else self.codec.dumps(value)
+        stored = yield Redis(self.engine.run_one(set_call(
+            self.keys, key, data, self._ttl(ttl, value is None), delta_ms=delta_ms,
+            grace_ms=self.grace_ms, tags=tags, expected=generations)))
+        if not stored:
+            self._count("discarded", key)
+        return value
+
+    def _get_or_compute_flow(self, key: str, compute: Callable[[], Any], ttl: float | None,
+                             tags: Sequence[str], make_lock: Callable[[str], Any]) -> Flow[Any]:
+        entry: Entry = yield Redis(self.engine.run_one(get_call(self.keys, key, tags)))
+        if entry.found and not xfetch_early(entry.delta_ms, entry.ttl_ms, self.beta, self.rng):
+            self._count("negative_hits" if entry.status == NEGATIVE else "hits", key)
+            return self._decode(entry)
+        if entry.found or entry.status == STALE:
+            # early recomputation, or an expired value still in grace: recompute only if no
+            # one else is; otherwise serve what is there
+            lock = make_lock(key)
+            if not (yield Do(lock.acquire, (False,))):
+                self._count("stale" if entry.status == STALE else "hits", key)
+                return self._decode(entry)
+            self._count("early" if entry.found else "misses", key)
+            try:
+                return (yield from self._compute_and_set(key, compute, ttl, tags,
+                                                         entry.generations))
+            finally:
+                yield from self._release(lock)
+        self._count("misses", key)
+        lock = make_lock(key)
+        if not (yield Do(lock.acquire, (True, self.wait_timeout))):
+            self._count("lock_timeouts", key)
+            return (yield from self._compute_and_set(key, compute, ttl, tags,
+                                                     entry.generations))
+        try:
+            again: Entry = yield Redis(self.engine.run_one(get_call(self.keys, key, tags)))
+            if again.found:  # another caller recomputed while we waited
+                self._count("waits", key)
+                return self._decode(again)
+            return (yield from self._compute_and_set(key, compute, ttl, tags,
+                                                     again.generations))
+        finally:
+            yield from self._release(lock)
+
+    def _release(self, lock: Any) -> Flow[None]:
+        with contextlib.suppress(LockNotOwnedError):
+            yield Do(lock.release)
+
+    def _write_through_flow(self, key: str, value: Any, db_write: Callable[[str, Any], Any],
+                            ttl: float | None, tags: Sequence[str], lock: Any) -> Flow[None]:
+        if not (yield Do(lock.acquire, (True, self.wait_timeout))):
+            raise TimeoutError(f"cache key {key!r} stayed locked for {self.wait_timeout}s")
+        try:
+            # Invalidate first: whatever fails below, the cache cannot keep a value the
+            # database no longer has. The lock keeps cache-aside refills out meanwhile.
+            yield Redis(self.engine.run_one(delete_call(self.keys, key)))
+            yield Do(db_write, (key, value))  # the database first...
+            data = None if value is None else self.codec.dumps(value)
+            yield Redis(self.engine.run_one(set_call(  # ...then the cache
+                self.keys, key, data, self._ttl(ttl, value is None), grace_ms=self.grace_ms,
+                tags=tags)))
+        finally:
+            yield from self._release(lock)
+
+    def _warm_calls(self, items: Sequence[tuple[str, Any]], ttl: float | None,
+                    tags: Sequence[str]) -> list[Any]:
+        return [set_call(self.keys, k, None if v is None else self.codec.dumps(v),
+                         self._ttl(ttl, v is None), grace_ms=self.grace_ms, tags=tags)
+                for k, v in items]
+
+    def _invalidate_tag_flow(self, tag: str, batch: int) -> Flow[TagInvalidation]:
+        cursor, members = yield Redis(_tag_scan(self.keys, tag, 0, batch))
+        first: TagInvalidation = yield Redis(self.engine.run_one(
+            invalidate_tag_call(self.keys, tag, members, bump=True)))
+        deleted, left = first.deleted, first.left
+        while cursor != 0:
+            cursor, members = yield Redis(_tag_scan(self.keys, tag, cursor, batch))
+            if members:
+                r: TagInvalidation = yield Redis(self.engine.run_one(
+                    invalidate_tag_call(self.keys, tag, members, bump=False)))
+                deleted, left = deleted + r.deleted, r.left
+        return TagInvalidation(first.generation, deleted, left)
+
+
+class Cache(_CacheBase):
+    """A cache namespace on a sync :class:`~pyredislua.Client`.
+
+    ``cache = Cache(client, "catalog", ttl=300)``;
+    ``product = cache.get_or_compute("product:42", lambda: db.load(42), tags=["products"])``.
+    ``compute`` returning None caches "not found" for ``negative_ttl``.
+    """
+
+    def __init__(self, client: Client, namespace: str, **options: Any) -> None:
+        super().__init__(client, namespace, **options)
+        self.client = client
+
+    def _lock(self, key: str) -> Any:
+        return self.client.lock(self._lock_name(key), ttl=self.lock_ttl)
+
+    def get(self, key: str) -> Entry:
+        """The raw entry (status, value bytes, delta, remaining TTL); counts nothing."""
+        return self.client.run(get_call(self.keys, key))
+
+    def get_or_compute(self, key: str, compute: Callable[[], Any], *, ttl: float | None = None,
+                       tags: Sequence[str] = ()) -> Any:
+        return drive_sync(self.client, self._get_or_compute_flow(
+            key, compute, ttl, tags, self._lock))
+
+    def set(self, key: str, value: Any, *, ttl: float | None = None, tags: Sequence[str] = ()
+            ) -> None:
+        self.client.run(self._warm_calls([(key, value)], ttl, tags)[0])
+
+    def delete(self, key: str) -> bool:
+        return self.client.run(delete_call(self.keys, key))
+
+    def write_through(self, key: str, value: Any, db_write: Callable[[str, Any], Any], *,
+                      ttl: float | None = None, tags: Sequence[str] = ()) -> None:
+        """Write ``value`` to the database (``db_write(key, value)``), then to the cache. If
+        the database write raises, the cache holds no value for the key (never a stale one)."""
+        drive_sync(self.client, self._write_through_flow(key, value, db_write, ttl, tags,
+                                                         self._lock(key)))
+
+    def warm(self, items: Iterable[tuple[str, Any]], *, ttl: float | None = None,
+             tags: Sequence[str] = (), batch: int = 500,
+             progress: Callable[[int], None] | None = None) -> int:
+        """Bulk-load entries, ``batch`` per pipelined round trip; ``progress(done)`` after each."""
+        if not 1 <= batch <= 10_000:
+            raise ValueError(f"batch must be 1..10000, got {batch!r}")
+        done = 0
+        chunk: list[tuple[str, Any]] = []
+        for item in [*items, None]:
+            if item is not None:
+                chunk.append(item)
+            if chunk and (item is None or len(chunk) >= batch):
+                self.client.run_many(self._warm_calls(chunk, ttl, tags))
+                done += len(chunk)
+                chunk = []
+                if progress is not None:
+                    progress(done)
+        return done
+
+    def invalidate_tag(self, tag: str, *, batch: int = 500) -> TagInvalidation:
+        """Invalidate every entry carrying ``tag`` (atomically: one generation bump), then
+        delete them in bounded calls."""
+        return drive_sync(self.client, self._invalidate_tag_flow(tag, batch))
+
+
+class AsyncCache(_CacheBase):
+    """A cache namespace on an :class:`~pyredislua.AsyncClient`; see :class:`Cache`.
+    ``compute`` and ``db_write`` may be coroutine functions."""
+
+    def __init__(self, client: AsyncClient, namespace: str, **options: Any) -> None:
+        super().__init__(client, namespace, **options)
+        self.client = client
+
+    def _lock(self, key: str) -> Any:
+        return self.client.lock(self._lock_name(key), ttl=self.lock_ttl)
+
+    async def get(self, key: str) -> Entry:
+        return await self.client.run(get_call(self.keys, key))
+
+    async def get_or_compute(self, key: str,
+                             compute: Callable[[], Any] | Callable[[], Awaitable[Any]], *,
+                             ttl: float | None = None, tags: Sequence[str] = ()) -> Any:
+        return await drive_async(self.client, self._get_or_compute_flow(
+            key, compute, ttl, tags, self._lock))
+
+    async def set(self, key: str, value: Any, *, ttl: float | None = None,
+                  tags: Sequence[str] = ()) -> None:
+        await self.client.run(self._warm_calls([(key, value)], ttl, tags)[0])
+
+    async def delete(self, key: str) -> bool:
+        return await self.client.run(delete_call(self.keys, key))
+
+    async def write_through(self, key: str, value: Any, db_write: Callable[[str, Any], Any], *,
+                            ttl: float | None = None, tags: Sequence[str] = ()) -> None:
+        await drive_async(self.client, self._write_through_flow(
+            key, value, db_write, ttl, tags, self._lock(key)))
+
+    async def warm(self, items: Iterable[tuple[str, Any]], *, ttl: float | None = None,
+                   tags: Sequence[str] = (), batch: int = 500,
+                   progress: Callable[[int], None] | None = None) -> int:
+        if not 1 <= batch <= 10_000:
+            raise ValueError(f"batch must be 1..10000, got {batch!r}")
+        all_items = list(items)
+        done = 0
+        for i in range(0, len(all_items), batch):
+            chunk = all_items[i:i + batch]
+            await self.client.run_many(self._warm_calls(chunk, ttl, tags))
+            done += len(chunk)
+            if progress is not None:
+                progress(done)
+        return done
+
+    async def invalidate_tag(self, tag: str, *, batch: int = 500) -> TagInvalidation:
+        return await drive_async(self.client, self._invalidate_tag_flow(tag, batch))
+
+
+__all__ = ["HIT", "AsyncCache", "Cache", "CacheStats", "Codec", "JsonCodec", "RawCodec"]

@@ -1,0 +1,6 @@
+"""Sinks for write-behind: where flushed records end up (see ``pyredislua.sinks.base``)."""
+
+from .base import Sink, SinkRow, SinkUnavailableError, latest_per_key
+from .sqlite import SQLiteSink
+
+__all__ = ["SQLiteSink", "Sink", "SinkRow", "SinkUnavailableError", "latest_per_key"]
