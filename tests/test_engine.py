@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,10 @@ def test_reference_docs_are_generated_from_the_headers() -> None:
     committed = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
     assert committed == render_reference(render_library()), (
         "docs/reference.md is stale: regenerate it with `pyredislua reference > docs/reference.md`")
+
+
+def test_every_changed_operation_carries_a_new_version() -> None:
+    checked = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "tools" / "lua_versions.py")],
+        capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
