@@ -49,6 +49,20 @@ local function queue_chunked(cmd, key, list, step)
   end
 end
 
+-- The dead jobs a requeue or purge works on: the given ids that are dead (at most 1000, checked
+-- before anything is written), or the `limit` oldest dead jobs when none are given.
+local function queue_dead_ids(K, argv, first, limit)
+  local n = #argv - first + 1
+  if n > 1000 then prl_fail('BADARG', 'at most 1000 ids per call, got ' .. n) end
+  for i = first, #argv do prl_str(argv, i, 'id', 1, 64, nil) end
+  if n == 0 then return redis.call('ZRANGE', K.dead, 0, limit - 1) end
+  local ids = {}
+  for i = first, #argv do
+    if redis.call('ZSCORE', K.dead, argv[i]) then ids[#ids + 1] = argv[i] end
+  end
+  return ids
+end
+
 local function queue_wake(K, n)
   if n <= 0 then return end
   local markers = {}

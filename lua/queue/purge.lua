@@ -1,6 +1,6 @@
 --[[
 name: queue.purge
-version: 1.0.0
+version: 1.0.1
 summary: Delete dead-lettered jobs for good: the listed ids, else the oldest limit.
 flags: none
 includes: queue
@@ -24,18 +24,7 @@ errors:
   BADARG: an argument, the id list or the key count is invalid (nothing changed)
 ]]
 local K = queue_K(KEYS)
-local n = #ARGV - ids_start + 1
-if n > 1000 then prl_fail('BADARG', 'at most 1000 ids per call, got ' .. n) end
-for i = ids_start, #ARGV do prl_str(ARGV, i, 'id', 1, 64, nil) end
-local ids
-if n > 0 then
-  ids = {}
-  for i = ids_start, #ARGV do
-    if redis.call('ZSCORE', K.dead, ARGV[i]) then ids[#ids + 1] = ARGV[i] end
-  end
-else
-  ids = redis.call('ZRANGE', K.dead, 0, limit - 1)
-end
+local ids = queue_dead_ids(K, ARGV, ids_start, limit)
 if #ids == 0 then return 0 end
 queue_chunked('ZREM', K.dead, ids)
 queue_chunked('HDEL', K.jobs, ids)
