@@ -418,7 +418,9 @@ class Lock(_LockBase):
     on_lost: called (from the watchdog thread) when the lease is lost while held.
     blocking_timeout: how long ``with`` waits (None: forever). token: the owner token (default:
     random per Lock object; the token belongs to this object, not to a thread).
-    handoff: how long a release keeps the lock reserved for the waiter it woke.
+    handoff: how long a grant nobody popped stays reserved for registered waiters (then anyone
+    may take it). requeue: after a release that granted the lock to a waiter, stay registered as
+    a waiter for a second, so that the next acquire goes straight to waiting (for loops).
     """
 
     def __init__(self, client: Client, name: str, **options: Any) -> None:
