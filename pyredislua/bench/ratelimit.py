@@ -8,18 +8,18 @@ from 4 threads over ~2.5 s: the most admitted in any 1-second window).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from .. import ratelimit as rl
 from ..client import Client
-from ..server import RedisServer
+from ._common import rate as measure_rate
+from ._common import server_url
 
 ALGOS = ("gcra", "token_bucket", "sliding_log", "sliding_window", "fixed_window")
 # the limit for throughput runs: high enough that every check is admitted (the writing path)
@@ -36,21 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "raw ceiling it is compared with)")
     parser.add_argument("--no-probe", action="store_true", help="skip the accuracy probe")
     parser.add_argument("--no-peers", action="store_true", help="skip the limits library")
-
-
-def _rate(fn: Callable[[], Any], seconds: float, per_call: int = 1) -> float:
-    for _ in range(50):  # warm up (load code, open connections)
-        fn()
-    n = 0
-    start = time.perf_counter()
-    end = start + seconds
-    while True:
-        for _ in range(20):
-            fn()
-        n += 20
-        now = time.perf_counter()
-        if now >= end:
-            return n * per_call / (now - start)
 
 
 def _paired(a: Callable[[], Any], b: Callable[[], Any], seconds: float,
@@ -146,17 +131,8 @@ def _probe(hit: Callable[[], float | None], threads: int = 4, hits: int = 1000,
     return len(admitted), _max_in_window(admitted)
 
 
-@contextlib.contextmanager
-def _server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    with RedisServer() as server:
-        yield server.url
-
-
 def run(args: argparse.Namespace) -> int:
-    with _server(args.url) as url:
+    with server_url(args.url) as url:
         results = measure(url, args)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -175,7 +151,7 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     tp = out["throughput"]
 
     sha = r.script_load("return 1")
-    ceiling = _rate(lambda: r.evalsha(sha, 1, "prl:rl:{bench}:raw"), seconds)
+    ceiling = measure_rate(lambda: r.evalsha(sha, 1, "prl:rl:{bench}:raw"), seconds)
     tp["raw EVALSHA of 'return 1' (round-trip ceiling)"] = {"checks_per_s": ceiling,
                                                            "vs_raw": 1.0}
 
@@ -201,7 +177,7 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
             tp["pyredislua gcra.check() (read-only)"] = {"checks_per_s": ours,
                                                          "vs_raw": ours / raw}
     lim2 = rl.GCRA(client, "bench-2", "1000000/s", "1000000/h")
-    rate = _rate(lambda: lim2.hit("u"), seconds)
+    rate = measure_rate(lambda: lim2.hit("u"), seconds)
     tp["pyredislua gcra, 2 rates in one call"] = {"checks_per_s": rate, "vs_raw": rate / ceiling}
 
     batch = args.batch
