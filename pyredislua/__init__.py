@@ -17,6 +17,7 @@ from .errors import (
     OperationError,
     PyRedisLuaError,
     StaleTokenError,
+    WrongTypeError,
 )
 from .lock import AsyncLock, Lock, LockState, LockTimeoutError
 
@@ -47,5 +48,6 @@ __all__ = [
     "Pipeline",
     "PyRedisLuaError",
     "StaleTokenError",
+    "WrongTypeError",
     "render_library",
 ]

@@ -68,10 +68,17 @@ class BadStateError(OperationError):
     code = "BADSTATE"
 
 
+class WrongTypeError(BadStateError):
+    """WRONGTYPE: a key the operation declares holds another Redis type (a string where a hash
+    belongs, ...). The call changed nothing."""
+
+    code = "WRONGTYPE"
+
+
 _BY_CODE: dict[str, type[OperationError]] = {
     cls.code: cls
     for cls in (BadArgumentError, InternalScriptError, StaleTokenError, NotFoundError,
-                BadStateError)
+                BadStateError, WrongTypeError)
 }
 
 

@@ -37,6 +37,7 @@ def _bad_values(arg: ArgSpec) -> Iterator[tuple[str, str]]:
         yield "text", "abc"
         yield "empty", ""
         yield "padded", " 1"
+        yield "negative zero", "-0"
     elif arg.type == "str":
         assert arg.lo is not None and arg.hi is not None
         if arg.lo >= 1:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 import pyredislua
-from pyredislua.engine.header import HeaderError, parse_header
+from pyredislua.engine.header import KEY_TYPES, HeaderError, key_type_at, parse_header
 from pyredislua.engine.render import lua_root, render_library
 from pyredislua.lock import LockKeys, acquire_call, inspect_call, release_call
 from pyredislua.server import RedisServer
@@ -57,6 +57,18 @@ def test_header_errors_are_reported() -> None:
     with pytest.raises(HeaderError, match="follows an optional"):
         parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nargv:\n  a: int 1..2 = 1\n"
                      "  b: int 1..2\nreturns: x\n]]\n")
+    with pytest.raises(HeaderError, match="must open with its type"):
+        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nkeys:\n  k: a hash of x\n"
+                     "returns: x\n]]\n")
+
+
+def test_every_declared_key_has_a_type() -> None:
+    lib = render_library()
+    for op in lib.operations.values():
+        assert all(k.type in KEY_TYPES for k in op.header.keys), op.name
+    assert [k.type for k in lib.operation("lock.acquire").header.keys] == [
+        "hash", "string", "list", "zset"]
+    assert key_type_at(lib.operation("cache.set").header, 7) == "set"
 
 
 def test_load_is_idempotent(r: redis.Redis) -> None:
@@ -156,12 +168,19 @@ def test_pipelines_report_errors_in_place(client: pyredislua.Client) -> None:
     assert results[2].owner == "t"
 
 
-def test_wrong_type_errors_pass_through_untyped(client: pyredislua.Client, r: redis.Redis) -> None:
+def test_wrong_type_errors_carry_a_code(client: pyredislua.Client, r: redis.Redis) -> None:
     keys = LockKeys("res")
     r.set(keys.lock, "not a hash")
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE") as caught:
+    with pytest.raises(pyredislua.WrongTypeError, match="WRONGTYPE") as caught:
         client.run(acquire_call(keys, "t", 10_000))
-    assert not isinstance(caught.value, pyredislua.OperationError)
+    assert caught.value.code == "WRONGTYPE"
+    assert isinstance(caught.value, pyredislua.BadStateError)
+    assert isinstance(caught.value, redis.ResponseError)  # what callers caught before
+
+
+def test_negative_zero_is_not_an_integer_argument(client: pyredislua.Client) -> None:
+    with pytest.raises(pyredislua.BadArgumentError, match="must be an integer"):
+        client.run(acquire_call(LockKeys("res"), "t", 10_000, "-0"))  # type: ignore[arg-type]
 
 
 def _limited_client(r: redis.Redis, redis_url: str, rules: list[str]) -> redis.Redis:

@@ -4,9 +4,11 @@
     tools/lua_versions.py --check    (CI, via tests/test_engine.py): compare lua/ with lua/VERSIONS
     tools/lua_versions.py --update   record the current versions and source digests
 
-lua/VERSIONS lists, per operation, its version and a digest of its source file; and the library
-version with a digest of everything. Changing a file without bumping its version (and the
-library's) fails the check, so a server never holds two different builds under one version.
+lua/VERSIONS lists, per operation, its version and a digest of the code it renders to (its
+validation prologue and body, not the prose of its header); and the library version with a digest
+of everything. Changing what an operation runs without bumping its version (and the library's)
+fails the check, so a server never holds two different builds under one version. Editing only the
+header's documentation needs no bump.
 """
 
 from __future__ import annotations
@@ -30,9 +32,15 @@ def _digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()[:16]
 
 
+def _code_digest(function_body: str) -> str:
+    # the first line is a comment naming the operation's version: the version is not the code
+    code = function_body.split("\n", 1)[1]
+    return hashlib.sha1(code.encode()).hexdigest()[:16]
+
+
 def current() -> dict[str, dict[str, str]]:
     lib = render_library(LUA)
-    ops = {name: {"version": op.header.version, "source": _digest(LUA / op.source)}
+    ops = {name: {"version": op.header.version, "source": _code_digest(op.function_body)}
            for name, op in sorted(lib.operations.items())}
     includes = {p.relative_to(LUA).as_posix(): _digest(p) for p in sorted(LUA.glob("includes/*"))}
     everything = hashlib.sha1(json.dumps([ops, includes], sort_keys=True).encode()).hexdigest()

@@ -4,7 +4,7 @@ version: 1.0.0
 summary: Delete a cache entry.
 flags: none
 keys:
-  entry: hash of the cached key
+  entry: hash; the cached entry
 returns:
   1 when an entry was deleted, else 0
 errors:

@@ -5,8 +5,8 @@ summary: Read a cache entry with what XFetch needs: value, recompute cost and re
 flags: no-writes
 includes: cache
 keys:
-  entry: hash {v, d, e, n, t:<tag>...} of the cached key
-  generations: hash of tag to generation for the namespace
+  entry: hash; {v, d, e, n, t:<tag>...} of the cached key
+  generations: hash; tag to generation for the namespace
 argv:
   tag_names: rest; 0..32 tags whose current generations to return (a recompute passes them to cache.set, which then refuses to store a value computed before an invalidation)
 returns:

@@ -4,9 +4,9 @@ version: 1.0.0
 summary: Invalidate every entry carrying a tag at once (bump its generation), and delete the tagged entries this call declares (bounded).
 flags: none
 keys: variadic
-  generations: hash of tag to generation (KEYS[1])
-  tag_set: the tag's set of entry key names (KEYS[2])
-  entries: 0..1000 entry keys to delete if they still carry the tag at an older generation (KEYS[3..])
+  generations: hash; tag to generation (KEYS[1])
+  tag_set: set; the tag's set of entry key names (KEYS[2])
+  entries: hash; 0..1000 entry keys to delete if they still carry the tag at an older generation (KEYS[3..])
 argv:
   tag: str 1..256; the tag
   bump: int 0..1; 1 invalidates (the first call); 0 only deletes invalidated entries (later calls)

@@ -5,9 +5,9 @@ summary: Store a cache entry (or a cached not-found) with its TTL, recompute cos
 flags: none
 includes: cache
 keys: variadic
-  entry: hash of the cached key (KEYS[1])
-  generations: hash of tag to generation (KEYS[2])
-  tag_sets: one set per tag, in the order of the tag arguments (KEYS[3..])
+  entry: hash; the cached entry (KEYS[1])
+  generations: hash; tag to generation (KEYS[2])
+  tag_sets: set; one set per tag, in the order of the tag arguments (KEYS[3..])
 argv:
   value: str 0..8388608; the value (at most 8 MiB) (ignored for a not-found)
   ttl_ms: int 1..31536000000; logical time to live

@@ -19,8 +19,8 @@ local function prl_int(argv, i, name, lo, hi, default)
     if default ~= nil then return default end
     prl_fail('BADARG', name .. ' is missing')
   end
-  -- Decimal integers only: '1.5', '1e3', ' 7' and '0x10' are rejected, not coerced.
-  if #v > 17 or not string.match(v, '^%-?%d+$') then
+  -- Decimal integers only: '1.5', '1e3', ' 7', '0x10' and '-0' are rejected, not coerced.
+  if #v > 17 or not string.match(v, '^%-?%d+$') or string.match(v, '^%-0') then
     prl_fail('BADARG', name .. ' must be an integer, got ' .. prl_shown(v))
   end
   local n = tonumber(v)
@@ -72,16 +72,23 @@ local function prl_now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Runs an operation and turns what it raised into an error reply. Redis hands pcall the message as
--- a string: our own codes and Redis' own (WRONGTYPE, OOM, ...) pass through; a Lua bug in a
--- script ("user_script:3: attempt to ...") becomes INTERNAL.
+-- Runs an operation and turns what it raised into an error reply that always carries a code.
+-- Redis hands pcall the message as a string. Our own codes pass through; Redis' WRONGTYPE (a
+-- declared key holds another type) becomes WRONGTYPE; any other Redis error raised inside an
+-- operation ("ERR value is not an integer", NOGROUP, ...) comes from stored state the operation
+-- could not use and becomes BADSTATE; a Lua bug ("user_script:3: attempt to ...") is INTERNAL.
+-- Operations read and check before their first write, so an error reply means nothing changed.
 local function prl_guard(fn, keys, argv)
   local ok, result = pcall(fn, keys, argv)
   if ok then return result end
   if type(result) == 'table' and result.err then result = result.err end
   result = tostring(result)
-  if string.match(result, '^PYREDISLUA:') or string.match(result, '^[A-Z][A-Z]+ ') then
-    return redis.error_reply(result)
+  if string.sub(result, 1, 11) == 'PYREDISLUA:' then return redis.error_reply(result) end
+  if string.sub(result, 1, 10) == 'WRONGTYPE ' then
+    return redis.error_reply('PYREDISLUA:' .. result)
+  end
+  if string.match(result, '^[A-Z][A-Z]+ ') then
+    return redis.error_reply('PYREDISLUA:BADSTATE ' .. result)
   end
   return redis.error_reply('PYREDISLUA:INTERNAL ' .. result)
 end

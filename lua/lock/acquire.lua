@@ -4,10 +4,10 @@ version: 1.0.0
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
 keys:
-  lock: hash {owner, fence, wttl, grant_until, granted_by}; expires with the lease
-  fence: fencing counter; never expires and never goes backwards
-  signal: list holding the grant a release handed to the longest-blocked waiter (BLPOP)
-  waiters: sorted set of waiting tokens scored by the server time their wait ends
+  lock: hash; {owner, fence, wttl, grant_until, granted_by}; expires with the lease
+  fence: string; fencing counter; never expires and never goes backwards
+  signal: list; holds the grant a release handed to the longest-blocked waiter (BLPOP)
+  waiters: zset; waiting tokens scored by the server time their wait ends
 argv:
   token: str 1..256; the owner token (unique per holder)
   ttl_ms: int 1..1000000000000; lease length in milliseconds

@@ -4,7 +4,7 @@ version: 1.0.0
 summary: Renew the lease of a held lock to ttl_ms from now; only the owner can, and an expired lock stays expired.
 flags: none
 keys:
-  lock: hash {owner, fence}
+  lock: hash; {owner, fence}
 argv:
   token: str 1..256; the owner token
   ttl_ms: int 1..1000000000000; new lease length in milliseconds, counted from now

@@ -4,9 +4,9 @@ version: 1.0.0
 summary: Report whether the lock is held, by whom, for how long, its fence and how many wait.
 flags: no-writes
 keys:
-  lock: hash {owner, fence} while held
-  fence: fencing counter
-  waiters: sorted set of waiting tokens scored by the server time their wait ends
+  lock: hash; {owner, fence} while held
+  fence: string; fencing counter
+  waiters: zset; waiting tokens scored by the server time their wait ends
 argv:
 returns:
   {held (1|0), owner or nil, pttl (ms, 0 when free), fence (the holder's, else the last issued; 0 if never), live waiters}.

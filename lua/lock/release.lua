@@ -4,10 +4,10 @@ version: 1.0.0
 summary: Release a held lock (owner only); if a live waiter is registered, grant the lock to it directly.
 flags: none
 keys:
-  lock: hash {owner, fence, wttl, grant_until, granted_by}
-  fence: fencing counter; a grant takes the next fence
-  signal: list a waiter blocks on (BLPOP); holds at most the one live grant
-  waiters: sorted set of waiting tokens scored by the server time their wait ends
+  lock: hash; {owner, fence, wttl, grant_until, granted_by}
+  fence: string; fencing counter; a grant takes the next fence
+  signal: list; what a waiter blocks on (BLPOP); holds at most the one live grant
+  waiters: zset; waiting tokens scored by the server time their wait ends
 argv:
   token: str 1..256; the owner token
   ttl_ms: int 1..1000000000000 = 30000; lease of a grant when no waiter declared its own

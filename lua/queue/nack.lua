@@ -5,16 +5,16 @@ summary: Give a leased job back: retry it with backoff, dead-letter it, or relea
 flags: none
 includes: queue
 keys:
-  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
-  delayed: sorted set of delayed job ids scored by the server time they become ready
-  active: sorted set of leased job ids scored by their lease deadline
-  dead: sorted set of dead-lettered job ids scored by the time they died
-  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
-  payloads: hash of job id to its payload
-  idem: hash of idempotency key to the id of its unfinished job
-  prio: hash of priority to its number of unfinished jobs
-  stats: hash of counters (job sequence, lease tokens, totals)
-  marker: list idle consumers block on; enqueue pushes to it
+  ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: zset; delayed job ids scored by the server time they become ready
+  active: zset; leased job ids scored by their lease deadline
+  dead: zset; dead-lettered job ids scored by the time they died
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash; job id to its payload
+  idem: hash; idempotency key to the id of its unfinished job
+  prio: hash; priority to its number of unfinished jobs
+  stats: hash; counters (job sequence, lease tokens, totals)
+  marker: list; what idle consumers block on; enqueue pushes to it
 argv:
   id: str 1..64; the job id
   token: str 1..64; its live lease token

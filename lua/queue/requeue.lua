@@ -5,16 +5,16 @@ summary: Put dead-lettered jobs back as ready with fresh attempts: the listed id
 flags: none
 includes: queue
 keys:
-  ready: sorted set of ready job ids scored by priority (ties in id order = enqueue order)
-  delayed: sorted set of delayed job ids scored by the server time they become ready
-  active: sorted set of leased job ids scored by their lease deadline
-  dead: sorted set of dead-lettered job ids scored by the time they died
-  jobs: hash of job id to its msgpack record (priority, attempts, limits, lease token)
-  payloads: hash of job id to its payload
-  idem: hash of idempotency key to the id of its unfinished job
-  prio: hash of priority to its number of unfinished jobs
-  stats: hash of counters (job sequence, lease tokens, totals)
-  marker: list idle consumers block on; enqueue pushes to it
+  ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
+  delayed: zset; delayed job ids scored by the server time they become ready
+  active: zset; leased job ids scored by their lease deadline
+  dead: zset; dead-lettered job ids scored by the time they died
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  payloads: hash; job id to its payload
+  idem: hash; idempotency key to the id of its unfinished job
+  prio: hash; priority to its number of unfinished jobs
+  stats: hash; counters (job sequence, lease tokens, totals)
+  marker: list; what idle consumers block on; enqueue pushes to it
 argv:
   limit: int 1..1000 = 100; how many of the oldest dead jobs when no ids are given
   ids: rest; job ids (0..1000); ids that are not dead are skipped

@@ -4,7 +4,7 @@ version: 1.0.0
 summary: Take a slot of a concurrency limit (at most limit leases in flight) for a lease id; leases expire if their holder dies.
 flags: none
 keys:
-  slots: sorted set of live lease ids scored by the server time their lease ends; expires with the last lease
+  slots: zset; live lease ids scored by the server time their lease ends; expires with the last lease
 argv:
   lease: str 1..128; the lease id (unique per request; a retry with the same id renews, never takes two slots)
   limit: int 1..100000; at most this many leases in flight

@@ -5,7 +5,7 @@ summary: Many independent single-limit decisions in one call (e.g. one tenant's 
 flags: none
 includes: ratelimit
 keys: variadic
-  each: 1..256 distinct keys, one per decision, all under one hash tag
+  each: any; 1..256 distinct keys, one per decision, all under one hash tag
 argv:
   items: rest; per key: algorithm (gcra|token_bucket|sliding_log|sliding_window|fixed_window), limit, period_ms, burst, cost (int 1..1000000); sliding-log costs may total at most 10000 per call
 returns:

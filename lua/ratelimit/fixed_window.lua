@@ -5,7 +5,7 @@ summary: Charge a request against one or more fixed window (up to 2*limit across
 flags: none
 includes: ratelimit
 keys: variadic
-  each: 1..16 keys, one per limit, all under one hash tag; each a hash {w, c, p}: window index and its count; expires at the window end
+  each: hash; 1..16 keys, one per limit, all under one hash tag; each a hash {w, c, p}: window index and its count; expires at the window end
 argv:
   cost: int 1..1000000; units the request weighs; above the limit it is denied and changes nothing
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: must be 0

@@ -5,7 +5,7 @@ summary: Charge a request against one or more GCRA (generic cell rate algorithm)
 flags: none
 includes: ratelimit
 keys: variadic
-  each: 1..16 keys, one per limit, all under one hash tag; each a string "tat_ms:frac:limit", the theoretical arrival time; expires when the bucket is full again
+  each: string; 1..16 keys, one per limit, all under one hash tag; each a string "tat_ms:frac:limit", the theoretical arrival time; expires when the bucket is full again
 argv:
   cost: int 1..1000000; units the request weighs; above the limit it is denied and changes nothing
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: requests admitted at once (0 = limit); sustained rate limit/period

@@ -4,7 +4,7 @@ version: 1.0.0
 summary: Report the raw state of one rate limiter key, whatever its algorithm, without changing it.
 flags: no-writes
 keys:
-  limiter: any ratelimit key
+  limiter: any; any ratelimit key
 argv:
 returns:
   {type (none|string|hash|zset), pttl_ms (-2 when absent), now_ms, then by type: string: its

@@ -5,7 +5,7 @@ summary: Charge a request against several limits of mixed algorithms (e.g. per u
 flags: none
 includes: ratelimit
 keys: variadic
-  each: 1..16 keys, one per limit, all under one hash tag; state as in ratelimit.<algorithm>
+  each: any; 1..16 keys, one per limit, all under one hash tag; state as in ratelimit.<algorithm>
 argv:
   cost: int 1..1000000; units the request weighs; above a limit it is denied and changes nothing
   limits: rest; per key: algorithm (gcra|token_bucket|sliding_log|sliding_window|fixed_window), limit, period_ms, burst

@@ -5,7 +5,7 @@ summary: Report what a hit against several limits of mixed algorithms would deci
 flags: no-writes
 includes: ratelimit
 keys: variadic
-  each: 1..16 keys, one per limit, all under one hash tag; state as in ratelimit.<algorithm>
+  each: any; 1..16 keys, one per limit, all under one hash tag; state as in ratelimit.<algorithm>
 argv:
   cost: int 0..1000000; units the request would weigh (0 reports the current state)
   limits: rest; per key: algorithm (gcra|token_bucket|sliding_log|sliding_window|fixed_window), limit, period_ms, burst

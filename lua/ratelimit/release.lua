@@ -4,7 +4,7 @@ version: 1.0.0
 summary: Release a concurrency lease by its id, freeing its slot at once.
 flags: none
 keys:
-  slots: sorted set of live lease ids scored by the server time their lease ends
+  slots: zset; live lease ids scored by the server time their lease ends
 argv:
   lease: str 1..128; the lease id given to ratelimit.acquire
 returns:

@@ -4,7 +4,7 @@ version: 1.0.0
 summary: Extend a live concurrency lease to end ttl_ms from now (a holder still working).
 flags: none
 keys:
-  slots: sorted set of live lease ids scored by the server time their lease ends
+  slots: zset; live lease ids scored by the server time their lease ends
 argv:
   lease: str 1..128; the lease id given to ratelimit.acquire
   ttl_ms: int 1..86400000; the lease now ends this long from now

@@ -4,7 +4,7 @@ version: 1.0.0
 summary: Forget the state of one or more rate limiter keys (back to full).
 flags: none
 keys: variadic
-  each: 1..16 ratelimit keys, all under one hash tag
+  each: any; 1..16 ratelimit keys, all under one hash tag
 argv:
 returns:
   the number of keys that existed

@@ -5,7 +5,7 @@ summary: Charge a request against one or more sliding log (exact: never more tha
 flags: none
 includes: ratelimit
 keys: variadic
-  each: 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member per admitted unit scored by its server time; expires a period after the newest
+  each: zset; 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member per admitted unit scored by its server time; expires a period after the newest
 argv:
   cost: int 1..1000000; units the request weighs; above the limit it is denied and changes nothing
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: must be 0; limit at most 10000

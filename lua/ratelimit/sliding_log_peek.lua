@@ -5,7 +5,7 @@ summary: Report what a sliding log (exact: never more than limit in any period) 
 flags: no-writes
 includes: ratelimit
 keys: variadic
-  each: 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member per admitted unit scored by its server time; expires a period after the newest
+  each: zset; 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member per admitted unit scored by its server time; expires a period after the newest
 argv:
   cost: int 0..1000000; units the request would weigh (0 reports the current state)
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: must be 0; limit at most 10000

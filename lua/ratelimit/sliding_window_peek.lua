@@ -5,7 +5,7 @@ summary: Report what a sliding window counter (approximate: see docs/ratelimit.m
 flags: no-writes
 includes: ratelimit
 keys: variadic
-  each: 1..16 keys, one per limit, all under one hash tag; each a hash {w, c, p}: window index, its count, the previous window count; expires after the next window
+  each: hash; 1..16 keys, one per limit, all under one hash tag; each a hash {w, c, p}: window index, its count, the previous window count; expires after the next window
 argv:
   cost: int 0..1000000; units the request would weigh (0 reports the current state)
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: must be 0

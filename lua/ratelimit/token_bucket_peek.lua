@@ -5,7 +5,7 @@ summary: Report what a token bucket hit of this cost would decide, without charg
 flags: no-writes
 includes: ratelimit
 keys: variadic
-  each: 1..16 keys, one per limit, all under one hash tag; each a hash {u = tokens*period, ts, p}; expires when the bucket is full again
+  each: hash; 1..16 keys, one per limit, all under one hash tag; each a hash {u = tokens*period, ts, p}; expires when the bucket is full again
 argv:
   cost: int 0..1000000; units the request would weigh (0 reports the current state)
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: bucket capacity (0 = limit); refills limit tokens per period

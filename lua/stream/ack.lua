@@ -5,8 +5,8 @@ summary: Acknowledge and delete delivered entries; each needs its live (consumer
 flags: none
 includes: stream
 keys:
-  stream: the stream of entries (payload in field p)
-  dead: the dead-letter stream (fields p, id, group, deliveries, reason)
+  stream: stream; the stream of entries (payload in field p)
+  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
 argv:
   group: str 1..256; the consumer group
   consumer: str 1..256; the consumer holding the entries

@@ -5,9 +5,9 @@ summary: Deliver up to count entries: stalled ones first (XAUTOCLAIM, resuming w
 flags: none
 includes: stream
 keys:
-  stream: the stream of entries (payload in field p)
-  dead: the dead-letter stream (fields p, id, group, deliveries, reason)
-  cursors: hash of group to where its next XAUTOCLAIM scan of the pending list starts
+  stream: stream; the stream of entries (payload in field p)
+  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
+  cursors: hash; group to where its next XAUTOCLAIM scan of the pending list starts
 argv:
   group: str 1..256; the consumer group
   consumer: str 1..256; this consumer's name

@@ -5,8 +5,8 @@ summary: List dead-lettered entries, oldest first.
 flags: no-writes
 includes: stream
 keys:
-  stream: the stream of entries (payload in field p)
-  dead: the dead-letter stream (fields p, id, group, deliveries, reason)
+  stream: stream; the stream of entries (payload in field p)
+  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
 argv:
   count: int 1..1000 = 100; most entries listed
 returns:

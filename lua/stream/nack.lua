@@ -5,8 +5,8 @@ summary: Give a delivered entry back: claimable at once by any consumer (retry),
 flags: none
 includes: stream
 keys:
-  stream: the stream of entries (payload in field p)
-  dead: the dead-letter stream (fields p, id, group, deliveries, reason)
+  stream: stream; the stream of entries (payload in field p)
+  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
 argv:
   group: str 1..256; the consumer group
   consumer: str 1..256; the consumer holding the entry

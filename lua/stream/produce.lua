@@ -5,8 +5,8 @@ summary: Append up to 1000 entries to the stream (creating the consumer group on
 flags: none
 includes: stream
 keys:
-  stream: the stream of entries (payload in field p)
-  dead: the dead-letter stream (fields p, id, group, deliveries, reason)
+  stream: stream; the stream of entries (payload in field p)
+  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
 argv:
   group: str 1..256; the consumer group (created reading from the start if missing)
   payloads: rest; 1..1000 payloads

@@ -5,8 +5,8 @@ summary: Entries in the stream, pending deliveries of the group (per consumer, a
 flags: no-writes
 includes: stream
 keys:
-  stream: the stream of entries (payload in field p)
-  dead: the dead-letter stream (fields p, id, group, deliveries, reason)
+  stream: stream; the stream of entries (payload in field p)
+  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
 argv:
   group: str 1..256; the consumer group
 returns:

@@ -5,8 +5,8 @@ summary: Read records' current values and versions (what the application wrote, 
 flags: no-writes
 includes: writebehind
 keys:
-  values: hash of record key to its current value
-  versions: hash of record key to the version of its latest write (negative: a delete)
+  values: hash; record key to its current value
+  versions: hash; record key to the version of its latest write (negative: a delete)
 argv:
   items: rest; 1..1000 record keys
 returns:

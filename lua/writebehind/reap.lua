@@ -5,15 +5,15 @@ summary: Return up to limit expired claims to dirty and make due retries dirty (
 flags: none
 includes: writebehind
 keys:
-  values: hash of record key to its current value (absent: deleted)
-  versions: hash of record key to the version of its latest write (negative: a delete)
-  meta: hash of record key to its msgpack state {s, a, q, p, e, dt} while not clean
-  dirty: sorted set of due dirty keys scored by the time they turned dirty
-  retry: sorted set of keys in retry backoff scored by the time they are due
-  claimed: sorted set of claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
-  dead: sorted set of dead-lettered keys scored by the time they died
-  stats: hash of counters (seq is the version sequence)
-  signal: list an idle flusher blocks on
+  values: hash; record key to its current value (absent: deleted)
+  versions: hash; record key to the version of its latest write (negative: a delete)
+  meta: hash; record key to its msgpack state {s, a, q, p, e, dt} while not clean
+  dirty: zset; due dirty keys scored by the time they turned dirty
+  retry: zset; keys in retry backoff scored by the time they are due
+  claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
+  dead: zset; dead-lettered keys scored by the time they died
+  stats: hash; counters (seq is the version sequence)
+  signal: list; what an idle flusher blocks on
 argv:
   limit: int 1..1000 = 100; most expired claims (and due retries) to handle
 returns:

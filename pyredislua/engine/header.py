@@ -8,7 +8,7 @@ Format (a Lua block comment, one ``key: value`` per line, sections indented by t
     summary: Take the lock for a token, or report how long it stays busy.
     flags: none                      # or: no-writes
     keys:
-      lock: hash {owner, fence, ticket}; expires with the lease
+      lock: hash; {owner, fence, ticket}; expires with the lease
     argv:
       token: str 1..256; owner token
       ttl_ms: int 1..1000000000000; lease length in milliseconds
@@ -19,6 +19,10 @@ Format (a Lua block comment, one ``key: value`` per line, sections indented by t
     errors:
       BADARG: an argument is out of range
     ]]
+
+Every key declares the Redis type it holds first: ``string``, ``hash``, ``list``, ``set``,
+``zset``, ``stream``, or ``any`` (a key whose type depends on the caller, e.g. any limiter's key).
+Under ``keys: variadic`` the entries describe KEYS positions in order, the last one repeating.
 
 Argument types: ``int MIN..MAX`` (decimal integers only), ``str MINLEN..MAXLEN`` (byte length),
 ``enum a|b|c``, ``rest`` (the remaining ARGV, last entry only). ``= DEFAULT`` makes an argument
@@ -40,6 +44,7 @@ _ARG = re.compile(
     r"(?:;\s*(?P<doc>.*))?$"
 )
 KNOWN_FLAGS = frozenset({"no-writes", "allow-oom", "allow-stale"})
+KEY_TYPES = ("string", "hash", "list", "set", "zset", "stream", "any")
 
 
 class HeaderError(ValueError):
@@ -49,6 +54,7 @@ class HeaderError(ValueError):
 @dataclass(frozen=True)
 class KeySpec:
     name: str
+    type: str  # one of KEY_TYPES: the Redis type the key holds
     doc: str
 
 
@@ -166,6 +172,24 @@ def _parse_arg(name: str, text: str, where: str) -> ArgSpec:
     return ArgSpec(name, "rest", doc)
 
 
+def _parse_key(name: str, text: str, where: str) -> KeySpec:
+    kind, sep, doc = text.partition(";")
+    kind = kind.strip()
+    if not sep or kind not in KEY_TYPES:
+        raise HeaderError(
+            f"{where}: key {name!r} must open with its type ({'|'.join(KEY_TYPES)}) and ';', "
+            f"got {text!r}")
+    return KeySpec(name, kind, doc.strip())
+
+
+def key_type_at(header: Header, position: int) -> str:
+    """The declared type of KEYS[position] (1-based); under ``keys: variadic`` the last
+    declared entry covers every later position."""
+    if not header.keys:
+        raise IndexError(f"{header.name} declares no keys")
+    return header.keys[min(position, len(header.keys)) - 1].type
+
+
 def parse_header(text: str, where: str = "<lua>") -> Header:
     """Parse the contract header of a Lua operation source."""
     raw, _ = extract_header(text)
@@ -213,7 +237,7 @@ def parse_header(text: str, where: str = "<lua>") -> Header:
     if "returns" not in sections:
         raise HeaderError(f"{where}: header misses 'returns'")
 
-    keys = tuple(KeySpec(k, d) for k, d in sections.get("keys", []))
+    keys = tuple(_parse_key(k, d, where) for k, d in sections.get("keys", []))
     argv = tuple(_parse_arg(k, d, where) for k, d in sections.get("argv", []))
     names = [k.name for k in keys] + [a.name for a in argv]
     for n in names:

@@ -33,11 +33,15 @@ def render_reference(library: Library) -> str:
                 f"Function `{op.function}` · {flags} · source `lua/{op.source}`",
                 "",
             ]
-            if h.variadic_keys:
+            if h.keys:
+                if h.variadic_keys:
+                    lines += ["KEYS are variadic: the entries below in order, the last repeating.",
+                              ""]
+                lines += ["| KEYS | type | role |", "|---|---|---|"]
+                lines += [f"| {i}. `{k.name}` | {k.type} | {k.doc} |"
+                          for i, k in enumerate(h.keys, 1)]
+            elif h.variadic_keys:
                 lines.append("KEYS: variadic (see the summary).")
-            elif h.keys:
-                lines += ["| KEYS | role |", "|---|---|"]
-                lines += [f"| {i}. `{k.name}` | {k.doc} |" for i, k in enumerate(h.keys, 1)]
             else:
                 lines.append("KEYS: none.")
             lines.append("")
