@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 
 import pyredislua
 from pyredislua.server import RedisServer
+from tests import faultkit
 
 settings.register_profile(
     "default", max_examples=30, deadline=None,
@@ -84,6 +85,30 @@ def own_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own, for tests that restart or reconfigure it."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def fault_server() -> Iterator[faultkit.FaultServer]:
+    """A redis-server to inject faults into; nothing persisted (a restart loses everything)."""
+    with faultkit.FaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+def aof_server() -> Iterator[faultkit.FaultServer]:
+    """A redis-server to inject faults into, persisting every write (appendfsync always)."""
+    with faultkit.FaultServer(aof=True) as server:
+        yield server
+
+
+@pytest.fixture
+def fault_report() -> faultkit.FaultReport:
+    """Where a fault test records its outcome for the README's fault table."""
+    return faultkit.REPORT
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    faultkit.write_report()
 
 
 def snapshot(r: redis.Redis) -> dict[bytes, tuple[bytes | None, bool]]:
