@@ -123,7 +123,7 @@ class FaultServer(RedisServer):
             used = int(admin.info("memory")["used_memory"])
             admin.config_set("maxmemory", used + headroom + 64 * 1024)
             chunk = "x" * 4096
-            for i in range(100_000):
+            for _ in range(100_000):
                 try:
                     admin.rpush("faultkit:ballast", *([chunk] * 16))
                 except redis.exceptions.OutOfMemoryError:
