@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from ..errors import LibraryConflictError, LibraryError, from_reply
+from ..errors import LibraryConflictError, LibraryError, LibraryPermissionError, from_reply
 from .render import Library, Operation
 
 T = TypeVar("T")
@@ -315,6 +315,10 @@ class Engine:
                 return (yield from self.load_scripts())
             if "already exists" in str(error) and f"'{lib.name}'" in str(error):
                 continue  # another client loaded it meanwhile: look again
+            if isinstance(error, NoPermissionError):
+                raise LibraryPermissionError(
+                    f"this Redis user may not run FUNCTION LOAD ({error}); load {lib.name} as a "
+                    "user who may (pyredislua load), or use mode='auto' to fall back to scripts")
             raise LibraryConflictError(f"FUNCTION LOAD of {lib.name} failed: {error}")
         raise LibraryError(f"could not settle which {lib.name} the server holds")
 
@@ -324,6 +328,10 @@ class Engine:
         replies = yield batch
         for op, per_node in zip(ops, replies):
             for reply in per_node:
+                if isinstance(reply, NoPermissionError):
+                    raise LibraryPermissionError(
+                        f"this Redis user may not run SCRIPT LOAD ({reply}); grant it, or load "
+                        "the scripts as a user who may (pyredislua load --mode script)")
                 if isinstance(reply, BaseException):
                     raise reply
                 if text(reply) != op.sha:
