@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -25,7 +26,9 @@ from pyredislua.ratelimit import (
     check_all,
     decide_call,
     hit_all,
+    reset_call,
 )
+from pyredislua.ratelimit.ops import acquire_call, batch_call, release_call, renew_call
 from tests.conftest import snapshot
 
 pytestmark = pytest.mark.ratelimit
@@ -36,6 +39,11 @@ CLASSES = [GCRA, TokenBucket, SlidingLog, SlidingWindow, FixedWindow]
 def _all_keys_have_ttl(r: redis.Redis) -> None:
     for key in r.scan_iter():
         assert r.pttl(key) != -1, key  # -1: no TTL (-2: expired since the scan)
+
+
+def _entries(r: redis.Redis, key: str) -> int:
+    """Admitted units in a sliding log (its marker member, scored 0, is not one)."""
+    return int(r.zcount(key, "(0", "+inf"))
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
@@ -100,12 +108,12 @@ def test_multiple_rates_are_charged_all_or_none(client: pyredislua.Client, r: re
                                                 ) -> None:
     lim = SlidingLog(client, "api", "2/10s", "3/60s")
     keys = lim.keys("u")
-    assert keys == ["prl:rl:{u}:api:u:10000", "prl:rl:{u}:api:u:60000"]
+    assert keys == ["prl:rl:{u}:sliding_log:api:u:10000", "prl:rl:{u}:sliding_log:api:u:60000"]
     assert lim.hit("u").allowed and lim.hit("u").allowed
     d = lim.hit("u")
     assert not d.allowed and d.binding == 0
     assert [x.allowed for x in d.limits] == [False, True]
-    assert [r.zcard(k) for k in keys] == [2, 2]  # the 60 s limit was not charged either
+    assert [_entries(r, k) for k in keys] == [2, 2]  # the 60 s limit was not charged either
 
 
 def test_per_user_and_per_tenant_limits_under_one_tag(client: pyredislua.Client, r: redis.Redis
@@ -129,25 +137,130 @@ def test_reset_and_inspect(client: pyredislua.Client, r: redis.Redis) -> None:
     lim = TokenBucket(client, "api", "2/10s")
     lim.hit("u")
     [state] = lim.inspect("u")
-    assert state.type == "hash" and state.fields is not None
-    assert int(state.fields["u"]) == 1 * 10_000 and 0 < state.pttl_ms <= 5_000
+    assert state.type == "string" and state.algorithm == "token_bucket"
+    assert state.fields is not None and state.fields["period_ms"] == "10000"
+    assert int(state.fields["units"]) == 1 * 10_000 and 0 < state.pttl_ms <= 5_000
     assert lim.reset("u") == 1
     assert lim.inspect("u")[0].type == "none"
     assert lim.hit("u", 2).allowed
+    log = SlidingLog(client, "api", "3/10s")
+    at = log.hit("u", 2).now_ms
+    [state] = log.inspect("u")
+    assert (state.type, state.algorithm, state.count) == ("zset", "sliding_log", 2)
+    assert state.oldest == state.newest == float(at)
 
 
 def test_limiter_state_of_the_wrong_kind_is_a_typed_error(client: pyredislua.Client,
                                                           r: redis.Redis) -> None:
-    r.set("prl:rl:{u}:api:u:1000", "garbage")
-    r.hset("prl:rl:{v}:api:v:1000", "u", "x")
+    r.set("prl:rl:{u}:gcra:api:u:1000", "garbage")
+    r.set("prl:rl:{v}:token_bucket:api:v:1000", "tb:x")
+    r.hset("prl:rl:{w}:fixed_window:api:w:1000", "w", "1")
+    r.zadd("prl:rl:{x}:sliding_log:api:x:1000", {"1:1": 1})  # no marker: not a sliding log
     before = snapshot(r)
     with pytest.raises(RateLimiterStateError):
         GCRA(client, "api", "1/s").hit("u")
     with pytest.raises(RateLimiterStateError):
-        TokenBucket(client, "api", "1/s").hit("v")
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        SlidingLog(client, "api", "1/s").hit("u")
+        TokenBucket(client, "api", "1/s").check("v")
+    with pytest.raises(pyredislua.WrongTypeError):
+        FixedWindow(client, "api", "1/s").hit("w")
+    with pytest.raises(RateLimiterStateError):
+        SlidingLog(client, "api", "1/s").hit("x")
     assert snapshot(r) == before
+
+
+# Issue 8 §4: limiters never read another algorithm's state.
+
+
+def test_limiters_of_different_algorithms_never_share_a_key(client: pyredislua.Client,
+                                                            r: redis.Redis) -> None:
+    """Once, a token bucket and a sliding window of one name shared a key: one token-bucket hit
+    and the sliding window denied 5 of 5. The algorithm is part of every key name."""
+    limiters = [cls(client, "api", "10/s") for cls in CLASSES]
+    names = {lim.keys("alice")[0] for lim in limiters}
+    assert len(names) == len(CLASSES)
+    assert ConcurrencyLimiter(client, "api", 5).key("alice") not in names
+    assert TokenBucket(client, "api", "10/s").hit("alice").allowed
+    assert [SlidingWindow(client, "api", "10/s").hit("alice").allowed
+            for _ in range(5)] == [True] * 5
+    for lim in limiters:
+        assert lim.hit("alice").allowed, lim
+
+
+ALL_OPS = ["gcra", "token_bucket", "sliding_log", "sliding_window", "fixed_window"]
+
+
+def _state_call(algorithm: str, key: str, *, peek: bool = False, multi: bool = False,
+                batch: bool = False) -> Call[Any]:
+    limit = Limit(algorithm, Rate(5, 60_000), key)
+    if batch:
+        return batch_call([(limit, 1)])
+    if multi:  # ratelimit.multi: the mixed-algorithm op, with a second, innocent limit
+        other = Limit("gcra" if algorithm != "gcra" else "fixed_window", Rate(5, 60_000),
+                      "{s}:innocent")
+        return decide_call([Limit(algorithm, Rate(5, 60_000), key), other], 1, peek=peek)
+    return decide_call([limit], 1 if not peek else 0, peek=peek)
+
+
+PAIRS = [pytest.param(writer, reader, via, id=f"{writer}-read-by-{reader}-{via}")
+         for writer in [*ALL_OPS, "concurrency"] for reader in [*ALL_OPS, "concurrency"]
+         if writer != reader
+         for via in (["op"] if reader == "concurrency" else ["op", "peek", "multi", "batch"])]
+
+
+@pytest.mark.parametrize(("writer", "reader", "via"), PAIRS)
+def test_no_algorithm_reads_another_algorithms_state(
+        client: pyredislua.Client, r: redis.Redis, writer: str, reader: str, via: str) -> None:
+    """Every pair of algorithms (and the concurrency limiter) pointed at one key: the second
+    refuses the first one's state with a coded error (BADSTATE, or WRONGTYPE when the Redis type
+    differs) and changes nothing, whichever operation reads it."""
+    key = "{s}:shared"
+    if writer == "concurrency":
+        client.run(acquire_call(key, "lease-1", 3, 60_000))
+    else:
+        client.run(_state_call(writer, key))
+    before = snapshot(r)
+    if reader == "concurrency":
+        calls = [acquire_call(key, "lease-2", 3, 60_000), release_call(key, "lease-1"),
+                 renew_call(key, "lease-1", 60_000)]
+    else:
+        calls = [_state_call(reader, key, peek=via == "peek", multi=via == "multi",
+                             batch=via == "batch")]
+    for call in calls:
+        with pytest.raises(RateLimiterStateError) as caught:  # WrongTypeError is one too
+            client.run(call)
+        assert caught.value.code in ("BADSTATE", "WRONGTYPE"), caught.value
+        assert snapshot(r) == before, call
+
+
+def test_state_without_its_marker_is_refused(client: pyredislua.Client, r: redis.Redis) -> None:
+    """State in the unmarked 1.3 layout, or anyone's data of the right Redis type, is refused."""
+    r.set("{s}:g", "1764000000000:0:5", px=60_000)  # a GCRA value as 1.3 wrote it
+    r.set("{s}:t", "123")
+    r.zadd("{s}:l", {"1764000000000:1": 1764000000000})  # a 1.3 sliding log
+    r.zadd("{s}:c", {"lease": 1764000000000})  # a 1.3 concurrency zset
+    before = snapshot(r)
+    for call in (_state_call("gcra", "{s}:g"), _state_call("token_bucket", "{s}:t"),
+                 _state_call("sliding_window", "{s}:t"), _state_call("fixed_window", "{s}:t"),
+                 _state_call("sliding_log", "{s}:l"), _state_call("sliding_log", "{s}:l", peek=True),
+                 acquire_call("{s}:c", "x", 1, 1000), release_call("{s}:c", "lease"),
+                 renew_call("{s}:c", "lease", 1000), reset_call(["{s}:t"]),
+                 reset_call(["{s}:g", "{s}:nothing"])):
+        with pytest.raises(RateLimiterStateError):
+            client.run(call)
+    assert snapshot(r) == before
+
+
+def test_reset_deletes_only_limiter_state(client: pyredislua.Client, r: redis.Redis) -> None:
+    keys = ["{s}:a", "{s}:b", "{s}:c", "{s}:d"]
+    client.run(_state_call("gcra", keys[0]))
+    client.run(_state_call("sliding_log", keys[1]))
+    client.run(acquire_call(keys[2], "l", 1, 60_000))
+    r.set("{s}:user-data", "precious")
+    with pytest.raises(RateLimiterStateError):
+        client.run(reset_call([*keys, "{s}:user-data"]))
+    assert r.exists(*keys[:3]) == 3  # all or none
+    assert client.run(reset_call(keys)) == 3
+    assert r.exists(*keys) == 0 and r.get("{s}:user-data") == b"precious"
 
 
 def test_decorator_sync(client: pyredislua.Client) -> None:
@@ -332,13 +445,13 @@ def test_cli_inspect_check_hit_reset(redis_url: str, r: redis.Redis,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     from pyredislua.cli import main
 
-    key = "prl:rl:{u}:api:u:1000"
+    key = "prl:rl:{u}:gcra:api:u:1000"
     assert main(["ratelimit", "hit", "--url", redis_url, key, "--rate", "2/s"]) == 0
     assert main(["ratelimit", "check", "--url", redis_url, key, "--rate", "2/s",
                  "--cost", "2"]) == 2
     assert main(["ratelimit", "inspect", "--url", redis_url, key]) == 0
     out = capsys.readouterr().out
-    assert "allowed: remaining 1" in out and "denied" in out and "gcra tat=" in out
+    assert "allowed: remaining 1" in out and "denied" in out and "gcra tat_ms=" in out
     assert main(["ratelimit", "reset", "--url", redis_url, key]) == 0
     assert r.exists(key) == 0
 

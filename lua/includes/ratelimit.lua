@@ -22,7 +22,9 @@
 --   concurrency     zset of lease ids scored by lease end, and the marker member
 --                   RATELIMIT_SLOTS_MARK scored 0 (longer than any lease id, so never one)
 
-local RATELIMIT_SLOTS_MARK = '~pyredislua:concurrency:' .. string.rep('~', 110)
+-- (a literal: the library's main chunk runs without the string library at FUNCTION LOAD)
+local RATELIMIT_SLOTS_MARK =
+  '~pyredislua:concurrency:~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'
 
 local function ratelimit_div(a, b)
   -- floor(a / b) for integers 0 <= a < 2^53, 1 <= b < 2^53, exactly.

@@ -3,6 +3,7 @@ name: ratelimit.acquire
 version: 1.1.0
 summary: Take a slot of a concurrency limit (at most limit leases in flight) for a lease id; leases expire if their holder dies.
 flags: none
+resend: safe
 includes: ratelimit
 keys:
   slots: zset; live lease ids scored by the server time their lease ends, and a marker member (134 bytes, longer than any lease id) scored 0; expires with the last lease

@@ -3,6 +3,7 @@ name: ratelimit.batch
 version: 1.1.0
 summary: Many independent single-limit decisions in one call (e.g. one tenant's users): each key admitted or denied on its own.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
   each: any; 1..256 distinct keys, one per decision, all under one hash tag; state as in ratelimit.<algorithm>

@@ -3,6 +3,7 @@ name: ratelimit.fixed_window
 version: 1.1.0
 summary: Charge a request against one or more fixed window (up to 2*limit across a window boundary) limits, all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
   each: string; 1..16 keys, one per limit, all under one hash tag; each a string "fw:<window index>:<count>"; expires at the window end

@@ -3,6 +3,7 @@ name: ratelimit.gcra
 version: 1.1.0
 summary: Charge a request against one or more GCRA (generic cell rate algorithm) limits, all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
   each: string; 1..16 keys, one per limit, all under one hash tag; each a string "gcra:<tat_ms>:<frac>:<limit>", the theoretical arrival time; expires when the bucket is full again

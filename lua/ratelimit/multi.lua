@@ -3,6 +3,7 @@ name: ratelimit.multi
 version: 1.1.0
 summary: Charge a request against several limits of mixed algorithms (e.g. per user and per tenant), all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
   each: any; 1..16 keys, one per limit, all under one hash tag; state as in ratelimit.<algorithm>

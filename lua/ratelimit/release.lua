@@ -3,6 +3,7 @@ name: ratelimit.release
 version: 1.1.0
 summary: Release a concurrency lease by its id, freeing its slot at once.
 flags: allow-oom
+resend: safe
 includes: ratelimit
 keys:
   slots: zset; live lease ids scored by the server time their lease ends, and the concurrency marker

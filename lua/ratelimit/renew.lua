@@ -3,6 +3,7 @@ name: ratelimit.renew
 version: 1.1.0
 summary: Extend a live concurrency lease to end ttl_ms from now (a holder still working).
 flags: allow-oom
+resend: safe
 includes: ratelimit
 keys:
   slots: zset; live lease ids scored by the server time their lease ends, and the concurrency marker

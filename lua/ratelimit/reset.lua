@@ -3,6 +3,7 @@ name: ratelimit.reset
 version: 1.1.0
 summary: Forget the state of one or more rate limiter keys (back to full); refuses keys that hold anything else.
 flags: allow-oom
+resend: safe
 includes: ratelimit
 keys: variadic
   each: any; 1..16 ratelimit keys of any algorithm (or concurrency limiters), all under one hash tag

@@ -3,6 +3,7 @@ name: ratelimit.sliding_log
 version: 1.1.0
 summary: Charge a request against one or more sliding log (exact: never more than limit in any period) limits, all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
   each: zset; 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member "<ms>:<n>" per admitted unit scored by its server time, and the marker member "" scored 0; expires a period after the newest

@@ -3,6 +3,7 @@ name: ratelimit.sliding_window
 version: 1.1.0
 summary: Charge a request against one or more sliding window counter (approximate: see docs/ratelimit.md for its bound) limits, all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
   each: string; 1..16 keys, one per limit, all under one hash tag; each a string "sw:<window index>:<count>:<previous count>"; expires after the next window

@@ -3,6 +3,7 @@ name: ratelimit.token_bucket
 version: 1.1.0
 summary: Charge a request against one or more token bucket limits, all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
   each: string; 1..16 keys, one per limit, all under one hash tag; each a string "tb:<tokens*period>:<ts_ms>:<period_ms>"; expires when the bucket is full again
