@@ -34,6 +34,7 @@ from tests.conftest import snapshot
 pytestmark = pytest.mark.ratelimit
 
 CLASSES = [GCRA, TokenBucket, SlidingLog, SlidingWindow, FixedWindow]
+ALGO_CLASSES = {cls.algorithm: cls for cls in CLASSES}
 
 
 def _all_keys_have_ttl(r: redis.Redis) -> None:
@@ -487,3 +488,67 @@ def test_bad_batches_change_nothing(client: pyredislua.Client, r: redis.Redis,
     with pytest.raises(pyredislua.BadArgumentError):
         client.run(Call("ratelimit.batch", keys, args))
     assert snapshot(r) == before
+
+
+def _wait_server_ms(client: pyredislua.Client, lim: Limiter[pyredislua.Client], due: int) -> None:
+    deadline = time.monotonic() + 5
+    while lim.check("u", 0).now_ms < due:
+        assert time.monotonic() < deadline, "the server clock did not advance"
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("how", ["alone", "denied-by-another", "batch"])
+def test_sliding_log_counts_exactly_with_expired_entries(client: pyredislua.Client,
+                                                         r: redis.Redis, how: str) -> None:
+    """A sliding-log hit counts its entries with the ZREVRANK of its marker (all entries, expired
+    ones too) and, when even that total leaves room, learns the exact live count from the trim:
+    what it reports must be exact whichever way the call ends."""
+    log = SlidingLog(client, "api", "5/100ms")
+    first = log.hit("u", 2)
+    _wait_server_ms(client, log, first.now_ms + 100)  # both entries have left the window
+    if how == "alone":
+        d = log.hit("u")
+        assert d.allowed and d.remaining == 4
+    elif how == "batch":
+        [d] = log.hit_many(["u"], tag="u")
+        assert d.allowed and d.remaining == 4
+    else:
+        gone = GCRA(client, "gone", "1/60s")
+        assert gone.hit("u").allowed
+        d = hit_all(client, [(log, "u"), (gone, "u")], tag="u")
+        assert not d.allowed and d.binding == 1
+        assert (d.limits[0].allowed, d.limits[0].remaining) == (True, 4)  # was 2: a bound
+    assert log.check("u", 0).remaining == (4 if how != "denied-by-another" else 5)
+
+
+# Issue 8 §1: an error reply changes nothing, in multi-key operations too.
+
+
+@pytest.mark.parametrize("bad", ["another-algorithm", "garbage", "wrong-type"])
+@pytest.mark.parametrize("op", ["batch", "multi", "hit_all"])
+def test_a_bad_later_key_charges_no_earlier_one(client: pyredislua.Client, r: redis.Redis,
+                                                op: str, bad: str) -> None:
+    """Once, ratelimit.batch charged the first keys and then failed on a later one: every retry
+    charged them again. Every key is now read and checked before the first is charged."""
+    lims = [cls(client, f"n{i}", "10/60s") for i, cls in enumerate(CLASSES)]
+    limits = [lim.limits("x", tag="t")[0] for lim in lims]
+    for lim in lims:  # existing state, so 'unchanged' means something
+        assert lim.hit("x", tag="t").allowed
+    last = limits[-1].key
+    r.delete(last)
+    if bad == "another-algorithm":
+        client.run(decide_call([Limit("gcra", Rate(10, 60_000), last)], 1))
+    elif bad == "garbage":
+        r.set(last, "fw:not-a-count")
+    else:
+        r.lpush(last, "x")
+    before = snapshot(r)
+    for _ in range(3):  # a caller retrying the failed call
+        with pytest.raises(RateLimiterStateError):
+            if op == "batch":
+                client.run(batch_call([(lim, 1) for lim in limits]))
+            elif op == "multi":
+                client.run(decide_call(limits, 1))
+            else:
+                hit_all(client, [(lim, "x") for lim in lims], tag="t")
+        assert snapshot(r) == before

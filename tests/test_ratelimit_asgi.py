@@ -79,5 +79,5 @@ def test_middleware_answers_429_with_retry_after_and_ratelimit_fields(server: st
         assert http.get("/").status_code == 200
         assert "ratelimit" not in http.get("/").headers
     # the denial charged nothing
-    assert r.zcard("prl:rl:{alice}:api:alice:2000") == 3
-    assert r.zcard("prl:rl:{alice}:api:alice:60000") == 3
+    assert r.zcount("prl:rl:{alice}:sliding_log:api:alice:2000", "(0", "+inf") == 3
+    assert r.zcount("prl:rl:{alice}:sliding_log:api:alice:60000", "(0", "+inf") == 3
