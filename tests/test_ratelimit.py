@@ -242,7 +242,8 @@ def test_state_without_its_marker_is_refused(client: pyredislua.Client, r: redis
     before = snapshot(r)
     for call in (_state_call("gcra", "{s}:g"), _state_call("token_bucket", "{s}:t"),
                  _state_call("sliding_window", "{s}:t"), _state_call("fixed_window", "{s}:t"),
-                 _state_call("sliding_log", "{s}:l"), _state_call("sliding_log", "{s}:l", peek=True),
+                 _state_call("sliding_log", "{s}:l"),
+                 _state_call("sliding_log", "{s}:l", peek=True),
                  acquire_call("{s}:c", "x", 1, 1000), release_call("{s}:c", "lease"),
                  renew_call("{s}:c", "lease", 1000), reset_call(["{s}:t"]),
                  reset_call(["{s}:g", "{s}:nothing"])):

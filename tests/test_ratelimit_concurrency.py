@@ -97,7 +97,7 @@ def test_multi_limit_charges_all_or_none_under_contention(redis_url: str, r: red
     assert 0 < total <= 50
     assert all(v <= 30 for v in per_user.values())
     # what the server holds is exactly what the admitted decisions charged: no partial charge
-    def entries(key: str) -> int:  # the sliding log's marker member (scored 0) is no entry
+    def entries(key: str) -> int:  # the sliding log marker (scored 0) is no entry
         return int(r.zcount(key, "(0", "+inf"))
 
     assert entries("prl:rl:{acme}:sliding_log:tenant:acme:60000") == total

@@ -17,7 +17,7 @@
 --   token_bucket    string "tb:<tokens*period>:<ts_ms>:<period>"
 --   fixed_window    string "fw:<window index>:<count>"
 --   sliding_window  string "sw:<window index>:<count>:<previous count>"
---   sliding_log     zset, one member per admitted unit ("<ms>:<seq>" scored by ms) and the
+--   sliding_log     zset, one member per admitted unit ("<ms>:<n>" scored by ms) and the
 --                   marker member "" scored 0 (read with ZREVRANK, which also counts the entries)
 --   concurrency     zset of lease ids scored by lease end, and the marker member
 --                   RATELIMIT_SLOTS_MARK scored 0 (longer than any lease id, so never one)
@@ -139,45 +139,61 @@ local function ratelimit_token_bucket(s, cost, now)
   return r
 end
 
--- Sliding log: sorted set, one member per unit of cost, scored by its server time, plus the
--- marker "" scored 0 (the lowest rank). An entry counts while now - score < period: never more
--- than `limit` in any window of `period` ms.
+-- Sliding log: sorted set, one member "<ms>:<n>" per unit of cost scored by its server time, and
+-- the marker member "" scored 0, below every entry. An entry counts while now - score < period:
+-- never more than `limit` in any window of `period` ms. The ZREVRANK of the marker checks it and
+-- counts the entries (live or not) in one call; live entries are the highest, so the k-th oldest
+-- live one sits at a rank computed from that total alone. A hit far from the limit needs no count
+-- (the trim's reply makes it exact); a denial of cost 1 reads one entry instead of counting.
 local function ratelimit_sliding_log(s, cost, now)
   local L, P = s.limit, s.period
   local floor_score = now - P -- entries scored <= floor_score have left the window
-  -- ZREVRANK of the marker checks it and counts every entry, live or not, in one call. When even
-  -- that total leaves room, a hit is admitted without a ZCOUNT: the trim's reply makes it exact.
   local total = redis.call('ZREVRANK', s.key, '')
-  local exists = true
   if not total then
-    exists = ratelimit_zset_absent(s.key, 'sliding_log')
     total = 0
+    ratelimit_zset_absent(s.key, 'sliding_log')
   end
-  local count, exact = total, not exists
+  local count, exact = total, total == 0 -- the live entries; an upper bound while not exact
   local function count_live()
     if not exact then
       count = redis.call('ZCOUNT', s.key, '(' .. floor_score, '+inf')
       exact = true
     end
   end
-  if total + cost > L or not s.write then count_live() end
+  local function newest()
+    return tonumber(redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')[2])
+  end
   local r = {ok = false, retry = -1, reset = 0}
-  if cost <= L and count + cost <= L then
+  local retry_score = nil -- the entry whose leaving admits this cost
+  if cost > L then
+    count_live()
+  elseif count + cost > L then
+    -- the (count + cost - L)-th oldest live entry sits at rank total + cost - L (the marker is 0)
+    local rank = total + cost - L
+    local e = redis.call('ZRANGE', s.key, rank, rank, 'WITHSCORES')
+    if tonumber(e[2]) > floor_score then
+      retry_score = tonumber(e[2])
+      -- denied: count >= L - cost + 1; with cost 1 nothing remains, else count them
+      if cost == 1 then count, exact = L, true else count_live() end
+    else
+      count = L - cost -- at most this many are live: admitted (counted below if need be)
+    end
+  end
+  if not s.write then count_live() end
+  if cost <= L and not retry_score then
     r.ok, r.retry = true, 0
     r.remaining = L - count - cost -- exact once counted or committed
-    if cost > 0 then r.reset = P end
+    if cost > 0 then r.reset = P elseif count > 0 then r.reset = newest() + P - now end
     if not exact then
-      -- another limit of the call denies: report this one exactly
-      r.settle = function()
+      r.settle = function() -- another limit of the call denies: report this one exactly
         count_live()
         r.remaining = L - count - cost
       end
     end
     r.commit = function()
       local args = {}
-      if exists then
-        local removed = redis.call('ZREMRANGEBYSCORE', s.key, '(0', floor_score)
-        if not exact then count, exact = total - removed, true end
+      if total > 0 then
+        count, exact = total - redis.call('ZREMRANGEBYSCORE', s.key, '(0', floor_score), true
       else
         args[1], args[2] = 0, ''
       end
@@ -195,19 +211,11 @@ local function ratelimit_sliding_log(s, cost, now)
       redis.call('PEXPIRE', s.key, P)
       r.remaining = L - count - cost
     end
-    if cost > 0 or count == 0 then return r end
-  else
-    r.remaining = L - count
-    if cost <= L then
-      -- wait until the (count + cost - L)-th oldest live entry leaves the window
-      local e = redis.call('ZRANGEBYSCORE', s.key, '(' .. floor_score, '+inf', 'WITHSCORES',
-        'LIMIT', count + cost - L - 1, 1)
-      r.retry = tonumber(e[2]) + P - now
-    end
-    if count == 0 then return r end
+    return r
   end
-  local newest = redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')
-  r.reset = math.max(0, tonumber(newest[2]) + P - now)
+  if retry_score then r.retry = retry_score + P - now end
+  r.remaining = math.max(0, L - count)
+  if count > 0 then r.reset = math.max(0, newest() + P - now) end
   return r
 end
 
@@ -291,15 +299,19 @@ local function ratelimit_sliding_window(s, cost, now)
   return r
 end
 
-local RATELIMIT_ALGORITHMS = {
-  gcra = ratelimit_gcra,
-  token_bucket = ratelimit_token_bucket,
-  sliding_log = ratelimit_sliding_log,
-  sliding_window = ratelimit_sliding_window,
-  fixed_window = ratelimit_fixed_window,
-}
-local RATELIMIT_ALGORITHM_NAMES = {'gcra', 'token_bucket', 'sliding_log', 'sliding_window',
-  'fixed_window'}
+-- (functions and branches, not tables: a script runs this whole file on every call)
+local function ratelimit_algorithm(name)
+  if name == 'gcra' then return ratelimit_gcra end
+  if name == 'token_bucket' then return ratelimit_token_bucket end
+  if name == 'sliding_log' then return ratelimit_sliding_log end
+  if name == 'sliding_window' then return ratelimit_sliding_window end
+  return ratelimit_fixed_window
+end
+
+local function ratelimit_algorithm_arg(argv, j)
+  return prl_enum(argv, j, 'algorithm', {'gcra', 'token_bucket', 'sliding_log', 'sliding_window',
+    'fixed_window'}, nil)
+end
 
 -- Validate one limit's arguments (limit, period_ms, burst at argv[j..j+2]).
 local function ratelimit_spec(key, a, argv, j, write)
@@ -335,7 +347,7 @@ local function ratelimit_specs(keys, argv, start, per, algo, write)
     local j = start + (i - 1) * per
     local a = algo
     if per == 4 then
-      a = prl_enum(argv, j, 'algorithm', RATELIMIT_ALGORITHM_NAMES, nil)
+      a = ratelimit_algorithm_arg(argv, j)
       j = j + 1
     end
     specs[i] = ratelimit_spec(key, a, argv, j, write)
@@ -351,7 +363,7 @@ local function ratelimit_decide(keys, argv, start, per, algo, cost, write)
   local now = prl_now_ms()
   local decisions, all_ok = {}, true
   for i, s in ipairs(specs) do
-    local d = RATELIMIT_ALGORITHMS[s.algo](s, cost, now)
+    local d = ratelimit_algorithm(s.algo)(s, cost, now)
     decisions[i] = d
     if not d.ok then all_ok = false end
   end

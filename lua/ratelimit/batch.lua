@@ -28,7 +28,7 @@ for i = 1, n do
   if seen[key] then prl_fail('BADARG', 'key ' .. prl_shown(key) .. ' is given twice') end
   seen[key] = true
   local j = (i - 1) * 5 + 1
-  local a = prl_enum(ARGV, j, 'algorithm', RATELIMIT_ALGORITHM_NAMES, nil)
+  local a = ratelimit_algorithm_arg(ARGV, j)
   local s = ratelimit_spec(key, a, ARGV, j + 1, true)
   local cost = prl_int(ARGV, j + 4, 'cost', 1, 1000000, nil)
   if a == 'sliding_log' and cost <= s.limit then log_units = log_units + cost end
@@ -40,7 +40,7 @@ end
 local now = prl_now_ms()
 local decisions = {}
 for i, s in ipairs(specs) do
-  decisions[i] = RATELIMIT_ALGORITHMS[s.algo](s, costs[i], now)
+  decisions[i] = ratelimit_algorithm(s.algo)(s, costs[i], now)
 end
 local out = {now}
 for _, d in ipairs(decisions) do

@@ -26,12 +26,12 @@ elseif t == 'hash' then
   for i = 1, math.min(#h, 16) do out[#out + 1] = h[i] end
 elseif t == 'zset' then
   -- a limiter's marker is its lowest member (scored 0, below every timestamp)
-  local skip = kind and 1 or 0
-  local count = rcall('ZCARD', limiter_key) - skip
-  local first = rcall('ZRANGE', limiter_key, skip, skip, 'WITHSCORES')
-  local last = rcall('ZRANGE', limiter_key, -1, -1, 'WITHSCORES')
+  local low, high = kind and 1 or 0, -1
+  local count = rcall('ZCARD', limiter_key) - (kind and 1 or 0)
+  local first = rcall('ZRANGE', limiter_key, low, low, 'WITHSCORES')
+  local last = rcall('ZRANGE', limiter_key, high, high, 'WITHSCORES')
   out[4] = count
-  out[5] = first[2] or false
+  out[5] = count > 0 and first[2] or false
   out[6] = count > 0 and last[2] or false
   out[7] = kind or 'unknown'
 end
