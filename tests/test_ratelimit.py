@@ -29,6 +29,7 @@ from pyredislua.ratelimit import (
     reset_call,
 )
 from pyredislua.ratelimit.ops import acquire_call, batch_call, release_call, renew_call
+from pyredislua.server import RedisServer
 from tests.conftest import snapshot
 
 pytestmark = pytest.mark.ratelimit
@@ -553,3 +554,85 @@ def test_a_bad_later_key_charges_no_earlier_one(client: pyredislua.Client, r: re
             else:
                 hit_all(client, [(lim, "x") for lim in lims], tag="t")
         assert snapshot(r) == before
+
+
+# Issue 14 item 2: when Redis cannot decide, the failure mode does.
+
+
+def _unreachable() -> redis.Redis:
+    from pyredislua.server import free_port
+
+    return redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=None)
+
+
+def test_unreachable_redis_fails_open_by_default_or_closed_or_raises() -> None:
+    conn = _unreachable()
+    client = pyredislua.Client(conn, mode="function")
+    d = GCRA(client, "api", "5/s", "100/h").hit("u")
+    assert d.allowed and d.degraded and isinstance(d.error, redis.ConnectionError)
+    assert len(d.limits) == 2 and "error=" in repr(d)
+    d = GCRA(client, "api", "5/s", on_failure="closed").hit("u")
+    assert not d.allowed and d.retry_after_ms == 1000 and d.degraded
+    closed = pyredislua.ratelimit.Failure("closed", retry_after_ms=250)
+    assert FixedWindow(client, "api", "5/s", on_failure=closed).hit("u").retry_after_ms == 250
+    with pytest.raises(redis.ConnectionError):
+        GCRA(client, "api", "5/s", on_failure="raise").hit("u")
+    assert SlidingLog(client, "api", "5/s").check("u").degraded
+    assert all(d.allowed and d.degraded for d in GCRA(client, "a", "5/s").hit_many(
+        ["u", "v"], tag="t"))
+    per_user, per_tenant = GCRA(client, "u", "5/s"), FixedWindow(client, "t", "50/s")
+    assert hit_all(client, [(per_user, "a"), (per_tenant, "t")], tag="t").degraded
+    assert not hit_all(client, [(per_user, "a"), (per_tenant, "t")], tag="t",
+                       on_failure="closed").allowed
+    with pytest.raises(ValueError):
+        GCRA(client, "api", "5/s", on_failure="maybe")  # type: ignore[arg-type]
+    conn.close()
+
+
+def test_the_decorator_and_the_concurrency_limiter_follow_the_failure_mode() -> None:
+    conn = _unreachable()
+    client = pyredislua.Client(conn, mode="function")
+    calls = []
+
+    @GCRA(client, "api", "5/s").limit(key="u")
+    def admitted() -> None:
+        calls.append(1)
+
+    @GCRA(client, "api", "5/s", on_failure="closed").limit(key="u")
+    def refused() -> None:
+        calls.append(2)
+
+    admitted()
+    with pytest.raises(RateLimitExceeded, match="unavailable and fails closed"):
+        refused()
+    assert calls == [1]
+    jobs = ConcurrencyLimiter(client, "jobs", 2)
+    slot = jobs.acquire("t")
+    assert slot.acquired and slot.decision.degraded
+    assert not jobs.release(slot) and not jobs.renew(slot)  # nothing was recorded: no call
+    with jobs.hold("t"):  # an unrecorded slot: nothing to release on the way out
+        pass
+    with pytest.raises(RateLimitExceeded), ConcurrencyLimiter(
+            client, "jobs", 2, on_failure="closed").hold("t"):
+        pass
+    conn.close()
+
+
+def test_errors_that_are_not_outages_always_raise(client: pyredislua.Client,
+                                                  r: redis.Redis) -> None:
+    r.set("prl:rl:{u}:sliding_log:api:u:1000", "x")
+    with pytest.raises(pyredislua.WrongTypeError):
+        SlidingLog(client, "api", "5/s").hit("u")  # fails open, yet a wrong key is no outage
+    with pytest.raises(ValueError):
+        GCRA(client, "api", "5/s").hit("u", 0)
+
+
+def test_leaving_hold_after_redis_went_away_leaves_the_lease_to_run_out(
+        own_server: RedisServer) -> None:
+    conn = redis.Redis(port=own_server.port, socket_connect_timeout=0.2, retry=None)
+    jobs = ConcurrencyLimiter(pyredislua.Client(conn, mode="function"), "jobs", 2, ttl=5)
+    with jobs.hold("t") as slot:
+        assert slot.acquired and not slot.decision.degraded
+        own_server.stop()
+    # no exception: the lease ends on its own within ttl (the server is gone anyway)
+    conn.close()
