@@ -636,3 +636,33 @@ def test_leaving_hold_after_redis_went_away_leaves_the_lease_to_run_out(
         own_server.stop()
     # no exception: the lease ends on its own within ttl (the server is gone anyway)
     conn.close()
+
+
+# Issue 8 §3: every key the rate limiters write has a lifecycle.
+
+
+def test_lifecycle_every_key_ends_on_its_own(client: pyredislua.Client, r: redis.Redis) -> None:
+    """Every operation that writes, on every algorithm (several rates, mixed limits, batches,
+    re-sent hits, limits lowered and raised, a concurrency holder that never releases): once
+    each limiter has idled past its reset (at most two periods; a lease's ttl), no key is left.
+    The rate limiters keep no durable key (README: rate limiting, lifecycle)."""
+    from tests.faultkit import wait_for
+
+    period = "4/150ms"
+    limiters = [cls(client, "life", period, "10/300ms") for cls in CLASSES]
+    for lim in limiters:
+        for identity in ("a", "b"):
+            for _ in range(6):
+                lim.hit(identity)
+            lim.hit(identity, 2, tag="tenant")
+    singles = [cls(client, "single", period) for cls in CLASSES]
+    for lim in singles:
+        lim.hit_many(["c", "d", "e"], tag="tenant")
+        type(lim)(client, "single", "2/150ms").hit("c", tag="tenant")  # a lowered limit
+    hit_all(client, [(singles[0], "a"), (singles[2], "t"), (singles[4], "t")], tag="t")
+    jobs = ConcurrencyLimiter(client, "life", 3, ttl=0.2)
+    kept, crashed = jobs.acquire("t"), jobs.acquire("t")
+    assert jobs.renew(kept, 0.3) and jobs.release(kept)
+    assert crashed.acquired  # never released: its holder "died"
+    _all_keys_have_ttl(r)
+    wait_for(lambda: not list(r.scan_iter()), 5, "every rate-limit key to expire")
