@@ -57,13 +57,17 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+Peek = Callable[[], Call[Decision]]
+
+
 def guarded(client: Client | AsyncClient, call: Call[T], failure: Failure,
-            fallback: Callable[[BaseException], T], peek: Call[Decision] | None = None
+            fallback: Callable[[BaseException], T], peek: Peek | None = None
             ) -> T | Awaitable[T]:
     """Run ``call``; when Redis is unreachable or refuses it and ``failure`` decides such
-    errors, return ``fallback(error)`` instead. A refused call (nothing ran) first runs ``peek``
-    (read-only, so allowed at maxmemory and on replicas): a denial it reports is returned as is.
-    The policy is sans-IO (:class:`Failure`); this only drives it, sync or asyncio."""
+    errors, return ``fallback(error)`` instead. A refused call (nothing ran) first runs the call
+    ``peek()`` builds (read-only, so allowed at maxmemory and on replicas): a denial it reports is
+    returned as is. The policy is sans-IO (:class:`Failure`); this only drives it, sync or
+    asyncio."""
     if isinstance(client, AsyncClient):
         return _guarded_async(client, call, failure, fallback, peek)
     try:
@@ -74,7 +78,7 @@ def guarded(client: Client | AsyncClient, call: Call[T], failure: Failure,
         failed = error
     if peek is not None and refused(failed):
         try:
-            checked = client.run(peek)
+            checked = client.run(peek())
         except Exception as error:
             if not failure.handles(error):
                 raise
@@ -85,8 +89,7 @@ def guarded(client: Client | AsyncClient, call: Call[T], failure: Failure,
 
 
 async def _guarded_async(client: AsyncClient, call: Call[T], failure: Failure,
-                         fallback: Callable[[BaseException], T],
-                         peek: Call[Decision] | None) -> T:
+                         fallback: Callable[[BaseException], T], peek: Peek | None) -> T:
     try:
         return await client.run(call)
     except Exception as error:
@@ -95,7 +98,7 @@ async def _guarded_async(client: AsyncClient, call: Call[T], failure: Failure,
         failed = error
     if peek is not None and refused(failed):
         try:
-            checked = await client.run(peek)
+            checked = await client.run(peek())
         except Exception as error:
             if not failure.handles(error):
                 raise
@@ -201,7 +204,7 @@ class Limiter(_Bound[C]):
             return self.client.run(call)
         n = len(self.rates)
         return guarded(self.client, call, failure, lambda e: failure.decision(e, n),
-                       self._call(identity, cost, tag, True))
+                       lambda: self._call(identity, cost, tag, True))
 
     @overload
     def check(self: Limiter[Client], identity: str, cost: int = 1, *,
@@ -362,7 +365,7 @@ def _all(client: Client | AsyncClient, entries: Sequence[tuple[Limiter[Any], str
         return client.run(call)
     n = len(call.keys)
     return guarded(client, call, failure, lambda e: failure.decision(e, n),
-                   None if peek else combined_call(entries, cost, tag=tag, peek=True))
+                   None if peek else lambda: combined_call(entries, cost, tag=tag, peek=True))
 
 
 @overload
