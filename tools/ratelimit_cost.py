@@ -80,10 +80,10 @@ def measure(variants: list[Variant], r: redis.Redis, rounds: int, calls: int
                 r.flushall()
                 hit = op.replace("_peek", "")
 
-                def keys(u: str, i: int = 0, v: Variant = v) -> list[str]:
+                def keys(u: str, i: int = 0, v: Variant = v, path: str = name.split()[0],
+                         nkeys: int = nkeys, fresh: bool = fresh) -> list[str]:
                     tail = f":{i}" if fresh else ""
-                    return [f"{{{v.name}:{u}}}:{name.split()[0]}:{k}{tail}"
-                            for k in range(nkeys)]
+                    return [f"{{{v.name}:{u}}}:{path}:{k}{tail}" for k in range(nkeys)]
 
                 for u in ids:
                     for _ in range(before):
