@@ -174,11 +174,13 @@ def _run(case: Case, server: FaultServer, fault: str, report: FaultReport) -> No
 
     # the limit holds: at most L admitted by Redis, per life of the state
     if lost_state:
-        # the state Redis holds now was born when it came back (t_end): a hit answered in the
-        # instant before the kill belongs to the life that ended
-        assert driver.admitted() - driver.admitted(t_end) <= L
-        assert driver.admitted(t_end) <= L
-        told = driver.admitted(t_end)
+        # Hits run one after another, and the server came back only after one failed: every
+        # admission before that failure was the old server's, every one after it the new one's.
+        outcomes = list(driver.outcomes)
+        down = next(i for i, o in enumerate(outcomes) if o.at >= t_fault and o.degraded)
+        old_life = sum(1 for o in outcomes[:down] if o.allowed and not o.degraded)
+        told = sum(1 for o in outcomes[down:] if o.allowed and not o.degraded)
+        assert old_life <= L and told <= L
     else:
         assert driver.admitted() <= L
         told = driver.admitted()
