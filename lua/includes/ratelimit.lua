@@ -480,7 +480,7 @@ local function ratelimit_fixed_window_one(key, cost, L, P, now, write)
       if write then
         redis.call('SET', key, string.format('fw:%d:%d', idx, cur + cost), 'PX', left)
       end
-      return 1, L - cur - cost, 0, left
+      return 1, L - cur - cost, 0, (cur + cost > 0) and left or 0
     end
     return 0, L - cur, left, cur > 0 and left or 0
   end
