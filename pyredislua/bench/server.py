@@ -16,8 +16,10 @@ back on a warm server. A peer's time is the sum over the commands it sends (a sc
 commands are inside its script's time); its commands column counts every command it makes Redis
 run, its own and those inside its scripts, scripts themselves not counted.
 
-Every figure is the median over ``--rounds`` rounds (the spread is the lowest and highest), the
-cases interleaved round by round, so load on a shared machine hits every row alike.
+Each round measures in chunks of 100 operations, each between its own reset and read, and keeps
+the median chunk; every figure is the median over ``--rounds`` rounds (the spread is the lowest
+and highest round), the cases interleaved round by round, so load on a shared machine hits every
+row alike.
 ``--against DIR`` renders another checkout's ``lua/`` into a second library name and measures it
 in the same rounds, alternating with this tree's.
 """
@@ -453,7 +455,8 @@ def _pipeline(r: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     return replies
 
 
-def _measure(r: redis.Redis, commands: Sequence[tuple[Any, ...]], instances: int) -> Sample:
+def _measure_chunk(r: redis.Redis, commands: Sequence[tuple[Any, ...]], instances: int
+                   ) -> Sample:
     r.config_resetstat()
     replies = _pipeline(r, commands)
     stats = _stats(r)
@@ -464,10 +467,22 @@ def _measure(r: redis.Redis, commands: Sequence[tuple[Any, ...]], instances: int
     for args in commands:
         verb = str(args[0]).lower()
         sent[verb] = sent.get(verb, 0) + 1
-    inner = _inner(stats) - sum(n for v, n in sent.items() if v not in _SCRIPT_VERBS)
     own = sum(n for v, n in sent.items() if v not in _SCRIPT_VERBS)
+    inner = _inner(stats) - own
     return Sample(_top_level(stats, sent) / instances, (inner + own) / instances,
                   len(commands) / instances)
+
+
+def _measure(r: redis.Redis, commands: Sequence[tuple[Any, ...]], instances: int) -> Sample:
+    """Time per instance: the median over chunks of _CHUNK instances, each between its own
+    reset and read, so a chunk the scheduler interrupted (a shared machine) does not skew it."""
+    per = max(1, len(commands) // instances)
+    chunks = [_measure_chunk(r, commands[i:i + per * _CHUNK],
+                             min(_CHUNK, (len(commands) - i) // per))
+              for i in range(0, len(commands), per * _CHUNK)]
+    return Sample(statistics.median(c.usec for c in chunks),
+                  statistics.mean(c.commands for c in chunks),
+                  statistics.mean(c.sent for c in chunks))
 
 
 class Variant:
