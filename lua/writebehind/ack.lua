@@ -1,19 +1,19 @@
 --[[
 name: writebehind.ack
-version: 1.0.0
+version: 1.0.1
 summary: Mark flushed records clean, each only if its version is unchanged since the claim; a record written meanwhile stays dirty.
-flags: none
+flags: allow-oom
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
   versions: hash; record key to the version of its latest write (negative: a delete)
-  meta: hash; record key to its msgpack state {s, a, q, p, e, dt} while not clean
-  dirty: zset; due dirty keys scored by the time they turned dirty
+  meta: hash; record key to its msgpack state {s, a, q, p, e, dt, z} while not clean
+  dirty: zset; due dirty keys scored by the time they turned dirty (suspects first)
   retry: zset; keys in retry backoff scored by the time they are due
   claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
   dead: zset; dead-lettered keys scored by the time they died
-  stats: hash; counters (seq is the version sequence)
-  signal: list; what an idle flusher blocks on
+  stats: hash; counters, seq (the last version) and the request ids of live claims
+  signal: list; what an idle flusher blocks on (one wake-up, expires)
 argv:
   claim_id: int 1..9007199254740991; the claim id claim returned; records claimed by another claim are left alone
   items: rest; 1..1000 (key, version) pairs: the versions written to the sink (negative for a delete)
@@ -29,8 +29,10 @@ local count = wb_groups(ARGV, items_start, 2, 'items', function(i)
   if v == 0 then prl_fail('BADARG', 'version must not be 0') end
 end)
 local now = prl_now_ms()
+local id_text = wb_int(claim_id)
 local keys = {}
 for j = 1, count do keys[j] = ARGV[items_start + 2 * (j - 1)] end
+-- read
 local versions, metas = {}, {}
 for i = 1, count, 1000 do
   local part = {unpack(keys, i, math.min(i + 999, count))}
@@ -41,31 +43,44 @@ for i = 1, count, 1000 do
     metas[i + n - 1] = ms[n]
   end
 end
-local clean, forget, out = {}, {}, {}
+local scores = wb_scores(K.claimed, keys)
+-- decide
+local w = wb_writes()
+local clean, forget, redo, others, out = {}, {}, {}, {}, {}
 for j = 1, count do
   local key, version = keys[j], tonumber(ARGV[items_start + 2 * j - 1])
   local current = tonumber(versions[j] or '0')
+  if versions[j] and not current then
+    prl_fail('BADSTATE', 'the version of record ' .. prl_shown(key) .. ' is not a number')
+  end
   local status = 2
   if metas[j] then
     if current == version then
       -- the sink holds this version: clean, whoever holds the claim now
       clean[#clean + 1] = key
       if current < 0 then forget[#forget + 1] = key end  -- a flushed tombstone is forgotten
+      if scores[j] and scores[j] ~= claim_id then others[wb_int(scores[j])] = true end
       status = 1
     elseif math.abs(current) > math.abs(version) then
       status = 0
-      if wb_holds(K, key, claim_id) then
-        rcall('ZREM', K.claimed, key)
-        local m = cmsgpack.unpack(metas[j])
-        m.s, m.p, m.a = m.p or now, nil, 0
-        wb_make_dirty(K, key, m)
+      if scores[j] == claim_id then
+        -- written since the claim: due again, with fresh attempts (the write went through)
+        local m = wb_meta(metas[j], key)
+        m.s, m.p, m.a, m.z = m.p or now, nil, 0, nil
+        redo[#redo + 1] = key
+        wb_make_dirty(w, key, m)
       end
     end
   end
   out[j] = status
 end
+-- write
+wb_chunked('ZREM', K.claimed, redo)
 for _, set in ipairs({K.claimed, K.dirty, K.retry, K.dead}) do wb_chunked('ZREM', set, clean) end
 wb_chunked('HDEL', K.meta, clean)
 wb_chunked('HDEL', K.versions, forget)
+wb_flush_writes(K, w)
 if #clean > 0 then rcall('HINCRBY', K.stats, 'acked', #clean) end
+wb_forget_claim(K, id_text)
+for other in pairs(others) do wb_forget_claim(K, other) end
 return out

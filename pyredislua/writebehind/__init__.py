@@ -23,7 +23,7 @@ Guarantee
   records will be rejected by the sink as older.
 """
 
-from .flusher import AsyncFlusher, FlushConfig, Flusher, FlusherTotals, FlushEvent
+from .flusher import AsyncFlusher, FlushConfig, Flusher, FlusherTotals, FlushEvent, StopReport
 from .ops import Claim, DeadRecord, Record, StoreKeys, StoreStats
 from .store import AsyncWriteBehind, WriteBehind
 
@@ -38,6 +38,7 @@ __all__ = [
     "FlusherTotals",
     "Record",
     "StoreKeys",
+    "StopReport",
     "StoreStats",
     "WriteBehind",
 ]
