@@ -43,7 +43,6 @@ for i = 1, count, 1000 do
     metas[i + n - 1] = ms[n]
   end
 end
-local scores = wb_scores(K.claimed, keys)
 -- decide
 local w = wb_writes()
 local clean, forget, redo, others, out = {}, {}, {}, {}, {}
@@ -59,11 +58,13 @@ for j = 1, count do
       -- the sink holds this version: clean, whoever holds the claim now
       clean[#clean + 1] = key
       if current < 0 then forget[#forget + 1] = key end  -- a flushed tombstone is forgotten
-      if scores[j] and scores[j] ~= claim_id then others[wb_int(scores[j])] = true end
+      -- a record cleaned here while another claim holds it was reaped from this claim (a
+      -- suspect, its meta carries z): that claim may be left empty, forget its request id
+      if string.find(metas[j], '\161z', 1, true) then others[#others + 1] = key end
       status = 1
     elseif math.abs(current) > math.abs(version) then
       status = 0
-      if scores[j] == claim_id then
+      if tonumber(rcall('ZSCORE', K.claimed, key) or '0') == claim_id then
         -- written since the claim: due again, with fresh attempts (the write went through)
         local m = wb_meta(metas[j], key)
         m.s, m.p, m.a, m.z = m.p or now, nil, 0, nil
@@ -74,6 +75,10 @@ for j = 1, count do
   end
   out[j] = status
 end
+local other_ids = {}
+for n, score in ipairs(wb_scores(K.claimed, others)) do
+  if score and score ~= claim_id then other_ids[wb_int(score)] = true end
+end
 -- write
 wb_chunked('ZREM', K.claimed, redo)
 for _, set in ipairs({K.claimed, K.dirty, K.retry, K.dead}) do wb_chunked('ZREM', set, clean) end
@@ -82,5 +87,5 @@ wb_chunked('HDEL', K.versions, forget)
 wb_flush_writes(K, w)
 if #clean > 0 then rcall('HINCRBY', K.stats, 'acked', #clean) end
 wb_forget_claim(K, id_text)
-for other in pairs(others) do wb_forget_claim(K, other) end
+for other in pairs(other_ids) do wb_forget_claim(K, other) end
 return out
