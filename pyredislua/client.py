@@ -37,10 +37,73 @@ def _is_cluster(conn: Any) -> bool:
     return hasattr(conn, "get_primaries")
 
 
+def _sends_once(conn: Any) -> bool:
+    """Whether this client can send commands without redis-py's automatic re-send: a plain
+    connection pool. Cluster clients and single-connection clients re-send as redis-py does."""
+    return not _is_cluster(conn) and getattr(conn, "connection", None) is None
+
+
+def _not_sent(error: Exception, *_: Any) -> None:
+    """Failure handler while connecting: nothing was sent yet, so retrying is safe."""
+
+
+def _send_once_sync(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send commands in one write on one connection and read their replies, without redis-py's
+    automatic re-send: a connection error or timeout once they are written reaches the caller,
+    who cannot know whether they ran. Connecting, before anything is written, is retried with
+    the client's retry policy. Error replies come back in place, as exceptions."""
+    pool = conn.connection_pool
+    retry = conn.get_retry()
+    connection = (retry.call_with_retry(pool.get_connection, _not_sent) if retry is not None
+                  else pool.get_connection())
+    try:
+        connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for args in commands:
+            try:
+                replies.append(conn.parse_response(connection, args[0]))
+            except ResponseError as error:
+                replies.append(error)
+        return replies
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+
+
+async def _send_once_async(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """:func:`_send_once_sync` on an asyncio client."""
+    pool = conn.connection_pool
+    retry = conn.get_retry()
+
+    async def _not_sent_async(error: Exception, *_: Any) -> None:
+        pass
+
+    connection = (await retry.call_with_retry(pool.get_connection, _not_sent_async)
+                  if retry is not None else await pool.get_connection())
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for args in commands:
+            try:
+                replies.append(await conn.parse_response(connection, args[0]))
+            except ResponseError as error:
+                replies.append(error)
+        return replies
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
 def _run_batch_sync(conn: Any, batch: Batch | Sleep) -> list[Any]:
     if isinstance(batch, Sleep):
         time.sleep(batch.seconds)
         return []
+    if any(c.once for c in batch) and _sends_once(conn):
+        return _send_once_sync(conn, [c.args for c in batch])
     if len(batch) == 1:
         cmd = batch[0]
         try:
@@ -64,6 +127,8 @@ async def _run_batch_async(conn: Any, batch: Batch | Sleep) -> list[Any]:
     if isinstance(batch, Sleep):
         await asyncio.sleep(batch.seconds)
         return []
+    if any(c.once for c in batch) and _sends_once(conn):
+        return await _send_once_async(conn, [c.args for c in batch])
     if len(batch) == 1:
         cmd = batch[0]
         try:
@@ -89,6 +154,7 @@ class _ClientBase:
         self.engine = Engine(library or render_library(), mode)
         pool = getattr(conn, "connection_pool", None)
         self.max_block = _max_block(getattr(pool, "connection_kwargs", {}) or {})
+        self._once = _sends_once(conn)
 
     @property
     def mode(self) -> str:
@@ -122,10 +188,13 @@ class Client(_ClientBase):
     def run(self, call: Call[T]) -> T:
         """Run one operation in one round trip (two if its code had to be loaded first)."""
         args = self.engine.args(call)
-        try:
-            reply = self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
-        except ResponseError as error:
-            reply = error
+        if call.op in self.engine.send_once_ops and self._once:
+            [reply] = _send_once_sync(self.redis, [args])
+        else:
+            try:
+                reply = self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+            except ResponseError as error:
+                reply = error
         outcome = self.engine.settle(call, reply)
         if outcome is RETRY:
             return self.drive(self.engine.run_one(call, reply, replied=True))
@@ -171,10 +240,13 @@ class AsyncClient(_ClientBase):
 
     async def run(self, call: Call[T]) -> T:
         args = self.engine.args(call)
-        try:
-            reply = await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
-        except ResponseError as error:
-            reply = error
+        if call.op in self.engine.send_once_ops and self._once:
+            [reply] = await _send_once_async(self.redis, [args])
+        else:
+            try:
+                reply = await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+            except ResponseError as error:
+                reply = error
         outcome = self.engine.settle(call, reply)
         if outcome is RETRY:
             return await self.drive(self.engine.run_one(call, reply, replied=True))

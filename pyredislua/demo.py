@@ -30,6 +30,11 @@ def _server(url: str | None) -> Iterator[str]:
         yield server.url
 
 
+def section_title(doc: str) -> str:
+    """A demo module's title: the first paragraph of its docstring, whole."""
+    return " ".join(doc.strip().split("\n\n", 1)[0].split())
+
+
 def run_demo(url: str | None) -> int:
     from . import demos
 
@@ -43,8 +48,7 @@ def run_demo(url: str | None) -> int:
         say(f"Loaded the Lua library {report.library} {report.version} "
             f"({report.action}, {client.mode} mode): every operation is one round trip.")
         for module in sections:
-            title = (module.__doc__ or module.__name__).strip().splitlines()[0]
-            print(f"\n== {title}")
+            print(f"\n== {section_title(module.__doc__ or module.__name__)}")
             module.demo(client, say)
         conn.close()
     print("\nDone.")

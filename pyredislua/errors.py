@@ -110,6 +110,12 @@ class LibraryConflictError(LibraryError):
     """The server holds a library of the same version with different code, or lacks a function."""
 
 
+class LibraryPermissionError(LibraryError, PermissionError):
+    """The Redis user may not load the code (an ACL refuses the command named in the message).
+    Load it once as a user who may (``pyredislua load``), or use ``mode="auto"``, which falls back
+    to scripts."""
+
+
 class LockError(PyRedisLuaError):
     """Base class of lock errors."""
 

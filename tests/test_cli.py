@@ -93,3 +93,8 @@ def test_demo_runs_on_a_throwaway_server() -> None:
     shown = _cli("demo")
     assert shown.returncode == 0, shown.stderr
     assert "fence" in shown.stdout
+    # section titles are whole sentences, never cut at the docstring's line break
+    titles = [line for line in shown.stdout.splitlines() if line.startswith("== ")]
+    assert len(titles) >= 4
+    for title in titles:
+        assert not title.rstrip().endswith((" into", ";", ",")), title

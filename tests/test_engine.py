@@ -203,6 +203,23 @@ def test_auto_mode_falls_back_to_scripts_when_acl_refuses_functions(
         r.acl_deluser("limited")
 
 
+@pytest.mark.parametrize(("mode", "refused", "command"), [
+    ("function", ["-function|load"], "FUNCTION LOAD"),
+    ("script", ["-script|load"], "SCRIPT LOAD"),
+])
+def test_a_user_who_may_not_load_gets_a_permission_error(
+        r: redis.Redis, redis_url: str, mode: str, refused: list[str], command: str) -> None:
+    conn = _limited_client(r, redis_url, refused)
+    try:
+        with pytest.raises(pyredislua.LibraryPermissionError, match=command) as caught:
+            pyredislua.Client(conn, mode=mode).load()  # type: ignore[arg-type]
+        assert isinstance(caught.value, PermissionError)
+        assert not isinstance(caught.value, pyredislua.LibraryConflictError)
+    finally:
+        conn.close()
+        r.acl_deluser("limited")
+
+
 def test_declared_keys_suffice_under_acl_key_patterns(r: redis.Redis, redis_url: str) -> None:
     pyredislua.Client(r, mode="function").load()
     conn = _limited_client(r, redis_url, [])

@@ -7,6 +7,7 @@ Format (a Lua block comment, one ``key: value`` per line, sections indented by t
     version: 1.0.0
     summary: Take the lock for a token, or report how long it stays busy.
     flags: none                      # or: no-writes
+    resend: safe                     # or: once (see below)
     keys:
       lock: hash; {owner, fence, ticket}; expires with the lease
     argv:
@@ -23,6 +24,11 @@ Format (a Lua block comment, one ``key: value`` per line, sections indented by t
 Every key declares the Redis type it holds first: ``string``, ``hash``, ``list``, ``set``,
 ``zset``, ``stream``, or ``any`` (a key whose type depends on the caller, e.g. any limiter's key).
 Under ``keys: variadic`` the entries describe KEYS positions in order, the last one repeating.
+
+``resend``: ``safe`` (the default) when running the same call twice, as a client does that re-sends
+a command whose reply it lost, has the effect of running it once; ``once`` when it is not: the
+Python drivers then send it without redis-py's automatic re-send and the caller gets the
+connection error (the reference tells other clients the same).
 
 Argument types: ``int MIN..MAX`` (decimal integers only), ``str MINLEN..MAXLEN`` (byte length),
 ``enum a|b|c``, ``rest`` (the remaining ARGV, last entry only). ``= DEFAULT`` makes an argument
@@ -45,6 +51,7 @@ _ARG = re.compile(
 )
 KNOWN_FLAGS = frozenset({"no-writes", "allow-oom", "allow-stale"})
 KEY_TYPES = ("string", "hash", "list", "set", "zset", "stream", "any")
+RESEND = ("safe", "once")
 
 
 class HeaderError(ValueError):
@@ -97,6 +104,7 @@ class Header:
     returns: str
     errors: tuple[tuple[str, str], ...]
     variadic_keys: bool = False
+    resend: str = "safe"  # one of RESEND
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -104,12 +112,13 @@ class Header:
         return self.name.split(".", 1)[0]
 
     @property
-    def major(self) -> int:
-        return int(self.version.split(".", 1)[0])
-
-    @property
     def read_only(self) -> bool:
         return "no-writes" in self.flags
+
+    @property
+    def send_once(self) -> bool:
+        """Running it twice is not running it once: never re-send it automatically."""
+        return self.resend == "once"
 
     @property
     def ident(self) -> str:
@@ -234,6 +243,9 @@ def parse_header(text: str, where: str = "<lua>") -> Header:
     unknown = set(flags) - KNOWN_FLAGS
     if unknown:
         raise HeaderError(f"{where}: unknown flags {sorted(unknown)}")
+    resend = top.get("resend", "safe")
+    if resend not in RESEND:
+        raise HeaderError(f"{where}: resend must be one of {'|'.join(RESEND)}, got {resend!r}")
     if "returns" not in sections:
         raise HeaderError(f"{where}: header misses 'returns'")
 
@@ -267,5 +279,7 @@ def parse_header(text: str, where: str = "<lua>") -> Header:
         returns=" ".join(d for _, d in sections["returns"]).strip(),
         errors=errors,
         variadic_keys=top.get("variadic_keys") == "yes",
-        extra={k: v for k, v in top.items() if k not in ("name", "version", "summary", "flags")},
+        resend=resend,
+        extra={k: v for k, v in top.items()
+               if k not in ("name", "version", "summary", "flags", "resend")},
     )

@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from ..errors import LibraryConflictError, LibraryError, from_reply
+from ..errors import LibraryConflictError, LibraryError, LibraryPermissionError, from_reply
 from .render import Library, Operation
 
 T = TypeVar("T")
@@ -25,10 +25,13 @@ MODES: tuple[Mode, ...] = ("function", "script", "auto")
 @dataclass(frozen=True)
 class Command:
     """One Redis command. ``all_primaries`` marks commands that must reach every primary
-    (loading code on a cluster): its reply is then the list of the primaries' replies."""
+    (loading code on a cluster): its reply is then the list of the primaries' replies.
+    ``once``: running it twice is not running it once, so a driver must not re-send it after a
+    connection error or timeout (redis-py would): the error reaches the plan's caller instead."""
 
     args: tuple[Any, ...]
     all_primaries: bool = False
+    once: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class Engine:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.library = library
+        # operations whose header says `resend: once`: drivers never re-send them automatically
+        self.send_once_ops = frozenset(
+            name for name, op in library.operations.items() if op.header.send_once)
         self.requested_mode: Mode = mode
         self._heads: dict[str, tuple[str, str]] = {}
         # auto tries functions first and settles on scripts if the server refuses them
@@ -152,27 +158,27 @@ class Engine:
         """The command for a call in the current mode (hot path: cached verb and name)."""
         head = self._heads.get(call.op)
         if head is None:
-            op = self.operation(call.op)
-            if self._mode == "function":
-                head = ("FCALL_RO" if op.read_only else "FCALL", op.function)
-            else:
-                head = ("EVALSHA_RO" if op.read_only else "EVALSHA", op.sha)
-            self._heads[call.op] = head
+            head = self._head(call.op)
         return (*head, len(call.keys), *call.keys, *call.args)
 
+    def _head(self, name: str) -> tuple[str, str]:
+        op = self.operation(name)
+        if self._mode == "function":
+            head = ("FCALL_RO" if op.read_only else "FCALL", op.function)
+        else:
+            head = ("EVALSHA_RO" if op.read_only else "EVALSHA", op.sha)
+        self._heads[name] = head
+        return head
+
     def command(self, call: Call[Any], *, with_body: bool = False) -> Command:
-        if not with_body:
-            return Command(self.args(call))
+        """The command for a call; ``with_body``: in script mode, EVAL the script itself (after
+        NOSCRIPT: it runs and caches the script in one round trip)."""
         op = self.operation(call.op)
-        n = len(call.keys)
-        if self.mode == "function":
-            verb = "FCALL_RO" if op.read_only else "FCALL"
-            return Command((verb, op.function, n, *call.keys, *call.args))
-        if with_body:
+        if with_body and self.mode == "script":
             verb = "EVAL_RO" if op.read_only else "EVAL"
-            return Command((verb, op.script, n, *call.keys, *call.args))
-        verb = "EVALSHA_RO" if op.read_only else "EVALSHA"
-        return Command((verb, op.sha, n, *call.keys, *call.args))
+            args = (verb, op.script, len(call.keys), *call.keys, *call.args)
+            return Command(args, once=op.header.send_once)
+        return Command(self.args(call), once=op.header.send_once)
 
     # -- running calls --------------------------------------------------------------------------
 
@@ -309,6 +315,10 @@ class Engine:
                 return (yield from self.load_scripts())
             if "already exists" in str(error) and f"'{lib.name}'" in str(error):
                 continue  # another client loaded it meanwhile: look again
+            if isinstance(error, NoPermissionError):
+                raise LibraryPermissionError(
+                    f"this Redis user may not run FUNCTION LOAD ({error}); load {lib.name} as a "
+                    "user who may (pyredislua load), or use mode='auto' to fall back to scripts")
             raise LibraryConflictError(f"FUNCTION LOAD of {lib.name} failed: {error}")
         raise LibraryError(f"could not settle which {lib.name} the server holds")
 
@@ -318,6 +328,10 @@ class Engine:
         replies = yield batch
         for op, per_node in zip(ops, replies):
             for reply in per_node:
+                if isinstance(reply, NoPermissionError):
+                    raise LibraryPermissionError(
+                        f"this Redis user may not run SCRIPT LOAD ({reply}); grant it, or load "
+                        "the scripts as a user who may (pyredislua load --mode script)")
                 if isinstance(reply, BaseException):
                     raise reply
                 if text(reply) != op.sha:

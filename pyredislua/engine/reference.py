@@ -24,6 +24,9 @@ def render_reference(library: Library) -> str:
         for op in group:
             h = op.header
             flags = ", ".join(h.flags) or "may write"
+            if not h.read_only:
+                flags += (" · send once: a re-send after a lost reply may run it twice"
+                          if h.send_once else " · safe to re-send")
             lines += [
                 "",
                 f"### `{h.name}` {h.version}",
