@@ -3,6 +3,7 @@ name: writebehind.ack
 version: 1.0.1
 summary: Mark flushed records clean, each only if its version is unchanged since the claim; a record written meanwhile stays dirty.
 flags: allow-oom
+resend: safe
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
@@ -19,6 +20,7 @@ argv:
   items: rest; 1..1000 (key, version) pairs: the versions written to the sink (negative for a delete)
 returns:
   {status, ...} in order: 1 clean now; 0 written since the claim (stays dirty); 2 already clean
+  A repeat replies 2 (already clean) for what the first call cleaned and changes nothing.
 errors:
   BADARG: an argument, a pair or the key count is invalid (nothing changed)
 ]]

@@ -3,6 +3,7 @@ name: writebehind.claim
 version: 1.1.0
 summary: Claim up to count due dirty records, oldest first, with value and version, under a lease (expired claims count an attempt and return to dirty, due retries return to dirty first).
 flags: allow-oom
+resend: safe
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)

@@ -3,6 +3,7 @@ name: writebehind.fail
 version: 1.0.1
 summary: Report records the sink rejected: retry each after an exponential backoff, or dead-letter it with the error after max_attempts.
 flags: allow-oom
+resend: safe
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
@@ -23,6 +24,7 @@ argv:
 returns:
   {outcome, ...} in order: 1 retry scheduled; 2 dead-lettered; 3 written since the claim (due
   again, attempts reset); 0 not claimed by this claim (nothing changed)
+  A repeat replies 0 (no longer claimed by this claim) and changes nothing.
 errors:
   BADARG: an argument, a triple or the key count is invalid (nothing changed)
 ]]

@@ -3,6 +3,7 @@ name: writebehind.reap
 version: 1.1.0
 summary: Return up to limit expired claims to dirty, counting an attempt (dead-letter after max_attempts), and make due retries dirty (claim does this too).
 flags: allow-oom
+resend: safe
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
@@ -19,6 +20,7 @@ argv:
   max_attempts: int 1..1000 = 5; dead-letter a record whose claims expired this many times (counted with its failed attempts)
 returns:
   the number of expired claims handled (returned to dirty, or dead-lettered)
+  A repeat handles only what expired since.
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
 ]]

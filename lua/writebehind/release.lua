@@ -3,6 +3,7 @@ name: writebehind.release
 version: 1.0.1
 summary: Give claimed records back without counting an attempt (the sink was unavailable, or the flusher is stopping), due after delay_ms.
 flags: allow-oom
+resend: safe
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
@@ -20,6 +21,7 @@ argv:
   items: rest; 1..1000 record keys
 returns:
   the number of records given back
+  A repeat gives back nothing more (0).
 errors:
   BADARG: an argument, a key or the key count is invalid (nothing changed)
 ]]

@@ -3,6 +3,7 @@ name: writebehind.requeue
 version: 1.0.1
 summary: Make dead-lettered records dirty again with fresh attempts: the given keys, or the oldest limit ones.
 flags: allow-oom
+resend: once
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
@@ -19,6 +20,8 @@ argv:
   items: rest; 0..1000 record keys (none: the oldest dead-lettered)
 returns:
   the number of records requeued
+  Not safe to re-send (resend: once): without keys, a repeat would requeue the next oldest dead
+  letters.
 errors:
   BADARG: an argument, a key or the key count is invalid (nothing changed)
 ]]

@@ -3,6 +3,7 @@ name: writebehind.write
 version: 1.1.0
 summary: Store values and deletes (tombstones), give each a new version and mark the keys dirty, atomically.
 flags: none
+resend: safe
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
@@ -21,6 +22,9 @@ returns:
   {version, ...}: the version each record got, in order: the server clock in microseconds, or the
   store's last version + 1 when higher (so versions rise even across a Redis that lost the
   store); writes to a key already dirty coalesce
+  A repeat (a client re-sending a call whose reply it lost) stores the same values again under
+  newer versions: the last write wins, as if the call ran once, after whatever was written in
+  between.
 errors:
   BADARG: an argument, a record or the key count is invalid (nothing changed)
 ]]

@@ -147,7 +147,8 @@ def _render(root: Path) -> Library:
         for inc in includes_of[header.name]:
             rendered_includes.setdefault(inc, env.get_template(inc).render())
             needed.append(rendered_includes[inc])
-        shebang = "#!lua flags=no-writes" if header.read_only else "#!lua"
+        # scripts carry the flags too: allow-oom must hold in script mode as in function mode
+        shebang = "#!lua" + (f" flags={','.join(header.flags)}" if header.flags else "")
         script = "\n".join(
             [
                 shebang,

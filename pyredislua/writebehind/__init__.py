@@ -37,8 +37,8 @@ __all__ = [
     "Flusher",
     "FlusherTotals",
     "Record",
-    "StoreKeys",
     "StopReport",
+    "StoreKeys",
     "StoreStats",
     "WriteBehind",
 ]
