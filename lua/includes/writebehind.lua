@@ -212,6 +212,6 @@ end
 local function wb_signal(K)
   if redis.call('LLEN', K.signal) == 0 then
     redis.call('RPUSH', K.signal, '1')
-    redis.call('PEXPIRE', K.signal, 60000)
+    redis.call('PEXPIRE', K.signal, 2000)  -- a wake-up matters only to a flusher blocked now
   end
 end

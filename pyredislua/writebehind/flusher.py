@@ -260,7 +260,7 @@ def wait_plan(keys: StoreKeys, seconds: float, max_block: float) -> Plan[None]:
 def wake_plan(keys: StoreKeys, n: int) -> Plan[None]:
     """Wake ``n`` idle loops now (stop); the wake-ups expire like the writers' do."""
     yield [Command(("RPUSH", keys.signal, *["stop"] * n)),
-           Command(("PEXPIRE", keys.signal, 60_000))]
+           Command(("PEXPIRE", keys.signal, 2_000))]
 
 
 def flusher_flow(engine: Engine, keys: StoreKeys, sink: Sink, config: FlushConfig,
