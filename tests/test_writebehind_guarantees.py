@@ -133,7 +133,7 @@ def test_ack_fail_and_release_sent_twice_change_nothing_more(client: pyredislua.
     store = WriteBehind(client, "settle", max_attempts=5, backoff=60)
     store.write_many([("a", b"1"), ("b", b"1"), ("c", b"1")])
     claim = store.claim()
-    a, b, c = claim.records
+    a, b, _c = claim.records
     assert store.ack(claim, [a]) == [1]
     assert store.ack(claim, [a]) == [2]
     assert store.fail(claim, [(b, "boom")]) == [1]
