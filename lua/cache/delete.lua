@@ -11,5 +11,7 @@ returns:
   A repeat deletes nothing more (0).
 errors:
   BADARG: the key count is invalid
+  WRONGTYPE: the key holds another Redis type than a cache entry (nothing changed)
 ]]
+rcall('HLEN', entry_key)  -- an entry is a hash: a key of another type is not deleted blindly
 return rcall('DEL', entry_key)

@@ -57,6 +57,31 @@ local function wb_int(n)
   return string.format('%d', n)
 end
 
+-- A cheap read of each named key that fails with WRONGTYPE unless the key holds its declared
+-- type (or nothing): called for every key an operation writes, before its first write.
+local WB_PROBE = {values = 'HLEN', versions = 'HLEN', meta = 'HLEN', stats = 'HLEN',
+                  dirty = 'ZCARD', retry = 'ZCARD', claimed = 'ZCARD', dead = 'ZCARD',
+                  signal = 'LLEN'}
+local function wb_check(K, ...)
+  for _, name in ipairs({...}) do redis.call(WB_PROBE[name], K[name]) end
+end
+
+-- The named counters of the stats hash, read before the first write (a counter that is not an
+-- integer would make the HINCRBY at the end fail after the writes).
+local function wb_counters(K, ...)
+  local names = {...}
+  local values = redis.call('HMGET', K.stats, unpack(names))
+  local out = {}
+  for i, name in ipairs(names) do
+    local v = values[i]
+    if v and not string.match(v, '^%-?%d+$') then
+      prl_fail('BADSTATE', 'the counter ' .. name .. ' of the store is not an integer: ' .. prl_shown(v))
+    end
+    out[name] = tonumber(v or '0')
+  end
+  return out
+end
+
 -- A stored meta entry, parsed; state not written by these operations is BADSTATE.
 local function wb_meta(raw, key)
   local ok, m = pcall(cmsgpack.unpack, raw)
@@ -209,8 +234,9 @@ local function wb_upkeep_forget(K, u)
   end
 end
 
-local function wb_signal(K)
-  if redis.call('LLEN', K.signal) == 0 then
+-- Wake an idle flusher; `queued` is the signal list's length, read before the first write.
+local function wb_signal(K, queued)
+  if queued == 0 then
     redis.call('RPUSH', K.signal, '1')
     redis.call('PEXPIRE', K.signal, 2000)  -- a wake-up matters only to a flusher blocked now
   end

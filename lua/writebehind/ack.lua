@@ -77,6 +77,8 @@ for j = 1, count do
   end
   out[j] = status
 end
+wb_counters(K, 'acked')
+if #clean > 0 or #redo > 0 then wb_check(K, 'claimed', 'dirty', 'retry', 'dead') end
 local other_ids = {}
 for n, score in ipairs(wb_scores(K.claimed, others)) do
   if score and score ~= claim_id then other_ids[wb_int(score)] = true end

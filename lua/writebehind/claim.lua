@@ -50,7 +50,10 @@ if rid then
     end
   end
 end
+wb_counters(K, 'claims', 'claimed', 'reaped', 'dead')
 local u = wb_upkeep_read(K, now, count)
+wb_check(K, 'values', 'versions', 'dirty')
+if #u.keys > 0 then wb_check(K, 'dead') end
 local w = wb_writes()
 local reaped = wb_upkeep_write(K, u, w, now, max_attempts)
 wb_flush_writes(K, w)

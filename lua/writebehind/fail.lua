@@ -54,6 +54,8 @@ if #held > 0 then
     end
   end
 end
+wb_counters(K, 'failed', 'dead')
+if #held > 0 then wb_check(K, 'dirty', 'retry', 'dead') end
 -- decide
 local w = wb_writes()
 local out, release, failed, dead = {}, {}, 0, 0

@@ -40,6 +40,8 @@ for j, key in ipairs(keys) do
   end
 end
 local metas = wb_metas(K, held)
+wb_counters(K, 'released')
+if #held > 0 then wb_check(K, 'dirty', 'retry') end
 -- decide
 local w = wb_writes()
 local released = {}

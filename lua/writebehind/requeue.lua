@@ -40,6 +40,9 @@ else
   keys = rcall('ZRANGE', K.dead, 0, limit - 1)
 end
 local metas = wb_metas(K, keys)
+wb_counters(K, 'requeued')
+wb_check(K, 'dead', 'dirty')
+local queued = rcall('LLEN', K.signal)
 local w = wb_writes()
 local back = {}
 for j, key in ipairs(keys) do
@@ -54,6 +57,6 @@ wb_chunked('ZREM', K.dead, back)
 wb_flush_writes(K, w)
 if #back > 0 then
   rcall('HINCRBY', K.stats, 'requeued', #back)
-  wb_signal(K)
+  wb_signal(K, queued)
 end
 return #back

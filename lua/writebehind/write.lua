@@ -49,10 +49,10 @@ end
 local scores = wb_scores(K.claimed, known)
 local claimed = {}
 for n, key in ipairs(known) do claimed[key] = scores[n] ~= false end
-local seq = rcall('HGET', K.stats, 'seq')
-local last = tonumber(seq or '0')
-if not last then prl_fail('BADSTATE', 'the version sequence of the store is not a number') end
+local counters = wb_counters(K, 'seq', 'writes', 'coalesced')
+local last = counters.seq
 local before = rcall('ZCARD', K.dirty)
+wb_check(K, 'values', 'versions')
 -- decide: versions continue the sequence, or the clock when it is ahead (a store Redis lost)
 local base = math.max(last, tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local w = wb_writes()
@@ -92,6 +92,10 @@ for j = 1, count do
   st.value = ARGV[i] == 'set' and ARGV[i + 2] or nil
   versions[j] = version
 end
+if #undead > 0 then wb_check(K, 'dead') end
+local after = before + fresh
+local wake = (before == 0 and after > 0) or (notify_at > 0 and before < notify_at and after >= notify_at)
+local queued = wake and rcall('LLEN', K.signal) or 1
 for key, st in pairs(state) do
   if st.dirty then
     wb_make_dirty(w, key, st.m)
@@ -116,8 +120,5 @@ wb_flush_writes(K, w)
 rcall('HSET', K.stats, 'seq', wb_int(base + count))
 rcall('HINCRBY', K.stats, 'writes', count)
 if coalesced > 0 then rcall('HINCRBY', K.stats, 'coalesced', coalesced) end
-local after = before + fresh
-if (before == 0 and after > 0) or (notify_at > 0 and before < notify_at and after >= notify_at) then
-  wb_signal(K)
-end
+if wake then wb_signal(K, queued) end
 return versions
