@@ -79,7 +79,8 @@ class FlushConfig:
     batch_size: int = 100  # flush when this many are due (and the most per sink batch)
     max_delay: float = 1.0  # ...or when the oldest has been dirty this long
     lease: float = 30.0  # a claim not acked within this returns to dirty
-    max_attempts: int = 5  # failed sink writes before dead-lettering a record
+    max_attempts: int = 5  # failed attempts (sink rejections, expired claims) before a record
+    # is dead-lettered
     backoff: float = 1.0  # first retry delay, doubling per attempt
     max_backoff: float = 60.0
     unavailable_delay: float = 1.0  # retry delay of a batch the sink could not take at all
@@ -425,7 +426,8 @@ class Flusher(_FlusherBase):
     """A background thread flushing a :class:`WriteBehind` store into a sink.
 
     ``with store.flusher(SQLiteSink("app.db"), on_flush=print): ...`` — leaving the block (or
-    ``stop()``) drains every due record before the threads end. ``workers``: loops running in
+    ``stop()``) drains every due record before the threads end; ``stop()`` returns a
+    :class:`StopReport` (records in backoff, anything it could not settle in time). ``workers``: loops running in
     parallel (each claims its own batches; the sink must take concurrent writes, as
     :class:`~pyredislua.sinks.postgres.PostgresSink` does with a connection per thread).
     """
