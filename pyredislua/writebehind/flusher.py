@@ -427,8 +427,9 @@ class Flusher(_FlusherBase):
 
     ``with store.flusher(SQLiteSink("app.db"), on_flush=print): ...`` — leaving the block (or
     ``stop()``) drains every due record before the threads end; ``stop()`` returns a
-    :class:`StopReport` (records in backoff, anything it could not settle in time). ``workers``: loops running in
-    parallel (each claims its own batches; the sink must take concurrent writes, as
+    :class:`StopReport` (records in backoff, anything it could not settle in time).
+    ``workers``: loops running in parallel (each claims its own batches; the sink must take
+    concurrent writes, as
     :class:`~pyredislua.sinks.postgres.PostgresSink` does with a connection per thread).
     """
 
