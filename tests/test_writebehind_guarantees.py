@@ -382,3 +382,19 @@ def test_a_full_lifecycle_leaves_only_the_documented_durable_keys(
     assert left == set(DURABLE)
     assert r.hlen(store.keys.values) == 51 and r.hlen(store.keys.versions) == 51
     assert not [f for f in r.hkeys(store.keys.stats) if b":" in f]  # no claim's request id
+
+
+def test_stop_keeps_its_timeout_while_redis_is_down(fault_server: FaultServer) -> None:
+    conn = redis.Redis(port=fault_server.port)
+    store = WriteBehind(pyredislua.Client(conn), "down", batch_size=10, max_delay=0.01)
+    sink = SQLiteSink()
+    flusher = store.flusher(sink).start()
+    store.write_many([(f"k{i}", b"v") for i in range(20)])
+    wait_for(lambda: len(sink.rows()) == 20, what="the flush")
+    with fault_server.down():
+        started = time.monotonic()
+        report = flusher.stop(timeout=1.0)
+        took = time.monotonic() - started
+    assert took < 2.0  # the timeout is kept; what is left is reported
+    assert report.dirty is None or report.dirty == 0
+    conn.close()

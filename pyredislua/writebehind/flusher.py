@@ -416,6 +416,11 @@ class _FlusherBase:
         self.control.deadline = None if timeout is None else time.monotonic() + timeout
         self.control.stopping = True
 
+    def _remaining(self) -> float | None:
+        """Time left before the stop's deadline, with a little grace for a last read."""
+        deadline = self.control.deadline
+        return None if deadline is None else max(0.2, deadline - time.monotonic())
+
     def _report(self, workers_left: int, stats: StoreStats | None,
                 next_retry_ms: int | None) -> StopReport:
         self.stop_report = stop_report(workers_left, self.control, stats, next_retry_ms)
@@ -468,12 +473,19 @@ class Flusher(_FlusherBase):
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         left = sum(1 for t in self._threads if t.is_alive())
-        stats = next_retry = None
-        if not left:  # every loop ended on a Redis that answered: read what is left
+        found: list[Any] = []
+
+        def read() -> None:  # what is left in the store, if Redis answers in time
             with contextlib.suppress(Exception):
-                stats = client.run(stats_call(self.store.keys))
-                next_retry = client.drive(next_retry_plan(self.store.keys))
-        return self._report(left, stats, next_retry)
+                found.append(client.run(stats_call(self.store.keys)))
+                found.append(client.drive(next_retry_plan(self.store.keys)))
+
+        if not left:
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            reader.join(self._remaining())
+        stats = found[0] if found else None
+        return self._report(left, stats, found[1] if len(found) > 1 else None)
 
     @property
     def running(self) -> bool:
@@ -524,10 +536,12 @@ class AsyncFlusher(_FlusherBase):
         with contextlib.suppress(BaseException):
             await wake
         stats = next_retry = None
-        if not pending:
+        if not pending:  # what is left in the store, if Redis answers in time
             with contextlib.suppress(Exception):
-                stats = await client.run(stats_call(self.store.keys))
-                next_retry = await client.drive(next_retry_plan(self.store.keys))
+                stats = await asyncio.wait_for(client.run(stats_call(self.store.keys)),
+                                               self._remaining())
+                next_retry = await asyncio.wait_for(
+                    client.drive(next_retry_plan(self.store.keys)), self._remaining())
         return self._report(len(pending), stats, next_retry)
 
     @property
