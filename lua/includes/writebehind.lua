@@ -66,20 +66,36 @@ local function wb_check(K, ...)
   for _, name in ipairs({...}) do redis.call(WB_PROBE[name], K[name]) end
 end
 
--- The named counters of the stats hash, read before the first write (a counter that is not an
--- integer would make the HINCRBY at the end fail after the writes).
-local function wb_counters(K, ...)
-  local names = {...}
+-- Stats fields, read before the first write: the named counters (which must be integers: they
+-- are written back, incremented, by one HSET at the end) and, as they are, the extra fields.
+local function wb_stats(K, counters, extra)
+  local names = {}
+  for i, name in ipairs(counters) do names[i] = name end
+  for _, name in ipairs(extra or {}) do names[#names + 1] = name end
   local values = redis.call('HMGET', K.stats, unpack(names))
-  local out = {}
-  for i, name in ipairs(names) do
+  local c, x = {}, {}
+  for i, name in ipairs(counters) do
     local v = values[i]
     if v and not string.match(v, '^%-?%d+$') then
       prl_fail('BADSTATE', 'the counter ' .. name .. ' of the store is not an integer: ' .. prl_shown(v))
     end
-    out[name] = tonumber(v or '0')
+    c[name] = tonumber(v or '0')
   end
-  return out
+  for i, name in ipairs(extra or {}) do x[name] = values[#counters + i] end
+  return c, x
+end
+
+-- Write the counters that moved (c[name] + inc[name]) and the given field/value pairs, in one
+-- HSET (one call instead of an HINCRBY per counter; the script is atomic).
+local function wb_stats_write(K, c, inc, fields)
+  local args = fields or {}
+  for name, n in pairs(inc) do
+    if n ~= 0 then
+      args[#args + 1] = name
+      args[#args + 1] = wb_int(c[name] + n)
+    end
+  end
+  if #args > 0 then redis.call('HSET', K.stats, unpack(args)) end
 end
 
 -- A stored meta entry, parsed; state not written by these operations is BADSTATE.
@@ -165,13 +181,21 @@ local function wb_flush_writes(K, w)
   wb_chunked('HSET', K.meta, w.meta)
 end
 
--- Forget the request id of a claim that holds nothing any more.
-local function wb_forget_claim(K, id_text)
-  if redis.call('ZCOUNT', K.claimed, id_text, id_text) == 0 then
-    local field = 'rid:' .. id_text
-    local rid = redis.call('HGET', K.stats, field)
-    if rid then redis.call('HDEL', K.stats, field, 'claim:' .. rid) end
+-- Forget the request id of a claim that holds nothing any more (`rid`: its request id when the
+-- caller read it already, else looked up).
+local function wb_forget_claim(K, id_text, rid)
+  if rid == nil then rid = redis.call('HGET', K.stats, 'rid:' .. id_text) end
+  if rid and redis.call('ZCOUNT', K.claimed, id_text, id_text) == 0 then
+    redis.call('HDEL', K.stats, 'rid:' .. id_text, 'claim:' .. rid)
   end
+end
+
+-- The state letter q of a raw meta entry ('d' dirty or claimed, 'r' in backoff, 'x' dead) and
+-- whether it is a suspect, read from the msgpack bytes without unpacking them (the hot path of
+-- ack touches many records; a false 'z' only costs a lookup).
+local function wb_peek(raw)
+  local at = string.find(raw, '\161q\161', 1, true)
+  return at and string.sub(raw, at + 3, at + 3) or 'd', string.find(raw, '\161z', 1, true) ~= nil
 end
 
 -- Bounded upkeep (claim and reap), read part: expired claims and due retries, parsed.
@@ -192,7 +216,8 @@ end
 -- died or stalled while writing them; a record that crashes its flusher must not come back
 -- forever): after max_attempts a record is dead-lettered, before that it comes back as a
 -- suspect, claimed alone until it is written, so it cannot take a batch down with it again.
--- Returns the number of expired claims handled and how many of them were dead-lettered.
+-- Returns the number of expired claims handled and how many of them were dead-lettered (the
+-- caller adds them to the counters reaped and dead).
 local function wb_upkeep_write(K, u, w, now, max_attempts)
   local dead = 0
   if #u.keys > 0 then
@@ -210,8 +235,6 @@ local function wb_upkeep_write(K, u, w, now, max_attempts)
         end
       end
     end
-    redis.call('HINCRBY', K.stats, 'reaped', #u.keys)
-    if dead > 0 then redis.call('HINCRBY', K.stats, 'dead', dead) end
   end
   if #u.due > 0 then
     wb_chunked('ZREM', K.retry, u.due)

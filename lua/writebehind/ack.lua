@@ -30,7 +30,6 @@ local count = wb_groups(ARGV, items_start, 2, 'items', function(i)
   local v = prl_int(ARGV, i + 1, 'version', -9007199254740991, 9007199254740991, nil)
   if v == 0 then prl_fail('BADARG', 'version must not be 0') end
 end)
-local now = prl_now_ms()
 local id_text = wb_int(claim_id)
 local keys = {}
 for j = 1, count do keys[j] = ARGV[items_start + 2 * (j - 1)] end
@@ -45,13 +44,15 @@ for i = 1, count, 1000 do
     metas[i + n - 1] = ms[n]
   end
 end
+local c, x = wb_stats(K, {'acked'}, {'rid:' .. id_text})
 -- decide
+local now
 local w = wb_writes()
-local clean, forget, redo, others, out = {}, {}, {}, {}, {}
+local clean, forget, redo, elsewhere, suspects, out = {}, {}, {}, {}, {}, {}
 for j = 1, count do
   local key, version = keys[j], tonumber(ARGV[items_start + 2 * j - 1])
   local current = tonumber(versions[j] or '0')
-  if versions[j] and not current then
+  if not current then
     prl_fail('BADSTATE', 'the version of record ' .. prl_shown(key) .. ' is not a number')
   end
   local status = 2
@@ -60,14 +61,17 @@ for j = 1, count do
       -- the sink holds this version: clean, whoever holds the claim now
       clean[#clean + 1] = key
       if current < 0 then forget[#forget + 1] = key end  -- a flushed tombstone is forgotten
-      -- a record cleaned here while another claim holds it was reaped from this claim (a
-      -- suspect, its meta carries z): that claim may be left empty, forget its request id
-      if string.find(metas[j], '\161z', 1, true) then others[#others + 1] = key end
+      local q, suspect = wb_peek(metas[j])
+      if q ~= 'd' then elsewhere[#elsewhere + 1] = key end
+      -- a suspect may be held by another claim (it was reaped from this one): that claim may
+      -- be left empty, its request id is forgotten below
+      if suspect then suspects[#suspects + 1] = key end
       status = 1
     elseif math.abs(current) > math.abs(version) then
       status = 0
       if tonumber(rcall('ZSCORE', K.claimed, key) or '0') == claim_id then
         -- written since the claim: due again, with fresh attempts (the write went through)
+        now = now or prl_now_ms()
         local m = wb_meta(metas[j], key)
         m.s, m.p, m.a, m.z = m.p or now, nil, 0, nil
         redo[#redo + 1] = key
@@ -77,19 +81,27 @@ for j = 1, count do
   end
   out[j] = status
 end
-wb_counters(K, 'acked')
-if #clean > 0 or #redo > 0 then wb_check(K, 'claimed', 'dirty', 'retry', 'dead') end
 local other_ids = {}
-for n, score in ipairs(wb_scores(K.claimed, others)) do
+for _, score in ipairs(wb_scores(K.claimed, suspects)) do
   if score and score ~= claim_id then other_ids[wb_int(score)] = true end
 end
--- write
+if #clean + #redo > 0 then wb_check(K, 'dirty') end
+if #elsewhere > 0 then wb_check(K, 'retry', 'dead') end
+-- write: the ZREM from claimed comes first (a claimed key of another type fails it, unwritten)
+local held = 0
+for i = 1, #clean, 1000 do
+  held = held + rcall('ZREM', K.claimed, unpack(clean, i, math.min(i + 999, #clean)))
+end
 wb_chunked('ZREM', K.claimed, redo)
-for _, set in ipairs({K.claimed, K.dirty, K.retry, K.dead}) do wb_chunked('ZREM', set, clean) end
+-- a record is in one of claimed, dirty, retry, dead: those not claimed any more are in dirty
+-- (reaped, released) or, as their meta says, in retry or dead
+if held < #clean then wb_chunked('ZREM', K.dirty, clean) end
+wb_chunked('ZREM', K.retry, elsewhere)
+wb_chunked('ZREM', K.dead, elsewhere)
 wb_chunked('HDEL', K.meta, clean)
 wb_chunked('HDEL', K.versions, forget)
 wb_flush_writes(K, w)
-if #clean > 0 then rcall('HINCRBY', K.stats, 'acked', #clean) end
-wb_forget_claim(K, id_text)
+wb_stats_write(K, c, {acked = #clean})
+wb_forget_claim(K, id_text, x['rid:' .. id_text] or false)
 for other in pairs(other_ids) do wb_forget_claim(K, other) end
 return out

@@ -35,27 +35,35 @@ errors:
 local K = wb_K(KEYS)
 local now = prl_now_ms()
 local rid = request_id > 0 and wb_int(request_id) or nil
-if rid then
-  local known = rcall('HGET', K.stats, 'claim:' .. rid)
-  if known then
-    -- the same call again (its reply was lost): the records it claimed, as they are now
-    local id_text, oldest = string.match(known, '^(%d+) (%d+)$')
-    local keys = id_text and rcall('ZRANGEBYSCORE', K.claimed, id_text, id_text) or {}
-    if #keys > 0 then
-      local values = rcall('HMGET', K.values, unpack(keys))
-      local versions = rcall('HMGET', K.versions, unpack(keys))
-      for i = 1, #keys do versions[i] = tonumber(versions[i] or '0') end
-      return {now, 0, rcall('ZCARD', K.dirty), 0, tonumber(id_text), tonumber(oldest), keys,
-              values, versions}
-    end
+-- read (the request id's claim, if any, with the counters: one call)
+local c, x = wb_stats(K, {'claims', 'claimed', 'reaped', 'dead'}, {'claim:' .. (rid or '0')})
+local known = rid and x['claim:' .. rid]
+if known then
+  -- the same call again (its reply was lost): the records it claimed, as they are now
+  local id_text, oldest = string.match(known, '^(%d+) (%d+)$')
+  local keys = id_text and rcall('ZRANGEBYSCORE', K.claimed, id_text, id_text) or {}
+  if #keys > 0 then
+    local values = rcall('HMGET', K.values, unpack(keys))
+    local versions = rcall('HMGET', K.versions, unpack(keys))
+    for i = 1, #keys do versions[i] = tonumber(versions[i] or '0') or 0 end
+    return {now, 0, rcall('ZCARD', K.dirty), 0, tonumber(id_text), tonumber(oldest), keys,
+            values, versions}
   end
 end
-wb_counters(K, 'claims', 'claimed', 'reaped', 'dead')
 local u = wb_upkeep_read(K, now, count)
-wb_check(K, 'values', 'versions', 'dirty')
+local due = rcall('ZCARD', K.dirty)
+local first = rcall('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
+wb_check(K, 'values', 'versions')  -- read after the first write below
 if #u.keys > 0 then wb_check(K, 'dead') end
+-- write: upkeep first (expired claims, due retries)
 local w = wb_writes()
-local reaped = wb_upkeep_write(K, u, w, now, max_attempts)
+local reaped, died = wb_upkeep_write(K, u, w, now, max_attempts)
+local inc = {reaped = reaped, dead = died, claims = 0, claimed = 0}
+local head = #first > 0 and tonumber(first[2]) or nil
+for i = 1, #w.dirty, 2 do  -- what upkeep makes due joins the dirty set
+  if head == nil or w.dirty[i] < head then head = w.dirty[i] end
+end
+due = due + #w.dirty / 2
 wb_flush_writes(K, w)
 wb_upkeep_forget(K, u)
 local function wait_hint(wait)
@@ -68,35 +76,38 @@ local function wait_hint(wait)
   end
   return wait
 end
-local first = rcall('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
-if #first == 0 then return {now, wait_hint(-1), 0, reaped, 0, 0, {}, {}, {}} end
-local due = rcall('ZCARD', K.dirty)
-local oldest = tonumber(first[2])
+if due == 0 then
+  wb_stats_write(K, c, inc)
+  return {now, wait_hint(-1), 0, reaped, 0, 0, {}, {}, {}}
+end
+local oldest = head
 local take = count
 if oldest < 0 then
   oldest = oldest + WB_SUSPECT
   take = 1  -- a suspect is flushed alone: if it crashes the flusher again, only it pays
 elseif due < min_count then
   local age = now - oldest
-  if age < max_age_ms then return {now, wait_hint(max_age_ms - age), due, reaped, 0, 0, {}, {}, {}} end
+  if age < max_age_ms then
+    wb_stats_write(K, c, inc)
+    return {now, wait_hint(max_age_ms - age), due, reaped, 0, 0, {}, {}, {}}
+  end
 end
 local popped = rcall('ZPOPMIN', K.dirty, take)
 local keys = {}
 for i = 1, #popped, 2 do keys[#keys + 1] = popped[i] end
 local values = rcall('HMGET', K.values, unpack(keys))
 local versions = rcall('HMGET', K.versions, unpack(keys))
-local seq = rcall('HINCRBY', K.stats, 'claims', 1)
-local id = (now + lease_ms) * 1000 + seq % 1000
+local id = (now + lease_ms) * 1000 + (c.claims + 1) % 1000
 local id_text = wb_int(id)
 local lease = {}
 for i, key in ipairs(keys) do
   lease[#lease + 1] = id_text
   lease[#lease + 1] = key
-  versions[i] = tonumber(versions[i] or '0')
+  versions[i] = tonumber(versions[i] or '0') or 0
 end
 wb_chunked('ZADD', K.claimed, lease)
-rcall('HINCRBY', K.stats, 'claimed', #keys)
-if rid then
-  rcall('HSET', K.stats, 'claim:' .. rid, id_text .. ' ' .. wb_int(oldest), 'rid:' .. id_text, rid)
-end
+inc.claims, inc.claimed = 1, #keys
+local fields = {}
+if rid then fields = {'claim:' .. rid, id_text .. ' ' .. wb_int(oldest), 'rid:' .. id_text, rid} end
+wb_stats_write(K, c, inc, fields)
 return {now, 0, due - #keys, reaped, id, oldest, keys, values, versions}

@@ -54,7 +54,7 @@ if #held > 0 then
     end
   end
 end
-wb_counters(K, 'failed', 'dead')
+local c = wb_stats(K, {'failed', 'dead'})
 if #held > 0 then wb_check(K, 'dirty', 'retry', 'dead') end
 -- decide
 local w = wb_writes()
@@ -91,7 +91,6 @@ end
 -- write
 wb_chunked('ZREM', K.claimed, release)
 wb_flush_writes(K, w)
-if failed > 0 then rcall('HINCRBY', K.stats, 'failed', failed) end
-if dead > 0 then rcall('HINCRBY', K.stats, 'dead', dead) end
+wb_stats_write(K, c, {failed = failed, dead = dead})
 wb_forget_claim(K, wb_int(claim_id))
 return out

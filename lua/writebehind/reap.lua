@@ -26,15 +26,16 @@ errors:
 ]]
 local K = wb_K(KEYS)
 local now = prl_now_ms()
-wb_counters(K, 'reaped', 'dead')
+local c = wb_stats(K, {'reaped', 'dead'})
 local u = wb_upkeep_read(K, now, limit)
 local due = rcall('ZCARD', K.dirty)
 if #u.keys > 0 then wb_check(K, 'dead') end
 local queued = rcall('LLEN', K.signal)
 local w = wb_writes()
-local reaped = wb_upkeep_write(K, u, w, now, max_attempts)
+local reaped, died = wb_upkeep_write(K, u, w, now, max_attempts)
 local wake = due + #w.dirty > 0
 wb_flush_writes(K, w)
+wb_stats_write(K, c, {reaped = reaped, dead = died})
 wb_upkeep_forget(K, u)
 if wake then wb_signal(K, queued) end
 return reaped

@@ -40,7 +40,7 @@ for j, key in ipairs(keys) do
   end
 end
 local metas = wb_metas(K, held)
-wb_counters(K, 'released')
+local c = wb_stats(K, {'released'})
 if #held > 0 then wb_check(K, 'dirty', 'retry') end
 -- decide
 local w = wb_writes()
@@ -57,6 +57,6 @@ end
 -- write
 wb_chunked('ZREM', K.claimed, released)
 wb_flush_writes(K, w)
-if #released > 0 then rcall('HINCRBY', K.stats, 'released', #released) end
+wb_stats_write(K, c, {released = #released})
 wb_forget_claim(K, wb_int(claim_id))
 return #released

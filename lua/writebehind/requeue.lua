@@ -40,7 +40,7 @@ else
   keys = rcall('ZRANGE', K.dead, 0, limit - 1)
 end
 local metas = wb_metas(K, keys)
-wb_counters(K, 'requeued')
+local c = wb_stats(K, {'requeued'})
 wb_check(K, 'dead', 'dirty')
 local queued = rcall('LLEN', K.signal)
 local w = wb_writes()
@@ -56,7 +56,7 @@ end
 wb_chunked('ZREM', K.dead, back)
 wb_flush_writes(K, w)
 if #back > 0 then
-  rcall('HINCRBY', K.stats, 'requeued', #back)
+  wb_stats_write(K, c, {requeued = #back})
   wb_signal(K, queued)
 end
 return #back

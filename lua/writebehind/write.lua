@@ -49,8 +49,8 @@ end
 local scores = wb_scores(K.claimed, known)
 local claimed = {}
 for n, key in ipairs(known) do claimed[key] = scores[n] ~= false end
-local counters = wb_counters(K, 'seq', 'writes', 'coalesced')
-local last = counters.seq
+local c = wb_stats(K, {'seq', 'writes', 'coalesced'})
+local last = c.seq
 local before = rcall('ZCARD', K.dirty)
 wb_check(K, 'versions')  -- values needs no look: the first write below is to it
 -- decide: versions continue the sequence, or the clock when it is ahead (a store Redis lost)
@@ -117,8 +117,6 @@ wb_chunked('HDEL', K.values, dels)
 wb_chunked('HSET', K.versions, vers)
 wb_chunked('ZREM', K.dead, undead)
 wb_flush_writes(K, w)
-rcall('HSET', K.stats, 'seq', wb_int(base + count))
-rcall('HINCRBY', K.stats, 'writes', count)
-if coalesced > 0 then rcall('HINCRBY', K.stats, 'coalesced', coalesced) end
+wb_stats_write(K, c, {writes = count, coalesced = coalesced}, {'seq', wb_int(base + count)})
 if wake then wb_signal(K, queued) end
 return versions
