@@ -147,6 +147,21 @@ def test_ack_fail_and_release_sent_twice_change_nothing_more(client: pyredislua.
         b"seq", b"writes", b"claims", b"claimed", b"acked", b"failed", b"released"}
 
 
+def test_a_late_ack_leaves_no_request_id_behind(client: pyredislua.Client) -> None:
+    """A flusher stalls past its lease; its records come back and another flusher claims one
+    (alone) and dies; the first flusher's late ack cleans the record: no claim is left holding
+    nothing under a remembered request id."""
+    store = WriteBehind(client, "late", max_attempts=5)
+    store.write_many([("a", b"1"), ("b", b"1")])
+    stalled = client.run(claim_call(store.keys, 10, 1, request_id=111))
+    _expire(store, stalled)
+    dying = client.run(claim_call(store.keys, 10, 60_000, request_id=222))
+    assert [r.key for r in dying.records] == ["a"]  # a suspect, alone
+    assert store.ack(stalled) == [1, 1]  # the stalled flusher's write went through after all
+    assert store.stats().pending == 0
+    assert not [f for f in client.redis.hkeys(store.keys.stats) if b":" in f]
+
+
 @pytest.fixture
 def slow_redis(fault_server: FaultServer) -> Iterator[redis.Redis]:
     """Times out after 0.2 s and re-sends (3 times, 0.3 s apart), like redis-py's default policy

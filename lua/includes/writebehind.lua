@@ -11,7 +11,8 @@
 --   3 meta     hash, record key -> msgpack {s dirty since (ms), a attempts, q 'd' dirty |
 --              'r' in backoff | 'x' dead, p written during a claim at (ms), e last error,
 --              dt dead-lettered at (ms), z 1: back from an expired claim and not written to the
---              sink since (a suspect, claimed alone)}; present exactly while the key is not clean
+--              sink since (a suspect, claimed alone), c the id of a suspect's claim};
+--              present exactly while the key is not clean
 --   4 dirty    sorted set of due dirty keys, score = dirty since (ms): oldest first; a suspect
 --              scores dirty since - 2^52, so suspects come first
 --   5 retry    sorted set of keys waiting out a retry backoff, score = server time they are due
@@ -190,12 +191,17 @@ local function wb_forget_claim(K, id_text, rid)
   end
 end
 
--- The state letter q of a raw meta entry ('d' dirty or claimed, 'r' in backoff, 'x' dead) and
--- whether it is a suspect, read from the msgpack bytes without unpacking them (the hot path of
--- ack touches many records; a false 'z' only costs a lookup).
-local function wb_peek(raw)
-  local at = string.find(raw, '\161q\161', 1, true)
-  return at and string.sub(raw, at + 3, at + 3) or 'd', string.find(raw, '\161z', 1, true) ~= nil
+-- After an ack cleaned records that other claims held (it does so for a record whose own
+-- claim expired while it was written): those claims may be empty now, forget their request
+-- ids. Only suspects are claimed by others so; their claim records its id in the meta (c).
+local function wb_forget_others(K, clean, raws)
+  for j = 1, #clean do
+    local raw = raws[j]
+    if raw and string.find(raw, '\161c', 1, true) then
+      local ok, m = pcall(cmsgpack.unpack, raw)
+      if ok and type(m) == 'table' and type(m.c) == 'number' then wb_forget_claim(K, wb_int(m.c)) end
+    end
+  end
 end
 
 -- Bounded upkeep (claim and reap), read part: expired claims and due retries, parsed.
@@ -226,7 +232,7 @@ local function wb_upkeep_write(K, u, w, now, max_attempts)
       local m = u.metas[j]
       if m then
         if m.p and m.p < m.s then m.s = m.p end
-        m.p, m.a, m.e, m.z = nil, (m.a or 0) + 1, WB_EXPIRED, 1
+        m.p, m.a, m.e, m.z, m.c = nil, (m.a or 0) + 1, WB_EXPIRED, 1, nil
         if m.a >= max_attempts then
           wb_make_dead(w, key, m, now)
           dead = dead + 1

@@ -45,10 +45,11 @@ for i = 1, count, 1000 do
   end
 end
 local c, x = wb_stats(K, {'acked'}, {'rid:' .. id_text})
+local mine = rcall('ZCOUNT', K.claimed, id_text, id_text)
 -- decide
 local now
 local w = wb_writes()
-local clean, forget, redo, elsewhere, suspects, out = {}, {}, {}, {}, {}, {}
+local clean, raws, forget, redo, out = {}, {}, {}, {}, {}
 for j = 1, count do
   local key, version = keys[j], tonumber(ARGV[items_start + 2 * j - 1])
   local current = tonumber(versions[j] or '0')
@@ -60,12 +61,8 @@ for j = 1, count do
     if current == version then
       -- the sink holds this version: clean, whoever holds the claim now
       clean[#clean + 1] = key
+      raws[#clean] = metas[j]
       if current < 0 then forget[#forget + 1] = key end  -- a flushed tombstone is forgotten
-      local q, suspect = wb_peek(metas[j])
-      if q ~= 'd' then elsewhere[#elsewhere + 1] = key end
-      -- a suspect may be held by another claim (it was reaped from this one): that claim may
-      -- be left empty, its request id is forgotten below
-      if suspect then suspects[#suspects + 1] = key end
       status = 1
     elseif math.abs(current) > math.abs(version) then
       status = 0
@@ -73,7 +70,7 @@ for j = 1, count do
         -- written since the claim: due again, with fresh attempts (the write went through)
         now = now or prl_now_ms()
         local m = wb_meta(metas[j], key)
-        m.s, m.p, m.a, m.z = m.p or now, nil, 0, nil
+        m.s, m.p, m.a, m.z, m.c = m.p or now, nil, 0, nil, nil
         redo[#redo + 1] = key
         wb_make_dirty(w, key, m)
       end
@@ -81,27 +78,25 @@ for j = 1, count do
   end
   out[j] = status
 end
-local other_ids = {}
-for _, score in ipairs(wb_scores(K.claimed, suspects)) do
-  if score and score ~= claim_id then other_ids[wb_int(score)] = true end
-end
-if #clean + #redo > 0 then wb_check(K, 'dirty') end
-if #elsewhere > 0 then wb_check(K, 'retry', 'dead') end
+if #clean + #redo > 0 then wb_check(K, 'dirty', 'retry', 'dead') end
 -- write: the ZREM from claimed comes first (a claimed key of another type fails it, unwritten)
 local held = 0
 for i = 1, #clean, 1000 do
   held = held + rcall('ZREM', K.claimed, unpack(clean, i, math.min(i + 999, #clean)))
 end
 wb_chunked('ZREM', K.claimed, redo)
--- a record is in one of claimed, dirty, retry, dead: those not claimed any more are in dirty
--- (reaped, released) or, as their meta says, in retry or dead
-if held < #clean then wb_chunked('ZREM', K.dirty, clean) end
-wb_chunked('ZREM', K.retry, elsewhere)
-wb_chunked('ZREM', K.dead, elsewhere)
+-- a record is in one of claimed, dirty, retry, dead: those not claimed any more (reaped,
+-- released, failed) are in one of the others
+if held < #clean then
+  for _, set in ipairs({K.dirty, K.retry, K.dead}) do wb_chunked('ZREM', set, clean) end
+end
 wb_chunked('HDEL', K.meta, clean)
 wb_chunked('HDEL', K.versions, forget)
 wb_flush_writes(K, w)
 wb_stats_write(K, c, {acked = #clean})
-wb_forget_claim(K, id_text, x['rid:' .. id_text] or false)
-for other in pairs(other_ids) do wb_forget_claim(K, other) end
+local left = (held > 0 or #redo > 0) and rcall('ZCOUNT', K.claimed, id_text, id_text) or mine
+-- cleaned records held by other claims (counted: removed from claimed, but not from this one)
+if held > mine - left - #redo then wb_forget_others(K, clean, raws) end
+local rid = x['rid:' .. id_text]
+if rid and left == 0 then rcall('HDEL', K.stats, 'rid:' .. id_text, 'claim:' .. rid) end
 return out

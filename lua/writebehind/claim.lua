@@ -55,6 +55,7 @@ local due = rcall('ZCARD', K.dirty)
 local first = rcall('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
 wb_check(K, 'values', 'versions')  -- read after the first write below
 if #u.keys > 0 then wb_check(K, 'dead') end
+if #first > 0 and tonumber(first[2]) < 0 then wb_check(K, 'meta') end  -- a suspect's claim
 -- write: upkeep first (expired claims, due retries)
 local w = wb_writes()
 local reaped, died = wb_upkeep_write(K, u, w, now, max_attempts)
@@ -106,6 +107,16 @@ for i, key in ipairs(keys) do
   versions[i] = tonumber(versions[i] or '0') or 0
 end
 wb_chunked('ZADD', K.claimed, lease)
+if take == 1 and head < 0 then
+  -- a suspect's meta names its claim, so an ack by the claim it expired from can forget this
+  -- claim's request id when it takes the record away (wb_forget_others)
+  local raw = rcall('HGET', K.meta, keys[1])
+  local ok, m = pcall(cmsgpack.unpack, raw or '')
+  if ok and type(m) == 'table' and type(m.s) == 'number' then
+    m.c = id
+    rcall('HSET', K.meta, keys[1], cmsgpack.pack(m))
+  end
+end
 inc.claims, inc.claimed = 1, #keys
 local fields = {}
 if rid then fields = {'claim:' .. rid, id_text .. ' ' .. wb_int(oldest), 'rid:' .. id_text, rid} end

@@ -67,7 +67,7 @@ for j = 1, count do
   if m then
     metas[key] = nil  -- a key listed twice is handled once
     release[#release + 1] = key
-    m.e, m.z = ARGV[i + 2], nil  -- the sink answered (it did not crash on it): no suspect
+    m.e, m.z, m.c = ARGV[i + 2], nil, nil  -- the sink answered (no crash): no suspect
     if versions[key] ~= version then
       m.s, m.p, m.a = m.p or m.s, nil, 0
       wb_make_dirty(w, key, m)

@@ -50,7 +50,7 @@ for n, key in ipairs(held) do
   if m then
     released[#released + 1] = key
     if m.p and m.p < m.s then m.s = m.p end
-    m.p = nil
+    m.p, m.c = nil, nil
     if delay_ms > 0 then wb_make_retry(w, key, m, now + delay_ms) else wb_make_dirty(w, key, m) end
   end
 end
