@@ -270,3 +270,54 @@ local function wb_signal(K, queued)
     redis.call('PEXPIRE', K.signal, 2000)  -- a wake-up matters only to a flusher blocked now
   end
 end
+
+-- writebehind.write's steps, defined here once (a function defined in an operation's body is
+-- made anew on every call).
+
+-- What a write does to a record's state m (nil: clean): returns the new state and whether it
+-- must be stored, whether the record turns dirty, leaves the dead letters, or coalesces.
+local function wb_write_decide(m, held, now)
+  if m and held then
+    -- written during a flush: the claim's ack will see the version moved and keep it dirty
+    if m.p then return m, false, false, false, false end
+    m.p = now
+    return m, true, false, false, false
+  elseif m and (m.q == 'd' or m.q == 'r') then
+    -- coalesce; a new value waiting out a retry backoff keeps its turn but gets fresh attempts
+    if m.q == 'r' and m.a ~= 0 then
+      m.a = 0
+      return m, true, false, false, true
+    end
+    return m, false, false, false, true
+  end
+  -- a new write supersedes a dead-lettered one with fresh attempts; a suspect stays one
+  return {s = now, a = 0, z = m and m.z or nil, q = 'd'}, true, true, m ~= nil and m.q == 'x', false
+end
+
+-- The version sequence and write counters, checked (they are rewritten at the end).
+local function wb_write_stats(K)
+  local sv = redis.call('HMGET', K.stats, 'seq', 'writes', 'coalesced')
+  for i = 1, 3 do
+    if sv[i] and not string.match(sv[i], '^%-?%d+$') then
+      prl_fail('BADSTATE', 'a counter of the store is not an integer: ' .. prl_shown(sv[i]))
+    end
+  end
+  return sv
+end
+
+local function wb_write_count(K, sv, base, count, coalesced)
+  if coalesced > 0 then
+    redis.call('HSET', K.stats, 'seq', wb_int(base + count),
+               'writes', wb_int(tonumber(sv[2] or '0') + count),
+               'coalesced', wb_int(tonumber(sv[3] or '0') + coalesced))
+  else
+    redis.call('HSET', K.stats, 'seq', wb_int(base + count),
+               'writes', wb_int(tonumber(sv[2] or '0') + count))
+  end
+end
+
+-- Whether a write wakes a flusher: the dirty set turns non-empty, or reaches notify_at.
+local function wb_wakes(before, fresh, notify_at)
+  local after = before + fresh
+  return (before == 0 and after > 0) or (notify_at > 0 and before < notify_at and after >= notify_at)
+end
