@@ -205,10 +205,15 @@ local function wb_forget_others(K, clean, raws)
 end
 
 -- Bounded upkeep (claim and reap), read part: expired claims and due retries, parsed.
-local function wb_upkeep_read(K, now, limit)
-  local expired = redis.call('ZRANGEBYSCORE', K.claimed, '-inf',
-                             string.format('(%d', (now + 1) * 1000), 'WITHSCORES', 'LIMIT', 0, limit)
-  local u = {keys = {}, ids = {}, due = redis.call('ZRANGEBYSCORE', K.retry, '-inf', now, 'LIMIT', 0, limit)}
+local function wb_expired(K, now, limit)
+  return redis.call('ZRANGEBYSCORE', K.claimed, '-inf', string.format('(%d', (now + 1) * 1000),
+                    'WITHSCORES', 'LIMIT', 0, limit),
+         redis.call('ZRANGEBYSCORE', K.retry, '-inf', now, 'LIMIT', 0, limit)
+end
+
+-- `expired` (key, claim id pairs) and `due` as wb_expired read them, with their metas.
+local function wb_upkeep_prepare(K, expired, due)
+  local u = {keys = {}, ids = {}, due = due}
   for i = 1, #expired, 2 do
     u.keys[#u.keys + 1] = expired[i]
     u.ids[#u.ids + 1] = wb_int(tonumber(expired[i + 1]))
@@ -216,6 +221,10 @@ local function wb_upkeep_read(K, now, limit)
   u.metas = wb_metas(K, u.keys)
   u.due_metas = wb_metas(K, u.due)
   return u
+end
+
+local function wb_upkeep_read(K, now, limit)
+  return wb_upkeep_prepare(K, wb_expired(K, now, limit))
 end
 
 -- Write part. An expired claim counts as a failed attempt of each of its records (their flusher

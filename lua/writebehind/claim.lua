@@ -35,12 +35,16 @@ errors:
 local K = wb_K(KEYS)
 local now = prl_now_ms()
 local rid = request_id > 0 and wb_int(request_id) or nil
--- read (the request id's claim, if any, with the counters: one call)
-local c, x = wb_stats(K, {'claims', 'claimed', 'reaped', 'dead'}, {'claim:' .. (rid or '0')})
-local known = rid and x['claim:' .. rid]
-if known then
+-- read (the counters, and the claim this request id made, if any: one call)
+local sv = rcall('HMGET', K.stats, 'claims', 'claimed', 'reaped', 'dead', 'claim:' .. (rid or '0'))
+for i = 1, 4 do
+  if sv[i] and not string.match(sv[i], '^%-?%d+$') then
+    prl_fail('BADSTATE', 'a counter of the store is not an integer: ' .. prl_shown(sv[i]))
+  end
+end
+if rid and sv[5] then
   -- the same call again (its reply was lost): the records it claimed, as they are now
-  local id_text, oldest = string.match(known, '^(%d+) (%d+)$')
+  local id_text, oldest = string.match(sv[5], '^(%d+) (%d+)$')
   local keys = id_text and rcall('ZRANGEBYSCORE', K.claimed, id_text, id_text) or {}
   if #keys > 0 then
     local values = rcall('HMGET', K.values, unpack(keys))
@@ -50,23 +54,39 @@ if known then
             values, versions}
   end
 end
-local u = wb_upkeep_read(K, now, count)
+local expired, retried = wb_expired(K, now, count)
 local due = rcall('ZCARD', K.dirty)
 local first = rcall('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
-wb_check(K, 'values', 'versions')  -- read after the first write below
-if #u.keys > 0 then wb_check(K, 'dead') end
-if #first > 0 and tonumber(first[2]) < 0 then wb_check(K, 'meta') end  -- a suspect's claim
--- write: upkeep first (expired claims, due retries)
-local w = wb_writes()
-local reaped, died = wb_upkeep_write(K, u, w, now, max_attempts)
-local inc = {reaped = reaped, dead = died, claims = 0, claimed = 0}
+rcall('HLEN', K.values)  -- their types: they are read after the first write below
+rcall('HLEN', K.versions)
 local head = #first > 0 and tonumber(first[2]) or nil
-for i = 1, #w.dirty, 2 do  -- what upkeep makes due joins the dirty set
-  if head == nil or w.dirty[i] < head then head = w.dirty[i] end
+if head and head < 0 then rcall('HLEN', K.meta) end  -- a suspect's claim writes its meta
+local reaped, died = 0, 0
+if #expired > 0 or #retried > 0 then
+  -- upkeep: expired claims (an attempt each) and due retries return to dirty, first
+  local u = wb_upkeep_prepare(K, expired, retried)
+  if #u.keys > 0 then wb_check(K, 'dead') end
+  local w = wb_writes()
+  reaped, died = wb_upkeep_write(K, u, w, now, max_attempts)
+  for i = 1, #w.dirty, 2 do  -- what upkeep makes due joins the dirty set
+    if head == nil or w.dirty[i] < head then head = w.dirty[i] end
+  end
+  due = due + #w.dirty / 2
+  wb_flush_writes(K, w)
+  wb_upkeep_forget(K, u)
 end
-due = due + #w.dirty / 2
-wb_flush_writes(K, w)
-wb_upkeep_forget(K, u)
+local function counted(fields)
+  -- the counters that moved, in one HSET with `fields`
+  if reaped > 0 then
+    fields[#fields + 1] = 'reaped'
+    fields[#fields + 1] = wb_int(tonumber(sv[3] or '0') + reaped)
+  end
+  if died > 0 then
+    fields[#fields + 1] = 'dead'
+    fields[#fields + 1] = wb_int(tonumber(sv[4] or '0') + died)
+  end
+  if #fields > 0 then rcall('HSET', K.stats, unpack(fields)) end
+end
 local function wait_hint(wait)
   local nr = rcall('ZRANGE', K.retry, 0, 0, 'WITHSCORES')
   if #nr > 0 and (wait < 0 or tonumber(nr[2]) - now < wait) then wait = math.max(tonumber(nr[2]) - now, 1) end
@@ -78,7 +98,7 @@ local function wait_hint(wait)
   return wait
 end
 if due == 0 then
-  wb_stats_write(K, c, inc)
+  counted({})
   return {now, wait_hint(-1), 0, reaped, 0, 0, {}, {}, {}}
 end
 local oldest = head
@@ -89,7 +109,7 @@ if oldest < 0 then
 elseif due < min_count then
   local age = now - oldest
   if age < max_age_ms then
-    wb_stats_write(K, c, inc)
+    counted({})
     return {now, wait_hint(max_age_ms - age), due, reaped, 0, 0, {}, {}, {}}
   end
 end
@@ -98,7 +118,8 @@ local keys = {}
 for i = 1, #popped, 2 do keys[#keys + 1] = popped[i] end
 local values = rcall('HMGET', K.values, unpack(keys))
 local versions = rcall('HMGET', K.versions, unpack(keys))
-local id = (now + lease_ms) * 1000 + (c.claims + 1) % 1000
+local claims = tonumber(sv[1] or '0') + 1
+local id = (now + lease_ms) * 1000 + claims % 1000
 local id_text = wb_int(id)
 local lease = {}
 for i, key in ipairs(keys) do
@@ -117,8 +138,10 @@ if take == 1 and head < 0 then
     rcall('HSET', K.meta, keys[1], cmsgpack.pack(m))
   end
 end
-inc.claims, inc.claimed = 1, #keys
-local fields = {}
-if rid then fields = {'claim:' .. rid, id_text .. ' ' .. wb_int(oldest), 'rid:' .. id_text, rid} end
-wb_stats_write(K, c, inc, fields)
+local fields = {'claims', wb_int(claims), 'claimed', wb_int(tonumber(sv[2] or '0') + #keys)}
+if rid then
+  fields[5], fields[6] = 'claim:' .. rid, id_text .. ' ' .. wb_int(oldest)
+  fields[7], fields[8] = 'rid:' .. id_text, rid
+end
+counted(fields)
 return {now, 0, due - #keys, reaped, id, oldest, keys, values, versions}
