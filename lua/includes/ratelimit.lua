@@ -393,6 +393,247 @@ local function ratelimit_decide(keys, argv, start, per, algo, cost, write)
   return out
 end
 
+-- One limit: the common call, without the generic tables and closures above. The same checks in
+-- the same order (arguments, then TIME, then read and check the state, then write) and the same
+-- replies as ratelimit_decide with one key; each function returns allowed (1|0), remaining,
+-- retry_after_ms and reset_after_ms, and writes the charge itself when admitted and `write`.
+
+local function ratelimit_gcra_one(key, cost, L, P, B, now, write)
+  local BP = B * P
+  local d = 0 -- (tat - now) * L, clamped at 0: how far the bucket is drained
+  local stored = redis.call('GET', key)
+  if stored then
+    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):(%d+)$')
+    if not ms then ratelimit_not_mine(key, 'gcra', ratelimit_kind_of(stored)) end
+    frac, lim = tonumber(frac), tonumber(lim)
+    if lim ~= L then frac = math.ceil(frac * L / lim) end -- the limit changed: rescale
+    local ahead = tonumber(ms) - now
+    if ahead > 0 then
+      d = ahead * L + frac -- a float far above BP when ahead is huge: clamped all the same
+      if d > BP then d = BP end
+    elseif ahead == 0 then
+      d = frac
+    end
+  end
+  if cost <= B then
+    local nd = d + cost * P
+    if nd <= BP then
+      local q = ratelimit_div(nd, L)
+      local reset = q
+      if q * L < nd then reset = q + 1 end
+      if write then
+        redis.call('SET', key, string.format('gcra:%d:%d:%d', now + q, nd - q * L, L), 'PX',
+          reset > 1 and reset or 1)
+      end
+      return 1, ratelimit_div(BP - nd, P), 0, reset
+    end
+    return 0, ratelimit_div(BP - d, P), ratelimit_ceil_div(nd - BP, L), ratelimit_ceil_div(d, L)
+  end
+  return 0, ratelimit_div(BP - d, P), -1, ratelimit_ceil_div(d, L)
+end
+
+local function ratelimit_token_bucket_one(key, cost, L, P, B, now, write)
+  local cap = B * P
+  local u, ts = cap, now
+  local stored = redis.call('GET', key)
+  if stored then
+    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):(%d+)$')
+    if not su then ratelimit_not_mine(key, 'token_bucket', ratelimit_kind_of(stored)) end
+    u, ts = tonumber(su), tonumber(sts)
+    local p = tonumber(sp)
+    if p ~= P then u = math.floor(u / p * P) end -- the period changed: rescale
+    if now > ts then
+      u = u + (now - ts) * L -- a float far above cap after a long idle: clamped all the same
+      ts = now
+    end
+    if u > cap then u = cap end
+  end
+  local ok, retry, after = 0, -1, u
+  if cost <= B then
+    local need = cost * P
+    if u >= need then
+      ok, retry, after = 1, 0, u - need
+    else
+      retry = (ts - now) + ratelimit_ceil_div(need - u, L)
+    end
+  end
+  local reset = (ts - now) + ratelimit_ceil_div(cap - after, L)
+  if ok == 1 and write then
+    redis.call('SET', key, string.format('tb:%d:%d:%d', after, ts, P), 'PX',
+      reset > 1 and reset or 1)
+  end
+  return ok, ratelimit_div(after, P), retry, reset > 0 and reset or 0
+end
+
+local function ratelimit_fixed_window_one(key, cost, L, P, now, write)
+  local idx = math.floor(now / P)
+  local left = P - (now - idx * P) -- ms until the window ends
+  local cur = 0
+  local stored = redis.call('GET', key)
+  if stored then
+    local w, c = string.match(stored, '^fw:(%d+):(%d+)$')
+    if not w then ratelimit_not_mine(key, 'fixed_window', ratelimit_kind_of(stored)) end
+    if tonumber(w) == idx then cur = tonumber(c) end
+  end
+  if cost <= L then
+    if cur + cost <= L then
+      if write then
+        redis.call('SET', key, string.format('fw:%d:%d', idx, cur + cost), 'PX', left)
+      end
+      return 1, L - cur - cost, 0, (cur + cost > 0) and left or 0
+    end
+    return 0, L - cur, left, cur > 0 and left or 0
+  end
+  return 0, L - cur, -1, cur > 0 and left or 0
+end
+
+local function ratelimit_sliding_window_one(key, cost, L, P, now, write)
+  local idx = math.floor(now / P)
+  local e = now - idx * P
+  local cur, prev = 0, 0
+  local stored = redis.call('GET', key)
+  if stored then
+    local w, c, p = string.match(stored, '^sw:(%d+):(%d+):(%d+)$')
+    if not w then ratelimit_not_mine(key, 'sliding_window', ratelimit_kind_of(stored)) end
+    w = tonumber(w)
+    if w == idx then
+      cur, prev = tonumber(c), tonumber(p)
+    elseif w == idx - 1 then
+      prev = tonumber(c)
+    end
+  end
+  local ok, retry, after = 0, -1, cur
+  if cost <= L then
+    if prev * (P - e) + (cur + cost) * P <= L * P then
+      ok, retry, after = 1, 0, cur + cost
+      if write then
+        redis.call('SET', key, string.format('sw:%d:%d:%d', idx, after, prev), 'PX', 2 * P - e)
+      end
+    else
+      local room = L - cur - cost
+      local e2 = P
+      if room >= 0 then e2 = P - ratelimit_div(room * P, prev) end
+      if e2 < P then
+        retry = e2 - e
+        if retry < 1 then retry = 1 end
+      else
+        local e3 = 0
+        if cur > 0 then e3 = math.max(0, P - ratelimit_div((L - cost) * P, cur)) end
+        retry = (P - e) + e3
+      end
+    end
+  end
+  local reset = 0
+  if after > 0 then reset = 2 * P - e elseif prev > 0 then reset = P - e end
+  return ok, math.max(0, ratelimit_div(math.max(0, L * P - prev * (P - e) - after * P), P)),
+    retry, reset
+end
+
+local function ratelimit_sliding_log_one(key, cost, L, P, now, write)
+  local floor_score = now - P -- entries scored <= floor_score have left the window
+  local total = redis.call('ZREVRANK', key, '')
+  if not total then
+    total = 0
+    ratelimit_zset_absent(key, 'sliding_log')
+  end
+  local count, exact = total, total == 0 -- the live entries; an upper bound while not exact
+  local retry_score = nil -- the entry whose leaving admits this cost
+  if cost > L then
+    if not exact then
+      count, exact = redis.call('ZCOUNT', key, '(' .. floor_score, '+inf'), true
+    end
+  elseif count + cost > L then
+    -- the (count + cost - L)-th oldest live entry sits at rank total + cost - L (the marker is 0)
+    local rank = total + cost - L
+    local score = tonumber(redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')[2])
+    if score > floor_score then
+      retry_score = score
+      -- denied: count >= L - cost + 1; with cost 1 nothing remains, else count them
+      if cost == 1 then
+        count, exact = L, true
+      else
+        count, exact = redis.call('ZCOUNT', key, '(' .. floor_score, '+inf'), true
+      end
+    else
+      count = L - cost -- at most this many are live: admitted (counted below if need be)
+    end
+  end
+  if not write and not exact then
+    count, exact = redis.call('ZCOUNT', key, '(' .. floor_score, '+inf'), true
+  end
+  if cost <= L and not retry_score then
+    if not write then
+      local reset = 0
+      if cost > 0 then
+        reset = P
+      elseif count > 0 then
+        reset = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) + P - now
+      end
+      return 1, L - count - cost, 0, reset
+    end
+    local stamp = ratelimit_int(now)
+    if total > 0 then
+      count = total - redis.call('ZREMRANGEBYSCORE', key, '(0', floor_score)
+      if cost == 1 then
+        redis.call('ZADD', key, stamp, stamp .. ':' .. (count + 1))
+      end
+    elseif cost == 1 then
+      redis.call('ZADD', key, 0, '', stamp, stamp .. ':1')
+    end
+    if cost > 1 then
+      -- members "<ms>:<n>": n counts on from the live entries, so members of one ms never repeat
+      local args = total > 0 and {} or {0, ''}
+      local seq = count
+      for i = 1, cost do
+        seq = seq + 1
+        args[#args + 1] = stamp
+        args[#args + 1] = stamp .. ':' .. seq
+        if #args >= 1000 or i == cost then
+          redis.call('ZADD', key, unpack(args))
+          args = {}
+        end
+      end
+    end
+    redis.call('PEXPIRE', key, P)
+    return 1, L - count - cost, 0, P
+  end
+  local reset = 0
+  if count > 0 then
+    reset = math.max(0, tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) + P - now)
+  end
+  return 0, math.max(0, L - count), retry_score and (retry_score + P - now) or -1, reset
+end
+
+-- The reply of a one-limit decision: as ratelimit_decide's, whose totals are this limit's own.
+local function ratelimit_one(key, argv, algo, cost, write)
+  local limit = prl_int(argv, 2, 'limit', 1, 1000000, nil)
+  local period = prl_int(argv, 3, 'period_ms', 1, 2678400000, nil)
+  local burst = prl_int(argv, 4, 'burst', 0, 1000000, nil)
+  if algo == 'sliding_log' and limit > 10000 then
+    prl_fail('BADARG', 'limit of a sliding log must be in 1..10000, got ' .. limit)
+  end
+  if burst > 0 and algo ~= 'gcra' and algo ~= 'token_bucket' then
+    prl_fail('BADARG', 'burst applies to gcra and token_bucket only; send 0 for ' .. algo)
+  end
+  if burst == 0 then burst = limit end
+  local now = prl_now_ms()
+  local ok, remaining, retry, reset
+  if algo == 'gcra' then
+    ok, remaining, retry, reset = ratelimit_gcra_one(key, cost, limit, period, burst, now, write)
+  elseif algo == 'token_bucket' then
+    ok, remaining, retry, reset = ratelimit_token_bucket_one(key, cost, limit, period, burst, now,
+      write)
+  elseif algo == 'fixed_window' then
+    ok, remaining, retry, reset = ratelimit_fixed_window_one(key, cost, limit, period, now, write)
+  elseif algo == 'sliding_window' then
+    ok, remaining, retry, reset = ratelimit_sliding_window_one(key, cost, limit, period, now,
+      write)
+  else
+    ok, remaining, retry, reset = ratelimit_sliding_log_one(key, cost, limit, period, now, write)
+  end
+  return {ok, remaining, retry, reset > 0 and reset or 0, now, 1, ok, remaining, retry, reset}
+end
+
 -- What a key holds, for reset and inspect: 'none', an algorithm name, 'concurrency', or nil
 -- (something that is not rate limiter state). Returns the Redis type too.
 local function ratelimit_kind(key)

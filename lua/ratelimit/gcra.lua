@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.gcra
-version: 1.1.0
+version: 1.1.1
 summary: Charge a request against one or more GCRA (generic cell rate algorithm) limits, all or none.
 flags: none
 resend: once
@@ -20,4 +20,5 @@ errors:
   BADSTATE: a key holds something other than this algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
+if #KEYS == 1 and #ARGV == 4 then return ratelimit_one(KEYS[1], ARGV, 'gcra', cost, true) end
 return ratelimit_decide(KEYS, ARGV, limits_start, 3, 'gcra', cost, true)

@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.sliding_log_peek
-version: 1.1.0
+version: 1.1.1
 summary: Report what a sliding log (exact: never more than limit in any period) hit of this cost would decide, without charging anything.
 flags: no-writes
 includes: ratelimit
@@ -19,4 +19,5 @@ errors:
   BADSTATE: a key holds something other than this algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
+if #KEYS == 1 and #ARGV == 4 then return ratelimit_one(KEYS[1], ARGV, 'sliding_log', cost, false) end
 return ratelimit_decide(KEYS, ARGV, limits_start, 3, 'sliding_log', cost, false)
