@@ -43,7 +43,8 @@ def test_rendered_library_names_and_flags() -> None:
     assert lib.code.startswith(f"#!lua name={lib.name}\n")
     for op in lib.operations.values():
         assert op.function == f"{lib.name}_{op.header.ident}"
-        assert op.script.startswith("#!lua flags=no-writes" if op.read_only else "#!lua\n")
+        flags = op.header.flags  # a script carries its flags in its shebang (allow-oom too)
+        assert op.script.startswith(f"#!lua flags={','.join(flags)}\n" if flags else "#!lua\n")
     assert lib.operation("lock.inspect").read_only
     assert not lib.operation("lock.acquire").read_only
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Server-side cost of the lock operations, from ``INFO commandstats``.
 
-    .venv/bin/python tools/lock_cost.py [--rounds 2000] [--repeat 5]
+    .venv/bin/python tools/lock_cost.py [--rounds 2000] [--repeat 5] [--source CHECKOUT]
 
 Runs on a throwaway redis-server and prints, per path, the microseconds Redis spent per FCALL
 (``usec_per_call`` of ``fcall``: time inside Redis, no network), the best of ``--repeat`` runs
 (the machine is shared; the minimum is the least disturbed), and how many commands each call
-ran inside Redis (``redis.call``, counted by commandstats: exact, unlike time). Paths: acquire of a free lock,
-release with nobody waiting (their sum is the uncontended cycle), a busy acquire that registers
-as a waiter, and a release that grants the lock to a registered waiter.
+ran inside Redis (``redis.call``, counted by commandstats: exact, unlike time). Paths: acquire of
+a free lock, release with nobody waiting (their sum is the uncontended cycle), a busy acquire
+that registers as a waiter, and a release that grants the lock to a registered waiter.
 """
 
 from __future__ import annotations
@@ -16,17 +16,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# --source DIR: measure the pyredislua (and its lua/) in another checkout, e.g. a main worktree
+if "--source" in sys.argv:
+    sys.path.insert(0, sys.argv[sys.argv.index("--source") + 1])
+else:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import redis  # noqa: E402
+import redis
 
-import pyredislua  # noqa: E402
-from pyredislua.engine.protocol import Call  # noqa: E402
-from pyredislua.lock import LockKeys, acquire_call, release_call  # noqa: E402
-from pyredislua.server import RedisServer  # noqa: E402
+import pyredislua
+from pyredislua.engine.protocol import Call
+from pyredislua.lock import LockKeys, acquire_call, release_call
+from pyredislua.server import RedisServer
 
 
 def _fcall(r: redis.Redis) -> tuple[int, float, int]:
@@ -57,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--source", help="checkout whose pyredislua to measure (default: this)")
     args = parser.parse_args()
     with RedisServer() as server:
         r = redis.Redis.from_url(server.url)
