@@ -57,9 +57,22 @@ TIMER_GRAIN = 0.11
 # A waiter's registration outlives its BLPOP by this much, covering the round trip back: a
 # waiter blocks only while it is surely registered.
 REGISTRATION_SLACK_MS = 250
+
+
 # After a release that granted the lock to a waiter, the releaser stays registered this long, so
 # an acquire soon after goes straight to waiting (one round trip fewer per contended hold).
 REQUEUE_MS = 1000
+
+
+def registration_ms(max_block: float) -> int:
+    """How long a waiting acquire registers for: its longest BLPOP plus the slack. Every such
+    registration of a client lasts the same, so the order in which they end is the order in
+    which they were made, which is the order in which BLPOP serves the waiters: the registration
+    a grant consumes (the one that ends first) is normally its popper's. When it is not (a
+    requeue registration is shorter, a reply overtook another), the popper's release names its
+    waiter token and the server puts the consumed registration back."""
+    return math.ceil(max_block * 1000) + REGISTRATION_SLACK_MS
+
 # How long after a blocking acquire's deadline the reply of its last call is still awaited (the
 # final try is sent at the deadline); beyond it the acquire gives up even on a paused server.
 REPLY_GRACE = 0.25
@@ -238,12 +251,13 @@ def acquire_plan(
 
     The timeout is kept under pauses and restarts: with a timeout, every call waits for its
     reply until the deadline (plus ``REPLY_GRACE`` for the final try) and no longer, connection
-    errors are retried until the deadline, and a wait that hits the deadline ends the acquire.
-    The last call's outcome may then be unknown: the server may still grant it when it wakes,
-    and the lock then stays taken until its lease (``ttl``) runs out.
+    errors are retried until the deadline, and a wait that hits the deadline ends the acquire:
+    not acquired, or the last connection error when Redis never answered at all. The last
+    call's outcome may then be unknown: the server may still grant it when it wakes, and the
+    lock then stays taken until its lease (``ttl``) runs out.
     """
     deadline = None if timeout is None else clock() + timeout
-    window_ms = math.ceil(max_block * 1000) + REGISTRATION_SLACK_MS
+    window_ms = registration_ms(max_block)
     since, until = registered if registered is not None else (0.0, 0.0)
     if blocking and registered is not None:
         block = _block_for(deadline, max_block, until, math.inf, clock)
@@ -252,11 +266,14 @@ def acquire_plan(
                                                 clock)
             if popped is not None:
                 return popped
-    failures = 0
+    failures, answered = 0, False
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
         waiting = blocking and remaining > 0
-        wait_ms: int | None = window_ms if waiting else (0 if until else None)
+        # register only to block: a waiter so close to its deadline that it sleeps the rest out
+        # instead would be granted the lock while it sleeps, or take the place of one that blocks
+        blocks = waiting and remaining - TIMER_GRAIN >= 0.001
+        wait_ms: int | None = window_ms if blocks else (0 if until else None)
         sent_at = clock()
         call_deadline = None if deadline is None else max(deadline, sent_at) + REPLY_GRACE
         try:
@@ -264,12 +281,17 @@ def acquire_plan(
                 acquire_call(keys, token, ttl_ms, wait_ms, fence_ttl_ms), deadline=call_deadline)
         except TRANSPORT_ERRORS:
             # the outcome is unknown: the retry (acquire is idempotent for its token) tells
-            if deadline is None or clock() >= deadline:
+            if deadline is None:
                 raise
+            if clock() >= deadline:
+                if not answered:
+                    raise  # Redis never answered: an outage, not a busy lock
+                busy = AcquireResult(False, None, 0)
+                return Acquired(busy, sent_at, (since, until) if until else None)
             yield Sleep(min(_backoff(failures), max(0.0, deadline - clock())))
             failures += 1
             continue
-        failures = 0
+        failures, answered = 0, True
         if wait_ms is not None:
             since, until = (sent_at, sent_at + wait_ms / 1000) if wait_ms else (0.0, 0.0)
         if result.acquired:
@@ -318,16 +340,19 @@ def _wait_for_grant(keys: LockKeys, ttl_ms: int, engine: Engine, block: float, s
     if not popped:
         return None
     grant = parse_grant(text(popped[1]))
-    if grant.pttl_ms == ttl_ms:
-        return Acquired(grant, since, None)
-    # The grant carries the shortest lease any waiter registered with: set ours.
     assert grant.token is not None
+    ends = since + grant.pttl_ms / 1000  # the lease, counted from before the grant was made
+    if grant.pttl_ms == ttl_ms and ends - clock() > REPLY_GRACE:
+        return Acquired(grant, since, None)
+    # The grant carries the shortest lease any waiter registered with, or so much of it went by
+    # while this waiter blocked that what it may count on is nearly over: set its own lease,
+    # counted from now (the grant's lease may still run on the server).
     extend_sent = clock()
     try:
         extended = yield from engine.run_one(extend_call(keys, grant.token, ttl_ms),
-                                             deadline=since + grant.pttl_ms / 1000)
+                                             deadline=max(ends, extend_sent + REPLY_GRACE))
     except TRANSPORT_ERRORS:
-        return Acquired(grant, since, None)  # hold with the grant's own lease
+        return Acquired(grant, since, None)  # hold with what is left of the grant's lease
     if extended:
         return Acquired(AcquireResult(True, grant.fence, ttl_ms, grant.token), extend_sent, None)
     return None  # the grant's lease ran out before it could be extended
@@ -534,8 +559,7 @@ class _LockBase:
         requeue_ms = REQUEUE_MS if self.requeue else 0
         self._released_at = now
         self._registered = None
-        call = release_call(self.keys, hold, self.ttl_ms, self.handoff_ms,
-                            waiter if requeue_ms else "", requeue_ms)
+        call = release_call(self.keys, hold, self.ttl_ms, self.handoff_ms, waiter, requeue_ms)
         give_up_at = max(lease.valid_until if lease is not None else now, now + REPLY_GRACE)
         return release_plan(self._engine, call, give_up_at), lease is not None, valid
 
@@ -603,7 +627,8 @@ class Lock(_LockBase):
     random per Lock object; the token belongs to this object, not to a thread).
     handoff: how long a grant nobody popped stays reserved for registered waiters (then anyone
     may take it). requeue: after a release that granted the lock to a waiter, stay registered as
-    a waiter for a second, so that the next acquire goes straight to waiting (for loops).
+    a waiter for a second, so that the next acquire goes straight to waiting (for loops; a Lock
+    used once is better off without: its registration outlives it).
     fences: ``"durable"`` (default): the fence counter never expires, fences increase for the
     life of the Redis data set. ``"ephemeral"``: the counter expires ``max(100 x ttl, 1 h)``
     after the last acquire or grant of this lock, so a lock that is not used for that long

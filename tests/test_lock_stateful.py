@@ -43,7 +43,8 @@ class LockMachine(RuleBasedStateMachine):
         self.last_fence = 0
         self.grant_unpopped = False  # the owner is a grant still sitting in the signal list
         self.granted_by: str | None = None  # the waiter token of the release that granted it
-        self.consumed: tuple[str, float] | None = None  # the registration the grant consumed
+        # the registration the grant that made the current lock hash consumed (and its score)
+        self.consumed: tuple[str, float] | None = None
         # registered waiter tokens and their scores (when the registration ends, server ms)
         self.waiters: dict[str, float] = {}
 
@@ -88,6 +89,7 @@ class LockMachine(RuleBasedStateMachine):
                     self.waiters[self.consumed[0]] = self.consumed[1]  # it keeps its place
             else:
                 self.owner_fence = self._new_fence(result.fence)
+            self.consumed = None  # a fresh lock hash
             self.owner = token
             self.grant_unpopped = False
             if wait is not None:
@@ -110,7 +112,16 @@ class LockMachine(RuleBasedStateMachine):
             assert released == 0
             assert snapshot(self.admin) == before, "a non-owner's release must change nothing"
             return
-        others = sorted((score, w) for w, score in self.waiters.items() if w != token)
+        # A grant holder naming its waiter token: if its grant consumed another registration,
+        # its own stands in for that one, which is put back.
+        standing = bool(waiter) and self.consumed is not None and \
+            self.consumed[0] != waiter and waiter in self.waiters
+        restore = self.consumed if standing and self.consumed and \
+            self.consumed[0] not in self.waiters else None
+        others = sorted((score, w) for w, score in self.waiters.items()
+                        if w != token and not (standing and w == waiter))
+        if restore:
+            others = sorted([*others, (restore[1], restore[0])])
         if not others:
             assert released == 1
             self.owner = None
@@ -120,8 +131,12 @@ class LockMachine(RuleBasedStateMachine):
         # the grant consumes the longest-standing registration (whoever pops it)
         score, consumed = others[0]
         self.consumed = (consumed, score)
-        del self.waiters[consumed]
+        self.waiters.pop(consumed, None)
         self.waiters.pop(token, None)
+        if standing:
+            del self.waiters[waiter]
+        if restore and restore[0] != consumed:
+            self.waiters[restore[0]] = restore[1]
         fence = self.last_fence + 1
         self.owner, self.owner_fence = f"grant:{fence}:{LONG}", fence
         self.last_fence = fence
@@ -157,7 +172,7 @@ class LockMachine(RuleBasedStateMachine):
             self.admin.pexpire(key, 1)
         while self.admin.exists(self.keys.lock, self.keys.signal):
             time.sleep(0.001)
-        self.owner, self.grant_unpopped = None, False
+        self.owner, self.grant_unpopped, self.consumed = None, False, None
 
     @invariant()
     def server_agrees_with_model(self) -> None:

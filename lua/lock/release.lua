@@ -14,7 +14,7 @@ argv:
   token: str 1..256; the owner token: your own, or the grant you popped
   ttl_ms: int 1..1000000000000 = 30000; your lease: what a grant carries when no registered waiter declared one, and the lease of your requeue registration
   handoff_ms: int 1..60000 = 100; how long an unclaimed grant stays reserved for registered waiters
-  waiter: str 0..256 = ""; the token to register when requeue_ms > 0 ("" = token; a holder through a grant passes its own waiter token)
+  waiter: str 0..256 = ""; a holder through a grant: the token it registered with (optional: keeps the count of waiters exact when BLPOP served it before the waiter whose registration the grant consumed); and the token requeue_ms registers ("" = token)
   requeue_ms: int 0..86400000 = 0; when the lock is granted to another waiter, register `waiter` for this long (it expects to want the lock again)
 returns:
   1 when released and free; 2 when released and granted to a registered waiter; 0 when the token
@@ -26,7 +26,7 @@ errors:
   BADSTATE: the fence counter holds something else than a counter (nothing changed)
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
-local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl')
+local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl', 'gw', 'gd')
 if held[1] ~= token then return 0 end
 if rcall('ZCARD', waiters_key) == 0 then
   rcall('DEL', lock_key)
@@ -34,14 +34,31 @@ if rcall('ZCARD', waiters_key) == 0 then
 end
 
 local now = prl_now_ms()
+-- A holder through a grant may name the token it registered with (waiter). If its grant consumed
+-- another waiter's registration (BLPOP served this one first), this one's still stands, in place
+-- of the other's: the other's is put back (unless it registered again), so the count of
+-- registered waiters stays exact.
+local standing, restore, restore_until = false, nil, nil
+if waiter ~= '' and waiter ~= token and held[4] and held[4] ~= waiter then
+  standing = rcall('ZSCORE', waiters_key, waiter) ~= false
+  local consumed_until = tonumber(held[5] or '')
+  if standing and consumed_until and consumed_until > now and
+      not rcall('ZSCORE', waiters_key, held[4]) then
+    restore, restore_until = held[4], consumed_until
+  end
+end
 local gone = rcall('ZRANGEBYSCORE', waiters_key, 0, now, 'LIMIT', 0, 16)
-local live = rcall('ZRANGEBYSCORE', waiters_key, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 2)
+local live = rcall('ZRANGEBYSCORE', waiters_key, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 3)
 local next_waiter, next_until
 for i = 1, #live, 2 do
-  if live[i] ~= token then
-    next_waiter, next_until = live[i], live[i + 1]
+  if live[i] ~= token and not (standing and live[i] == waiter) then
+    next_waiter, next_until = live[i], tonumber(live[i + 1])
     break
   end
+end
+if restore and (not next_waiter or restore_until < next_until or
+    (restore_until == next_until and restore < next_waiter)) then
+  next_waiter, next_until, restore = restore, restore_until, nil  -- consumed again at once
 end
 if not next_waiter then
   -- Nobody else waits: free. What is left of the set is over (or the releaser's own), so it goes,
@@ -86,6 +103,14 @@ rcall('PEXPIREAT', signal_key, ends)
 -- The grant consumes one registration, the longest-standing one: whoever pops the grant is no
 -- longer waiting, whatever token it registered with, so its own release needs no extra argument.
 rcall('ZREM', waiters_key, next_waiter, token, unpack(gone))
+if standing then rcall('ZREM', waiters_key, waiter) end
+if restore then
+  rcall('ZADD', waiters_key, 'NX', restore_until, restore)
+  if rcall('PEXPIRE', waiters_key, restore_until - now, 'GT') == 0 and
+      rcall('PTTL', waiters_key) < 0 then
+    rcall('PEXPIRE', waiters_key, restore_until - now)
+  end
+end
 if requeue_ms > 0 then
   -- The releaser queues up behind the waiters at once, saving its next acquire a round trip.
   lock_register(waiters_key, me, now + requeue_ms, ttl_ms, now)
