@@ -8,9 +8,9 @@
 Each worker process loops: a new ``Lock`` (ttl 1-5 ms, no watchdog, requeue on or off), a
 blocking acquire (half with a 1-30 ms timeout, slept out locally, half with 0.15-0.6 s, waiting
 on the signal list), then, while holding, a read-modify-write of a shared counter that acts as a
-fenced resource (a fenced read, then a compare-and-set with the fence). It appends what it believed to a file of its
-own before doing anything under the lock: the window from the moment ``acquire`` returned to the
-local lease deadline (``valid_until``, the client's lower bound of the server's lease) or its
+fenced resource (a fenced read, then a compare-and-set with the fence). It appends what it
+believed to a file of its own before doing anything under the lock: the window from the moment
+``acquire`` returned to the local lease deadline (``valid_until``, the client's lower bound of the server's lease) or its
 release, whichever is first. CLOCK_MONOTONIC is system-wide on Linux, so windows of different
 processes compare directly. A killer SIGKILLs a random worker every ``--kill-every`` seconds and
 starts a replacement, forked from the runner so it starts at once (a killed holder's window
@@ -19,12 +19,14 @@ runs to its lease deadline).
 Reported (JSON on stdout): holds, kills, overlapping believed windows, windows whose fences do
 not increase in time order, counter writes that found the value changed under them inside the
 writer's window or found a newer fence there first, the largest the waiters set grew, and
-whether the lock ended free with no grant left behind. ``--source`` runs another checkout's pyredislua (e.g. main) for comparison.
+whether the lock ended free with no grant left behind. ``--source`` runs another checkout's
+pyredislua (e.g. main) for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -86,10 +88,8 @@ def _worker(url: str, mode: str, out: str, until: float, seed: int) -> None:
             done = time.monotonic()
             outcome = f"{written} {'in' if done < valid_until else 'after'}"
         end = time.monotonic()
-        try:
+        with contextlib.suppress(LockNotOwnedError):
             lock.release()
-        except LockNotOwnedError:
-            pass
         os.write(fd, f"E {lock.fence} {min(end, valid_until)!r} {outcome}\n".encode())
     os.close(fd)
 
@@ -161,7 +161,8 @@ def _analyse(directory: str, kills: int) -> dict[str, Any]:
     return {"holds": len(windows), "released": len(ends), "kills": kills,
             "acquired_after_the_lease_ran_out": expired_on_arrival,
             "overlapping_windows": overlaps, "fences_out_of_order": fence_disorder,
-            "counter_conflicts_inside_windows": conflicts, "stale_fence_writes_inside_windows": stale,
+            "counter_conflicts_inside_windows": conflicts,
+            "stale_fence_writes_inside_windows": stale,
             "writes_after_the_window": late_writes, "counter_writes": len(written),
             "duplicate_counter_values": len(written) - len(set(written)),
             "overlap_examples": examples[:5]}
