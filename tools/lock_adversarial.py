@@ -10,8 +10,8 @@ blocking acquire (half with a 1-30 ms timeout, slept out locally, half with 0.15
 on the signal list), then, while holding, a read-modify-write of a shared counter that acts as a
 fenced resource (a fenced read, then a compare-and-set with the fence). It appends what it
 believed to a file of its own before doing anything under the lock: the window from the moment
-``acquire`` returned to the local lease deadline (``valid_until``, the client's lower bound of the server's lease) or its
-release, whichever is first. CLOCK_MONOTONIC is system-wide on Linux, so windows of different
+``acquire`` returned to the local lease deadline (``valid_until``, the client's lower bound of
+the server's lease) or its release, whichever is first. CLOCK_MONOTONIC is system-wide on Linux, so windows of different
 processes compare directly. A killer SIGKILLs a random worker every ``--kill-every`` seconds and
 starts a replacement, forked from the runner so it starts at once (a killed holder's window
 runs to its lease deadline).
