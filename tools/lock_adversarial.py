@@ -11,10 +11,10 @@ on the signal list), then, while holding, a read-modify-write of a shared counte
 fenced resource (a fenced read, then a compare-and-set with the fence). It appends what it
 believed to a file of its own before doing anything under the lock: the window from the moment
 ``acquire`` returned to the local lease deadline (``valid_until``, the client's lower bound of
-the server's lease) or its release, whichever is first. CLOCK_MONOTONIC is system-wide on Linux, so windows of different
-processes compare directly. A killer SIGKILLs a random worker every ``--kill-every`` seconds and
-starts a replacement, forked from the runner so it starts at once (a killed holder's window
-runs to its lease deadline).
+the server's lease) or its release, whichever is first. CLOCK_MONOTONIC is system-wide on Linux,
+so windows of different processes compare directly. A killer SIGKILLs a random worker every
+``--kill-every`` seconds and starts a replacement, forked from the runner so it starts at once
+(a killed holder's window runs to its lease deadline).
 
 Reported (JSON on stdout): holds, kills, overlapping believed windows, windows whose fences do
 not increase in time order, counter writes that found the value changed under them inside the
