@@ -24,6 +24,7 @@ from .engine.protocol import (
     LoadReport,
     Mode,
     NotSentError,
+    NotSentTimeoutError,
     Plan,
     Sleep,
 )
@@ -163,12 +164,18 @@ class _DeadlineConnections:
         try:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NotSentError(str(_late(deadline)))
+                raise NotSentTimeoutError(str(_late(deadline)))
+            if connection.is_connected and connection.can_read(timeout=0):
+                # an idle connection with something to read was closed by the server (it
+                # restarted, or CLIENT KILL): reconnect rather than send into it
+                connection.disconnect()
             if not connection.is_connected:
                 connection.socket_timeout = left
                 connection.socket_connect_timeout = min(left, self._connect_timeout or left)
                 try:
                     connection.connect()
+                except redis.exceptions.TimeoutError as error:
+                    raise NotSentTimeoutError(str(error)) from error
                 except _TRANSPORT_ERRORS as error:
                     raise NotSentError(str(error)) from error
             connection.send_packed_command(connection.pack_commands(commands))

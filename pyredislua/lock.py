@@ -45,7 +45,16 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import redis
 
-from .engine.protocol import Call, Command, Engine, NotSentError, Plan, Sleep, text
+from .engine.protocol import (
+    Call,
+    Command,
+    Engine,
+    NotSentError,
+    NotSentTimeoutError,
+    Plan,
+    Sleep,
+    text,
+)
 from .errors import LockError, LockLostError, LockNotOwnedError
 
 if TYPE_CHECKING:
@@ -73,8 +82,8 @@ def registration_ms(max_block: float) -> int:
     waiter token and the server puts the consumed registration back."""
     return math.ceil(max_block * 1000) + REGISTRATION_SLACK_MS
 
-# How long after a blocking acquire's deadline the reply of its last call is still awaited (the
-# final try is sent at the deadline); beyond it the acquire gives up even on a paused server.
+# A call made this close to a blocking acquire's deadline (the final try is sent at the deadline)
+# has this long for its reply; any other call's reply is awaited until the deadline and no longer.
 REPLY_GRACE = 0.25
 # A BLPOP ends by itself (its timeout, resolved on Redis' cron tick); a reply later than this
 # past its timeout means the server is not answering: the connection is dropped, the wait redone.
@@ -87,7 +96,7 @@ EPHEMERAL_FENCE_LEASES = 100
 EPHEMERAL_FENCE_MIN_MS = 3_600_000
 
 TRANSPORT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-NOT_SENT_ERRORS = (NotSentError,)
+NOT_SENT_ERRORS = (NotSentError, NotSentTimeoutError)
 
 FenceDurability = Literal["durable", "ephemeral"]
 
@@ -250,9 +259,10 @@ def acquire_plan(
     later, so a popped grant was always made after its popper registered).
 
     The timeout is kept under pauses and restarts: with a timeout, every call waits for its
-    reply until the deadline (plus ``REPLY_GRACE`` for the final try) and no longer, connection
+    reply until the deadline (the final try, sent at the deadline, ``REPLY_GRACE``), connection
     errors are retried until the deadline, and a wait that hits the deadline ends the acquire:
-    not acquired, or the last connection error when Redis never answered at all. The last
+    not acquired (a paused server included), or the last connection error when Redis could not
+    be reached at all. The last
     call's outcome may then be unknown: the server may still grant it when it wakes, and the
     lock then stays taken until its lease (``ttl``) runs out.
     """
@@ -275,17 +285,17 @@ def acquire_plan(
         blocks = waiting and remaining - TIMER_GRAIN >= 0.001
         wait_ms: int | None = window_ms if blocks else (0 if until else None)
         sent_at = clock()
-        call_deadline = None if deadline is None else max(deadline, sent_at) + REPLY_GRACE
+        call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
         try:
             result = yield from engine.run_one(
                 acquire_call(keys, token, ttl_ms, wait_ms, fence_ttl_ms), deadline=call_deadline)
-        except TRANSPORT_ERRORS:
+        except TRANSPORT_ERRORS as error:
             # the outcome is unknown: the retry (acquire is idempotent for its token) tells
             if deadline is None:
                 raise
             if clock() >= deadline:
-                if not answered:
-                    raise  # Redis never answered: an outage, not a busy lock
+                if not answered and not isinstance(error, redis.exceptions.TimeoutError):
+                    raise  # Redis could not be reached at all: an outage, not a busy lock
                 busy = AcquireResult(False, None, 0)
                 return Acquired(busy, sent_at, (since, until) if until else None)
             yield Sleep(min(_backoff(failures), max(0.0, deadline - clock())))
@@ -330,8 +340,8 @@ def _wait_for_grant(keys: LockKeys, ttl_ms: int, engine: Engine, block: float, s
     """Block on the signal list; a popped grant makes the caller the holder. ``since``: the
     send time of the call that registered the caller, before the grant was made."""
     blpop_deadline = clock() + block + BLPOP_GRACE
-    if deadline is not None:
-        blpop_deadline = min(blpop_deadline, deadline + REPLY_GRACE)
+    if deadline is not None:  # the BLPOP itself ends (block) before the deadline
+        blpop_deadline = min(blpop_deadline, max(deadline, clock() + block + 0.05))
     [popped] = yield [Command(("BLPOP", keys.signal, round(block, 3)), deadline=blpop_deadline)]
     if isinstance(popped, TRANSPORT_ERRORS):
         return None  # the next acquire call retries (and backs off) or gives up at the deadline

@@ -12,7 +12,13 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from redis.exceptions import ConnectionError, NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import (
+    ConnectionError,
+    NoPermissionError,
+    NoScriptError,
+    ResponseError,
+    TimeoutError,
+)
 
 from ..errors import LibraryConflictError, LibraryError, LibraryPermissionError, from_reply
 from .render import Library, Operation
@@ -43,6 +49,11 @@ class Command:
 class NotSentError(ConnectionError):
     """A connection error before a command was written: it did not run, sending it again is
     safe whatever its ``resend``."""
+
+
+class NotSentTimeoutError(TimeoutError):
+    """A command's deadline passed before it could be written (connecting took too long, or no
+    time was left): it did not run."""
 
 
 @dataclass(frozen=True)
