@@ -136,7 +136,7 @@ class _DeadlineConnections:
 
     def __init__(self, conn: Any) -> None:
         pool = conn.connection_pool
-        self._parse = conn.parse_response
+        self._callbacks = conn.response_callbacks
         self._cls = pool.connection_class
         kwargs = dict(pool.connection_kwargs)
         kwargs["retry"] = Retry(NoBackoff(), 0)
@@ -182,12 +182,17 @@ class _DeadlineConnections:
             replies: list[Any] = []
             for args in commands:
                 left = deadline - time.monotonic()
-                if left <= 0 or not connection.can_read(timeout=left):
+                if left <= 0:
                     raise _late(deadline)
                 try:
-                    replies.append(self._parse(connection, args[0]))
+                    reply = connection.read_response(timeout=left)
                 except ResponseError as error:
                     replies.append(error)
+                    continue
+                except redis.exceptions.TimeoutError:
+                    raise _late(deadline) from None
+                callback = self._callbacks.get(args[0])
+                replies.append(callback(reply) if callback is not None else reply)
         except _TRANSPORT_ERRORS as error:
             connection.disconnect()
             return [error] * len(commands)

@@ -427,7 +427,7 @@ class _LockBase:
         token: str | None = None,
         prefix: str = "prl",
         handoff: float = 0.1,
-        requeue: bool = True,
+        requeue: bool | None = None,
         fences: FenceDurability = "durable",
     ) -> None:
         self.name = name
@@ -449,10 +449,12 @@ class _LockBase:
         self._lease: Lease | None = None
         self._hold_token = self.token  # a hold that came from a popped grant has its token
         self.requeue = requeue
+        self._releases = 0
         # (sent, until): this object is a registered waiter (its release requeued it, or a wait
         # ended without ending its registration); the next acquire may wait for a grant first
         self._registered: tuple[float, float] | None = None
         self._released_at = 0.0
+        self._requeued = False
 
     @property
     def owner_token(self) -> str:
@@ -566,15 +568,20 @@ class _LockBase:
         valid = lease is not None and self.lost_reason is None and now < lease.valid_until
         hold, self._hold_token = self._hold_token, self.token
         waiter = self.token if hold != self.token else ""
-        requeue_ms = REQUEUE_MS if self.requeue else 0
+        # by default only a Lock used again (a loop) requeues: one used once would leave a
+        # registration nobody answers for a second, and a grant to it would wait unpopped
+        requeue = self.requeue if self.requeue is not None else self._releases > 0
+        self._releases += 1
+        requeue_ms = REQUEUE_MS if requeue else 0
         self._released_at = now
         self._registered = None
+        self._requeued = requeue
         call = release_call(self.keys, hold, self.ttl_ms, self.handoff_ms, waiter, requeue_ms)
         give_up_at = max(lease.valid_until if lease is not None else now, now + REPLY_GRACE)
         return release_plan(self._engine, call, give_up_at), lease is not None, valid
 
     def _finish_release(self, released: int, had_lease: bool, valid: bool) -> None:
-        if released == RELEASED_GRANTED and self.requeue:
+        if released == RELEASED_GRANTED and self._requeued:
             self._registered = (self._released_at, self._released_at + REQUEUE_MS / 1000)
         if released == RELEASED_UNCONFIRMED and valid:
             return  # released (or expired) after the work was done inside the lease
@@ -637,8 +644,9 @@ class Lock(_LockBase):
     random per Lock object; the token belongs to this object, not to a thread).
     handoff: how long a grant nobody popped stays reserved for registered waiters (then anyone
     may take it). requeue: after a release that granted the lock to a waiter, stay registered as
-    a waiter for a second, so that the next acquire goes straight to waiting (for loops; a Lock
-    used once is better off without: its registration outlives it).
+    a waiter for a second, so that the next acquire goes straight to waiting (for loops). None
+    (default): from this object's second release on, so a Lock used once leaves no registration
+    that nobody answers (a grant to it would wait, unpopped, for a registered waiter).
     fences: ``"durable"`` (default): the fence counter never expires, fences increase for the
     life of the Redis data set. ``"ephemeral"``: the counter expires ``max(100 x ttl, 1 h)``
     after the last acquire or grant of this lock, so a lock that is not used for that long
