@@ -3,29 +3,38 @@
 Guarantee, and its limits
 -------------------------
 On a single Redis primary, at most one owner token holds the lock at a time, for the length of its
-lease. Every acquisition returns a **fencing token** (``lock.fence``): an integer from a counter
-that never goes backwards, not on release, not on expiry.
+lease. What a holder believes is a lower bound of that lease: ``lock.valid_until`` is counted from
+a local time provably before the lease began, so ``held`` turns false (and ``lost`` true) no
+later than Redis lets the lease go, whether or not a call is pending. Every acquisition returns a
+**fencing token** (``lock.fence``) from a counter that never goes backwards, not on release, not
+on expiry (``fences="durable"``, the default); ``fences="ephemeral"`` lets the counter expire
+when the lock is not used for a long while (see :class:`Lock`).
 
 What the lock does **not** guarantee:
 
 * **A lease is time-bound.** A holder that stalls (GC pause, swapped process, network partition)
-  past its lease can resume believing it still holds the lock while another holder runs. The
-  watchdog narrows this window and tells you when renewal failed (``lost``, ``on_lost``,
-  :class:`~pyredislua.errors.LockLostError` on leaving ``with``) but cannot close it. That is what
-  fences are for: pass ``lock.fence`` with every write to the protected resource and have it
-  reject a fence lower than the highest it has seen.
-* **Failover.** Redis replicates asynchronously. If the primary fails after granting a lock and
-  before a replica received it, the promoted replica does not know the lock is held and grants it
-  again (and its fence counter may be behind). ``WAIT`` narrows this window, it does not close it.
+  past its lease can resume and act as if it still held the lock while another holder runs. The
+  lock tells it (``held``, ``lost``, ``on_lost``, :class:`~pyredislua.errors.LockLostError` on
+  leaving ``with``) but cannot stop a write under way. That is what fences are for: pass
+  ``lock.fence`` with every write to the protected resource and have it reject a fence lower
+  than the highest it has seen.
+* **Failover, restarts without persistence.** Redis replicates asynchronously. If the primary
+  fails after granting a lock and before a replica received it, the promoted replica does not
+  know the lock is held and grants it again (and its fence counter may be behind); a restart
+  without persistence forgets both too. ``WAIT`` narrows this window, it does not close it.
 * **Eviction.** Run Redis with ``maxmemory-policy noeviction``: an LRU policy may silently delete a
   held lock or the fence counter.
+* **Clock jumps.** Leases expire on the server's wall clock; holders count on their monotonic
+  clock. The lower bound assumes both run at the same rate.
 
-Waiting is not polling: a failed blocking acquire registers as a waiter and blocks on a signal
-list (BLPOP). A release that finds a live waiter grants the lock directly to the longest-blocked
-one (first come, first served: the releaser cannot barge back in) by pushing it a grant, which is
-the new owner token and carries the next fence, so the waiter holds the lock without another
-round trip. A holder that dies frees the lock within its TTL (waiters also wake when the lease
-runs out); a grant nobody popped (its waiter died) can be taken by anyone after ``handoff``.
+Waiting is not polling: a blocking acquire registers as a waiter and blocks on a signal list
+(BLPOP). A release that finds a live waiter grants the lock directly to the longest-blocked one
+(first come, first served: the releaser cannot barge back in) by pushing it a grant, which is the
+new owner token and carries the next fence and a lease no longer than any registered waiter asked
+for, so the waiter holds the lock without another round trip and a crashed holder delays waiters
+by its own TTL at most. The grant expires with its lock. A grant nobody popped (its waiter was
+between calls, or died) is taken over by the next waiter that registers, or by anyone after
+``handoff``.
 """
 
 from __future__ import annotations
