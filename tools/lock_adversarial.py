@@ -87,10 +87,12 @@ def _worker(url: str, mode: str, out: str, until: float, seed: int) -> None:
             written = int(cas(keys=[COUNTER], args=[lock.fence, value]))
             done = time.monotonic()
             outcome = f"{written} {'in' if done < valid_until else 'after'}"
+        # the belief ends here: recorded before release is sent (a SIGKILL right after the
+        # release went out must not leave the window open to the lease deadline)
         end = time.monotonic()
+        os.write(fd, f"E {lock.fence} {min(end, valid_until)!r} {outcome}\n".encode())
         with contextlib.suppress(LockNotOwnedError):
             lock.release()
-        os.write(fd, f"E {lock.fence} {min(end, valid_until)!r} {outcome}\n".encode())
     os.close(fd)
 
 
