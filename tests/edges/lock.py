@@ -30,9 +30,11 @@ def _held_ephemeral_with_waiter(client: pyredislua.Client) -> None:
 
 def _held_with_expired_waiters(client: pyredislua.Client) -> None:
     _held(client)
-    run_all(client, [acquire_call(K, f"gone-{i}", 60_000, 1) for i in range(3)])
+    # a long wait keeps the set alive while three 1 ms registrations run out
+    run_all(client, [acquire_call(K, "w", 60_000, 60_000),
+                     *[acquire_call(K, f"gone-{i}", 60_000, 1) for i in range(3)]])
     r = client.redis
-    ends = max(score for _, score in r.zrange(K.waiters, 0, -1, withscores=True))
+    ends = max(r.zscore(K.waiters, f"gone-{i}") or 0 for i in range(3))
     while True:  # until their 1 ms registrations are over by the server's clock
         seconds, micros = r.time()
         if seconds * 1000 + micros // 1000 > ends:
@@ -41,11 +43,20 @@ def _held_with_expired_waiters(client: pyredislua.Client) -> None:
 
 def _held_with_only_expired_waiters(client: pyredislua.Client) -> None:
     _held_with_expired_waiters(client)
+    run_all(client, [acquire_call(K, "w", 60_000, 0)])  # the long wait is given up
 
 
 def _granted_unpopped(client: pyredislua.Client) -> None:
     _held_with_waiter(client)
     run_all(client, [release_call(K, "holder", 60_000)])
+
+
+def _popped_out_of_order(client: pyredislua.Client) -> None:
+    """The grant consumed "a"'s registration (the longest-standing), but "b" popped it."""
+    _held(client)
+    run_all(client, [acquire_call(K, "a", 60_000, 60_000), acquire_call(K, "b", 60_000, 60_000),
+                     release_call(K, "holder", 60_000)])
+    assert client.redis.lpop(K.signal) == b"grant:2:60000"
 
 
 def _fence_exists(client: pyredislua.Client) -> None:
@@ -84,6 +95,8 @@ SCENARIOS = [
              ("holder", 60_000, 100, "", 60_000), _held_with_waiter),
     Scenario("lock.release", "grants to a waiter, ephemeral fence", ALL, ("holder", 60_000),
              _held_ephemeral_with_waiter),
+    Scenario("lock.release", "a grant popped out of order puts the consumed waiter back", ALL,
+             ("grant:2:60000", 60_000, 100, "b"), _popped_out_of_order),
     Scenario("lock.inspect", "held with a waiter", (K.lock, K.fence, K.waiters), (),
              _held_with_waiter, writes=False),
 ]
