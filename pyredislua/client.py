@@ -4,15 +4,30 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
+from redis.retry import Retry
 
-from .engine.protocol import RETRY, Batch, Call, Engine, LoadReport, Mode, Plan, Sleep
+from .engine.protocol import (
+    RETRY,
+    Batch,
+    Call,
+    Engine,
+    LoadReport,
+    Mode,
+    NotSentError,
+    NotSentTimeoutError,
+    Plan,
+    Sleep,
+)
 from .engine.render import Library, render_library
 
 if TYPE_CHECKING:
@@ -98,10 +113,109 @@ async def _send_once_async(conn: Any, commands: Sequence[tuple[Any, ...]]) -> li
         await pool.release(connection)
 
 
-def _run_batch_sync(conn: Any, batch: Batch | Sleep) -> list[Any]:
+# What a command with a deadline gets back, in place of a reply, when it could not complete in
+# time or its connection failed: the plan decides (retry until its own deadline, or give up).
+_TRANSPORT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _late(deadline: float) -> redis.exceptions.TimeoutError:
+    return redis.exceptions.TimeoutError(
+        f"no reply before the deadline ({time.monotonic() - deadline:.3f}s ago)")
+
+
+class _DeadlineConnections:
+    """Connections of a sync client for commands with a deadline (``Command.deadline``).
+
+    redis-py's own connections re-send on a timeout and wait for replies as long as their socket
+    timeout says (forever without one), so a command sent to a paused server returns when the
+    server wakes. These connections never re-send, connect within the time left (handshake
+    included) and wait for each reply only until the deadline; a connection that missed one is
+    closed, so a late reply is never read as the answer to a later command. Kept apart from the
+    pool: they are created from its settings and closed with the client's process (not counted
+    in ``max_connections``)."""
+
+    def __init__(self, conn: Any) -> None:
+        pool = conn.connection_pool
+        self._callbacks = conn.response_callbacks
+        self._cls = pool.connection_class
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+        self._kwargs = kwargs
+        self._connect_timeout = kwargs.get("socket_connect_timeout")
+        self._idle: list[Any] = []
+        self._guard = threading.Lock()
+        self._pid = os.getpid()
+
+    def _take(self) -> Any:
+        with self._guard:
+            if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return self._cls(**self._kwargs)
+
+    def _give_back(self, connection: Any) -> None:
+        with self._guard:
+            if self._pid == os.getpid():
+                self._idle.append(connection)
+
+    def run(self, commands: Sequence[tuple[Any, ...]], deadline: float) -> list[Any]:
+        connection = self._take()
+        try:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NotSentTimeoutError(str(_late(deadline)))
+            if connection.is_connected and connection.can_read(timeout=0):
+                # an idle connection with something to read was closed by the server (it
+                # restarted, or CLIENT KILL): reconnect rather than send into it
+                connection.disconnect()
+            if not connection.is_connected:
+                connection.socket_timeout = left
+                connection.socket_connect_timeout = min(left, self._connect_timeout or left)
+                try:
+                    connection.connect()
+                except redis.exceptions.TimeoutError as error:
+                    raise NotSentTimeoutError(str(error)) from error
+                except _TRANSPORT_ERRORS as error:
+                    raise NotSentError(str(error)) from error
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for args in commands:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _late(deadline)
+                try:
+                    reply = connection.read_response(timeout=left)
+                except ResponseError as error:
+                    replies.append(error)
+                    continue
+                except redis.exceptions.TimeoutError:
+                    raise _late(deadline) from None
+                callback = self._callbacks.get(args[0])
+                replies.append(callback(reply) if callback is not None else reply)
+        except _TRANSPORT_ERRORS as error:
+            connection.disconnect()
+            return [error] * len(commands)
+        except BaseException:
+            connection.disconnect()
+            raise
+        self._give_back(connection)
+        return replies
+
+
+def _deadline_of(batch: Batch) -> float | None:
+    deadlines = [c.deadline for c in batch if c.deadline is not None]
+    return min(deadlines) if deadlines else None
+
+
+def _run_batch_sync(conn: Any, batch: Batch | Sleep,
+                    deadlines: _DeadlineConnections | None = None) -> list[Any]:
     if isinstance(batch, Sleep):
         time.sleep(batch.seconds)
         return []
+    deadline = _deadline_of(batch)
+    if deadline is not None and deadlines is not None:
+        return deadlines.run([c.args for c in batch], deadline)
     if any(c.once for c in batch) and _sends_once(conn):
         return _send_once_sync(conn, [c.args for c in batch])
     if len(batch) == 1:
@@ -123,10 +237,27 @@ def _run_batch_sync(conn: Any, batch: Batch | Sleep) -> list[Any]:
     return [[r] if c.all_primaries else r for c, r in zip(batch, replies)]
 
 
+async def _run_by_deadline_async(conn: Any, batch: Batch, deadline: float) -> list[Any]:
+    """Commands with a deadline on an asyncio client: sent once, and abandoned (the connection
+    closed, so no late reply is misread) when no reply came in time."""
+    left = deadline - time.monotonic()
+    try:
+        if left <= 0:
+            raise _late(deadline)
+        return await asyncio.wait_for(_send_once_async(conn, [c.args for c in batch]), left)
+    except asyncio.TimeoutError:
+        return [_late(deadline)] * len(batch)
+    except _TRANSPORT_ERRORS as error:
+        return [error] * len(batch)
+
+
 async def _run_batch_async(conn: Any, batch: Batch | Sleep) -> list[Any]:
     if isinstance(batch, Sleep):
         await asyncio.sleep(batch.seconds)
         return []
+    deadline = _deadline_of(batch)
+    if deadline is not None and _sends_once(conn):
+        return await _run_by_deadline_async(conn, batch, deadline)
     if any(c.once for c in batch) and _sends_once(conn):
         return await _send_once_async(conn, [c.args for c in batch])
     if len(batch) == 1:
@@ -155,6 +286,7 @@ class _ClientBase:
         pool = getattr(conn, "connection_pool", None)
         self.max_block = _max_block(getattr(pool, "connection_kwargs", {}) or {})
         self._once = _sends_once(conn)
+        self._deadlines: _DeadlineConnections | None = None
 
     @property
     def mode(self) -> str:
@@ -180,10 +312,18 @@ class Client(_ClientBase):
         try:
             batch = next(plan)
             while True:
-                batch = plan.send(_run_batch_sync(self.redis, batch))
+                batch = plan.send(
+                    _run_batch_sync(self.redis, batch, self._deadline_connections(batch)))
         except StopIteration as done:
             result: T = done.value
             return result
+
+    def _deadline_connections(self, batch: Batch | Sleep) -> _DeadlineConnections | None:
+        if isinstance(batch, Sleep) or not self._once or _deadline_of(batch) is None:
+            return None
+        if self._deadlines is None:
+            self._deadlines = _DeadlineConnections(self.redis)
+        return self._deadlines
 
     def run(self, call: Call[T]) -> T:
         """Run one operation in one round trip (two if its code had to be loaded first)."""

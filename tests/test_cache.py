@@ -384,7 +384,5 @@ def test_a_full_cache_lifecycle_leaves_only_the_documented_keys(
     left = {k.decode() for k in r.scan_iter(ns + "*")}
     assert left == {ns + name for name in CACHE_LEFT}
     assert 0 < r.pttl(ns + "tags") <= 86_400_000  # expires on its own
-    permanent = [k for k in r.scan_iter("prl:lock:*") if r.pttl(k) == -1]
-    if permanent:
-        pytest.xfail(f"single-flight locks leave fence counters without a TTL: {permanent}; "
-                     "the lock's ephemeral fences are the lock area's change (issue 8 §3)")
+    # single-flight locks use ephemeral fences: their counters end on their own too
+    assert [k for k in r.scan_iter("prl:lock:*") if r.pttl(k) == -1] == []

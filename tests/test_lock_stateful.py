@@ -1,5 +1,5 @@
-"""A model-checked lock: three clients, each on its own connection, interleave acquire (plain or
-as a registered waiter), popping grants, extend, release and lease expiry.
+"""A model-checked lock: three clients, each on its own connection, interleave acquire (plain, as a
+registering waiter, or as a waiter giving up), popping grants, extend, release and lease expiry.
 
 Expiry is made to happen by the server (PEXPIRE 1, then waiting until the key is gone), not
 simulated: the scripts see exactly what a lapsed lease looks like.
@@ -43,7 +43,10 @@ class LockMachine(RuleBasedStateMachine):
         self.last_fence = 0
         self.grant_unpopped = False  # the owner is a grant still sitting in the signal list
         self.granted_by: str | None = None  # the waiter token of the release that granted it
-        self.waiters: set[str] = set()  # registered waiter tokens
+        # the registration the grant that made the current lock hash consumed (and its score)
+        self.consumed: tuple[str, float] | None = None
+        # registered waiter tokens and their scores (when the registration ends, server ms)
+        self.waiters: dict[str, float] = {}
 
     def teardown(self) -> None:
         for c in [*getattr(self, "conns", []), getattr(self, "admin", None)]:
@@ -59,51 +62,89 @@ class LockMachine(RuleBasedStateMachine):
         self.last_fence = fence
         return fence
 
-    @rule(c=st.integers(0, CLIENTS - 1), wait=st.booleans(), use_grant=st.booleans())
-    def acquire(self, c: int, wait: bool, use_grant: bool) -> None:
+    def _score(self, token: str) -> float:
+        score = self.admin.zscore(self.keys.waiters, token)
+        assert score is not None, f"{token} should be registered"
+        return float(score)
+
+    @rule(c=st.integers(0, CLIENTS - 1), wait=st.sampled_from([None, 0, LONG]),
+          use_grant=st.booleans())
+    def acquire(self, c: int, wait: int | None, use_grant: bool) -> None:
+        """wait: None a plain try (not a waiter), 0 a waiter giving up, LONG a waiter."""
         token = self._token(c, use_grant)
-        result = self.clients[c].run(acquire_call(self.keys, token, LONG, LONG if wait else 0))
+        result = self.clients[c].run(acquire_call(self.keys, token, LONG, wait))
         if self.owner == token:
             assert result.acquired and result.fence == self.owner_fence  # idempotent retry
             return
-        takeover = self.grant_unpopped and token in self.waiters and token != self.granted_by
+        registered = wait is not None and token in self.waiters
+        consumed = self.consumed[0] if self.consumed else None
+        takeover = self.grant_unpopped and (
+            bool(wait) or (token != self.granted_by and (token == consumed or registered)))
         if self.owner is None or takeover:
             assert result.acquired, "a free lock (or an unclaimed grant, for a waiter) is granted"
-            self.owner, self.owner_fence = token, self._new_fence(result.fence)
+            if takeover:
+                # nobody held with the unpopped grant's fence: the taker gets it
+                assert result.fence == self.owner_fence
+                if self.consumed and consumed != token and consumed not in self.waiters:
+                    self.waiters[self.consumed[0]] = self.consumed[1]  # it keeps its place
+            else:
+                self.owner_fence = self._new_fence(result.fence)
+            self.consumed = None  # a fresh lock hash
+            self.owner = token
             self.grant_unpopped = False
-            self.waiters.discard(token)
+            if wait is not None:
+                self.waiters.pop(token, None)
             return
         assert not result.acquired, "mutual exclusion: the lock belongs to another owner"
         if wait:
-            self.waiters.add(token)
-        else:
-            self.waiters.discard(token)
+            self.waiters[token] = self._score(token)
+        elif wait == 0:
+            self.waiters.pop(token, None)
 
     @rule(c=st.integers(0, CLIENTS - 1), use_grant=st.booleans(), requeue=st.booleans())
     def release(self, c: int, use_grant: bool, requeue: bool) -> None:
         token = self._token(c, use_grant)
-        unregister = self.tokens[c] if token != self.tokens[c] else ""
+        waiter = self.tokens[c] if token != self.tokens[c] else ""
         before = snapshot(self.admin)
         released = self.clients[c].run(
-            release_call(self.keys, token, LONG, 60_000, unregister, LONG if requeue else 0))
+            release_call(self.keys, token, LONG, 60_000, waiter, LONG if requeue else 0))
         if self.owner != token:
             assert released == 0
             assert snapshot(self.admin) == before, "a non-owner's release must change nothing"
             return
-        me = unregister or token
-        self.waiters.discard(me)  # the releaser's own registration, if any, is dropped
-        if self.waiters:
-            assert released == 2
-            fence = self.last_fence + 1
-            self.owner, self.owner_fence = f"grant:{fence}:{LONG}", fence
-            self.last_fence = fence
-            self.grant_unpopped = True
-            self.granted_by = me
-            if requeue:
-                self.waiters.add(me)
-        else:
+        # A grant holder naming its waiter token: if its grant consumed another registration,
+        # its own stands in for that one, which is put back.
+        standing = bool(waiter) and self.consumed is not None and \
+            self.consumed[0] != waiter and waiter in self.waiters
+        restore = self.consumed if standing and self.consumed and \
+            self.consumed[0] not in self.waiters else None
+        others = sorted((score, w) for w, score in self.waiters.items()
+                        if w != token and not (standing and w == waiter))
+        if restore:
+            others = sorted([*others, (restore[1], restore[0])])
+        if not others:
             assert released == 1
             self.owner = None
+            self.waiters.clear()  # what is left is the releaser's own registration
+            return
+        assert released == 2
+        # the grant consumes the longest-standing registration (whoever pops it)
+        score, consumed = others[0]
+        self.consumed = (consumed, score)
+        self.waiters.pop(consumed, None)
+        self.waiters.pop(token, None)
+        if standing:
+            del self.waiters[waiter]
+        if restore and restore[0] != consumed:
+            self.waiters[restore[0]] = restore[1]
+        fence = self.last_fence + 1
+        self.owner, self.owner_fence = f"grant:{fence}:{LONG}", fence
+        self.last_fence = fence
+        self.grant_unpopped = True
+        me = waiter or token
+        self.granted_by = me
+        if requeue:
+            self.waiters[me] = self._score(me)
 
     @rule(c=st.integers(0, CLIENTS - 1))
     def pop_grant(self, c: int) -> None:
@@ -131,7 +172,7 @@ class LockMachine(RuleBasedStateMachine):
             self.admin.pexpire(key, 1)
         while self.admin.exists(self.keys.lock, self.keys.signal):
             time.sleep(0.001)
-        self.owner, self.grant_unpopped = None, False
+        self.owner, self.grant_unpopped, self.consumed = None, False, None
 
     @invariant()
     def server_agrees_with_model(self) -> None:
@@ -142,6 +183,9 @@ class LockMachine(RuleBasedStateMachine):
         assert state.owner == self.owner
         assert state.fence == (self.owner_fence if self.owner is not None else self.last_fence)
         assert state.waiters == len(self.waiters)
+        if self.grant_unpopped:  # the grant and its lock end at the same instant
+            assert self.admin.pexpiretime(self.keys.signal) == \
+                self.admin.pexpiretime(self.keys.lock)
 
 
 @pytest.mark.parametrize("mode", ["function", "script"])

@@ -1,61 +1,112 @@
 --[[
 name: lock.acquire
-version: 1.0.0
+version: 1.1.0
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
+resend: safe
+includes: lock
 keys:
-  lock: hash; {owner, fence, wttl, grant_until, granted_by}; expires with the lease
-  fence: string; fencing counter; never expires and never goes backwards
-  signal: list; holds the grant a release handed to the longest-blocked waiter (BLPOP)
-  waiters: zset; waiting tokens scored by the server time their wait ends
+  lock: hash; {owner, fence, fttl, grant_until, granted_by, gw, gd}; expires with the lease
+  fence: string; fencing counter; never goes backwards; no TTL unless fence_ttl_ms makes it ephemeral
+  signal: list; holds the grant a release handed to the longest-blocked waiter (BLPOP); expires with the lock
+  waiters: zset; waiting tokens scored by the server time their registration ends, and '' scored by minus the shortest lease a waiter asked for
 argv:
   token: str 1..256; the owner token (unique per holder)
   ttl_ms: int 1..1000000000000; lease length in milliseconds
-  wait_ms: int 0..86400000 = 0; when busy, stay registered as a waiter for this long (0 ends a registration)
+  wait_ms: int -1..86400000 = -1; -1 (or absent): the caller is not a waiter; > 0: when busy, register as a waiter until this many ms from now (the registration must outlive your BLPOP); 0: end your registration (a waiter giving up). A waiter passes >= 0 on every call until it holds the lock or gives up
+  fence_ttl_ms: int 0..1000000000000 = 0; 0: the fence counter never expires (durable); > 0: it expires this long after the last acquire or grant (ephemeral)
 returns:
-  {1, fence, ttl_ms} when this token holds the lock (a repeat by the holder returns the same fence
-  and renews the lease); {0, pttl} when busy, pttl being the milliseconds until the lease ends
+  {1, fence, ttl_ms} when this token holds the lock: acquired (fence from the counter), took over a
+  grant nobody popped (the grant's fence), or a repeat by the holder (same fence, lease renewed);
+  {0, pttl} when busy, pttl being the milliseconds until the lease ends
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
+  BADSTATE: the lock hash or the fence counter holds something else than this operation keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
-local held = rcall('HMGET', lock_key, 'owner', 'fence', 'grant_until', 'granted_by')
+local held = rcall('HMGET', lock_key, 'owner', 'fence', 'grant_until', 'granted_by', 'gw', 'gd')
 local owner = held[1]
 
 if owner == token then
-  -- A retried acquire by the holder (e.g. after a response timeout): same fence, no double count.
+  -- A repeat by the holder (a call re-sent after a lost reply, or a renewal): same fence.
+  local fence = tonumber(held[2])
+  if not fence then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
   rcall('PEXPIRE', lock_key, ttl_ms)
-  return {1, tonumber(held[2]), ttl_ms}
+  return {1, fence, ttl_ms}
 end
+
+local waits = wait_ms >= 0
 
 if owner then
   local now = prl_now_ms()
-  -- A grant still sitting in the signal list was handed to nobody yet (its waiter was between
-  -- calls, timed out, or died): a live registered waiter other than the releaser may take it at
-  -- once, anyone once the hand-off window is over. The list is then cleared so it can never be
-  -- popped afterwards.
   local takeover = false
   if held[3] and rcall('LINDEX', signal_key, 0) == owner then
-    if now >= tonumber(held[3]) then
+    -- A grant still in the signal list: no waiter was blocked when it was made (BLPOP would have
+    -- taken it at once) and none has popped it since. A waiter registering now takes it over
+    -- instead of popping it later: its lease would then be counted from after the grant was made.
+    -- A registered waiter other than the releaser may take it too, anyone once it is no longer
+    -- reserved (its waiter died, or gave up).
+    local reserved_until, consumed_until = tonumber(held[3]), tonumber(held[6] or '0')
+    if not reserved_until or not consumed_until then
+      prl_fail('BADSTATE', 'the lock hash holds a malformed grant')
+    end
+    if now >= reserved_until or wait_ms > 0 then
       takeover = true
     elseif token ~= held[4] then
-      takeover = tonumber(rcall('ZSCORE', waiters_key, token) or '0') > now
+      if token == held[5] and consumed_until > now then
+        takeover = true
+      elseif waits then
+        takeover = tonumber(rcall('ZSCORE', waiters_key, token) or '0') > now
+      end
     end
   end
   if not takeover then
     if wait_ms > 0 then
-      rcall('ZADD', waiters_key, now + wait_ms, token)
-      if rcall('PTTL', waiters_key) < wait_ms then rcall('PEXPIRE', waiters_key, wait_ms) end
-      rcall('HSET', lock_key, 'wttl', ttl_ms)
-    else
+      -- A few expired registrations go with every new one: they never pile up.
+      local gone = rcall('ZRANGEBYSCORE', waiters_key, 0, now, 'LIMIT', 0, 4)
+      if #gone > 0 then rcall('ZREM', waiters_key, unpack(gone)) end
+      lock_register(waiters_key, token, now + wait_ms, ttl_ms, now)
+    elseif waits then
       rcall('ZREM', waiters_key, token)
     end
     return {0, rcall('PTTL', lock_key)}
   end
+  -- Take over the unpopped grant: nobody ever held with its fence, so the taker gets it.
+  local fence = tonumber(held[2])
+  if not fence then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
+  local registered = rcall('ZSCORE', waiters_key, token)
+  if fence_ttl_ms > 0 then rcall('GET', fence_key) end
   rcall('DEL', signal_key, lock_key)
+  if fence_ttl_ms > 0 then
+    rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fence_ttl_ms)
+    rcall('PEXPIRE', fence_key, fence_ttl_ms)
+  else
+    rcall('HSET', lock_key, 'owner', token, 'fence', fence)
+  end
+  rcall('PEXPIRE', lock_key, ttl_ms)
+  if registered then rcall('ZREM', waiters_key, token) end
+  local consumed, consumed_until = held[5], tonumber(held[6] or '0')
+  if consumed and consumed ~= token and consumed_until > now then
+    -- The waiter the grant was meant for is still waiting: it keeps its place.
+    rcall('ZADD', waiters_key, 'NX', consumed_until, consumed)
+    if rcall('PEXPIRE', waiters_key, consumed_until - now, 'GT') == 0 and
+        rcall('PTTL', waiters_key) < 0 then
+      rcall('PEXPIRE', waiters_key, consumed_until - now)
+    end
+  end
+  return {1, fence, ttl_ms}
 end
 
+-- Free. A waiter (wait_ms given) may be registered: read its entry first, so a mistyped waiters
+-- key fails before anything is written; the fence counter fails (if it does) at the first write.
+local registered = waits and rcall('ZSCORE', waiters_key, token)
 local fence = rcall('INCR', fence_key)
-rcall('HSET', lock_key, 'owner', token, 'fence', fence)
+if fence_ttl_ms > 0 then
+  rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fence_ttl_ms)
+  rcall('PEXPIRE', fence_key, fence_ttl_ms)
+else
+  rcall('HSET', lock_key, 'owner', token, 'fence', fence)
+end
 rcall('PEXPIRE', lock_key, ttl_ms)
-rcall('ZREM', waiters_key, token)
+if registered then rcall('ZREM', waiters_key, token) end
 return {1, fence, ttl_ms}

@@ -1,15 +1,17 @@
 --[[
 name: lock.extend
-version: 1.0.0
+version: 1.1.0
 summary: Renew the lease of a held lock to ttl_ms from now; only the owner can, and an expired lock stays expired.
-flags: none
+flags: allow-oom
+resend: safe
 keys:
   lock: hash; {owner, fence}
 argv:
   token: str 1..256; the owner token
   ttl_ms: int 1..1000000000000; new lease length in milliseconds, counted from now
 returns:
-  1 when renewed; 0 when the token does not hold the lock (expired or taken by another owner)
+  1 when renewed; 0 when the token does not hold the lock (expired or taken by another owner).
+  Runs at maxmemory (allow-oom): it allocates nothing, and a holder must keep its lease
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
 ]]

@@ -6,7 +6,7 @@ flags: no-writes
 keys:
   lock: hash; {owner, fence} while held
   fence: string; fencing counter
-  waiters: zset; waiting tokens scored by the server time their wait ends
+  waiters: zset; waiting tokens scored by the server time their registration ends (and '' scored below 0: the lease floor)
 argv:
 returns:
   {held (1|0), owner or nil, pttl (ms, 0 when free), fence (the holder's, else the last issued; 0 if never), live waiters}.

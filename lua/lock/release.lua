@@ -1,54 +1,118 @@
 --[[
 name: lock.release
-version: 1.0.0
+version: 1.1.0
 summary: Release a held lock (owner only); if a live waiter is registered, grant the lock to it directly.
-flags: none
+flags: allow-oom
+resend: once
+includes: lock
 keys:
-  lock: hash; {owner, fence, wttl, grant_until, granted_by}
+  lock: hash; {owner, fence, fttl, grant_until, granted_by, gw, gd}
   fence: string; fencing counter; a grant takes the next fence
-  signal: list; what a waiter blocks on (BLPOP); holds at most the one live grant
-  waiters: zset; waiting tokens scored by the server time their wait ends
+  signal: list; what a waiter blocks on (BLPOP); holds at most the one live grant, expiring with the lock
+  waiters: zset; waiting tokens scored by the server time their registration ends, and '' scored by minus the shortest lease a waiter asked for
 argv:
-  token: str 1..256; the owner token
-  ttl_ms: int 1..1000000000000 = 30000; lease of a grant when no waiter declared its own
+  token: str 1..256; the owner token: your own, or the grant you popped
+  ttl_ms: int 1..1000000000000 = 30000; your lease: what a grant carries when no registered waiter declared one, and the lease of your requeue registration
   handoff_ms: int 1..60000 = 100; how long an unclaimed grant stays reserved for registered waiters
-  waiter: str 0..256 = ""; the holder's own waiter token when it holds through a grant ("" = token)
-  requeue_ms: int 0..86400000 = 0; when the lock is granted to another waiter, register the holder's waiter token for this long (it expects to want the lock again)
+  waiter: str 0..256 = ""; a holder through a grant: the token it registered with (optional: keeps the count of waiters exact when BLPOP served it before the waiter whose registration the grant consumed); and the token requeue_ms registers ("" = token)
+  requeue_ms: int 0..86400000 = 0; when the lock is granted to another waiter, register `waiter` for this long (it expects to want the lock again)
 returns:
   1 when released and free; 2 when released and granted to a registered waiter; 0 when the token
-  does not hold the lock (nothing changed)
+  does not hold the lock (nothing changed). Running it twice releases once, but the repeat replies
+  0: after a lost reply, 0 means released or expired, so the Python client sends it once and
+  recovers itself
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
+  BADSTATE: the fence counter holds something else than a counter (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
-local held = rcall('HMGET', lock_key, 'owner', 'wttl')
+local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl', 'gw', 'gd')
 if held[1] ~= token then return 0 end
-rcall('DEL', lock_key)
-
-local me = waiter ~= '' and waiter or token
-if rcall('EXISTS', waiters_key) == 0 then return 1 end
-rcall('ZREM', waiters_key, me)
+if rcall('ZCARD', waiters_key) == 0 then
+  rcall('DEL', lock_key)
+  return 1
+end
 
 local now = prl_now_ms()
--- Forget waiters whose wait is over: a few per call keeps the work bounded.
-local gone = rcall('ZRANGEBYSCORE', waiters_key, '-inf', now, 'LIMIT', 0, 16)
-if #gone > 0 then rcall('ZREM', waiters_key, unpack(gone)) end
-if #rcall('ZRANGEBYSCORE', waiters_key, '(' .. now, '+inf', 'LIMIT', 0, 1) == 0 then return 1 end
+-- A holder through a grant may name the token it registered with (waiter). If its grant consumed
+-- another waiter's registration (BLPOP served this one first), this one's still stands, in place
+-- of the other's: the other's is put back (unless it registered again), so the count of
+-- registered waiters stays exact.
+local standing, restore, restore_until = false, nil, nil
+if waiter ~= '' and waiter ~= token and held[4] and held[4] ~= waiter then
+  standing = rcall('ZSCORE', waiters_key, waiter) ~= false
+  local consumed_until = tonumber(held[5] or '')
+  if standing and consumed_until and consumed_until > now and
+      not rcall('ZSCORE', waiters_key, held[4]) then
+    restore, restore_until = held[4], consumed_until
+  end
+end
+local gone = rcall('ZRANGEBYSCORE', waiters_key, 0, now, 'LIMIT', 0, 16)
+local live = rcall('ZRANGEBYSCORE', waiters_key, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 3)
+local next_waiter, next_until
+for i = 1, #live, 2 do
+  if live[i] ~= token and not (standing and live[i] == waiter) then
+    next_waiter, next_until = live[i], tonumber(live[i + 1])
+    break
+  end
+end
+if restore and (not next_waiter or restore_until < next_until or
+    (restore_until == next_until and restore < next_waiter)) then
+  next_waiter, next_until, restore = restore, restore_until, nil  -- consumed again at once
+end
+if not next_waiter then
+  -- Nobody else waits: free. What is left of the set is over (or the releaser's own), so it goes,
+  -- and with it the lease floor of its waiters.
+  rcall('DEL', lock_key, waiters_key)
+  return 1
+end
 
 -- Hand the lock straight to the longest-blocked waiter: BLPOP serves blocked clients first come,
 -- first served, the releaser cannot barge back in, and the waiter needs no further round trip.
--- The grant string is the new owner token; it carries its fence and lease.
+-- The grant string is the new owner token; it carries its fence and lease. The lease is the
+-- shortest any registered waiter asked for, so whoever pops it holds no longer than it asked.
+local lease = ttl_ms
+local shortest = tonumber(rcall('ZSCORE', waiters_key, '') or '0')
+if shortest and shortest <= -1 then lease = math.floor(-shortest) end
+local pending = rcall('LLEN', signal_key)
 local fence = rcall('INCR', fence_key)
-local lease = tonumber(held[2]) or ttl_ms
+local previous = tonumber(held[2])
+if previous and fence <= previous then
+  -- an ephemeral counter expired during this hold: fences still go forward
+  fence = previous + 1
+  rcall('SET', fence_key, fence)
+end
 local grant = 'grant:' .. fence .. ':' .. lease
-rcall('HSET', lock_key, 'owner', grant, 'fence', fence, 'wttl', lease,
-      'grant_until', now + handoff_ms, 'granted_by', me)
-rcall('PEXPIRE', lock_key, lease)
-rcall('DEL', signal_key)
+local me = waiter ~= '' and waiter or token
+local fence_ttl = tonumber(held[3])
+if fence_ttl and fence_ttl > 0 then
+  rcall('HSET', lock_key, 'owner', grant, 'fence', fence, 'grant_until', now + handoff_ms,
+        'granted_by', me, 'gw', next_waiter, 'gd', next_until, 'fttl', fence_ttl)
+  rcall('PEXPIRE', fence_key, fence_ttl)
+else
+  rcall('HSET', lock_key, 'owner', grant, 'fence', fence, 'grant_until', now + handoff_ms,
+        'granted_by', me, 'gw', next_waiter, 'gd', next_until)
+end
+-- The lock and its grant expire at the same instant (one absolute time, not two relative ones
+-- that read the clock apart): a grant can never be popped after its lock is gone.
+local ends = now + lease
+rcall('PEXPIREAT', lock_key, ends)
+if pending > 0 then rcall('DEL', signal_key) end
 rcall('RPUSH', signal_key, grant)
-rcall('PEXPIRE', signal_key, lease)
+rcall('PEXPIREAT', signal_key, ends)
+-- The grant consumes one registration, the longest-standing one: whoever pops the grant is no
+-- longer waiting, whatever token it registered with, so its own release needs no extra argument.
+rcall('ZREM', waiters_key, next_waiter, token, unpack(gone))
+if standing then rcall('ZREM', waiters_key, waiter) end
+if restore then
+  rcall('ZADD', waiters_key, 'NX', restore_until, restore)
+  if rcall('PEXPIRE', waiters_key, restore_until - now, 'GT') == 0 and
+      rcall('PTTL', waiters_key) < 0 then
+    rcall('PEXPIRE', waiters_key, restore_until - now)
+  end
+end
 if requeue_ms > 0 then
   -- The releaser queues up behind the waiters at once, saving its next acquire a round trip.
-  rcall('ZADD', waiters_key, now + requeue_ms, me)
-  if rcall('PTTL', waiters_key) < requeue_ms then rcall('PEXPIRE', waiters_key, requeue_ms) end
+  lock_register(waiters_key, me, now + requeue_ms, ttl_ms, now)
 end
 return 2

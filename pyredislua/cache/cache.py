@@ -7,7 +7,8 @@ Stampede protection, two ways:
 
 * **single-flight**: on a miss, one caller per key recomputes under the key's lock
   (:mod:`pyredislua.lock`); the others block on the lock's signal list (no polling) and, handed
-  the lock, find the fresh value and return it without computing.
+  the lock, find the fresh value and return it without computing. Its fences are ephemeral: a
+  key's lock leaves no counter behind once it has not been used for an hour.
 * **XFetch** probabilistic early recomputation: the entry carries its recompute cost (delta)
   and ``cache.get`` returns the remaining TTL; a reader recomputes early when
   ``now - delta * beta * ln(rand()) >= expiry``. An early recompute runs only if the key's lock
@@ -295,7 +296,10 @@ class Cache(_CacheBase):
         self.client = client
 
     def _lock(self, key: str) -> Any:
-        return self.client.lock(self._lock_name(key), ttl=self.lock_ttl)
+        # a short-lived mutex per cache key: no fence is stored anywhere, so the counter is
+        # ephemeral (it expires with the lock's disuse instead of staying for every key ever
+        # computed)
+        return self.client.lock(self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
 
     def get(self, key: str) -> Entry:
         """The raw entry (status, value bytes, delta, remaining TTL); counts nothing."""
@@ -354,7 +358,10 @@ class AsyncCache(_CacheBase):
         self.client = client
 
     def _lock(self, key: str) -> Any:
-        return self.client.lock(self._lock_name(key), ttl=self.lock_ttl)
+        # a short-lived mutex per cache key: no fence is stored anywhere, so the counter is
+        # ephemeral (it expires with the lock's disuse instead of staying for every key ever
+        # computed)
+        return self.client.lock(self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
 
     async def get(self, key: str) -> Entry:
         return await self.client.run(get_call(self.keys, key))

@@ -12,7 +12,13 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import (
+    ConnectionError,
+    NoPermissionError,
+    NoScriptError,
+    ResponseError,
+    TimeoutError,
+)
 
 from ..errors import LibraryConflictError, LibraryError, LibraryPermissionError, from_reply
 from .render import Library, Operation
@@ -27,11 +33,27 @@ class Command:
     """One Redis command. ``all_primaries`` marks commands that must reach every primary
     (loading code on a cluster): its reply is then the list of the primaries' replies.
     ``once``: running it twice is not running it once, so a driver must not re-send it after a
-    connection error or timeout (redis-py would): the error reaches the plan's caller instead."""
+    connection error or timeout (redis-py would): the error reaches the plan's caller instead.
+    ``deadline`` (``time.monotonic()``): the reply is awaited until then and no longer, the
+    command is never re-sent, and a timeout or connection error comes back to the plan in place
+    of the reply (the plan retries or gives up), so a plan can keep a timeout it promised while
+    Redis is paused or restarting. Not on cluster clients (they re-send and wait as redis-py
+    does)."""
 
     args: tuple[Any, ...]
     all_primaries: bool = False
     once: bool = False
+    deadline: float | None = None
+
+
+class NotSentError(ConnectionError):
+    """A connection error before a command was written: it did not run, sending it again is
+    safe whatever its ``resend``."""
+
+
+class NotSentTimeoutError(TimeoutError):
+    """A command's deadline passed before it could be written (connecting took too long, or no
+    time was left): it did not run."""
 
 
 @dataclass(frozen=True)
@@ -170,15 +192,16 @@ class Engine:
         self._heads[name] = head
         return head
 
-    def command(self, call: Call[Any], *, with_body: bool = False) -> Command:
+    def command(self, call: Call[Any], *, with_body: bool = False,
+                deadline: float | None = None) -> Command:
         """The command for a call; ``with_body``: in script mode, EVAL the script itself (after
         NOSCRIPT: it runs and caches the script in one round trip)."""
         op = self.operation(call.op)
         if with_body and self.mode == "script":
             verb = "EVAL_RO" if op.read_only else "EVAL"
             args = (verb, op.script, len(call.keys), *call.keys, *call.args)
-            return Command(args, once=op.header.send_once)
-        return Command(self.args(call), once=op.header.send_once)
+            return Command(args, once=op.header.send_once, deadline=deadline)
+        return Command(self.args(call), once=op.header.send_once, deadline=deadline)
 
     # -- running calls --------------------------------------------------------------------------
 
@@ -204,13 +227,15 @@ class Engine:
         *,
         raise_on_error: bool = True,
         first_replies: list[Any] | None = None,
+        deadline: float | None = None,
     ) -> Plan[list[Any]]:
         """Run calls in order, normally as one batch (one round trip).
 
         Calls that failed because the code was missing (restart, failover, SCRIPT FLUSH,
         FUNCTION FLUSH) are re-run, in their order, after the code is reloaded. Code goes missing
         all at once, so the failed calls are a suffix of the batch and order is kept.
-        ``first_replies``: the replies of a first attempt a driver already made.
+        ``first_replies``: the replies of a first attempt a driver already made. ``deadline``:
+        see :class:`Command` (a transport error is then raised from here, like an error reply).
         """
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
@@ -219,7 +244,8 @@ class Engine:
             if first_replies is not None:
                 replies, first_replies = first_replies, None
             else:
-                replies = yield [self.command(calls[i], with_body=with_body) for i in pending]
+                replies = yield [self.command(calls[i], with_body=with_body, deadline=deadline)
+                                 for i in pending]
             retry: list[int] = []
             for i, reply in zip(pending, replies):
                 if self._needs_retry(reply):
@@ -250,9 +276,10 @@ class Engine:
                 out.append(call.parse(reply))
         return out
 
-    def run_one(self, call: Call[T], first_reply: Any = None, *, replied: bool = False
-                ) -> Plan[T]:
-        results = yield from self.run([call], first_replies=[first_reply] if replied else None)
+    def run_one(self, call: Call[T], first_reply: Any = None, *, replied: bool = False,
+                deadline: float | None = None) -> Plan[T]:
+        results = yield from self.run([call], first_replies=[first_reply] if replied else None,
+                                      deadline=deadline)
         result: T = results[0]
         return result
 

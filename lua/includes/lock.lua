@@ -1,0 +1,25 @@
+-- Helpers of the lock operations (lua/lock/*.lua).
+--
+-- A lock keeps four keys under one hash tag:
+--   lock     hash: owner (token, or a grant), fence (the holder's), fttl (ms: the fence counter
+--            expires, "ephemeral", when set); while owned by a grant also grant_until (server ms:
+--            reserved for waiters until then), granted_by (the releaser's waiter token), gw and gd
+--            (the registration the grant consumed, and when that registration ends).
+--            Expires with the lease.
+--   fence    string counter; never goes backwards while it exists (no TTL unless ephemeral).
+--   signal   list holding at most one unpopped grant; expires at the same instant as the lock.
+--   waiters  zset: waiter token -> server ms its registration ends; the reserved member ''
+--            (tokens are never empty) scored by minus the shortest lease a waiter registered
+--            with since the set was created: a grant carries no longer a lease than that.
+
+-- Register `member` as a waiter until `deadline` (server ms) asking for leases of `lease_ms`,
+-- and keep the set alive at least that long. The caller has checked the key's type already
+-- (an earlier read of it in the same call), so nothing here can fail halfway.
+local function lock_register(waiters_key, member, deadline, lease_ms, now)
+  redis.call('ZADD', waiters_key, deadline, member)
+  redis.call('ZADD', waiters_key, 'GT', -lease_ms, '')
+  local ttl = deadline - now
+  if redis.call('PEXPIRE', waiters_key, ttl, 'GT') == 0 and redis.call('PTTL', waiters_key) < 0 then
+    redis.call('PEXPIRE', waiters_key, ttl)
+  end
+end
