@@ -1,5 +1,14 @@
-"""Executors: drive sans-IO plans on redis-py, sync (``redis.Redis``) and asyncio
-(``redis.asyncio.Redis``). The two drivers below are the only code that differs between them."""
+"""Executors: drive sans-IO plans on redis-py, sync (``redis.Redis``, ``redis.RedisCluster``) and
+asyncio (``redis.asyncio.Redis``, ``redis.asyncio.RedisCluster``). The drivers below are the only
+code that differs between them; what they share (splitting a batch, reading ``CLUSTER NODES``)
+is plain functions.
+
+On a cluster, a batch is split three ways: commands addressed to nodes (``all_primaries``,
+``node``: loading, version checks) run per node, each node's in one pipeline, so one node's
+error never hides another's reply; a write followed by its pinned ``WAIT`` runs on one
+connection to the node owning the key's slot (following MOVED and ASK), so WAIT counts the
+replicas that have *that* write; the rest goes through redis-py's cluster pipeline.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +19,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.exceptions import ResponseError
+from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
 
-from .engine.protocol import RETRY, Batch, Call, Engine, LoadReport, Mode, Plan, Sleep
+from .engine.protocol import (
+    RETRY,
+    Batch,
+    Call,
+    Command,
+    Durability,
+    Engine,
+    LoadReport,
+    Mode,
+    Plan,
+    Sleep,
+)
 from .engine.render import Library, render_library
 
 if TYPE_CHECKING:
@@ -24,6 +44,9 @@ T = TypeVar("T")
 # Longest single blocking wait a plan asks for; capped further by the client's socket timeout so
 # a BLPOP never trips redis-py's read timeout.
 DEFAULT_MAX_BLOCK = 2.0
+# How often a pinned write (write + WAIT) follows MOVED/ASK/TRYAGAIN before giving up.
+_REDIRECTS = 8
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
 def _max_block(pool_kwargs: dict[str, Any]) -> float:
@@ -43,8 +66,72 @@ def _sends_once(conn: Any) -> bool:
     return not _is_cluster(conn) and getattr(conn, "connection", None) is None
 
 
+def _standalone_node(conn: Any) -> str:
+    """The name a standalone server goes by in per-node replies."""
+    pool = getattr(conn, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service:  # Sentinel-managed: whichever server is the primary now
+        return f"sentinel:{service}"
+    kwargs = getattr(pool, "connection_kwargs", {}) or {}
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
 def _not_sent(error: Exception, *_: Any) -> None:
     """Failure handler while connecting: nothing was sent yet, so retrying is safe."""
+
+
+# -- what the drivers share ---------------------------------------------------------------------
+
+
+def _split(batch: Batch) -> tuple[list[int], list[list[int]], list[int]]:
+    """(node-addressed commands, pinned groups [head, pinned...], the rest) by index."""
+    addressed: list[int] = []
+    groups: list[list[int]] = []
+    plain: list[int] = []
+    for i, cmd in enumerate(batch):
+        if cmd.all_primaries or cmd.node is not None:
+            addressed.append(i)
+        elif cmd.pinned and groups and groups[-1][-1] == i - 1:
+            groups[-1].append(i)
+        elif cmd.pinned and plain and plain[-1] == i - 1:
+            groups.append([plain.pop(), i])
+        else:
+            plain.append(i)
+    return addressed, groups, plain
+
+
+def _masters(text: Any) -> list[str]:
+    """``host:port`` of every healthy primary in a ``CLUSTER NODES`` reply, including primaries
+    without slots (joined by a bare CLUSTER MEET) that redis-py does not know about."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    found = []
+    for line in str(text).splitlines():
+        parts = line.split()
+        if len(parts) < 8 or "master" not in parts[2].split(","):
+            continue
+        if set(parts[2].split(",")) & {"fail", "fail?", "handshake", "noaddr"}:
+            continue
+        address = parts[1].split("@", 1)[0].split(",", 1)[0]
+        host, _, port = address.rpartition(":")
+        if host and port and port != "0":
+            found.append(f"{host}:{port}")
+    return found
+
+
+def _key_of(args: tuple[Any, ...]) -> Any:
+    """The first key of an FCALL/EVAL-family command (verb, name, numkeys, keys...)."""
+    return args[3] if len(args) > 3 and int(args[2]) > 0 else None
+
+
+def _wrap_standalone(conn: Any, batch: Batch, replies: list[Any]) -> list[Any]:
+    name = _standalone_node(conn)
+    return [{name: r} if c.all_primaries else r for c, r in zip(batch, replies)]
+
+
+# -- sync ---------------------------------------------------------------------------------------
 
 
 def _send_once_sync(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -70,6 +157,187 @@ def _send_once_sync(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]
         raise
     finally:
         pool.release(connection)
+
+
+def _node_sync(conn: Any, name: str) -> tuple[Any, bool]:
+    """redis-py's ClusterNode for ``host:port``, or a temporary one (second value True) for a
+    primary redis-py does not know yet (no slots)."""
+    from redis.cluster import PRIMARY, ClusterNode
+
+    node = conn.get_node(node_name=name)
+    if node is not None:
+        return node, False
+    host, _, port = name.rpartition(":")
+    return ClusterNode(host, int(port), PRIMARY), True  # type: ignore[no-untyped-call]
+
+
+def _on_node_sync(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Commands pipelined to one node; errors (a node down included) come back in place."""
+    node, temporary = _node_sync(conn, name)
+    try:
+        pipe = conn.get_redis_connection(node).pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
+    except _CONNECTION_ERRORS as error:
+        return [error] * len(commands)
+    finally:
+        if temporary and node.redis_connection is not None:
+            node.redis_connection.close()
+
+
+def _cluster_primaries_sync(conn: Any) -> list[str]:
+    """Every primary: those redis-py knows, and any other healthy primary in their
+    CLUSTER NODES (a node that joined by a bare CLUSTER MEET owns no slots yet)."""
+    known = [n.name for n in conn.get_primaries()]
+    names = dict.fromkeys(known)
+    for name in known:
+        [view] = _on_node_sync(conn, name, [("CLUSTER", "NODES")])
+        if not isinstance(view, Exception):
+            names.update(dict.fromkeys(_masters(view)))
+    return list(names)
+
+
+def _addressed_sync(conn: Any, batch: Batch, indices: list[int], replies: list[Any]) -> None:
+    primaries = (_cluster_primaries_sync(conn) if any(batch[i].all_primaries for i in indices)
+                 else [])
+    per_node: dict[str, list[int]] = {}
+    for i in indices:
+        cmd = batch[i]
+        if cmd.all_primaries:
+            replies[i] = {}
+        for name in primaries if cmd.all_primaries else [cmd.node]:
+            per_node.setdefault(str(name), []).append(i)
+    for name, idx in per_node.items():
+        for i, reply in zip(idx, _on_node_sync(conn, name, [batch[i].args for i in idx])):
+            if batch[i].all_primaries:
+                replies[i][name] = reply
+            else:
+                replies[i] = reply
+
+
+def _slot_owner_sync(conn: Any, args: tuple[Any, ...]) -> str:
+    key = _key_of(args)
+    if key is None:
+        return str(conn.get_default_node().name)
+    return str(conn.get_node_from_key(key).name)
+
+
+def _redirect(head: Any, once: bool) -> tuple[str, str | None] | None:
+    """How to go on after a pinned write's reply: None (done), ("ask", node), ("moved", None),
+    ("wait", None) (TRYAGAIN: slot half-migrated), ("down", None) (node unreachable)."""
+    if isinstance(head, MovedError):
+        return "moved", None
+    if isinstance(head, AskError):
+        return "ask", f"{head.host}:{head.port}"
+    if isinstance(head, TryAgainError):
+        return "wait", None
+    if isinstance(head, _CONNECTION_ERRORS) and not once:
+        return "down", None
+    return None
+
+
+def _pinned_commands(groups: list[list[Command]], gs: list[int], asking: set[int]
+                     ) -> list[tuple[Any, ...]]:
+    commands: list[tuple[Any, ...]] = []
+    for g in gs:
+        if g in asking:
+            commands.append(("ASKING",))
+        commands.extend(c.args for c in groups[g])
+    return commands
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(1.0, 0.05 * 2 ** attempt))
+
+
+def _pinned_sync(conn: Any, groups: list[list[Command]]) -> list[list[Any]]:
+    """Each group (a write and its WAIT) on one connection of the node owning the write's
+    slot, following MOVED/ASK/TRYAGAIN; groups for the same node share one pipeline."""
+    out: list[list[Any]] = [[] for _ in groups]
+    todo: dict[int, str | None] = dict.fromkeys(range(len(groups)))  # group -> ASK target
+    for attempt in range(_REDIRECTS):
+        by_node: dict[str, list[int]] = {}
+        try:
+            for g, target in todo.items():
+                by_node.setdefault(target or _slot_owner_sync(conn, groups[g][0].args),
+                                   []).append(g)
+        except redis.exceptions.SlotNotCoveredError:
+            time.sleep(_backoff(attempt))
+            conn.nodes_manager.initialize()
+            continue
+        asking = {g for g, target in todo.items() if target is not None}
+        todo = {}
+        refresh = pause = False
+        for name, gs in by_node.items():
+            replies = _on_node_sync(conn, name, _pinned_commands(groups, gs, asking))
+            at = 0
+            for g in gs:
+                at += g in asking
+                got = replies[at:at + len(groups[g])]
+                at += len(groups[g])
+                step = _redirect(got[0], groups[g][0].once)
+                if step is None:
+                    out[g] = got
+                    continue
+                todo[g] = step[1]
+                refresh |= step[0] in ("moved", "down")
+                pause |= step[0] in ("wait", "down")
+        if not todo:
+            return out
+        if pause:
+            time.sleep(_backoff(attempt))
+        if refresh:
+            conn.nodes_manager.initialize()
+    raise redis.exceptions.ClusterError("a write kept being redirected; giving up")
+
+
+def _run_cluster_sync(conn: Any, batch: Batch) -> list[Any]:
+    replies: list[Any] = [None] * len(batch)
+    addressed, groups, plain = _split(batch)
+    if addressed:
+        _addressed_sync(conn, batch, addressed, replies)
+    if len(plain) == 1 and not groups:
+        try:
+            replies[plain[0]] = conn.execute_command(*batch[plain[0]].args)
+        except ResponseError as error:
+            replies[plain[0]] = error
+    elif plain:
+        pipe = conn.pipeline(transaction=False)
+        for i in plain:
+            pipe.execute_command(*batch[i].args)
+        for i, reply in zip(plain, pipe.execute(raise_on_error=False)):
+            replies[i] = reply
+    if groups:
+        got = _pinned_sync(conn, [[batch[i] for i in g] for g in groups])
+        for g, group_replies in zip(groups, got):
+            for i, reply in zip(g, group_replies):
+                replies[i] = reply
+    return replies
+
+
+def _run_batch_sync(conn: Any, batch: Batch | Sleep) -> list[Any]:
+    if isinstance(batch, Sleep):
+        time.sleep(batch.seconds)
+        return []
+    if _is_cluster(conn):
+        return _run_cluster_sync(conn, batch)
+    if any(c.once for c in batch) and _sends_once(conn):
+        return _wrap_standalone(conn, batch, _send_once_sync(conn, [c.args for c in batch]))
+    if len(batch) == 1:
+        try:
+            reply = conn.execute_command(*batch[0].args)
+        except ResponseError as error:
+            reply = error
+        return _wrap_standalone(conn, batch, [reply])
+    pipe = conn.pipeline(transaction=False)
+    for cmd in batch:
+        pipe.execute_command(*cmd.args)
+    return _wrap_standalone(conn, batch, pipe.execute(raise_on_error=False))
+
+
+# -- asyncio ------------------------------------------------------------------------------------
 
 
 async def _send_once_async(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -98,60 +366,151 @@ async def _send_once_async(conn: Any, commands: Sequence[tuple[Any, ...]]) -> li
         await pool.release(connection)
 
 
-def _run_batch_sync(conn: Any, batch: Batch | Sleep) -> list[Any]:
-    if isinstance(batch, Sleep):
-        time.sleep(batch.seconds)
-        return []
-    if any(c.once for c in batch) and _sends_once(conn):
-        return _send_once_sync(conn, [c.args for c in batch])
-    if len(batch) == 1:
-        cmd = batch[0]
+async def _on_node_async(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """:func:`_on_node_sync` on an asyncio cluster client."""
+    from redis.asyncio.cluster import ClusterNode, PipelineCommand
+
+    node = conn.get_node(node_name=name)
+    temporary = node is None
+    if temporary:
+        host, _, port = name.rpartition(":")
+        node = ClusterNode(host, int(port), "primary", **conn.get_connection_kwargs())
+    try:
+        stack = [PipelineCommand(i, *args) for i, args in enumerate(commands)]
+        await node.execute_pipeline(stack)
+        return [c.result for c in stack]
+    except _CONNECTION_ERRORS as error:
+        return [error] * len(commands)
+    finally:
+        if temporary:
+            await node.disconnect()
+
+
+async def _cluster_primaries_async(conn: Any) -> list[str]:
+    known = [n.name for n in conn.get_primaries()]
+    names = dict.fromkeys(known)
+    for name in known:
+        [view] = await _on_node_async(conn, name, [("CLUSTER", "NODES")])
+        if not isinstance(view, Exception):
+            names.update(dict.fromkeys(_masters(view)))
+    return list(names)
+
+
+async def _addressed_async(conn: Any, batch: Batch, indices: list[int],
+                           replies: list[Any]) -> None:
+    primaries = (await _cluster_primaries_async(conn)
+                 if any(batch[i].all_primaries for i in indices) else [])
+    per_node: dict[str, list[int]] = {}
+    for i in indices:
+        cmd = batch[i]
+        if cmd.all_primaries:
+            replies[i] = {}
+        for name in primaries if cmd.all_primaries else [cmd.node]:
+            per_node.setdefault(str(name), []).append(i)
+    for name, idx in per_node.items():
+        got = await _on_node_async(conn, name, [batch[i].args for i in idx])
+        for i, reply in zip(idx, got):
+            if batch[i].all_primaries:
+                replies[i][name] = reply
+            else:
+                replies[i] = reply
+
+
+async def _pinned_async(conn: Any, groups: list[list[Command]]) -> list[list[Any]]:
+    """:func:`_pinned_sync` on an asyncio cluster client."""
+    out: list[list[Any]] = [[] for _ in groups]
+    todo: dict[int, str | None] = dict.fromkeys(range(len(groups)))
+    for attempt in range(_REDIRECTS):
+        by_node: dict[str, list[int]] = {}
         try:
-            if cmd.all_primaries and _is_cluster(conn):
-                per_node = conn.execute_command(*cmd.args, target_nodes=conn.PRIMARIES)
-                return [list(per_node.values())]
-            reply = conn.execute_command(*cmd.args)
+            for g, target in todo.items():
+                key = _key_of(groups[g][0].args)
+                owner = (conn.get_node_from_key(key) if key is not None
+                         else conn.get_default_node())
+                by_node.setdefault(target or owner.name, []).append(g)
+        except redis.exceptions.SlotNotCoveredError:
+            await asyncio.sleep(_backoff(attempt))
+            await conn.nodes_manager.initialize()
+            continue
+        asking = {g for g, target in todo.items() if target is not None}
+        todo = {}
+        refresh = pause = False
+        for name, gs in by_node.items():
+            replies = await _on_node_async(conn, name, _pinned_commands(groups, gs, asking))
+            at = 0
+            for g in gs:
+                at += g in asking
+                got = replies[at:at + len(groups[g])]
+                at += len(groups[g])
+                step = _redirect(got[0], groups[g][0].once)
+                if step is None:
+                    out[g] = got
+                    continue
+                todo[g] = step[1]
+                refresh |= step[0] in ("moved", "down")
+                pause |= step[0] in ("wait", "down")
+        if not todo:
+            return out
+        if pause:
+            await asyncio.sleep(_backoff(attempt))
+        if refresh:
+            await conn.nodes_manager.initialize()
+    raise redis.exceptions.ClusterError("a write kept being redirected; giving up")
+
+
+async def _run_cluster_async(conn: Any, batch: Batch) -> list[Any]:
+    replies: list[Any] = [None] * len(batch)
+    addressed, groups, plain = _split(batch)
+    if addressed:
+        await _addressed_async(conn, batch, addressed, replies)
+    if len(plain) == 1 and not groups:
+        try:
+            replies[plain[0]] = await conn.execute_command(*batch[plain[0]].args)
         except ResponseError as error:
-            reply = error
-        return [[reply]] if cmd.all_primaries else [reply]
-    if any(c.all_primaries for c in batch) and _is_cluster(conn):
-        return [_run_batch_sync(conn, [c])[0] for c in batch]
-    pipe = conn.pipeline(transaction=False)
-    for cmd in batch:
-        pipe.execute_command(*cmd.args)
-    replies = pipe.execute(raise_on_error=False)
-    return [[r] if c.all_primaries else r for c, r in zip(batch, replies)]
+            replies[plain[0]] = error
+    elif plain:
+        pipe = conn.pipeline(transaction=False)
+        for i in plain:
+            pipe.execute_command(*batch[i].args)
+        for i, reply in zip(plain, await pipe.execute(raise_on_error=False)):
+            replies[i] = reply
+    if groups:
+        got = await _pinned_async(conn, [[batch[i] for i in g] for g in groups])
+        for g, group_replies in zip(groups, got):
+            for i, reply in zip(g, group_replies):
+                replies[i] = reply
+    return replies
 
 
 async def _run_batch_async(conn: Any, batch: Batch | Sleep) -> list[Any]:
     if isinstance(batch, Sleep):
         await asyncio.sleep(batch.seconds)
         return []
+    if _is_cluster(conn):
+        return await _run_cluster_async(conn, batch)
     if any(c.once for c in batch) and _sends_once(conn):
-        return await _send_once_async(conn, [c.args for c in batch])
+        return _wrap_standalone(conn, batch,
+                                await _send_once_async(conn, [c.args for c in batch]))
     if len(batch) == 1:
-        cmd = batch[0]
         try:
-            if cmd.all_primaries and _is_cluster(conn):
-                per_node = await conn.execute_command(*cmd.args, target_nodes=conn.PRIMARIES)
-                return [list(per_node.values())]
-            reply = await conn.execute_command(*cmd.args)
+            reply = await conn.execute_command(*batch[0].args)
         except ResponseError as error:
             reply = error
-        return [[reply]] if cmd.all_primaries else [reply]
-    if any(c.all_primaries for c in batch) and _is_cluster(conn):
-        return [(await _run_batch_async(conn, [c]))[0] for c in batch]
+        return _wrap_standalone(conn, batch, [reply])
     pipe = conn.pipeline(transaction=False)
     for cmd in batch:
         pipe.execute_command(*cmd.args)
-    replies = await pipe.execute(raise_on_error=False)
-    return [[r] if c.all_primaries else r for c, r in zip(batch, replies)]
+    return _wrap_standalone(conn, batch, await pipe.execute(raise_on_error=False))
+
+
+# -- the clients --------------------------------------------------------------------------------
 
 
 class _ClientBase:
-    def __init__(self, conn: Any, *, mode: Mode = "auto", library: Library | None = None):
+    def __init__(self, conn: Any, *, mode: Mode = "auto", library: Library | None = None,
+                 durability: Durability | int | None = None, engine: Engine | None = None):
         self.redis = conn
-        self.engine = Engine(library or render_library(), mode)
+        self.engine = engine or Engine(library or render_library(), mode, durability)
         pool = getattr(conn, "connection_pool", None)
         self.max_block = _max_block(getattr(pool, "connection_kwargs", {}) or {})
         self._once = _sends_once(conn)
@@ -165,16 +524,33 @@ class _ClientBase:
     def library(self) -> Library:
         return self.engine.library
 
+    @property
+    def durability(self) -> Durability | None:
+        """The replica confirmation every writing operation asks for (None: none)."""
+        return self.engine.durability
+
 
 class Client(_ClientBase):
-    """pyredislua on a sync redis-py client (``redis.Redis`` or ``redis.RedisCluster``).
+    """pyredislua on a sync redis-py client: ``redis.Redis``, ``redis.RedisCluster``, or a
+    Sentinel-managed primary (``redis.sentinel.Sentinel(...).master_for(name)``).
 
     ``mode``: ``function`` (Redis Functions, FCALL), ``script`` (EVALSHA) or ``auto`` (functions,
     falling back to scripts where FUNCTION is missing or refused by ACL). Code is loaded on first
-    use and reloaded transparently after a restart, failover, SCRIPT FLUSH or FUNCTION FLUSH.
+    use — on a cluster, on every primary, each settled on its own — and reloaded transparently
+    after a restart, failover, SCRIPT FLUSH or FUNCTION FLUSH, or on a primary that joined
+    without it. Needs Redis 7.0+ (checked once, when loading).
+
+    ``durability``: replica confirmation of writes (:class:`~pyredislua.Durability`, or an int:
+    that many replicas within 100 ms): each writing operation is followed by ``WAIT`` in the
+    same round trip; see :class:`~pyredislua.Durability` for what it does and does not promise.
     """
 
     redis: redis.Redis
+
+    def with_durability(self, durability: Durability | int | None) -> Client:
+        """This client (same connection, library and mode) with other replica confirmation,
+        e.g. for one primitive: ``Queue(client.with_durability(1), "payments")``."""
+        return Client(self.redis, engine=self.engine.with_durability(durability))
 
     def drive(self, plan: Plan[T]) -> T:
         try:
@@ -185,8 +561,11 @@ class Client(_ClientBase):
             result: T = done.value
             return result
 
-    def run(self, call: Call[T]) -> T:
-        """Run one operation in one round trip (two if its code had to be loaded first)."""
+    def run(self, call: Call[T], durability: Durability | int | None = None) -> T:
+        """Run one operation in one round trip (two if its code had to be loaded first).
+        ``durability``: replica confirmation for this call (default: the client's)."""
+        if durability is not None or self.engine.durability is not None:
+            return self.drive(self.engine.run_one(call, durability=durability))
         args = self.engine.args(call)
         if call.op in self.engine.send_once_ops and self._once:
             [reply] = _send_once_sync(self.redis, [args])
@@ -200,18 +579,24 @@ class Client(_ClientBase):
             return self.drive(self.engine.run_one(call, reply, replied=True))
         return outcome  # type: ignore[return-value]
 
-    def run_many(self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True) -> list[Any]:
-        """Run operations in one pipelined round trip, in order."""
-        return self.drive(self.engine.run(calls, raise_on_error=raise_on_error))
+    def run_many(self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True,
+                 durability: Durability | int | None = None) -> list[Any]:
+        """Run operations in one pipelined round trip, in order (on a cluster: one per node)."""
+        return self.drive(self.engine.run(calls, raise_on_error=raise_on_error,
+                                          durability=durability))
 
     def pipeline(self) -> Pipeline:
         return Pipeline(self)
 
     def load(self, *, force: bool = False) -> LoadReport:
+        """Load the code on every primary now (each settled on its own; see LoadReport.nodes)."""
         return self.drive(self.engine.load(force=force))
 
     def server_libraries(self) -> dict[str, Any]:
         return self.drive(self.engine.server_state())
+
+    def server_libraries_by_node(self) -> dict[str, Any]:
+        return self.drive(self.engine.server_state_by_node())
 
     def lock(self, name: str, **options: Any) -> Lock:
         from .lock import Lock
@@ -225,9 +610,14 @@ class Client(_ClientBase):
 
 
 class AsyncClient(_ClientBase):
-    """pyredislua on an asyncio redis-py client (``redis.asyncio.Redis``); see :class:`Client`."""
+    """pyredislua on an asyncio redis-py client (``redis.asyncio.Redis``,
+    ``redis.asyncio.RedisCluster``, or a Sentinel-managed primary); see :class:`Client`."""
 
     redis: redis.asyncio.Redis
+
+    def with_durability(self, durability: Durability | int | None) -> AsyncClient:
+        """See :meth:`Client.with_durability`."""
+        return AsyncClient(self.redis, engine=self.engine.with_durability(durability))
 
     async def drive(self, plan: Plan[T]) -> T:
         try:
@@ -238,7 +628,9 @@ class AsyncClient(_ClientBase):
             result: T = done.value
             return result
 
-    async def run(self, call: Call[T]) -> T:
+    async def run(self, call: Call[T], durability: Durability | int | None = None) -> T:
+        if durability is not None or self.engine.durability is not None:
+            return await self.drive(self.engine.run_one(call, durability=durability))
         args = self.engine.args(call)
         if call.op in self.engine.send_once_ops and self._once:
             [reply] = await _send_once_async(self.redis, [args])
@@ -253,9 +645,11 @@ class AsyncClient(_ClientBase):
         return outcome  # type: ignore[return-value]
 
     async def run_many(
-        self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True
+        self, calls: Sequence[Call[Any]], *, raise_on_error: bool = True,
+        durability: Durability | int | None = None,
     ) -> list[Any]:
-        return await self.drive(self.engine.run(calls, raise_on_error=raise_on_error))
+        return await self.drive(self.engine.run(calls, raise_on_error=raise_on_error,
+                                                durability=durability))
 
     def pipeline(self) -> AsyncPipeline:
         return AsyncPipeline(self)
@@ -265,6 +659,9 @@ class AsyncClient(_ClientBase):
 
     async def server_libraries(self) -> dict[str, Any]:
         return await self.drive(self.engine.server_state())
+
+    async def server_libraries_by_node(self) -> dict[str, Any]:
+        return await self.drive(self.engine.server_state_by_node())
 
     def lock(self, name: str, **options: Any) -> AsyncLock:
         from .lock import AsyncLock
