@@ -490,7 +490,9 @@ class Engine:
         if len(replies) > 1:
             self._check_versions(replies[1])
         states: dict[str, Any] = dict(replies[0])
-        if states and all(_unreachable(r) for r in states.values()):
+        if not states:
+            raise LibraryError("found no primary to load the library on")
+        if all(_unreachable(r) for r in states.values()):
             raise next(iter(states.values()))
         nodes: dict[str, str] = {}
         versions: dict[str, str] = {}

@@ -1,0 +1,147 @@
+"""Helpers for the cluster, Sentinel and failover tests (the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+import pyredislua
+from pyredislua.lock import LockKeys, acquire_call, inspect_call, release_call
+from pyredislua.topology import LocalCluster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def slot_of(tag: str) -> int:
+    from redis.crc import key_slot
+
+    return int(key_slot(f"{{{tag}}}".encode()))
+
+
+def tags_by_primary(cluster: LocalCluster, per_primary: int = 1, prefix: str = "t"
+                    ) -> dict[int, list[str]]:
+    """Hash tags whose slots live on each primary (port -> tags)."""
+    owners: dict[int, list[str]] = {port: [] for port in cluster.primaries()}
+    slots = {}
+    for node in cluster.nodes().values():
+        if node.primary:
+            for lo, hi in node.slots:
+                slots[(lo, hi)] = node.port
+    i = 0
+    while any(len(tags) < per_primary for tags in owners.values()):
+        tag = f"{prefix}{i}"
+        slot = slot_of(tag)
+        port = next(p for (lo, hi), p in slots.items() if lo <= slot <= hi)
+        if len(owners[port]) < per_primary:
+            owners[port].append(tag)
+        i += 1
+    return owners
+
+
+def use_lock(client: pyredislua.Client, tag: str, token: str = "t") -> None:
+    """One acquire, inspect, release cycle on the lock named ``tag`` (its keys: ``{tag}``)."""
+    keys = LockKeys(tag)
+    assert client.run(acquire_call(keys, token, 10_000)).acquired
+    assert client.run(inspect_call(keys)).owner == token
+    assert client.run(release_call(keys, token))
+
+
+async def ause_lock(client: pyredislua.AsyncClient, tag: str, token: str = "t") -> None:
+    keys = LockKeys(tag)
+    assert (await client.run(acquire_call(keys, token, 10_000))).acquired
+    assert (await client.run(inspect_call(keys))).owner == token
+    assert await client.run(release_call(keys, token))
+
+
+def cli(*args: str, stdin: str | None = None, timeout: float = 120
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyredislua", *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def shell(script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A bash script with this virtualenv's ``pyredislua`` first on PATH (as a user has it)."""
+    bindir = str(Path(sys.executable).parent)
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", f'PATH="{bindir}:$PATH"\n{script}'],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def node_binary() -> str | None:
+    return shutil.which("node")
+
+
+@dataclass
+class Traffic:
+    """A background thread running lock cycles over many hash tags (through ``make_client``)
+    and counting what surfaced, until stopped."""
+
+    make_client: Callable[[], pyredislua.Client]
+    tags: list[str]
+    ok: int = 0
+    errors: list[str] = field(default_factory=list)
+    streak: int = 0  # longest run of consecutive errors
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Traffic:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        client = self.make_client()
+        run = 0
+        i = 0
+        while not self._stop.is_set():
+            tag = self.tags[i % len(self.tags)]
+            i += 1
+            try:
+                use_lock(client, tag, token="traffic")
+                self.ok += 1
+                run = 0
+            except (redis.RedisError, pyredislua.PyRedisLuaError, AssertionError) as error:
+                self.errors.append(f"{type(error).__name__}: {error}")
+                run += 1
+                self.streak = max(self.streak, run)
+                # a cycle cut short leaves the lock held by "traffic": the next acquire with
+                # the same token is the holder's repeat and succeeds
+
+    def wait_for_calls(self, n: int, timeout: float = 10.0) -> None:
+        target = self.ok + n
+        deadline = time.monotonic() + timeout
+        while self.ok < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"traffic stalled: {self.ok} ok, errors {self.errors[-3:]}")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "the traffic thread hung"
+
+
+def info_versions(cluster: LocalCluster, function: str) -> dict[int, str | None]:
+    """The library version each primary holds (None: none)."""
+    out: dict[int, str | None] = {}
+    for port in cluster.primaries():
+        with redis.Redis(port=port) as conn:
+            try:
+                out[port] = conn.fcall_ro(function, 0)[0].decode()
+            except redis.ResponseError:
+                out[port] = None
+    return out
+
+
+def on_node(port: int, *args: Any) -> Any:
+    with redis.Redis(port=port) as conn:
+        return conn.execute_command(*args)
