@@ -462,7 +462,7 @@ async def _run_cluster_async(conn: Any, batch: Batch) -> list[Any]:
     replies: list[Any] = [None] * len(batch)
     addressed, groups, plain = _split(batch)
     if addressed or groups:
-        await conn.initialize()  # a fresh asyncio cluster client knows no node before its first call
+        await conn.initialize()  # a fresh asyncio cluster client knows no node before a call
     if addressed:
         await _addressed_async(conn, batch, addressed, replies)
     if len(plain) == 1 and not groups:
