@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import AskError, ClusterError, MovedError, ResponseError, TryAgainError
 
 from .engine.protocol import (
     RETRY,
@@ -187,20 +187,89 @@ def _on_node_sync(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list
             node.redis_connection.close()
 
 
-def _cluster_primaries_sync(conn: Any) -> list[str]:
-    """Every primary: those redis-py knows, and any other healthy primary in their
-    CLUSTER NODES (a node that joined by a bare CLUSTER MEET owns no slots yet)."""
+def _learn_nodes_sync(conn: Any) -> list[str]:
+    """Every healthy primary: those redis-py knows, and any other in their CLUSTER NODES (a
+    node that joined by a bare CLUSTER MEET owns no slots yet, so redis-py, which reads
+    CLUSTER SLOTS, has not heard of it). The unknown ones are added to redis-py's node cache:
+    redis-py follows an ASK to a node it does not know into an AttributeError."""
+    from redis.cluster import PRIMARY, ClusterNode
+
     known = [n.name for n in conn.get_primaries()]
     names = dict.fromkeys(known)
     for name in known:
         [view] = _on_node_sync(conn, name, [("CLUSTER", "NODES")])
         if not isinstance(view, Exception):
             names.update(dict.fromkeys(_masters(view)))
+    for name in names:
+        if conn.get_node(node_name=name) is None:
+            host, _, port = name.rpartition(":")
+            node = ClusterNode(host, int(port), PRIMARY)  # type: ignore[no-untyped-call]
+            conn.nodes_manager.nodes_cache[node.name] = node
     return list(names)
 
 
+def _unknown_node(error: BaseException) -> bool:
+    """redis-py's cluster client followed an ASK to a node missing from its cache (before
+    sending anything: the command did not run)."""
+    return isinstance(error, AttributeError) and (
+        "redis_connection" in str(error) or "execute_command" in str(error))
+
+
+def _redirected_out(error: BaseException) -> bool:
+    """redis-py gave up after 16 MOVED/ASK/TRYAGAIN replies in a row: the command never ran.
+    A multi-key call on a slot that is half-way through a migration gets TRYAGAIN until the
+    migration of that slot ends; redis-py's patience (about 0.4 s) can be shorter."""
+    return isinstance(error, ClusterError) and "TTL exhausted" in str(error)
+
+
+# How long a cluster call keeps being re-sent after redis-py gave up on redirects.
+_REDIRECT_PATIENCE = 6
+
+
+def _call_cluster_sync(conn: Any, args: tuple[Any, ...]) -> Any:
+    """One command on a cluster client; its error reply in place. Rides out what means the
+    command did not run: an ASK to a node redis-py does not know yet, and redirects beyond
+    redis-py's patience (a slot being migrated)."""
+    waits = learns = 0
+    while True:
+        try:
+            return conn.execute_command(*args)
+        except ResponseError as error:
+            return error
+        except (AttributeError, ClusterError) as error:
+            if _unknown_node(error) and learns < _REDIRECT_PATIENCE:
+                learns += 1  # redis-py may forget the node again when it re-reads the slots
+                _learn_nodes_sync(conn)
+            elif _redirected_out(error) and waits < _REDIRECT_PATIENCE:
+                time.sleep(_backoff(waits))
+                waits += 1
+            else:
+                raise
+
+
+def _pipeline_cluster_sync(conn: Any, commands: list[Command]) -> list[Any]:
+    for attempt in range(2):
+        pipe = conn.pipeline(transaction=False)
+        for cmd in commands:
+            pipe.execute_command(*cmd.args)
+        try:
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        except AttributeError as error:
+            # some commands of the pipeline may have run: send it again only if every one
+            # may be re-sent (as redis-py does after a connection error)
+            if attempt or not _unknown_node(error) or any(c.once for c in commands):
+                raise
+            _learn_nodes_sync(conn)
+            continue
+        # redis-py re-sends redirected commands one by one after the pipeline; those it gave
+        # up on did not run: send them again, patiently
+        return [_call_cluster_sync(conn, cmd.args) if _redirected_out(reply) else reply
+                for cmd, reply in zip(commands, replies)]
+    raise AssertionError("unreachable")
+
+
 def _addressed_sync(conn: Any, batch: Batch, indices: list[int], replies: list[Any]) -> None:
-    primaries = (_cluster_primaries_sync(conn) if any(batch[i].all_primaries for i in indices)
+    primaries = (_learn_nodes_sync(conn) if any(batch[i].all_primaries for i in indices)
                  else [])
     per_node: dict[str, list[int]] = {}
     for i in indices:
@@ -299,15 +368,9 @@ def _run_cluster_sync(conn: Any, batch: Batch) -> list[Any]:
     if addressed:
         _addressed_sync(conn, batch, addressed, replies)
     if len(plain) == 1 and not groups:
-        try:
-            replies[plain[0]] = conn.execute_command(*batch[plain[0]].args)
-        except ResponseError as error:
-            replies[plain[0]] = error
+        replies[plain[0]] = _call_cluster_sync(conn, batch[plain[0]].args)
     elif plain:
-        pipe = conn.pipeline(transaction=False)
-        for i in plain:
-            pipe.execute_command(*batch[i].args)
-        for i, reply in zip(plain, pipe.execute(raise_on_error=False)):
+        for i, reply in zip(plain, _pipeline_cluster_sync(conn, [batch[i] for i in plain])):
             replies[i] = reply
     if groups:
         got = _pinned_sync(conn, [[batch[i] for i in g] for g in groups])
@@ -386,19 +449,63 @@ async def _on_node_async(conn: Any, name: str, commands: list[tuple[Any, ...]]) 
             await node.disconnect()
 
 
-async def _cluster_primaries_async(conn: Any) -> list[str]:
+async def _learn_nodes_async(conn: Any) -> list[str]:
+    """:func:`_learn_nodes_sync` on an asyncio cluster client."""
+    from redis.asyncio.cluster import ClusterNode
+
     known = [n.name for n in conn.get_primaries()]
     names = dict.fromkeys(known)
     for name in known:
         [view] = await _on_node_async(conn, name, [("CLUSTER", "NODES")])
         if not isinstance(view, Exception):
             names.update(dict.fromkeys(_masters(view)))
+    for name in names:
+        if conn.get_node(node_name=name) is None:
+            host, _, port = name.rpartition(":")
+            node = ClusterNode(host, int(port), "primary", **conn.get_connection_kwargs())
+            conn.nodes_manager.nodes_cache[node.name] = node
     return list(names)
+
+
+async def _call_cluster_async(conn: Any, args: tuple[Any, ...]) -> Any:
+    """:func:`_call_cluster_sync` on an asyncio cluster client."""
+    waits = learns = 0
+    while True:
+        try:
+            return await conn.execute_command(*args)
+        except ResponseError as error:
+            return error
+        except (AttributeError, ClusterError) as error:
+            if _unknown_node(error) and learns < _REDIRECT_PATIENCE:
+                learns += 1
+                await _learn_nodes_async(conn)
+            elif _redirected_out(error) and waits < _REDIRECT_PATIENCE:
+                await asyncio.sleep(_backoff(waits))
+                waits += 1
+            else:
+                raise
+
+
+async def _pipeline_cluster_async(conn: Any, commands: list[Command]) -> list[Any]:
+    for attempt in range(2):
+        pipe = conn.pipeline(transaction=False)
+        for cmd in commands:
+            pipe.execute_command(*cmd.args)
+        try:
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except AttributeError as error:
+            if attempt or not _unknown_node(error) or any(c.once for c in commands):
+                raise
+            await _learn_nodes_async(conn)
+            continue
+        return [await _call_cluster_async(conn, cmd.args) if _redirected_out(reply) else reply
+                for cmd, reply in zip(commands, replies)]
+    raise AssertionError("unreachable")
 
 
 async def _addressed_async(conn: Any, batch: Batch, indices: list[int],
                            replies: list[Any]) -> None:
-    primaries = (await _cluster_primaries_async(conn)
+    primaries = (await _learn_nodes_async(conn)
                  if any(batch[i].all_primaries for i in indices) else [])
     per_node: dict[str, list[int]] = {}
     for i in indices:
@@ -466,15 +573,10 @@ async def _run_cluster_async(conn: Any, batch: Batch) -> list[Any]:
     if addressed:
         await _addressed_async(conn, batch, addressed, replies)
     if len(plain) == 1 and not groups:
-        try:
-            replies[plain[0]] = await conn.execute_command(*batch[plain[0]].args)
-        except ResponseError as error:
-            replies[plain[0]] = error
+        replies[plain[0]] = await _call_cluster_async(conn, batch[plain[0]].args)
     elif plain:
-        pipe = conn.pipeline(transaction=False)
-        for i in plain:
-            pipe.execute_command(*batch[i].args)
-        for i, reply in zip(plain, await pipe.execute(raise_on_error=False)):
+        got = await _pipeline_cluster_async(conn, [batch[i] for i in plain])
+        for i, reply in zip(plain, got):
             replies[i] = reply
     if groups:
         got = await _pinned_async(conn, [[batch[i] for i in g] for g in groups])
@@ -576,6 +678,11 @@ class Client(_ClientBase):
                 reply = self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
             except ResponseError as error:
                 reply = error
+            except (AttributeError, ClusterError) as error:
+                if not (_is_cluster(self.redis) and (
+                        _unknown_node(error) or _redirected_out(error))):
+                    raise
+                reply = _call_cluster_sync(self.redis, args)
         outcome = self.engine.settle(call, reply)
         if outcome is RETRY:
             return self.drive(self.engine.run_one(call, reply, replied=True))
@@ -641,6 +748,11 @@ class AsyncClient(_ClientBase):
                 reply = await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
             except ResponseError as error:
                 reply = error
+            except (AttributeError, ClusterError) as error:
+                if not (_is_cluster(self.redis) and (
+                        _unknown_node(error) or _redirected_out(error))):
+                    raise
+                reply = await _call_cluster_async(self.redis, args)
         outcome = self.engine.settle(call, reply)
         if outcome is RETRY:
             return await self.drive(self.engine.run_one(call, reply, replied=True))

@@ -62,6 +62,12 @@ async def ause_lock(client: pyredislua.AsyncClient, tag: str, token: str = "t") 
     assert await client.run(release_call(keys, token))
 
 
+def _gcra_hit(tag: str) -> Any:
+    from pyredislua.ratelimit.ops import Limit, Rate, decide_call
+
+    return decide_call([Limit("gcra", Rate.parse("1000000/s"), f"prl:rl:{{{tag}}}:traffic")])
+
+
 def cli(*args: str, stdin: str | None = None, timeout: float = 120
         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pyredislua", *args], input=stdin,
@@ -89,6 +95,9 @@ class Traffic:
     ok: int = 0
     errors: list[str] = field(default_factory=list)
     streak: int = 0  # longest run of consecutive errors
+    hits: dict[str, int] = field(default_factory=dict)  # successful cycles per tag
+    focus: str | None = None  # every other cycle goes to this tag
+    current: str | None = None  # the tag of the cycle in flight
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -102,18 +111,24 @@ class Traffic:
         run = 0
         i = 0
         while not self._stop.is_set():
-            tag = self.tags[i % len(self.tags)]
+            focus = self.focus
+            tag = focus if focus is not None and i % 2 else self.tags[i % len(self.tags)]
             i += 1
+            self.current = tag
             try:
                 use_lock(client, tag, token="traffic")
+                client.run(_gcra_hit(tag))  # a single-key call: served on an importing node
+                self.hits[tag] = self.hits.get(tag, 0) + 1
                 self.ok += 1
                 run = 0
-            except (redis.RedisError, pyredislua.PyRedisLuaError, AssertionError) as error:
+            except Exception as error:  # counted, whatever it is: the thread must go on
                 self.errors.append(f"{type(error).__name__}: {error}")
                 run += 1
                 self.streak = max(self.streak, run)
                 # a cycle cut short leaves the lock held by "traffic": the next acquire with
                 # the same token is the holder's repeat and succeeds
+            finally:
+                self.current = None
 
     def wait_for_calls(self, n: int, timeout: float = 10.0) -> None:
         target = self.ok + n
@@ -122,6 +137,23 @@ class Traffic:
             if time.monotonic() > deadline:
                 raise AssertionError(f"traffic stalled: {self.ok} ok, errors {self.errors[-3:]}")
             time.sleep(0.005)
+
+    def wait_for_cycle_on(self, tag: str, timeout: float = 10.0) -> None:
+        """Until a cycle on ``tag`` is in flight (it may be waiting for its slot)."""
+        deadline = time.monotonic() + timeout
+        while self.current != tag:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no cycle on {tag}: errors {self.errors[-3:]}")
+            time.sleep(0.001)
+
+    def wait_for_tag(self, tag: str, n: int = 2, timeout: float = 10.0) -> None:
+        """Until ``n`` more cycles on ``tag`` succeeded (or fail the test)."""
+        target = self.hits.get(tag, 0) + n
+        deadline = time.monotonic() + timeout
+        while self.hits.get(tag, 0) < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no traffic on {tag}: errors {self.errors[-3:]}")
+            time.sleep(0.002)
 
     def stop(self) -> None:
         self._stop.set()
