@@ -70,7 +70,7 @@ def _ask(port: int, *args: Any) -> Any:
     if conn is None:
         conn = _ADMINS[port] = _admin(port)
     try:
-        return conn.execute_command(*args)
+        return conn.execute_command(*args)  # type: ignore[no-untyped-call]
     except (redis.ConnectionError, redis.TimeoutError):
         conn.connection_pool.disconnect()  # a restarted server on the port: connect again
         raise
