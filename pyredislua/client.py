@@ -1,25 +1,45 @@
-"""Executors: drive sans-IO plans on redis-py, sync (``redis.Redis``, ``redis.RedisCluster``) and
-asyncio (``redis.asyncio.Redis``, ``redis.asyncio.RedisCluster``). The drivers below are the only
-code that differs between them; what they share (splitting a batch, reading ``CLUSTER NODES``)
-is plain functions.
+"""Executors: drive sans-IO plans on redis-py, sync (``redis.Redis``, ``redis.RedisCluster``,
+Sentinel-managed primaries) and asyncio (the ``redis.asyncio`` twins).
 
-On a cluster, a batch is split three ways: commands addressed to nodes (``all_primaries``,
-``node``: loading, version checks) run per node, each node's in one pipeline, so one node's
-error never hides another's reply; a write followed by its pinned ``WAIT`` runs on one
-connection to the node owning the key's slot (following MOVED and ASK), so WAIT counts the
-replicas that have *that* write; the rest goes through redis-py's cluster pipeline.
+On a standalone server a batch is one pipeline. On a cluster a batch is split three ways:
+
+* commands addressed to nodes (``all_primaries``, ``node``: loading, version checks) run per
+  node, each node's in one pipeline, so one node's error never hides another's reply;
+* operation calls (FCALL/EVALSHA/EVAL and their read-only forms), each with its pinned ``WAIT``
+  if any, are routed here, by the slot of their first key: one pipeline per node, following
+  MOVED, ASK and TRYAGAIN, refreshing the slot map and retrying (with a backoff, ~4.5 s in all)
+  when a node is down or the cluster is failing over. redis-py's own routing of these commands
+  costs a ``COMMAND GETKEYS`` round trip per call (they have "movable keys") and, once its
+  default node is dead, fails every such call until the client is rebuilt; and WAIT must run on
+  the connection that carried the write.
+* anything else (BLPOP, XREADGROUP, ... from multi-step plans) goes through redis-py.
+
+The routing logic is written once, as generators yielding the I/O they need (a pipeline to one
+node, a slot-map refresh, a sleep); the sync and asyncio executors below only perform it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.exceptions import AskError, ClusterError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    ReadOnlyError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from .engine.protocol import (
     RETRY,
@@ -44,9 +64,11 @@ T = TypeVar("T")
 # Longest single blocking wait a plan asks for; capped further by the client's socket timeout so
 # a BLPOP never trips redis-py's read timeout.
 DEFAULT_MAX_BLOCK = 2.0
-# How often a pinned write (write + WAIT) follows MOVED/ASK/TRYAGAIN before giving up.
-_REDIRECTS = 8
+# How many times a routed call is sent again after a redirect, a node down or a failover in
+# progress; the waits between grow from 50 ms to 1 s (about 4.5 s in all).
+_ATTEMPTS = 9
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+_ROUTED = frozenset({"FCALL", "FCALL_RO", "EVALSHA", "EVALSHA_RO", "EVAL", "EVAL_RO"})
 
 
 def _max_block(pool_kwargs: dict[str, Any]) -> float:
@@ -62,7 +84,8 @@ def _is_cluster(conn: Any) -> bool:
 
 def _sends_once(conn: Any) -> bool:
     """Whether this client can send commands without redis-py's automatic re-send: a plain
-    connection pool. Cluster clients and single-connection clients re-send as redis-py does."""
+    connection pool (cluster clients are routed by the driver, which never re-sends a
+    ``once`` call). Single-connection clients re-send as redis-py does."""
     return not _is_cluster(conn) and getattr(conn, "connection", None) is None
 
 
@@ -82,11 +105,50 @@ def _not_sent(error: Exception, *_: Any) -> None:
     """Failure handler while connecting: nothing was sent yet, so retrying is safe."""
 
 
-# -- what the drivers share ---------------------------------------------------------------------
+def _backoff(attempt: int) -> float:
+    return float(min(1.0, 0.05 * 2 ** attempt))
+
+
+def _wrap_standalone(conn: Any, batch: Batch, replies: list[Any]) -> list[Any]:
+    name = _standalone_node(conn)
+    return [{name: r} if c.all_primaries else r for c, r in zip(batch, replies)]
+
+
+# -- cluster routines: the routing logic, as generators of I/O requests -------------------------
+
+
+@dataclass(frozen=True)
+class _OnNode:
+    """Pipeline ``commands`` to the node ``host:port``; the reply: their replies, errors in
+    place (a node down: its ConnectionError for each)."""
+
+    name: str
+    commands: list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class _Refresh:
+    """Update the slot map: from a MOVED reply, or re-read from the cluster."""
+
+    moved: MovedError | None = None
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """Commands for redis-py's own routing (pipelined when several)."""
+
+    commands: list[Command]
+
+
+_Routine = Generator["_OnNode | _Refresh | _Plain | Sleep", Any, T]
+
+
+def _routed(cmd: Command) -> bool:
+    return cmd.args[0] in _ROUTED and int(cmd.args[2]) > 0
 
 
 def _split(batch: Batch) -> tuple[list[int], list[list[int]], list[int]]:
-    """(node-addressed commands, pinned groups [head, pinned...], the rest) by index."""
+    """(node-addressed commands, routed groups [call, pinned...], the rest) by index."""
     addressed: list[int] = []
     groups: list[list[int]] = []
     plain: list[int] = []
@@ -95,8 +157,8 @@ def _split(batch: Batch) -> tuple[list[int], list[list[int]], list[int]]:
             addressed.append(i)
         elif cmd.pinned and groups and groups[-1][-1] == i - 1:
             groups[-1].append(i)
-        elif cmd.pinned and plain and plain[-1] == i - 1:
-            groups.append([plain.pop(), i])
+        elif _routed(cmd):
+            groups.append([i])
         else:
             plain.append(i)
     return addressed, groups, plain
@@ -121,14 +183,140 @@ def _masters(text: Any) -> list[str]:
     return found
 
 
-def _key_of(args: tuple[Any, ...]) -> Any:
-    """The first key of an FCALL/EVAL-family command (verb, name, numkeys, keys...)."""
-    return args[3] if len(args) > 3 and int(args[2]) > 0 else None
+def _primaries(conn: Any) -> _Routine[list[str]]:
+    """Every healthy primary: those redis-py knows, and any other in their CLUSTER NODES (a node
+    that joined by a bare CLUSTER MEET owns no slots yet, so redis-py, which reads CLUSTER
+    SLOTS, has not heard of it; the executors add such nodes to redis-py's node cache, since
+    redis-py follows an ASK to a node it does not know into an AttributeError)."""
+    known = [n.name for n in conn.get_primaries()]
+    names = dict.fromkeys(known)
+    for name in known:
+        [view] = yield _OnNode(name, [("CLUSTER", "NODES")])
+        if not isinstance(view, Exception):
+            names.update(dict.fromkeys(_masters(view)))
+    return list(names)
 
 
-def _wrap_standalone(conn: Any, batch: Batch, replies: list[Any]) -> list[Any]:
-    name = _standalone_node(conn)
-    return [{name: r} if c.all_primaries else r for c, r in zip(batch, replies)]
+def _owner(conn: Any, cmd: Command) -> str:
+    return str(conn.get_node_from_key(cmd.args[3]).name)
+
+
+def _next_step(reply: Any, once: bool) -> tuple[str, Any] | None:
+    """How to go on after a routed call's reply: None (done), or ("ask", node) | ("moved",
+    error) | ("wait", None) (TRYAGAIN, loading) | ("down", None) (node unreachable, cluster
+    down or failing over: re-read the slot map). A ``once`` call cut off by a connection error
+    is done: its caller gets the error (it may have run)."""
+    if isinstance(reply, MovedError):
+        return "moved", reply
+    if isinstance(reply, AskError):
+        return "ask", f"{reply.host}:{reply.port}"
+    if isinstance(reply, (TryAgainError, BusyLoadingError)):
+        return "wait", None
+    if isinstance(reply, (ClusterDownError, ReadOnlyError)):
+        return "down", None  # a demoted primary answering READONLY: the map is stale
+    if isinstance(reply, _CONNECTION_ERRORS) and not once:
+        return "down", None
+    return None
+
+
+def _route(conn: Any, groups: list[list[Command]]) -> _Routine[list[list[Any]]]:
+    """Run routed groups (a call and its pinned WAIT) on the nodes owning their slots, each
+    node's groups in one pipeline, following redirects; the groups' replies, in order."""
+    out: list[list[Any]] = [[] for _ in groups]
+    todo: dict[int, str | None] = dict.fromkeys(range(len(groups)))  # group -> ASK target
+    for attempt in range(_ATTEMPTS):
+        by_node: dict[str, list[int]] = {}
+        try:
+            for g, target in todo.items():
+                by_node.setdefault(target or _owner(conn, groups[g][0]), []).append(g)
+        except SlotNotCoveredError:
+            yield Sleep(_backoff(attempt))
+            yield _Refresh()
+            continue
+        asking = {g for g, target in todo.items() if target is not None}
+        todo = {}
+        moved: MovedError | None = None
+        refresh = pause = False
+        last = attempt == _ATTEMPTS - 1
+        for name, gs in by_node.items():
+            commands: list[tuple[Any, ...]] = []
+            for g in gs:
+                if g in asking:
+                    commands.append(("ASKING",))
+                commands.extend(c.args for c in groups[g])
+            replies = yield _OnNode(name, commands)
+            at = 0
+            for g in gs:
+                at += g in asking
+                got = replies[at:at + len(groups[g])]
+                at += len(groups[g])
+                step = None if last else _next_step(got[0], groups[g][0].once)
+                if step is None:
+                    out[g] = got
+                    continue
+                kind, detail = step
+                todo[g] = detail if kind == "ask" else None
+                if kind == "moved":
+                    moved = detail
+                refresh |= kind == "down"
+                pause |= kind in ("wait", "down")
+        if not todo:
+            return out
+        if pause:
+            yield Sleep(_backoff(attempt))
+        if refresh or moved is not None:
+            yield _Refresh(None if refresh else moved)
+    return out
+
+
+def _addressed(conn: Any, batch: Batch, indices: list[int], replies: list[Any]) -> _Routine[None]:
+    primaries = ((yield from _primaries(conn)) if any(batch[i].all_primaries for i in indices)
+                 else [])
+    per_node: dict[str, list[int]] = {}
+    for i in indices:
+        cmd = batch[i]
+        if cmd.all_primaries:
+            replies[i] = {}
+        for name in primaries if cmd.all_primaries else [cmd.node]:
+            per_node.setdefault(str(name), []).append(i)
+    for name, idx in per_node.items():
+        got = yield _OnNode(name, [batch[i].args for i in idx])
+        for i, reply in zip(idx, got):
+            if batch[i].all_primaries:
+                replies[i][name] = reply
+            else:
+                replies[i] = reply
+
+
+def _cluster_batch(conn: Any, batch: Batch) -> _Routine[list[Any]]:
+    replies: list[Any] = [None] * len(batch)
+    addressed, groups, plain = _split(batch)
+    if addressed:
+        yield from _addressed(conn, batch, addressed, replies)
+    if groups:
+        got = yield from _route(conn, [[batch[i] for i in g] for g in groups])
+        for g, group_replies in zip(groups, got):
+            for i, reply in zip(g, group_replies):
+                replies[i] = reply
+    if plain:
+        got = yield _Plain([batch[i] for i in plain])
+        for i, reply in zip(plain, got):
+            replies[i] = reply
+    return replies
+
+
+def _unknown_node(error: BaseException) -> bool:
+    """redis-py's cluster client followed an ASK to a node missing from its cache (before
+    sending anything: the command did not run)."""
+    return isinstance(error, AttributeError) and (
+        "redis_connection" in str(error) or "execute_command" in str(error))
+
+
+def _redirected_out(error: BaseException) -> bool:
+    """redis-py gave up after 16 MOVED/ASK/TRYAGAIN replies in a row: the command never ran.
+    A multi-key command on a slot that is half-way through a migration gets TRYAGAIN until the
+    migration of that slot ends; redis-py's patience (about 0.4 s) can be shorter."""
+    return isinstance(error, ClusterError) and "TTL exhausted" in str(error)
 
 
 # -- sync ---------------------------------------------------------------------------------------
@@ -159,21 +347,15 @@ def _send_once_sync(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]
         pool.release(connection)
 
 
-def _node_sync(conn: Any, name: str) -> tuple[Any, bool]:
-    """redis-py's ClusterNode for ``host:port``, or a temporary one (second value True) for a
-    primary redis-py does not know yet (no slots)."""
+def _on_node_sync(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Commands pipelined to one node (redis-py's client for it: no retries of its own)."""
     from redis.cluster import PRIMARY, ClusterNode
 
     node = conn.get_node(node_name=name)
-    if node is not None:
-        return node, False
-    host, _, port = name.rpartition(":")
-    return ClusterNode(host, int(port), PRIMARY), True  # type: ignore[no-untyped-call]
-
-
-def _on_node_sync(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Commands pipelined to one node; errors (a node down included) come back in place."""
-    node, temporary = _node_sync(conn, name)
+    if node is None:  # a primary redis-py has not heard of: keep it, ASKs may lead there
+        host, _, port = name.rpartition(":")
+        node = ClusterNode(host, int(port), PRIMARY)  # type: ignore[no-untyped-call]
+        conn.nodes_manager.nodes_cache[node.name] = node
     try:
         pipe = conn.get_redis_connection(node).pipeline(transaction=False)
         for args in commands:
@@ -182,53 +364,21 @@ def _on_node_sync(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list
         return replies
     except _CONNECTION_ERRORS as error:
         return [error] * len(commands)
-    finally:
-        if temporary and node.redis_connection is not None:
-            node.redis_connection.close()
 
 
-def _learn_nodes_sync(conn: Any) -> list[str]:
-    """Every healthy primary: those redis-py knows, and any other in their CLUSTER NODES (a
-    node that joined by a bare CLUSTER MEET owns no slots yet, so redis-py, which reads
-    CLUSTER SLOTS, has not heard of it). The unknown ones are added to redis-py's node cache:
-    redis-py follows an ASK to a node it does not know into an AttributeError."""
-    from redis.cluster import PRIMARY, ClusterNode
-
-    known = [n.name for n in conn.get_primaries()]
-    names = dict.fromkeys(known)
-    for name in known:
-        [view] = _on_node_sync(conn, name, [("CLUSTER", "NODES")])
-        if not isinstance(view, Exception):
-            names.update(dict.fromkeys(_masters(view)))
-    for name in names:
-        if conn.get_node(node_name=name) is None:
-            host, _, port = name.rpartition(":")
-            node = ClusterNode(host, int(port), PRIMARY)  # type: ignore[no-untyped-call]
-            conn.nodes_manager.nodes_cache[node.name] = node
-    return list(names)
-
-
-def _unknown_node(error: BaseException) -> bool:
-    """redis-py's cluster client followed an ASK to a node missing from its cache (before
-    sending anything: the command did not run)."""
-    return isinstance(error, AttributeError) and (
-        "redis_connection" in str(error) or "execute_command" in str(error))
-
-
-def _redirected_out(error: BaseException) -> bool:
-    """redis-py gave up after 16 MOVED/ASK/TRYAGAIN replies in a row: the command never ran.
-    A multi-key call on a slot that is half-way through a migration gets TRYAGAIN until the
-    migration of that slot ends; redis-py's patience (about 0.4 s) can be shorter."""
-    return isinstance(error, ClusterError) and "TTL exhausted" in str(error)
-
-
-# How long a cluster call keeps being re-sent after redis-py gave up on redirects.
-_REDIRECT_PATIENCE = 6
+def _refresh_sync(conn: Any, moved: MovedError | None) -> None:
+    manager = conn.nodes_manager
+    if moved is not None and hasattr(manager, "move_slot"):
+        manager.move_slot(moved)
+    else:
+        # no node answering now is not an error: the next attempt tries again
+        with contextlib.suppress(redis.RedisError, OSError):
+            manager.initialize()
 
 
 def _call_cluster_sync(conn: Any, args: tuple[Any, ...]) -> Any:
-    """One command on a cluster client; its error reply in place. Rides out what means the
-    command did not run: an ASK to a node redis-py does not know yet, and redirects beyond
+    """One command through redis-py's routing; its error reply in place. Rides out what means
+    the command did not run: an ASK to a node redis-py does not know yet, and redirects beyond
     redis-py's patience (a slot being migrated)."""
     waits = learns = 0
     while True:
@@ -237,17 +387,19 @@ def _call_cluster_sync(conn: Any, args: tuple[Any, ...]) -> Any:
         except ResponseError as error:
             return error
         except (AttributeError, ClusterError) as error:
-            if _unknown_node(error) and learns < _REDIRECT_PATIENCE:
+            if _unknown_node(error) and learns < _ATTEMPTS:
                 learns += 1  # redis-py may forget the node again when it re-reads the slots
-                _learn_nodes_sync(conn)
-            elif _redirected_out(error) and waits < _REDIRECT_PATIENCE:
+                _perform_sync(conn, _primaries(conn))
+            elif _redirected_out(error) and waits < _ATTEMPTS:
                 time.sleep(_backoff(waits))
                 waits += 1
             else:
                 raise
 
 
-def _pipeline_cluster_sync(conn: Any, commands: list[Command]) -> list[Any]:
+def _plain_sync(conn: Any, commands: list[Command]) -> list[Any]:
+    if len(commands) == 1:
+        return [_call_cluster_sync(conn, commands[0].args)]
     for attempt in range(2):
         pipe = conn.pipeline(transaction=False)
         for cmd in commands:
@@ -259,7 +411,7 @@ def _pipeline_cluster_sync(conn: Any, commands: list[Command]) -> list[Any]:
             # may be re-sent (as redis-py does after a connection error)
             if attempt or not _unknown_node(error) or any(c.once for c in commands):
                 raise
-            _learn_nodes_sync(conn)
+            _perform_sync(conn, _primaries(conn))
             continue
         # redis-py re-sends redirected commands one by one after the pipeline; those it gave
         # up on did not run: send them again, patiently
@@ -268,116 +420,24 @@ def _pipeline_cluster_sync(conn: Any, commands: list[Command]) -> list[Any]:
     raise AssertionError("unreachable")
 
 
-def _addressed_sync(conn: Any, batch: Batch, indices: list[int], replies: list[Any]) -> None:
-    primaries = (_learn_nodes_sync(conn) if any(batch[i].all_primaries for i in indices)
-                 else [])
-    per_node: dict[str, list[int]] = {}
-    for i in indices:
-        cmd = batch[i]
-        if cmd.all_primaries:
-            replies[i] = {}
-        for name in primaries if cmd.all_primaries else [cmd.node]:
-            per_node.setdefault(str(name), []).append(i)
-    for name, idx in per_node.items():
-        for i, reply in zip(idx, _on_node_sync(conn, name, [batch[i].args for i in idx])):
-            if batch[i].all_primaries:
-                replies[i][name] = reply
+def _perform_sync(conn: Any, routine: _Routine[T]) -> T:
+    """Perform a cluster routine's I/O on a sync cluster client."""
+    try:
+        request = next(routine)
+        while True:
+            result: Any = None
+            if isinstance(request, _OnNode):
+                result = _on_node_sync(conn, request.name, request.commands)
+            elif isinstance(request, _Refresh):
+                _refresh_sync(conn, request.moved)
+            elif isinstance(request, _Plain):
+                result = _plain_sync(conn, request.commands)
             else:
-                replies[i] = reply
-
-
-def _slot_owner_sync(conn: Any, args: tuple[Any, ...]) -> str:
-    key = _key_of(args)
-    if key is None:
-        return str(conn.get_default_node().name)
-    return str(conn.get_node_from_key(key).name)
-
-
-def _redirect(head: Any, once: bool) -> tuple[str, str | None] | None:
-    """How to go on after a pinned write's reply: None (done), ("ask", node), ("moved", None),
-    ("wait", None) (TRYAGAIN: slot half-migrated), ("down", None) (node unreachable)."""
-    if isinstance(head, MovedError):
-        return "moved", None
-    if isinstance(head, AskError):
-        return "ask", f"{head.host}:{head.port}"
-    if isinstance(head, TryAgainError):
-        return "wait", None
-    if isinstance(head, _CONNECTION_ERRORS) and not once:
-        return "down", None
-    return None
-
-
-def _pinned_commands(groups: list[list[Command]], gs: list[int], asking: set[int]
-                     ) -> list[tuple[Any, ...]]:
-    commands: list[tuple[Any, ...]] = []
-    for g in gs:
-        if g in asking:
-            commands.append(("ASKING",))
-        commands.extend(c.args for c in groups[g])
-    return commands
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(1.0, 0.05 * 2 ** attempt))
-
-
-def _pinned_sync(conn: Any, groups: list[list[Command]]) -> list[list[Any]]:
-    """Each group (a write and its WAIT) on one connection of the node owning the write's
-    slot, following MOVED/ASK/TRYAGAIN; groups for the same node share one pipeline."""
-    out: list[list[Any]] = [[] for _ in groups]
-    todo: dict[int, str | None] = dict.fromkeys(range(len(groups)))  # group -> ASK target
-    for attempt in range(_REDIRECTS):
-        by_node: dict[str, list[int]] = {}
-        try:
-            for g, target in todo.items():
-                by_node.setdefault(target or _slot_owner_sync(conn, groups[g][0].args),
-                                   []).append(g)
-        except redis.exceptions.SlotNotCoveredError:
-            time.sleep(_backoff(attempt))
-            conn.nodes_manager.initialize()
-            continue
-        asking = {g for g, target in todo.items() if target is not None}
-        todo = {}
-        refresh = pause = False
-        for name, gs in by_node.items():
-            replies = _on_node_sync(conn, name, _pinned_commands(groups, gs, asking))
-            at = 0
-            for g in gs:
-                at += g in asking
-                got = replies[at:at + len(groups[g])]
-                at += len(groups[g])
-                step = _redirect(got[0], groups[g][0].once)
-                if step is None:
-                    out[g] = got
-                    continue
-                todo[g] = step[1]
-                refresh |= step[0] in ("moved", "down")
-                pause |= step[0] in ("wait", "down")
-        if not todo:
-            return out
-        if pause:
-            time.sleep(_backoff(attempt))
-        if refresh:
-            conn.nodes_manager.initialize()
-    raise redis.exceptions.ClusterError("a write kept being redirected; giving up")
-
-
-def _run_cluster_sync(conn: Any, batch: Batch) -> list[Any]:
-    replies: list[Any] = [None] * len(batch)
-    addressed, groups, plain = _split(batch)
-    if addressed:
-        _addressed_sync(conn, batch, addressed, replies)
-    if len(plain) == 1 and not groups:
-        replies[plain[0]] = _call_cluster_sync(conn, batch[plain[0]].args)
-    elif plain:
-        for i, reply in zip(plain, _pipeline_cluster_sync(conn, [batch[i] for i in plain])):
-            replies[i] = reply
-    if groups:
-        got = _pinned_sync(conn, [[batch[i] for i in g] for g in groups])
-        for g, group_replies in zip(groups, got):
-            for i, reply in zip(g, group_replies):
-                replies[i] = reply
-    return replies
+                time.sleep(request.seconds)
+            request = routine.send(result)
+    except StopIteration as done:
+        value: T = done.value
+        return value
 
 
 def _run_batch_sync(conn: Any, batch: Batch | Sleep) -> list[Any]:
@@ -385,7 +445,7 @@ def _run_batch_sync(conn: Any, batch: Batch | Sleep) -> list[Any]:
         time.sleep(batch.seconds)
         return []
     if _is_cluster(conn):
-        return _run_cluster_sync(conn, batch)
+        return _perform_sync(conn, _cluster_batch(conn, batch))
     if any(c.once for c in batch) and _sends_once(conn):
         return _wrap_standalone(conn, batch, _send_once_sync(conn, [c.args for c in batch]))
     if len(batch) == 1:
@@ -434,37 +494,25 @@ async def _on_node_async(conn: Any, name: str, commands: list[tuple[Any, ...]]) 
     from redis.asyncio.cluster import ClusterNode, PipelineCommand
 
     node = conn.get_node(node_name=name)
-    temporary = node is None
-    if temporary:
+    if node is None:
         host, _, port = name.rpartition(":")
         node = ClusterNode(host, int(port), "primary", **conn.get_connection_kwargs())
+        conn.nodes_manager.nodes_cache[node.name] = node
     try:
         stack = [PipelineCommand(i, *args) for i, args in enumerate(commands)]
         await node.execute_pipeline(stack)
         return [c.result for c in stack]
     except _CONNECTION_ERRORS as error:
         return [error] * len(commands)
-    finally:
-        if temporary:
-            await node.disconnect()
 
 
-async def _learn_nodes_async(conn: Any) -> list[str]:
-    """:func:`_learn_nodes_sync` on an asyncio cluster client."""
-    from redis.asyncio.cluster import ClusterNode
-
-    known = [n.name for n in conn.get_primaries()]
-    names = dict.fromkeys(known)
-    for name in known:
-        [view] = await _on_node_async(conn, name, [("CLUSTER", "NODES")])
-        if not isinstance(view, Exception):
-            names.update(dict.fromkeys(_masters(view)))
-    for name in names:
-        if conn.get_node(node_name=name) is None:
-            host, _, port = name.rpartition(":")
-            node = ClusterNode(host, int(port), "primary", **conn.get_connection_kwargs())
-            conn.nodes_manager.nodes_cache[node.name] = node
-    return list(names)
+async def _refresh_async(conn: Any, moved: MovedError | None) -> None:
+    manager = conn.nodes_manager
+    if moved is not None and hasattr(manager, "move_slot"):
+        await manager.move_slot(moved)
+    else:
+        with contextlib.suppress(redis.RedisError, OSError):
+            await manager.initialize()
 
 
 async def _call_cluster_async(conn: Any, args: tuple[Any, ...]) -> Any:
@@ -476,17 +524,19 @@ async def _call_cluster_async(conn: Any, args: tuple[Any, ...]) -> Any:
         except ResponseError as error:
             return error
         except (AttributeError, ClusterError) as error:
-            if _unknown_node(error) and learns < _REDIRECT_PATIENCE:
+            if _unknown_node(error) and learns < _ATTEMPTS:
                 learns += 1
-                await _learn_nodes_async(conn)
-            elif _redirected_out(error) and waits < _REDIRECT_PATIENCE:
+                await _perform_async(conn, _primaries(conn))
+            elif _redirected_out(error) and waits < _ATTEMPTS:
                 await asyncio.sleep(_backoff(waits))
                 waits += 1
             else:
                 raise
 
 
-async def _pipeline_cluster_async(conn: Any, commands: list[Command]) -> list[Any]:
+async def _plain_async(conn: Any, commands: list[Command]) -> list[Any]:
+    if len(commands) == 1:
+        return [await _call_cluster_async(conn, commands[0].args)]
     for attempt in range(2):
         pipe = conn.pipeline(transaction=False)
         for cmd in commands:
@@ -496,94 +546,32 @@ async def _pipeline_cluster_async(conn: Any, commands: list[Command]) -> list[An
         except AttributeError as error:
             if attempt or not _unknown_node(error) or any(c.once for c in commands):
                 raise
-            await _learn_nodes_async(conn)
+            await _perform_async(conn, _primaries(conn))
             continue
         return [await _call_cluster_async(conn, cmd.args) if _redirected_out(reply) else reply
                 for cmd, reply in zip(commands, replies)]
     raise AssertionError("unreachable")
 
 
-async def _addressed_async(conn: Any, batch: Batch, indices: list[int],
-                           replies: list[Any]) -> None:
-    primaries = (await _learn_nodes_async(conn)
-                 if any(batch[i].all_primaries for i in indices) else [])
-    per_node: dict[str, list[int]] = {}
-    for i in indices:
-        cmd = batch[i]
-        if cmd.all_primaries:
-            replies[i] = {}
-        for name in primaries if cmd.all_primaries else [cmd.node]:
-            per_node.setdefault(str(name), []).append(i)
-    for name, idx in per_node.items():
-        got = await _on_node_async(conn, name, [batch[i].args for i in idx])
-        for i, reply in zip(idx, got):
-            if batch[i].all_primaries:
-                replies[i][name] = reply
+async def _perform_async(conn: Any, routine: _Routine[T]) -> T:
+    """Perform a cluster routine's I/O on an asyncio cluster client."""
+    await conn.initialize()  # a fresh asyncio cluster client knows no node before a call
+    try:
+        request = next(routine)
+        while True:
+            result: Any = None
+            if isinstance(request, _OnNode):
+                result = await _on_node_async(conn, request.name, request.commands)
+            elif isinstance(request, _Refresh):
+                await _refresh_async(conn, request.moved)
+            elif isinstance(request, _Plain):
+                result = await _plain_async(conn, request.commands)
             else:
-                replies[i] = reply
-
-
-async def _pinned_async(conn: Any, groups: list[list[Command]]) -> list[list[Any]]:
-    """:func:`_pinned_sync` on an asyncio cluster client."""
-    out: list[list[Any]] = [[] for _ in groups]
-    todo: dict[int, str | None] = dict.fromkeys(range(len(groups)))
-    for attempt in range(_REDIRECTS):
-        by_node: dict[str, list[int]] = {}
-        try:
-            for g, target in todo.items():
-                key = _key_of(groups[g][0].args)
-                owner = (conn.get_node_from_key(key) if key is not None
-                         else conn.get_default_node())
-                by_node.setdefault(target or owner.name, []).append(g)
-        except redis.exceptions.SlotNotCoveredError:
-            await asyncio.sleep(_backoff(attempt))
-            await conn.nodes_manager.initialize()
-            continue
-        asking = {g for g, target in todo.items() if target is not None}
-        todo = {}
-        refresh = pause = False
-        for name, gs in by_node.items():
-            replies = await _on_node_async(conn, name, _pinned_commands(groups, gs, asking))
-            at = 0
-            for g in gs:
-                at += g in asking
-                got = replies[at:at + len(groups[g])]
-                at += len(groups[g])
-                step = _redirect(got[0], groups[g][0].once)
-                if step is None:
-                    out[g] = got
-                    continue
-                todo[g] = step[1]
-                refresh |= step[0] in ("moved", "down")
-                pause |= step[0] in ("wait", "down")
-        if not todo:
-            return out
-        if pause:
-            await asyncio.sleep(_backoff(attempt))
-        if refresh:
-            await conn.nodes_manager.initialize()
-    raise redis.exceptions.ClusterError("a write kept being redirected; giving up")
-
-
-async def _run_cluster_async(conn: Any, batch: Batch) -> list[Any]:
-    replies: list[Any] = [None] * len(batch)
-    addressed, groups, plain = _split(batch)
-    if addressed or groups:
-        await conn.initialize()  # a fresh asyncio cluster client knows no node before a call
-    if addressed:
-        await _addressed_async(conn, batch, addressed, replies)
-    if len(plain) == 1 and not groups:
-        replies[plain[0]] = await _call_cluster_async(conn, batch[plain[0]].args)
-    elif plain:
-        got = await _pipeline_cluster_async(conn, [batch[i] for i in plain])
-        for i, reply in zip(plain, got):
-            replies[i] = reply
-    if groups:
-        got = await _pinned_async(conn, [[batch[i] for i in g] for g in groups])
-        for g, group_replies in zip(groups, got):
-            for i, reply in zip(g, group_replies):
-                replies[i] = reply
-    return replies
+                await asyncio.sleep(request.seconds)
+            request = routine.send(result)
+    except StopIteration as done:
+        value: T = done.value
+        return value
 
 
 async def _run_batch_async(conn: Any, batch: Batch | Sleep) -> list[Any]:
@@ -591,7 +579,7 @@ async def _run_batch_async(conn: Any, batch: Batch | Sleep) -> list[Any]:
         await asyncio.sleep(batch.seconds)
         return []
     if _is_cluster(conn):
-        return await _run_cluster_async(conn, batch)
+        return await _perform_async(conn, _cluster_batch(conn, batch))
     if any(c.once for c in batch) and _sends_once(conn):
         return _wrap_standalone(conn, batch,
                                 await _send_once_async(conn, [c.args for c in batch]))
@@ -618,6 +606,7 @@ class _ClientBase:
         pool = getattr(conn, "connection_pool", None)
         self.max_block = _max_block(getattr(pool, "connection_kwargs", {}) or {})
         self._once = _sends_once(conn)
+        self._cluster = _is_cluster(conn)
 
     @property
     def mode(self) -> str:
@@ -671,18 +660,16 @@ class Client(_ClientBase):
         if durability is not None or self.engine.durability is not None:
             return self.drive(self.engine.run_one(call, durability=durability))
         args = self.engine.args(call)
-        if call.op in self.engine.send_once_ops and self._once:
+        if self._cluster:
+            once = call.op in self.engine.send_once_ops
+            [[reply]] = _perform_sync(self.redis, _route(self.redis, [[Command(args, once=once)]]))
+        elif call.op in self.engine.send_once_ops and self._once:
             [reply] = _send_once_sync(self.redis, [args])
         else:
             try:
                 reply = self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
             except ResponseError as error:
                 reply = error
-            except (AttributeError, ClusterError) as error:
-                if not (_is_cluster(self.redis) and (
-                        _unknown_node(error) or _redirected_out(error))):
-                    raise
-                reply = _call_cluster_sync(self.redis, args)
         outcome = self.engine.settle(call, reply)
         if outcome is RETRY:
             return self.drive(self.engine.run_one(call, reply, replied=True))
@@ -741,18 +728,17 @@ class AsyncClient(_ClientBase):
         if durability is not None or self.engine.durability is not None:
             return await self.drive(self.engine.run_one(call, durability=durability))
         args = self.engine.args(call)
-        if call.op in self.engine.send_once_ops and self._once:
+        if self._cluster:
+            once = call.op in self.engine.send_once_ops
+            [[reply]] = await _perform_async(self.redis,
+                                             _route(self.redis, [[Command(args, once=once)]]))
+        elif call.op in self.engine.send_once_ops and self._once:
             [reply] = await _send_once_async(self.redis, [args])
         else:
             try:
                 reply = await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
             except ResponseError as error:
                 reply = error
-            except (AttributeError, ClusterError) as error:
-                if not (_is_cluster(self.redis) and (
-                        _unknown_node(error) or _redirected_out(error))):
-                    raise
-                reply = await _call_cluster_async(self.redis, args)
         outcome = self.engine.settle(call, reply)
         if outcome is RETRY:
             return await self.drive(self.engine.run_one(call, reply, replied=True))

@@ -501,6 +501,9 @@ class LocalSentinel:
         return answers.pop()
 
     def _healthy(self) -> bool:
+        """Every sentinel agrees on the primary, is not failing over, sees the other sentinels,
+        and could promote every live replica (a replica it has not heard from since it came
+        back is not a candidate: SENTINEL FAILOVER would answer NOGOODSLAVE)."""
         replicas, sentinels = self.shape
         try:
             primary = self.primary()
@@ -508,22 +511,25 @@ class LocalSentinel:
             return False
         if _ask(primary, "ROLE")[0] != "master":
             return False
-        for port, server in self.servers.items():
-            if port == primary or not server.alive:
-                continue
+        live = [port for port, server in self.servers.items()
+                if port != primary and server.alive]
+        for port in live:
             role = _ask(port, "ROLE")
             if role[0] != "slave" or int(role[2]) != primary or role[3] != "connected":
                 return False
         for s in self.sentinels:
             state = _as_dict(_ask(s.port, "SENTINEL", "MASTER", self.service))
-            if int(state["num-slaves"]) < replicas or int(state["num-other-sentinels"]) < (
-                    sentinels - 1) or "down" in state["flags"]:
+            if state["flags"] != "master" or int(state["num-other-sentinels"]) < sentinels - 1:
                 return False
-            seen = _ask(s.port, "SENTINEL", "REPLICAS", self.service)
-            up = [_as_dict(r) for r in seen]
-            if sum(1 for r in up if "down" not in r["flags"]) < replicas:
-                return False
-        return True
+            seen = {int(r["port"]): r for r in map(
+                _as_dict, _ask(s.port, "SENTINEL", "REPLICAS", self.service))}
+            for port in live:
+                # what the sentinel needs to pick it: connected, up, an INFO reply from it
+                # within 30 s (a replica that came back is asked at once; others every 10 s)
+                r = seen.get(port)
+                if r is None or r["flags"] != "slave" or int(r["info-refresh"]) > 30_000:
+                    return False
+        return len(live) >= replicas
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         wait_until(self._healthy, timeout, "sentinels to agree on a healthy primary",

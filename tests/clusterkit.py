@@ -94,6 +94,7 @@ class Traffic:
     tags: list[str]
     ok: int = 0
     errors: list[str] = field(default_factory=list)
+    error_times: list[float] = field(default_factory=list)
     streak: int = 0  # longest run of consecutive errors
     hits: dict[str, int] = field(default_factory=dict)  # successful cycles per tag
     focus: str | None = None  # every other cycle goes to this tag
@@ -123,6 +124,7 @@ class Traffic:
                 run = 0
             except Exception as error:  # counted, whatever it is: the thread must go on
                 self.errors.append(f"{type(error).__name__}: {error}")
+                self.error_times.append(time.monotonic())
                 run += 1
                 self.streak = max(self.streak, run)
                 # a cycle cut short leaves the lock held by "traffic": the next acquire with
@@ -177,3 +179,75 @@ def info_versions(cluster: LocalCluster, function: str) -> dict[int, str | None]
 def on_node(port: int, *args: Any) -> Any:
     with redis.Redis(port=port) as conn:
         return conn.execute_command(*args)
+
+
+@dataclass
+class Writer:
+    """A background thread enqueueing jobs one call at a time and recording which ones were
+    acknowledged (and when calls raised), until stopped: after a failover, :meth:`lost` counts
+    the acknowledged jobs the promoted primary lacks."""
+
+    client: pyredislua.Client
+    queue: str
+    acked: list[tuple[str, bytes]] = field(default_factory=list)  # (job id, payload)
+    errors: list[str] = field(default_factory=list)
+    error_times: list[float] = field(default_factory=list)
+    unconfirmed: int = 0  # DurabilityError: ran on the primary, not confirmed by replicas
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Writer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from pyredislua.queue.ops import JobSpec, QueueKeys, enqueue_call
+
+        keys = QueueKeys(self.queue)
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            payload = f"{self.queue}-{i}".encode()
+            try:
+                self.acked.append((self.client.run(enqueue_call(keys, JobSpec(payload))).id,
+                                   payload))
+            except pyredislua.DurabilityError:
+                self.unconfirmed += 1
+            except Exception as error:  # counted: a write the caller knows failed
+                self.errors.append(f"{type(error).__name__}: {error}")
+                self.error_times.append(time.monotonic())
+
+    @property
+    def error_span(self) -> float:
+        """Seconds from the first to the last error."""
+        return self.error_times[-1] - self.error_times[0] if self.error_times else 0.0
+
+    def wait_for_acks(self, n: int, timeout: float = 20.0) -> None:
+        target = len(self.acked) + n
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"writer stalled: errors {self.errors[-3:]}")
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "the writer thread hung"
+
+    def lost(self, client: pyredislua.Client) -> int:
+        """Acknowledged jobs the server lacks. A job id is a sequence number kept in Redis: after
+        a failover that lost writes, the counter is behind and a later job may get the id of a
+        lost one, so the payload is compared too."""
+        from pyredislua.queue.ops import QueueKeys, get_call
+
+        keys = QueueKeys(self.queue)
+        found = client.run_many([get_call(keys, job_id) for job_id, _ in self.acked])
+        return sum(1 for (_id, payload), info in zip(self.acked, found)
+                   if info is None or info.payload != payload)
+
+    def reused_ids(self) -> int:
+        """Acknowledged ids handed out twice (to different jobs)."""
+        return len(self.acked) - len({job_id for job_id, _ in self.acked})
