@@ -153,7 +153,7 @@ def test_durability_on_a_cluster(cluster: LocalCluster, rc: redis.RedisCluster,
         with redis.Redis(port=port) as conn:
             conn.config_resetstat()
     tags = tags_by_primary(cluster)
-    for port, port_tags in tags.items():
+    for port_tags in tags.values():
         assert client.run(acquire_call(LockKeys(port_tags[0]), "t", 10_000)).acquired
     with client.pipeline() as p:
         for port_tags in tags.values():
