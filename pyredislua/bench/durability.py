@@ -7,7 +7,10 @@ and enqueues jobs (each a separate call, as an application does); the primary is
 what Sentinel does) and checked for every acknowledged write; the killed primary comes back as
 the new primary's replica for the next round. Three states of the replica link:
 
-* ``healthy``: the replica is up and connected.
+* ``healthy``: the replica is up and connected, its link settled.
+* ``resynced``: the replica has just completed a full sync (it joined, or came back after a
+  failover): a Redis 7.0 primary may then hold the replication stream back for up to a
+  second (see :meth:`Pair._replicate`).
 * ``frozen``: the replica process is stopped (SIGSTOP) during the writes, its connection open
   (a GC-like pause, a swapped-out VM); it resumes after the kill.
 * ``cut off``: the primary has lost its replica (the link is killed and the replica frozen so it
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -37,7 +41,7 @@ from ..server import RedisServer
 from ..topology import wait_until
 from ._common import emit_json, print_table
 
-SCENARIOS = ("healthy", "frozen", "cut off")
+SCENARIOS = ("healthy", "resynced", "frozen", "cut off")
 _REPLICATION = ("--repl-diskless-sync-delay", "0")
 
 
@@ -49,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "enqueues; default 20)")
     parser.add_argument("--timeout-ms", type=int, default=50,
                         help="how long WAIT waits for the replica (default 50 ms)")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS,
+                        help="only this replica link state (repeatable; default: all)")
 
 
 @dataclass
@@ -59,6 +65,7 @@ class Outcome:
     acknowledged: int = 0
     lost: int = 0
     unconfirmed: int = 0
+    rounds_with_loss: int = 0
 
 
 class Pair:
@@ -71,8 +78,14 @@ class Pair:
         self._replicate(self.replica, self.primary)
 
     @staticmethod
-    def _replicate(replica: RedisServer, primary: RedisServer) -> None:
-        with redis.Redis(port=replica.port) as conn:
+    def _replicate(replica: RedisServer, primary: RedisServer, *, settle: bool = True) -> None:
+        """Make ``replica`` replicate ``primary``. The replica says "connected" as soon as it
+        loaded the snapshot, but after a full sync a Redis 7.0 primary holds the replication
+        stream back until it has seen the replica's first acknowledgement, and when that
+        acknowledgement beats the primary's noticing that the snapshot is done (it looks on its
+        100 ms timer), the stream waits for the next one, up to a second later; ``settle``
+        waits until a write has reached the replica."""
+        with redis.Redis(port=replica.port) as conn, redis.Redis(port=primary.port) as main:
             conn.execute_command("REPLICAOF", "127.0.0.1", primary.port)
 
             def linked() -> bool:
@@ -80,6 +93,18 @@ class Pair:
                 return bool(role[0] == b"slave" and role[3] == b"connected")
 
             wait_until(linked, 10.0, "the replica to sync")
+            if settle:  # a write must reach the replica: the stream flows
+                marker = os.urandom(8).hex()
+                main.set("bench:settled", marker)
+                wait_until(lambda: conn.get("bench:settled") == marker.encode(), 10.0,
+                           "the replication stream to flow")
+
+    def resync_replica(self) -> None:
+        """The replica restarted empty and fully synced again, its first acknowledgement not yet
+        sent (the state after a replica joins or after a failover)."""
+        self.replica.kill()
+        self.replica.start()
+        self._replicate(self.replica, self.primary, settle=False)
 
     def kill_primary(self) -> None:
         self.primary.kill()
@@ -99,7 +124,8 @@ class Pair:
         """The replica's state while the writes run; ends after the primary is killed."""
         process = self.replica.process
         assert process is not None
-        if scenario != "healthy":
+        stopped = scenario in ("frozen", "cut off")
+        if stopped:
             process.send_signal(signal.SIGSTOP)
         if scenario == "cut off":
             with redis.Redis(port=self.primary.port) as conn:
@@ -107,7 +133,7 @@ class Pair:
         try:
             yield
         finally:
-            if scenario != "healthy":
+            if stopped:
                 process.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
@@ -122,6 +148,8 @@ def measure(pair: Pair, scenario: str, durability: Durability | None, rounds: in
     outcome = Outcome(scenario, "none" if durability is None else
                       f"WAIT {durability.replicas} {durability.wait_args[2]}")
     for r in range(start, start + rounds):
+        if scenario == "resynced":
+            pair.resync_replica()
         acked_locks: list[tuple[LockKeys, str]] = []
         acked_jobs: list[tuple[QueueKeys, str]] = []
         queue = QueueKeys(f"dq{r}")
@@ -146,21 +174,23 @@ def measure(pair: Pair, scenario: str, durability: Durability | None, rounds: in
             survivor = Client(promoted, mode="function")
             held = survivor.run_many([inspect_call(k) for k, _ in acked_locks])
             jobs = survivor.run_many([get_call(q, job_id) for q, job_id in acked_jobs])
-        outcome.lost += sum(1 for (_k, token), state in zip(acked_locks, held)
-                            if state.owner != token)
-        outcome.lost += sum(1 for info in jobs if info is None)
+        lost = sum(1 for (_k, token), state in zip(acked_locks, held) if state.owner != token)
+        lost += sum(1 for info in jobs if info is None)
+        outcome.lost += lost
+        outcome.rounds_with_loss += lost > 0
         outcome.acknowledged += len(acked_locks) + len(acked_jobs)
         outcome.rounds += 1
         pair.heal()
     return outcome
 
 
-def measure_all(rounds: int, writes: int, timeout_ms: int) -> list[Outcome]:
+def measure_all(rounds: int, writes: int, timeout_ms: int,
+                scenarios: tuple[str, ...] = SCENARIOS) -> list[Outcome]:
     pair = Pair()
     try:
         results = []
         start = 0
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             for durability in (None, Durability(1, timeout_ms / 1000, "raise")):
                 results.append(measure(pair, scenario, durability, rounds, writes, start))
                 start += rounds
@@ -172,12 +202,14 @@ def measure_all(rounds: int, writes: int, timeout_ms: int) -> list[Outcome]:
 def run(args: argparse.Namespace) -> int:
     if args.url:
         print("bench durability kills its own servers: --url is not used")
-    results = measure_all(args.rounds, args.writes, args.timeout_ms)
+    results = measure_all(args.rounds, args.writes, args.timeout_ms,
+                          tuple(args.scenario or SCENARIOS))
     if args.json:
         emit_json({"results": [asdict(r) for r in results]})
         return 0
     rows = [(f"{r.scenario}, {r.durability}", f"{r.acknowledged} acknowledged",
-             f"{r.lost} lost, {r.unconfirmed} reported unconfirmed") for r in results]
+             f"{r.lost} lost (in {r.rounds_with_loss} rounds), {r.unconfirmed} reported "
+             "unconfirmed") for r in results]
     print_table(f"primary killed right after {args.writes} writes, {args.rounds} times per row; "
                 "the replica promoted", rows, ("replica link, confirmation", "writes",
                                                "after promotion"))
