@@ -58,7 +58,7 @@ def test_an_old_server_gets_a_clear_error_not_a_compile_error(mode: str) -> None
 
 @pytest.mark.parametrize("mode", ["function", "script"])
 def test_loading_on_an_old_server_gets_the_same_error(mode: str) -> None:
-    with pytest.raises(pyredislua.RedisVersionError, match="6.2.14"):
+    with pytest.raises(pyredislua.RedisVersionError, match=r"6\.2\.14"):
         _drive(Engine(LIBRARY, mode).load())  # type: ignore[arg-type]
 
 
