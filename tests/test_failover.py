@@ -20,7 +20,7 @@ from pyredislua.topology import LocalCluster, LocalSentinel
 from tests.clusterkit import Traffic, Writer, ause_lock, tags_by_primary, use_lock
 from tests.faultkit import FaultOutcome, FaultReport
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 
 
 def _surfaced(traffic: Traffic, writer: Writer) -> str:
