@@ -43,7 +43,9 @@ def test_rendered_library_names_and_flags() -> None:
     assert lib.code.startswith(f"#!lua name={lib.name}\n")
     for op in lib.operations.values():
         assert op.function == f"{lib.name}_{op.header.ident}"
-        assert op.script.startswith("#!lua flags=no-writes" if op.read_only else "#!lua\n")
+        flags = ",".join(op.header.flags)
+        # scripts carry their flags in the shebang, so allow-oom holds in script mode too
+        assert op.script.startswith(f"#!lua flags={flags}\n" if flags else "#!lua\n")
     assert lib.operation("lock.inspect").read_only
     assert not lib.operation("lock.acquire").read_only
 

@@ -15,6 +15,8 @@ def test_out_of_memory_refuses_writes_and_recovers(fault_server: FaultServer) ->
     with fault_server.out_of_memory():
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             conn.set("k", "v" * 100_000)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            conn.set("small", "v")
         assert conn.delete("absent") == 0  # what frees memory still runs
     assert conn.set("k", "v")
 

@@ -79,5 +79,41 @@ def test_middleware_answers_429_with_retry_after_and_ratelimit_fields(server: st
         assert http.get("/").status_code == 200
         assert "ratelimit" not in http.get("/").headers
     # the denial charged nothing
-    assert r.zcard("prl:rl:{alice}:api:alice:2000") == 3
-    assert r.zcard("prl:rl:{alice}:api:alice:60000") == 3
+    assert r.zcount("prl:rl:{alice}:sliding_log:api:alice:2000", "(0", "+inf") == 3
+    assert r.zcount("prl:rl:{alice}:sliding_log:api:alice:60000", "(0", "+inf") == 3
+
+
+def _serve(app: Any) -> tuple[str, Any, threading.Thread]:
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                        lifespan="off"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    return f"http://127.0.0.1:{port}", srv, thread
+
+
+@pytest.mark.parametrize("on_failure", [None, "open", "closed"])
+def test_middleware_when_redis_is_unreachable(on_failure: str | None) -> None:
+    """Fails open by default (the request goes through, uncounted, without RateLimit fields);
+    closed answers 503 with Retry-After."""
+    conn = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=0.2, retry=None)
+    limiter = SlidingLog(pyredislua.AsyncClient(conn), "api", "3/2s")
+    app = RateLimitMiddleware(hello, limiter, identify=_user, on_failure=on_failure)  # type: ignore[arg-type]
+    url, srv, thread = _serve(app)
+    try:
+        with httpx.Client(base_url=url) as http:
+            response = http.get("/", headers={"x-user": "alice"})
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+    if on_failure == "closed":
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json() == {"error": "rate limiter unavailable", "retry_after_ms": 1000}
+    else:
+        assert response.status_code == 200 and response.text == "hello"
+        assert "ratelimit" not in response.headers

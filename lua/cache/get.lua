@@ -1,6 +1,6 @@
 --[[
 name: cache.get
-version: 1.0.0
+version: 1.0.1
 summary: Read a cache entry with what XFetch needs: value, recompute cost and remaining TTL (the client decides on early recomputation).
 flags: no-writes
 includes: cache
@@ -15,6 +15,7 @@ returns:
   invalidated by a tag); one generation per requested tag
 errors:
   BADARG: the key count or a tag is invalid
+  BADSTATE: a requested tag's generation is not a number
 ]]
 local asked = {}
 for i = tag_names_start, #ARGV do
@@ -25,7 +26,12 @@ if #asked > 32 then prl_fail('BADARG', 'at most 32 tags, got ' .. #asked) end
 local asked_gens = {}
 if #asked > 0 then
   local g = rcall('HMGET', generations_key, unpack(asked))
-  for i = 1, #asked do asked_gens[i] = tonumber(g[i] or '0') end
+  for i = 1, #asked do
+    asked_gens[i] = tonumber(g[i] or '0')
+    if not asked_gens[i] then
+      prl_fail('BADSTATE', 'the generation of tag ' .. prl_shown(asked[i]) .. ' is not a number')
+    end
+  end
 end
 local raw = rcall('HGETALL', entry_key)
 if #raw == 0 then return {0, false, 0, 0, asked_gens} end

@@ -1,12 +1,13 @@
 --[[
 name: cache.set
-version: 1.0.0
+version: 1.1.0
 summary: Store a cache entry (or a cached not-found) with its TTL, recompute cost and tags, recording each tag's current generation.
 flags: none
+resend: safe
 includes: cache
 keys: variadic
   entry: hash; the cached entry (KEYS[1])
-  generations: hash; tag to generation (KEYS[2])
+  generations: hash; tag to generation (KEYS[2]); lives at least as long as the entries carrying tags
   tag_sets: set; one set per tag, in the order of the tag arguments (KEYS[3..])
 argv:
   value: str 0..8388608; the value (at most 8 MiB) (ignored for a not-found)
@@ -17,37 +18,54 @@ argv:
   tag_names: rest; 0..32 (tag, expected generation) pairs, one per tag set key; tag 1..256 bytes; expected generation -1 takes the current one, else the value is only stored if the tag's generation is still that (it was read before computing the value)
 returns:
   1 when stored; 0 when a tag was invalidated since the expected generation was read (nothing changed)
+  A repeat stores the same entry again.
 errors:
   BADARG: an argument, a tag or the key count is invalid (nothing changed)
+  WRONGTYPE: the entry, the generations or a tag set holds another Redis type (nothing changed)
+  BADSTATE: a tag's generation is not an integer (nothing changed)
 ]]
 if #KEYS < 2 then prl_fail('BADARG', 'cache.set takes at least 2 keys, got ' .. #KEYS) end
 local ntags = cache_tags(ARGV, tag_names_start, #KEYS)
 local entry, tags = KEYS[1], KEYS[2]
+-- read: every key this call writes is checked before the first write
+rcall('HLEN', entry)  -- an entry is a hash (WRONGTYPE otherwise: it is not replaced blindly)
 local fields = {'v', negative == 1 and '' or value, 'd', delta_ms, 'e', 0, 'n', negative}
+local set_ttls, tags_ttl = {}, 0
 if ntags > 0 then
   local names, expected = {}, {}
   for i = 1, ntags do
     names[i] = ARGV[tag_names_start + 2 * (i - 1)]
-    expected[i] = prl_int(ARGV, tag_names_start + 2 * i - 1, 'expected generation', -1,
-                          9007199254740991, nil)
+    expected[i] = tonumber(ARGV[tag_names_start + 2 * i - 1])
   end
   local gens = rcall('HMGET', tags, unpack(names))
   for i = 1, ntags do
     local gen = tonumber(gens[i] or '0')
+    if not gen then
+      prl_fail('BADSTATE', 'the generation of tag ' .. prl_shown(names[i]) .. ' is not a number')
+    end
     if expected[i] >= 0 and gen ~= expected[i] then return 0 end
     fields[#fields + 1] = 't:' .. names[i]
     fields[#fields + 1] = gen
   end
+  for i = 1, ntags do
+    rcall('SISMEMBER', KEYS[2 + i], entry)
+    set_ttls[i] = rcall('PTTL', KEYS[2 + i])
+  end
+  tags_ttl = rcall('PTTL', tags)
 end
 local now = prl_now_ms()
 fields[6] = now + ttl_ms
+local life = ttl_ms + grace_ms
+-- write
 rcall('DEL', entry)
 rcall('HSET', entry, unpack(fields))
-local life = ttl_ms + grace_ms
 rcall('PEXPIRE', entry, life)
 for i = 1, ntags do
   local set = KEYS[2 + i]
   rcall('SADD', set, entry)
-  if rcall('PTTL', set) < life then rcall('PEXPIRE', set, life) end
+  if set_ttls[i] < life then rcall('PEXPIRE', set, life) end
 end
+-- an entry is valid only while its tags' generations are current: the generations must outlive
+-- it (were they gone, an invalidated entry would look valid again)
+if ntags > 0 and tags_ttl < life then rcall('PEXPIRE', tags, life) end
 return 1

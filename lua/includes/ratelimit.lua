@@ -6,8 +6,25 @@
 -- request at now+R is admitted, one at now+R-1 is not (with no other traffic).
 --
 -- A decision is a table {ok, remaining, retry, reset, commit}: retry is -1 when the cost can never
--- be admitted (above the limit/burst), 0 when admitted now; commit() writes the charge. The driver
--- evaluates every limit first and commits only when all admit: a denied call writes nothing.
+-- be admitted (above the limit/burst), 0 when admitted now; commit() writes the charge. Deciding
+-- only reads (and checks what it read); every caller decides every key first and commits after,
+-- so an error reply (BADSTATE, WRONGTYPE) comes before the first write and changes nothing.
+--
+-- State carries its algorithm, so no limiter ever reads another's state (a key reused by a
+-- different algorithm, or holding anything else, is BADSTATE before anything is written). The
+-- marker rides in data each decision reads anyway, so checking it costs no extra redis.call:
+--   gcra            string "gcra:<tat_ms>:<frac>:<limit>"
+--   token_bucket    string "tb:<tokens*period>:<ts_ms>:<period>"
+--   fixed_window    string "fw:<window index>:<count>"
+--   sliding_window  string "sw:<window index>:<count>:<previous count>"
+--   sliding_log     zset, one member per admitted unit ("<ms>:<n>" scored by ms) and the
+--                   marker member "" scored 0 (read with ZREVRANK, which also counts the entries)
+--   concurrency     zset of lease ids scored by lease end, and the marker member
+--                   RATELIMIT_SLOTS_MARK scored 0 (longer than any lease id, so never one)
+
+-- (a literal: the library's main chunk runs without the string library at FUNCTION LOAD)
+local RATELIMIT_SLOTS_MARK =
+  '~pyredislua:concurrency:~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'
 
 local function ratelimit_div(a, b)
   -- floor(a / b) for integers 0 <= a < 2^53, 1 <= b < 2^53, exactly.
@@ -28,23 +45,37 @@ local function ratelimit_ceil_div(a, b)
   return q
 end
 
-local function ratelimit_number(v, key)
-  local n = tonumber(v)
-  if n == nil then
-    prl_fail('BADSTATE', 'key ' .. prl_shown(key) .. ' does not hold rate limiter state')
-  end
-  return n
+-- What a stored value is, for error messages (the slow path only).
+local function ratelimit_kind_of(stored)
+  local prefix = string.match(stored, '^(%l+):')
+  local names = {gcra = 'gcra', tb = 'token_bucket', fw = 'fixed_window', sw = 'sliding_window'}
+  if prefix and names[prefix] then return names[prefix] .. ' state' end
+  return 'something else'
 end
 
--- GCRA: one string "tat_ms:frac:limit", the theoretical arrival time tat = tat_ms + frac/limit.
+local function ratelimit_not_mine(key, algo, what)
+  prl_fail('BADSTATE', 'key ' .. prl_shown(key) .. ' holds ' .. what .. ', not ' .. algo ..
+    ' rate limiter state (nothing changed)')
+end
+
+-- A zset without its marker: absent (false) or someone else's (BADSTATE). Only reached when the
+-- marker is missing, i.e. on an identity's first call of a period.
+local function ratelimit_zset_absent(key, algo)
+  if redis.call('EXISTS', key) == 1 then
+    ratelimit_not_mine(key, algo, 'a sorted set without its marker')
+  end
+  return false
+end
+
+-- GCRA: "gcra:tat_ms:frac:limit", the theoretical arrival time tat = tat_ms + frac/limit.
 -- In units of 1/limit ms, the emission interval is `period` and the tolerance burst*period.
 local function ratelimit_gcra(s, cost, now)
   local L, P, B = s.limit, s.period, s.burst
   local d = 0 -- (tat - now) * L, clamped at 0: how far the bucket is drained
   local stored = redis.call('GET', s.key)
   if stored then
-    local ms, frac, lim = string.match(stored, '^(%-?%d+):(%d+):(%d+)$')
-    if not ms then prl_fail('BADSTATE', 'key ' .. prl_shown(s.key) .. ' does not hold GCRA state') end
+    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):(%d+)$')
+    if not ms then ratelimit_not_mine(s.key, 'gcra', ratelimit_kind_of(stored)) end
     ms, frac, lim = tonumber(ms), tonumber(frac), tonumber(lim)
     if lim ~= L then frac = math.ceil(frac * L / lim) end -- the limit changed: rescale
     local ahead = math.min(ms - now, ratelimit_ceil_div(B * P, L) + 1)
@@ -58,7 +89,7 @@ local function ratelimit_gcra(s, cost, now)
       r.ok, r.retry, after = true, 0, nd
       r.commit = function()
         local q = ratelimit_div(nd, L)
-        redis.call('SET', s.key, string.format('%d:%d:%d', now + q, nd - q * L, L),
+        redis.call('SET', s.key, string.format('gcra:%d:%d:%d', now + q, nd - q * L, L),
           'PX', math.max(1, ratelimit_ceil_div(nd, L)))
       end
     else
@@ -70,15 +101,17 @@ local function ratelimit_gcra(s, cost, now)
   return r
 end
 
--- Token bucket: hash {u, ts, p}; u = tokens * period (so one ms refills `limit` units exactly).
+-- Token bucket: "tb:u:ts:p"; u = tokens * period (so one ms refills `limit` units exactly).
 local function ratelimit_token_bucket(s, cost, now)
   local L, P, B = s.limit, s.period, s.burst
   local cap = B * P
   local u, ts = cap, now
-  local h = redis.call('HMGET', s.key, 'u', 'ts', 'p')
-  if h[1] then
-    u, ts = ratelimit_number(h[1], s.key), ratelimit_number(h[2], s.key)
-    local p = ratelimit_number(h[3], s.key)
+  local stored = redis.call('GET', s.key)
+  if stored then
+    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):(%d+)$')
+    if not su then ratelimit_not_mine(s.key, 'token_bucket', ratelimit_kind_of(stored)) end
+    u, ts = tonumber(su), tonumber(sts)
+    local p = tonumber(sp)
     if p ~= P then u = math.floor(u / p * P) end -- the period changed: rescale
     if now > ts then
       local elapsed = math.min(now - ts, ratelimit_ceil_div(cap, L) + 1)
@@ -94,8 +127,8 @@ local function ratelimit_token_bucket(s, cost, now)
     if u >= need then
       r.ok, r.retry, after = true, 0, u - need
       r.commit = function()
-        redis.call('HSET', s.key, 'u', ratelimit_int(after), 'ts', ratelimit_int(ts), 'p', P)
-        redis.call('PEXPIRE', s.key, math.max(1, (ts - now) + ratelimit_ceil_div(cap - after, L)))
+        redis.call('SET', s.key, string.format('tb:%d:%d:%d', after, ts, P),
+          'PX', math.max(1, (ts - now) + ratelimit_ceil_div(cap - after, L)))
       end
     else
       r.retry = (ts - now) + ratelimit_ceil_div(need - u, L)
@@ -106,64 +139,106 @@ local function ratelimit_token_bucket(s, cost, now)
   return r
 end
 
--- Sliding log: sorted set, one member per unit of cost, scored by its server time. An entry counts
--- while now - score < period: never more than `limit` in any window of `period` ms.
+-- Sliding log: sorted set, one member "<ms>:<n>" per unit of cost scored by its server time, and
+-- the marker member "" scored 0, below every entry. An entry counts while now - score < period:
+-- never more than `limit` in any window of `period` ms. The ZREVRANK of the marker checks it and
+-- counts the entries (live or not) in one call; live entries are the highest, so the k-th oldest
+-- live one sits at a rank computed from that total alone. A hit far from the limit needs no count
+-- (the trim's reply makes it exact); a denial of cost 1 reads one entry instead of counting.
 local function ratelimit_sliding_log(s, cost, now)
   local L, P = s.limit, s.period
   local floor_score = now - P -- entries scored <= floor_score have left the window
-  local count = redis.call('ZCOUNT', s.key, '(' .. floor_score, '+inf')
-  local r = {ok = false, retry = -1}
-  local after = count
-  if cost <= L then
-    if count + cost <= L then
-      r.ok, r.retry, after = true, 0, count + cost
-      r.commit = function()
-        redis.call('ZREMRANGEBYSCORE', s.key, '-inf', floor_score)
-        local args, seq = {}, count
-        for i = 1, cost do
-          seq = seq + 1
-          args[#args + 1] = ratelimit_int(now)
-          args[#args + 1] = ratelimit_int(now) .. ':' .. seq
-          if #args >= 1000 or i == cost then
-            redis.call('ZADD', s.key, unpack(args))
-            args = {}
-          end
-        end
-        redis.call('PEXPIRE', s.key, P)
+  local total = redis.call('ZREVRANK', s.key, '')
+  if not total then
+    total = 0
+    ratelimit_zset_absent(s.key, 'sliding_log')
+  end
+  local count, exact = total, total == 0 -- the live entries; an upper bound while not exact
+  local function count_live()
+    if not exact then
+      count = redis.call('ZCOUNT', s.key, '(' .. floor_score, '+inf')
+      exact = true
+    end
+  end
+  local function newest()
+    return tonumber(redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')[2])
+  end
+  local r = {ok = false, retry = -1, reset = 0}
+  local retry_score = nil -- the entry whose leaving admits this cost
+  if cost > L then
+    count_live()
+  elseif count + cost > L then
+    -- the (count + cost - L)-th oldest live entry sits at rank total + cost - L (the marker is 0)
+    local rank = total + cost - L
+    local e = redis.call('ZRANGE', s.key, rank, rank, 'WITHSCORES')
+    if tonumber(e[2]) > floor_score then
+      retry_score = tonumber(e[2])
+      -- denied: count >= L - cost + 1; with cost 1 nothing remains, else count them
+      if cost == 1 then count, exact = L, true else count_live() end
+    else
+      count = L - cost -- at most this many are live: admitted (counted below if need be)
+    end
+  end
+  if not s.write then count_live() end
+  if cost <= L and not retry_score then
+    r.ok, r.retry = true, 0
+    r.remaining = L - count - cost -- exact once counted or committed
+    if cost > 0 then r.reset = P elseif count > 0 then r.reset = newest() + P - now end
+    if not exact then
+      r.settle = function() -- another limit of the call denies: report this one exactly
+        count_live()
+        r.remaining = L - count - cost
       end
-    else
-      -- wait until the (count + cost - L)-th oldest live entry leaves the window
-      local idx = count + cost - L - 1
-      local e = redis.call('ZRANGEBYSCORE', s.key, '(' .. floor_score, '+inf', 'WITHSCORES',
-        'LIMIT', idx, 1)
-      r.retry = tonumber(e[2]) + P - now
     end
-  end
-  r.remaining = L - after
-  r.reset = 0
-  if after > 0 then
-    if r.ok and cost > 0 then
-      r.reset = P
-    else
-      local newest = redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')
-      r.reset = math.max(0, tonumber(newest[2]) + P - now)
+    r.commit = function()
+      local args = {}
+      if total > 0 then
+        count, exact = total - redis.call('ZREMRANGEBYSCORE', s.key, '(0', floor_score), true
+      else
+        args[1], args[2] = 0, ''
+      end
+      -- members "<ms>:<n>": n counts on from the live entries, so members of one ms never repeat
+      local seq = count
+      for i = 1, cost do
+        seq = seq + 1
+        args[#args + 1] = ratelimit_int(now)
+        args[#args + 1] = ratelimit_int(now) .. ':' .. seq
+        if #args >= 1000 or i == cost then
+          redis.call('ZADD', s.key, unpack(args))
+          args = {}
+        end
+      end
+      redis.call('PEXPIRE', s.key, P)
+      r.remaining = L - count - cost
     end
+    return r
   end
+  if retry_score then r.retry = retry_score + P - now end
+  r.remaining = math.max(0, L - count)
+  if count > 0 then r.reset = math.max(0, newest() + P - now) end
   return r
 end
 
--- Windows aligned on multiples of `period` since the epoch: hash {w = window index, c = count in
--- window w, p = count in window w-1}.
-local function ratelimit_window_state(s, now)
+-- Windows aligned on multiples of `period` since the epoch: fixed window "fw:w:c" (count in
+-- window w), sliding window "sw:w:c:p" (and p, the count of window w-1).
+local function ratelimit_window_state(s, now, sliding)
   local idx = math.floor(now / s.period)
-  local h = redis.call('HMGET', s.key, 'w', 'c', 'p')
+  local stored = redis.call('GET', s.key)
   local cur, prev = 0, 0
-  if h[1] then
-    local w = ratelimit_number(h[1], s.key)
+  if stored then
+    local w, c, p
+    if sliding then
+      w, c, p = string.match(stored, '^sw:(%d+):(%d+):(%d+)$')
+      if not w then ratelimit_not_mine(s.key, 'sliding_window', ratelimit_kind_of(stored)) end
+    else
+      w, c = string.match(stored, '^fw:(%d+):(%d+)$')
+      if not w then ratelimit_not_mine(s.key, 'fixed_window', ratelimit_kind_of(stored)) end
+    end
+    w = tonumber(w)
     if w == idx then
-      cur, prev = ratelimit_number(h[2], s.key), ratelimit_number(h[3], s.key)
+      cur, prev = tonumber(c), tonumber(p or 0)
     elseif w == idx - 1 then
-      prev = ratelimit_number(h[2], s.key)
+      prev = tonumber(c)
     end
   end
   return idx, now - idx * s.period, cur, prev
@@ -172,15 +247,14 @@ end
 -- Fixed window: at most `limit` per aligned window, but up to 2*limit across a boundary.
 local function ratelimit_fixed_window(s, cost, now)
   local L, P = s.limit, s.period
-  local idx, e, cur = ratelimit_window_state(s, now)
+  local idx, e, cur = ratelimit_window_state(s, now, false)
   local r = {ok = false, retry = -1}
   local after = cur
   if cost <= L then
     if cur + cost <= L then
       r.ok, r.retry, after = true, 0, cur + cost
       r.commit = function()
-        redis.call('HSET', s.key, 'w', ratelimit_int(idx), 'c', after, 'p', 0)
-        redis.call('PEXPIRE', s.key, P - e)
+        redis.call('SET', s.key, string.format('fw:%d:%d', idx, after), 'PX', P - e)
       end
     else
       r.retry = P - e
@@ -195,15 +269,14 @@ end
 -- prev * (P - e) + (cur + cost) * P <= L * P.
 local function ratelimit_sliding_window(s, cost, now)
   local L, P = s.limit, s.period
-  local idx, e, cur, prev = ratelimit_window_state(s, now)
+  local idx, e, cur, prev = ratelimit_window_state(s, now, true)
   local r = {ok = false, retry = -1}
   local after = cur
   if cost <= L then
     if prev * (P - e) + (cur + cost) * P <= L * P then
       r.ok, r.retry, after = true, 0, cur + cost
       r.commit = function()
-        redis.call('HSET', s.key, 'w', ratelimit_int(idx), 'c', after, 'p', prev)
-        redis.call('PEXPIRE', s.key, 2 * P - e)
+        redis.call('SET', s.key, string.format('sw:%d:%d:%d', idx, after, prev), 'PX', 2 * P - e)
       end
     else
       -- first instant e2 >= e in this window with prev*(P-e2) <= (L-cur-cost)*P ...
@@ -226,18 +299,38 @@ local function ratelimit_sliding_window(s, cost, now)
   return r
 end
 
+-- (functions and branches, not tables: a script runs this whole file on every call)
 local function ratelimit_algorithm(name)
   if name == 'gcra' then return ratelimit_gcra end
   if name == 'token_bucket' then return ratelimit_token_bucket end
   if name == 'sliding_log' then return ratelimit_sliding_log end
   if name == 'sliding_window' then return ratelimit_sliding_window end
-  if name == 'fixed_window' then return ratelimit_fixed_window end
-  return nil
+  return ratelimit_fixed_window
+end
+
+local function ratelimit_algorithm_arg(argv, j)
+  return prl_enum(argv, j, 'algorithm', {'gcra', 'token_bucket', 'sliding_log', 'sliding_window',
+    'fixed_window'}, nil)
+end
+
+-- Validate one limit's arguments (limit, period_ms, burst at argv[j..j+2]).
+local function ratelimit_spec(key, a, argv, j, write)
+  local limit = prl_int(argv, j, 'limit', 1, 1000000, nil)
+  local period = prl_int(argv, j + 1, 'period_ms', 1, 2678400000, nil)
+  local burst = prl_int(argv, j + 2, 'burst', 0, 1000000, nil)
+  if a == 'sliding_log' and limit > 10000 then
+    prl_fail('BADARG', 'limit of a sliding log must be in 1..10000, got ' .. limit)
+  end
+  if burst > 0 and a ~= 'gcra' and a ~= 'token_bucket' then
+    prl_fail('BADARG', 'burst applies to gcra and token_bucket only; send 0 for ' .. a)
+  end
+  if burst == 0 then burst = limit end
+  return {key = key, algo = a, limit = limit, period = period, burst = burst, write = write}
 end
 
 -- Validate the per-limit arguments (all of them, before any write): `per` is 3 for
 -- (limit, period_ms, burst) with a fixed algorithm, 4 for (algorithm, limit, period_ms, burst).
-local function ratelimit_specs(keys, argv, start, per, algo)
+local function ratelimit_specs(keys, argv, start, per, algo, write)
   local n = #keys
   if n < 1 or n > 16 then
     prl_fail('BADARG', 'takes 1..16 keys (one per limit), got ' .. n)
@@ -254,21 +347,10 @@ local function ratelimit_specs(keys, argv, start, per, algo)
     local j = start + (i - 1) * per
     local a = algo
     if per == 4 then
-      a = prl_enum(argv, j, 'algorithm', {'gcra', 'token_bucket', 'sliding_log',
-        'sliding_window', 'fixed_window'}, nil)
+      a = ratelimit_algorithm_arg(argv, j)
       j = j + 1
     end
-    local limit = prl_int(argv, j, 'limit', 1, 1000000, nil)
-    local period = prl_int(argv, j + 1, 'period_ms', 1, 2678400000, nil)
-    local burst = prl_int(argv, j + 2, 'burst', 0, 1000000, nil)
-    if a == 'sliding_log' and limit > 10000 then
-      prl_fail('BADARG', 'limit of a sliding log must be in 1..10000, got ' .. limit)
-    end
-    if burst > 0 and a ~= 'gcra' and a ~= 'token_bucket' then
-      prl_fail('BADARG', 'burst applies to gcra and token_bucket only; send 0 for ' .. a)
-    end
-    if burst == 0 then burst = limit end
-    specs[i] = {key = key, algo = a, limit = limit, period = period, burst = burst}
+    specs[i] = ratelimit_spec(key, a, argv, j, write)
   end
   return specs
 end
@@ -277,7 +359,7 @@ end
 -- {allowed, remaining, retry_after_ms, reset_after_ms, now_ms, binding limit (1-based),
 --  then per limit: allowed, remaining, retry_after_ms, reset_after_ms}
 local function ratelimit_decide(keys, argv, start, per, algo, cost, write)
-  local specs = ratelimit_specs(keys, argv, start, per, algo)
+  local specs = ratelimit_specs(keys, argv, start, per, algo, write)
   local now = prl_now_ms()
   local decisions, all_ok = {}, true
   for i, s in ipairs(specs) do
@@ -287,6 +369,10 @@ local function ratelimit_decide(keys, argv, start, per, algo, cost, write)
   end
   if write and all_ok then
     for _, d in ipairs(decisions) do d.commit() end
+  elseif not all_ok then
+    for _, d in ipairs(decisions) do
+      if d.settle then d.settle() end
+    end
   end
   local out = {all_ok and 1 or 0, 0, 0, 0, now, 1}
   local remaining, retry, reset, binding = nil, 0, 0, 1
@@ -305,4 +391,22 @@ local function ratelimit_decide(keys, argv, start, per, algo, cost, write)
   end
   out[2], out[3], out[4], out[6] = remaining, retry, reset, binding
   return out
+end
+
+-- What a key holds, for reset and inspect: 'none', an algorithm name, 'concurrency', or nil
+-- (something that is not rate limiter state). Returns the Redis type too.
+local function ratelimit_kind(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' then return 'none', t end
+  if t == 'string' then
+    local prefix = string.match(redis.call('GET', key), '^(%l+):')
+    local names = {gcra = 'gcra', tb = 'token_bucket', fw = 'fixed_window',
+      sw = 'sliding_window'}
+    return prefix and names[prefix], t
+  end
+  if t == 'zset' then
+    if redis.call('ZSCORE', key, '') then return 'sliding_log', t end
+    if redis.call('ZSCORE', key, RATELIMIT_SLOTS_MARK) then return 'concurrency', t end
+  end
+  return nil, t
 end

@@ -1,8 +1,9 @@
 --[[
 name: ratelimit.multi
-version: 1.0.0
+version: 1.1.0
 summary: Charge a request against several limits of mixed algorithms (e.g. per user and per tenant), all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
   each: any; 1..16 keys, one per limit, all under one hash tag; state as in ratelimit.<algorithm>
@@ -16,6 +17,7 @@ returns:
   retry_after_ms, reset_after_ms}
 errors:
   BADARG: an argument, a per-limit value or the key count is invalid (nothing changed)
-  BADSTATE: a key holds something other than its limiter's state (nothing changed)
+  BADSTATE: a key holds something other than its algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
+  WRONGTYPE: a key holds another Redis type than its algorithm keeps (nothing changed)
 ]]
 return ratelimit_decide(KEYS, ARGV, limits_start, 4, nil, cost, true)

@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.multi_peek
-version: 1.0.0
+version: 1.1.0
 summary: Report what a hit against several limits of mixed algorithms would decide, without charging.
 flags: no-writes
 includes: ratelimit
@@ -16,6 +16,7 @@ returns:
   retry_after_ms, reset_after_ms}
 errors:
   BADARG: an argument, a per-limit value or the key count is invalid (nothing changed)
-  BADSTATE: a key holds something other than its limiter's state (nothing changed)
+  BADSTATE: a key holds something other than its algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
+  WRONGTYPE: a key holds another Redis type than its algorithm keeps (nothing changed)
 ]]
 return ratelimit_decide(KEYS, ARGV, limits_start, 4, nil, cost, false)

@@ -1,11 +1,11 @@
 --[[
 name: ratelimit.sliding_log_peek
-version: 1.0.0
+version: 1.1.0
 summary: Report what a sliding log (exact: never more than limit in any period) hit of this cost would decide, without charging anything.
 flags: no-writes
 includes: ratelimit
 keys: variadic
-  each: zset; 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member per admitted unit scored by its server time; expires a period after the newest
+  each: zset; 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member "<ms>:<n>" per admitted unit scored by its server time, and the marker member "" scored 0; expires a period after the newest
 argv:
   cost: int 0..1000000; units the request would weigh (0 reports the current state)
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: must be 0; limit at most 10000
@@ -16,6 +16,7 @@ returns:
   retry_after_ms, reset_after_ms}
 errors:
   BADARG: an argument, a per-limit value or the key count is invalid (nothing changed)
-  BADSTATE: a key holds something other than this limiter's state (nothing changed)
+  BADSTATE: a key holds something other than this algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 return ratelimit_decide(KEYS, ARGV, limits_start, 3, 'sliding_log', cost, false)

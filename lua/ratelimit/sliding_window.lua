@@ -1,11 +1,12 @@
 --[[
 name: ratelimit.sliding_window
-version: 1.0.0
+version: 1.1.0
 summary: Charge a request against one or more sliding window counter (approximate: see docs/ratelimit.md for its bound) limits, all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
-  each: hash; 1..16 keys, one per limit, all under one hash tag; each a hash {w, c, p}: window index, its count, the previous window count; expires after the next window
+  each: string; 1..16 keys, one per limit, all under one hash tag; each a string "sw:<window index>:<count>:<previous count>"; expires after the next window
 argv:
   cost: int 1..1000000; units the request weighs; above the limit it is denied and changes nothing
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: must be 0
@@ -16,6 +17,7 @@ returns:
   retry_after_ms, reset_after_ms}
 errors:
   BADARG: an argument, a per-limit value or the key count is invalid (nothing changed)
-  BADSTATE: a key holds something other than this limiter's state (nothing changed)
+  BADSTATE: a key holds something other than this algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 return ratelimit_decide(KEYS, ARGV, limits_start, 3, 'sliding_window', cost, true)

@@ -1,11 +1,11 @@
 --[[
 name: ratelimit.sliding_window_peek
-version: 1.0.0
+version: 1.1.0
 summary: Report what a sliding window counter (approximate: see docs/ratelimit.md for its bound) hit of this cost would decide, without charging anything.
 flags: no-writes
 includes: ratelimit
 keys: variadic
-  each: hash; 1..16 keys, one per limit, all under one hash tag; each a hash {w, c, p}: window index, its count, the previous window count; expires after the next window
+  each: string; 1..16 keys, one per limit, all under one hash tag; each a string "sw:<window index>:<count>:<previous count>"; expires after the next window
 argv:
   cost: int 0..1000000; units the request would weigh (0 reports the current state)
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: must be 0
@@ -16,6 +16,7 @@ returns:
   retry_after_ms, reset_after_ms}
 errors:
   BADARG: an argument, a per-limit value or the key count is invalid (nothing changed)
-  BADSTATE: a key holds something other than this limiter's state (nothing changed)
+  BADSTATE: a key holds something other than this algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 return ratelimit_decide(KEYS, ARGV, limits_start, 3, 'sliding_window', cost, false)

@@ -1,11 +1,12 @@
 --[[
 name: ratelimit.token_bucket
-version: 1.0.0
+version: 1.1.0
 summary: Charge a request against one or more token bucket limits, all or none.
 flags: none
+resend: once
 includes: ratelimit
 keys: variadic
-  each: hash; 1..16 keys, one per limit, all under one hash tag; each a hash {u = tokens*period, ts, p}; expires when the bucket is full again
+  each: string; 1..16 keys, one per limit, all under one hash tag; each a string "tb:<tokens*period>:<ts_ms>:<period_ms>"; expires when the bucket is full again
 argv:
   cost: int 1..1000000; units the request weighs; above the limit it is denied and changes nothing
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: bucket capacity (0 = limit); refills limit tokens per period
@@ -16,6 +17,7 @@ returns:
   retry_after_ms, reset_after_ms}
 errors:
   BADARG: an argument, a per-limit value or the key count is invalid (nothing changed)
-  BADSTATE: a key holds something other than this limiter's state (nothing changed)
+  BADSTATE: a key holds something other than this algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 return ratelimit_decide(KEYS, ARGV, limits_start, 3, 'token_bucket', cost, true)

@@ -1,19 +1,19 @@
 --[[
 name: writebehind.dead
-version: 1.0.0
+version: 1.0.1
 summary: List dead-lettered records, oldest first, with their last error.
 flags: no-writes
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
   versions: hash; record key to the version of its latest write (negative: a delete)
-  meta: hash; record key to its msgpack state {s, a, q, p, e, dt} while not clean
-  dirty: zset; due dirty keys scored by the time they turned dirty
+  meta: hash; record key to its msgpack state {s, a, q, p, e, dt, z} while not clean
+  dirty: zset; due dirty keys scored by the time they turned dirty (suspects first)
   retry: zset; keys in retry backoff scored by the time they are due
   claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
   dead: zset; dead-lettered keys scored by the time they died
-  stats: hash; counters (seq is the version sequence)
-  signal: list; what an idle flusher blocks on
+  stats: hash; counters, seq (the last version) and the request ids of live claims
+  signal: list; what an idle flusher blocks on (one wake-up, expires)
 argv:
   offset: int 0..1000000000 = 0; skip this many
   count: int 1..1000 = 100; most records to list
@@ -25,11 +25,13 @@ errors:
 local K = wb_K(KEYS)
 local keys = rcall('ZRANGE', K.dead, offset, offset + count - 1)
 local out = {}
-for _, key in ipairs(keys) do
-  local m = wb_get(K, key)
+if #keys == 0 then return out end
+local metas = wb_metas(K, keys)
+local versions = rcall('HMGET', K.versions, unpack(keys))
+for j, key in ipairs(keys) do
+  local m = metas[j]
   if m then
-    out[#out + 1] = {key, tonumber(rcall('HGET', K.versions, key) or '0'), m.a or 0, m.e or '',
-                     m.dt or 0}
+    out[#out + 1] = {key, tonumber(versions[j] or '0') or 0, m.a or 0, m.e or '', m.dt or 0}
   end
 end
 return out

@@ -1,19 +1,20 @@
 --[[
 name: writebehind.fail
-version: 1.0.0
+version: 1.0.1
 summary: Report records the sink rejected: retry each after an exponential backoff, or dead-letter it with the error after max_attempts.
-flags: none
+flags: allow-oom
+resend: safe
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
   versions: hash; record key to the version of its latest write (negative: a delete)
-  meta: hash; record key to its msgpack state {s, a, q, p, e, dt} while not clean
-  dirty: zset; due dirty keys scored by the time they turned dirty
+  meta: hash; record key to its msgpack state {s, a, q, p, e, dt, z} while not clean
+  dirty: zset; due dirty keys scored by the time they turned dirty (suspects first)
   retry: zset; keys in retry backoff scored by the time they are due
   claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
   dead: zset; dead-lettered keys scored by the time they died
-  stats: hash; counters (seq is the version sequence)
-  signal: list; what an idle flusher blocks on
+  stats: hash; counters, seq (the last version) and the request ids of live claims
+  signal: list; what an idle flusher blocks on (one wake-up, expires)
 argv:
   claim_id: int 1..9007199254740991; the claim id claim returned; records claimed by another claim are left alone
   max_attempts: int 1..1000; dead-letter a record on this many failed attempts
@@ -23,6 +24,7 @@ argv:
 returns:
   {outcome, ...} in order: 1 retry scheduled; 2 dead-lettered; 3 written since the claim (due
   again, attempts reset); 0 not claimed by this claim (nothing changed)
+  A repeat replies 0 (no longer claimed by this claim) and changes nothing.
 errors:
   BADARG: an argument, a triple or the key count is invalid (nothing changed)
 ]]
@@ -33,40 +35,62 @@ local count = wb_groups(ARGV, items_start, 3, 'items', function(i)
   prl_str(ARGV, i + 2, 'error', 0, 4096, nil)
 end)
 local now = prl_now_ms()
-local out, failed, dead = {}, 0, 0
+local keys = {}
+for j = 1, count do keys[j] = ARGV[items_start + 3 * (j - 1)] end
+-- read
+local scores = wb_scores(K.claimed, keys)
+local held = {}
+for j = 1, count do
+  if scores[j] == claim_id then held[#held + 1] = keys[j] end
+end
+local metas, versions = {}, {}
+if #held > 0 then
+  local ms = wb_metas(K, held)
+  local vs = rcall('HMGET', K.versions, unpack(held))
+  for n, key in ipairs(held) do
+    metas[key], versions[key] = ms[n], tonumber(vs[n] or '0')
+    if not versions[key] then
+      prl_fail('BADSTATE', 'the version of record ' .. prl_shown(key) .. ' is not a number')
+    end
+  end
+end
+local c = wb_stats(K, {'failed', 'dead'})
+if #held > 0 then wb_check(K, 'dirty', 'retry', 'dead') end
+-- decide
+local w = wb_writes()
+local out, release, failed, dead = {}, {}, 0, 0
 for j = 1, count do
   local i = items_start + 3 * (j - 1)
-  local key, version = ARGV[i], tonumber(ARGV[i + 1])
+  local key, version = keys[j], tonumber(ARGV[i + 1])
+  local m = metas[key]
   local outcome = 0
-  local m = wb_get(K, key)
-  if m and wb_holds(K, key, claim_id) then
-    rcall('ZREM', K.claimed, key)
-    m.e = ARGV[i + 2]
-    if tonumber(rcall('HGET', K.versions, key) or '0') ~= version then
+  if m then
+    metas[key] = nil  -- a key listed twice is handled once
+    release[#release + 1] = key
+    m.e, m.z, m.c = ARGV[i + 2], nil, nil  -- the sink answered (no crash): no suspect
+    if versions[key] ~= version then
       m.s, m.p, m.a = m.p or m.s, nil, 0
-      wb_make_dirty(K, key, m)
+      wb_make_dirty(w, key, m)
       outcome = 3
     else
       m.a = (m.a or 0) + 1
       m.p = nil
       failed = failed + 1
       if m.a >= max_attempts then
-        m.q, m.dt = 'x', now
-        rcall('ZADD', K.dead, now, key)
-        wb_put(K, key, m)
+        wb_make_dead(w, key, m, now)
         dead = dead + 1
         outcome = 2
       else
-        local wait = math.min(backoff_ms * 2 ^ math.min(m.a - 1, 40), max_backoff_ms)
-        m.q = 'r'
-        rcall('ZADD', K.retry, now + wait, key)
-        wb_put(K, key, m)
+        wb_make_retry(w, key, m, now + math.min(backoff_ms * 2 ^ math.min(m.a - 1, 40), max_backoff_ms))
         outcome = 1
       end
     end
   end
   out[j] = outcome
 end
-if failed > 0 then rcall('HINCRBY', K.stats, 'failed', failed) end
-if dead > 0 then rcall('HINCRBY', K.stats, 'dead', dead) end
+-- write
+wb_chunked('ZREM', K.claimed, release)
+wb_flush_writes(K, w)
+wb_stats_write(K, c, {failed = failed, dead = dead})
+wb_forget_claim(K, wb_int(claim_id))
 return out

@@ -1,27 +1,41 @@
 --[[
 name: writebehind.reap
-version: 1.0.0
-summary: Return up to limit expired claims to dirty and make due retries dirty (claim does this too).
-flags: none
+version: 1.1.0
+summary: Return up to limit expired claims to dirty, counting an attempt (dead-letter after max_attempts), and make due retries dirty (claim does this too).
+flags: allow-oom
+resend: safe
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
   versions: hash; record key to the version of its latest write (negative: a delete)
-  meta: hash; record key to its msgpack state {s, a, q, p, e, dt} while not clean
-  dirty: zset; due dirty keys scored by the time they turned dirty
+  meta: hash; record key to its msgpack state {s, a, q, p, e, dt, z} while not clean
+  dirty: zset; due dirty keys scored by the time they turned dirty (suspects first)
   retry: zset; keys in retry backoff scored by the time they are due
   claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
   dead: zset; dead-lettered keys scored by the time they died
-  stats: hash; counters (seq is the version sequence)
-  signal: list; what an idle flusher blocks on
+  stats: hash; counters, seq (the last version) and the request ids of live claims
+  signal: list; what an idle flusher blocks on (one wake-up, expires)
 argv:
   limit: int 1..1000 = 100; most expired claims (and due retries) to handle
+  max_attempts: int 1..1000 = 5; dead-letter a record whose claims expired this many times (counted with its failed attempts)
 returns:
-  the number of expired claims returned to dirty
+  the number of expired claims handled (returned to dirty, or dead-lettered)
+  A repeat handles only what expired since.
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
 ]]
 local K = wb_K(KEYS)
-local reaped = wb_upkeep(K, prl_now_ms(), limit)
-if rcall('ZCARD', K.dirty) > 0 then wb_signal(K) end
+local now = prl_now_ms()
+local c = wb_stats(K, {'reaped', 'dead'})
+local u = wb_upkeep_read(K, now, limit)
+local due = rcall('ZCARD', K.dirty)
+if #u.keys > 0 then wb_check(K, 'dead') end
+local queued = rcall('LLEN', K.signal)
+local w = wb_writes()
+local reaped, died = wb_upkeep_write(K, u, w, now, max_attempts)
+local wake = due + #w.dirty > 0
+wb_flush_writes(K, w)
+wb_stats_write(K, c, {reaped = reaped, dead = died})
+wb_upkeep_forget(K, u)
+if wake then wb_signal(K, queued) end
 return reaped

@@ -1,34 +1,49 @@
 --[[
 name: writebehind.stats
-version: 1.0.0
+version: 1.0.1
 summary: Counts per state, the age of the oldest dirty record and the store's counters.
 flags: no-writes
 includes: writebehind
 keys:
   values: hash; record key to its current value (absent: deleted)
   versions: hash; record key to the version of its latest write (negative: a delete)
-  meta: hash; record key to its msgpack state {s, a, q, p, e, dt} while not clean
-  dirty: zset; due dirty keys scored by the time they turned dirty
+  meta: hash; record key to its msgpack state {s, a, q, p, e, dt, z} while not clean
+  dirty: zset; due dirty keys scored by the time they turned dirty (suspects first)
   retry: zset; keys in retry backoff scored by the time they are due
   claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
   dead: zset; dead-lettered keys scored by the time they died
-  stats: hash; counters (seq is the version sequence)
-  signal: list; what an idle flusher blocks on
+  stats: hash; counters, seq (the last version) and the request ids of live claims
+  signal: list; what an idle flusher blocks on (one wake-up, expires)
 returns:
   {now, dirty, retry, claimed, dead, oldest_dirty_since (-1: none), {counter, value, ...}}
+  (counters: seq, the last version, and the operation counters)
 errors:
   BADARG: the key count is invalid
 ]]
 local K = wb_K(KEYS)
 local oldest = -1
 local first = rcall('ZRANGE', K.dirty, 0, 0, 'WITHSCORES')
-if #first > 0 then oldest = tonumber(first[2]) end
+if #first > 0 then
+  oldest = tonumber(first[2])
+  if oldest < 0 then oldest = oldest + WB_SUSPECT end
+end
 for _, set in ipairs({K.retry, K.claimed}) do
   -- the oldest of the first few in backoff or claimed (bounded look)
-  for _, key in ipairs(rcall('ZRANGE', set, 0, 15)) do
-    local m = wb_get(K, key)
-    if m and m.s and (oldest < 0 or m.s < oldest) then oldest = m.s end
+  local keys = rcall('ZRANGE', set, 0, 15)
+  local metas = wb_metas(K, keys)
+  for j = 1, #keys do
+    local m = metas[j]
+    if m and (oldest < 0 or m.s < oldest) then oldest = m.s end
+  end
+end
+local counters = {}
+local all = rcall('HGETALL', K.stats)
+for i = 1, #all, 2 do
+  -- the request ids of live claims are not counters
+  if not string.find(all[i], ':', 1, true) then
+    counters[#counters + 1] = all[i]
+    counters[#counters + 1] = all[i + 1]
   end
 end
 return {prl_now_ms(), rcall('ZCARD', K.dirty), rcall('ZCARD', K.retry), rcall('ZCARD', K.claimed),
-        rcall('ZCARD', K.dead), oldest, rcall('HGETALL', K.stats)}
+        rcall('ZCARD', K.dead), oldest, counters}

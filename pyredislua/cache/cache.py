@@ -12,7 +12,13 @@ Stampede protection, two ways:
   and ``cache.get`` returns the remaining TTL; a reader recomputes early when
   ``now - delta * beta * ln(rand()) >= expiry``. An early recompute runs only if the key's lock
   is free; otherwise the reader returns the current value.
+
+Out of memory (``maxmemory`` with ``noeviction``) or on a read-only replica, Redis refuses to
+store values: the cache then serves what it has and returns computed values without storing them
+(counted as ``not_stored``); a key's lock that cannot be taken is skipped (``lock_timeouts``).
+Deleting and invalidating still run at maxmemory (they free memory).
 """
+
 
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
+
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from ..engine.protocol import Command, Plan
 from ..errors import LockNotOwnedError
@@ -44,6 +52,9 @@ from .ops import (
 
 if TYPE_CHECKING:
     from ..client import AsyncClient, Client
+
+# Redis refused a write: out of memory, or a replica that became read-only in a failover.
+REFUSED = (OutOfMemoryError, ReadOnlyError)
 
 
 class Codec(Protocol):
@@ -87,7 +98,9 @@ class CacheStats:
     computes: int = 0  # calls of a compute function
     waits: int = 0  # misses served by another caller's recompute (single-flight)
     discarded: int = 0  # recomputed values not stored: a tag was invalidated meanwhile
-    lock_timeouts: int = 0  # waited too long for another caller: computed without the lock
+    lock_timeouts: int = 0  # waited too long for another caller (or Redis refused the lock):
+    # computed without the lock
+    not_stored: int = 0  # computed or written values Redis refused to store (out of memory)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -163,12 +176,25 @@ class _CacheBase:
         value = yield Do(compute)
         delta_ms = max(1, round((time.perf_counter() - started) * 1000))
         data = None if value is None else self.codec.dumps(value)
-        stored = yield Redis(self.engine.run_one(set_call(
-            self.keys, key, data, self._ttl(ttl, value is None), delta_ms=delta_ms,
-            grace_ms=self.grace_ms, tags=tags, expected=generations)))
+        try:
+            stored = yield Redis(self.engine.run_one(set_call(
+                self.keys, key, data, self._ttl(ttl, value is None), delta_ms=delta_ms,
+                grace_ms=self.grace_ms, tags=tags, expected=generations)))
+        except REFUSED:
+            self._count("not_stored", key)
+            return value
         if not stored:
             self._count("discarded", key)
         return value
+
+    def _acquire(self, lock: Any, blocking: bool, timeout: float | None = None) -> Flow[bool]:
+        """Take the key's lock; False also when Redis refuses it (out of memory): the caller
+        goes on without it, as after a wait that timed out."""
+        try:
+            args = (True, timeout) if blocking else (False,)
+            return bool((yield Do(lock.acquire, args)))
+        except REFUSED:
+            return False
 
     def _get_or_compute_flow(self, key: str, compute: Callable[[], Any], ttl: float | None,
                              tags: Sequence[str], make_lock: Callable[[str], Any]) -> Flow[Any]:
@@ -180,7 +206,7 @@ class _CacheBase:
             # early recomputation, or an expired value still in grace: recompute only if no
             # one else is; otherwise serve what is there
             lock = make_lock(key)
-            if not (yield Do(lock.acquire, (False,))):
+            if not (yield from self._acquire(lock, False)):
                 self._count("stale" if entry.status == STALE else "hits", key)
                 return self._decode(entry)
             self._count("early" if entry.found else "misses", key)
@@ -191,7 +217,7 @@ class _CacheBase:
                 yield from self._release(lock)
         self._count("misses", key)
         lock = make_lock(key)
-        if not (yield Do(lock.acquire, (True, self.wait_timeout))):
+        if not (yield from self._acquire(lock, True, self.wait_timeout)):
             self._count("lock_timeouts", key)
             return (yield from self._compute_and_set(key, compute, ttl, tags,
                                                      entry.generations))
@@ -211,19 +237,30 @@ class _CacheBase:
 
     def _write_through_flow(self, key: str, value: Any, db_write: Callable[[str, Any], Any],
                             ttl: float | None, tags: Sequence[str], lock: Any) -> Flow[None]:
-        if not (yield Do(lock.acquire, (True, self.wait_timeout))):
-            raise TimeoutError(f"cache key {key!r} stayed locked for {self.wait_timeout}s")
+        try:
+            locked = bool((yield Do(lock.acquire, (True, self.wait_timeout))))
+            if not locked:
+                raise TimeoutError(f"cache key {key!r} stayed locked for {self.wait_timeout}s")
+        except REFUSED:
+            # Out of memory: no refill can store a value either, so going on without the lock
+            # cannot leave a stale entry behind.
+            self._count("lock_timeouts", key)
+            locked = False
         try:
             # Invalidate first: whatever fails below, the cache cannot keep a value the
             # database no longer has. The lock keeps cache-aside refills out meanwhile.
             yield Redis(self.engine.run_one(delete_call(self.keys, key)))
             yield Do(db_write, (key, value))  # the database first...
             data = None if value is None else self.codec.dumps(value)
-            yield Redis(self.engine.run_one(set_call(  # ...then the cache
-                self.keys, key, data, self._ttl(ttl, value is None), grace_ms=self.grace_ms,
-                tags=tags)))
+            try:
+                yield Redis(self.engine.run_one(set_call(  # ...then the cache
+                    self.keys, key, data, self._ttl(ttl, value is None), grace_ms=self.grace_ms,
+                    tags=tags)))
+            except REFUSED:  # the database has it; the cache holds nothing for the key
+                self._count("not_stored", key)
         finally:
-            yield from self._release(lock)
+            if locked:
+                yield from self._release(lock)
 
     def _warm_calls(self, items: Sequence[tuple[str, Any]], ttl: float | None,
                     tags: Sequence[str]) -> list[Any]:

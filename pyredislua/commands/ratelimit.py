@@ -25,13 +25,14 @@ def _inspect(args: argparse.Namespace) -> int:
             print(f"{s.key}: absent (the limiter is full)")
             continue
         ttl = f"expires in {s.pttl_ms} ms" if s.pttl_ms >= 0 else "NO TTL"
-        if s.type == "string":
-            detail = f"gcra tat={s.value}"
-        elif s.type == "hash":
-            detail = " ".join(f"{k}={v}" for k, v in (s.fields or {}).items())
-        else:
+        if s.type == "zset":
             detail = f"{s.count} entries, oldest {s.oldest}, newest {s.newest}"
-        print(f"{s.key}: {s.type} {detail}; {ttl} (server time {s.now_ms})")
+        elif s.fields is not None:
+            detail = " ".join(f"{k}={v}" for k, v in s.fields.items())
+        else:
+            detail = repr(s.value) if s.value is not None else ""
+        what = s.algorithm if s.algorithm != "unknown" else f"NOT rate limiter state ({s.type})"
+        print(f"{s.key}: {what} {detail}; {ttl} (server time {s.now_ms})")
     return 0
 
 
@@ -60,7 +61,7 @@ def _decide(args: argparse.Namespace, peek: bool) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "ratelimit", help="inspect, check, hit or reset rate limiter keys",
-        description="Rate limiter keys (prl:rl:{tag}:<name>:<identity>:<period_ms>).")
+        description="Rate limiter keys (prl:rl:{tag}:<algorithm>:<name>:<identity>:<period_ms>).")
     sub = parser.add_subparsers(dest="ratelimit_command", required=True, metavar="ACTION")
 
     p = sub.add_parser("inspect", help="show the raw state of keys (read-only)")
@@ -69,7 +70,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_inspect)
 
-    p = sub.add_parser("reset", help="forget the state of keys (back to full)")
+    p = sub.add_parser("reset", help="forget the state of keys (back to full); refuses keys "
+                       "that hold anything else")
     cli.add_url(p)
     p.add_argument("key", nargs="+")
     p.set_defaults(run=_reset)

@@ -147,7 +147,8 @@ def _render(root: Path) -> Library:
         for inc in includes_of[header.name]:
             rendered_includes.setdefault(inc, env.get_template(inc).render())
             needed.append(rendered_includes[inc])
-        shebang = "#!lua flags=no-writes" if header.read_only else "#!lua"
+        # a script's flags live in its shebang, as a function's in register_function
+        shebang = f"#!lua flags={','.join(header.flags)}" if header.flags else "#!lua"
         script = "\n".join(
             [
                 shebang,

@@ -1,6 +1,7 @@
 """Rate limiting: GCRA (the default), token bucket, sliding log, sliding window counter, fixed
-window and a concurrency limiter, each decision one atomic Lua call on the server clock.
-See docs/ratelimit.md."""
+window and a concurrency limiter, each decision one atomic Lua call on the server clock. Every
+key's name and stored state carry its algorithm; when Redis cannot decide, a limiter fails open
+(the default), closed, or raises (:class:`Failure`). See the README's rate limiting section."""
 
 from .limiters import (
     ALGORITHM_CLASSES,
@@ -20,6 +21,8 @@ from .limiters import (
 from .ops import (
     ALGORITHMS,
     Decision,
+    Failure,
+    FailureMode,
     KeyState,
     Limit,
     LimitDecision,
@@ -41,6 +44,8 @@ __all__ = [
     "GCRA",
     "ConcurrencyLimiter",
     "Decision",
+    "Failure",
+    "FailureMode",
     "FixedWindow",
     "KeyState",
     "Limit",

@@ -6,6 +6,12 @@
 
 Every response (admitted or not) carries both fields; ``q`` is the quota, ``w`` the window in
 seconds, ``r`` what remains and ``t`` the seconds until the quota is back to full.
+
+When Redis cannot decide (unreachable, timed out, or refusing writes at ``maxmemory``), the
+middleware fails open by default: the request goes through uncounted and without the two fields
+(nothing is known of the quota). ``on_failure="closed"`` answers 503 with ``Retry-After``
+instead; ``"raise"`` lets the error reach the server (a 500). Give the redis client a
+``socket_timeout``: without one, a frozen Redis holds requests until it answers.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 from ..client import AsyncClient
 from .limiters import Limiter
-from .ops import Decision
+from .ops import Decision, Failure, FailureLike
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -62,12 +68,15 @@ class RateLimitMiddleware:
 
     identify: scope -> identity (None lets the request through uncounted); default: peer address.
     cost: units per request, or scope -> units. tag: scope -> hash tag (default: the identity).
+    on_failure: when Redis cannot decide: ``"open"`` (pass the request through, uncounted),
+    ``"closed"`` (503) or ``"raise"``; default: the limiter's (itself ``"open"`` by default).
     """
 
     def __init__(self, app: ASGIApp, limiter: Limiter[AsyncClient], *,
                  identify: Callable[[Scope], str | None] = client_address,
                  cost: int | Callable[[Scope], int] = 1,
-                 tag: Callable[[Scope], str | None] | None = None) -> None:
+                 tag: Callable[[Scope], str | None] | None = None,
+                 on_failure: FailureLike | None = None) -> None:
         if not isinstance(limiter.client, AsyncClient):
             raise TypeError("RateLimitMiddleware needs a limiter on an AsyncClient")
         self.app = app
@@ -75,6 +84,7 @@ class RateLimitMiddleware:
         self.identify = identify
         self.cost = cost
         self.tag = tag
+        self.failure = limiter.failure if on_failure is None else Failure.of(on_failure)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,15 +96,21 @@ class RateLimitMiddleware:
             return
         units = self.cost(scope) if callable(self.cost) else self.cost
         tag = self.tag(scope) if self.tag is not None else None
-        decision = await self.limiter.client.run(self.limiter.hit_call(identity, units, tag=tag))
+        decision = await self.limiter.guarded_hit(  # type: ignore[misc]
+            identity, units, tag=tag, failure=self.failure)
+        if decision.error is not None:
+            if decision.allowed:
+                await self.app(scope, receive, send)
+                return
+            await _respond(send, 503, {"error": "rate limiter unavailable",
+                                       "retry_after_ms": decision.retry_after_ms},
+                           [(b"retry-after",
+                             str(max(1, _seconds(decision.retry_after_ms))).encode())])
+            return
         headers = ratelimit_headers(self.limiter, decision)
         if not decision.allowed:
-            body = json.dumps({"error": "rate limit exceeded",
-                               "retry_after_ms": decision.retry_after_ms}).encode()
-            await send({"type": "http.response.start", "status": 429,
-                        "headers": [*headers, (b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await _respond(send, 429, {"error": "rate limit exceeded",
+                                       "retry_after_ms": decision.retry_after_ms}, headers)
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -104,3 +120,12 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+async def _respond(send: Send, status: int, payload: dict[str, Any],
+                   headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..client import AsyncClient, Client
-from ..engine.protocol import Call
 from .ops import Decision, RateLimitExceeded
 
 if TYPE_CHECKING:
@@ -24,24 +23,25 @@ def rate_limited(limiter: Limiter[Any], key: str | Callable[..., str], *,
 
     ``key``, ``cost`` and ``tag`` are values or callables given the function's arguments.
     An ``async def`` function needs the limiter on an asyncio client, a plain one a sync client.
+    When Redis cannot decide, the limiter's ``on_failure`` mode does: open runs the function,
+    closed raises :class:`RateLimitExceeded` (its decision carries the error).
     """
 
-    def call_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call[Decision]:
+    def hit(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         identity = key(*args, **kwargs) if callable(key) else key
         units = cost(*args, **kwargs) if callable(cost) else cost
         tagged = tag(*args, **kwargs) if callable(tag) else tag
-        return limiter.hit_call(identity, units, tag=tagged)
+        return limiter.hit(identity, units, tag=tagged)
 
     def decorate(fn: F) -> F:
         what = f"{getattr(fn, '__qualname__', fn)}: {limiter.name} rate limit exceeded"
         if inspect.iscoroutinefunction(fn):
             if not isinstance(limiter.client, AsyncClient):
                 raise TypeError("an async function needs a limiter on an AsyncClient")
-            aclient: AsyncClient = limiter.client
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                decision = await aclient.run(call_for(args, kwargs))
+                decision: Decision = await hit(args, kwargs)
                 if not decision.allowed:
                     raise RateLimitExceeded(decision, what)
                 return await fn(*args, **kwargs)
@@ -49,11 +49,10 @@ def rate_limited(limiter: Limiter[Any], key: str | Callable[..., str], *,
             return cast(F, async_wrapper)
         if not isinstance(limiter.client, Client):
             raise TypeError("a sync function needs a limiter on a sync Client")
-        client: Client = limiter.client
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            decision = client.run(call_for(args, kwargs))
+            decision: Decision = hit(args, kwargs)
             if not decision.allowed:
                 raise RateLimitExceeded(decision, what)
             return fn(*args, **kwargs)

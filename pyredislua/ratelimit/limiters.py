@@ -7,6 +7,10 @@ on a :class:`~pyredislua.Client` and an awaitable of one on an :class:`~pyredisl
     d = api.hit("user-42")     # d.allowed, d.remaining, d.retry_after_ms, d.reset_after_ms
     api = GCRA(aclient, "api", "100/s")
     d = await api.hit("user-42")
+
+When Redis cannot decide (unreachable, or refusing writes at ``maxmemory``), a limiter fails open
+by default (``on_failure="open"``: admitted, ``d.error`` set), or closed, or raises; see
+:class:`~pyredislua.ratelimit.ops.Failure`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from .ops import (
     MAX_COST,
     MAX_SLIDING_LOG_LIMIT,
     PREFIX,
+    WARNINGS,
     Decision,
+    Failure,
+    FailureLike,
     KeyState,
     Limit,
     Rate,
@@ -39,6 +46,7 @@ from .ops import (
     limiter_key,
     ms,
     parse_decision,
+    refused,
     release_call,
     renew_call,
     reset_call,
@@ -49,27 +57,74 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+Peek = Callable[[], Call[Decision]]
+
+
+def guarded(client: Client | AsyncClient, call: Call[T], failure: Failure,
+            fallback: Callable[[BaseException], T], peek: Peek | None = None
+            ) -> T | Awaitable[T]:
+    """Run ``call``; when Redis is unreachable or refuses it and ``failure`` decides such
+    errors, return ``fallback(error)`` instead. A refused call (nothing ran) first runs the call
+    ``peek()`` builds (read-only, so allowed at maxmemory and on replicas): a denial it reports is
+    returned as is. The policy is sans-IO (:class:`Failure`); this only drives it, sync or
+    asyncio."""
+    if isinstance(client, AsyncClient):
+        return _guarded_async(client, call, failure, fallback, peek)
+    try:
+        return client.run(call)
+    except Exception as error:
+        if not failure.handles(error):
+            raise
+        failed = error
+    if peek is not None and refused(failed):
+        try:
+            checked = client.run(peek())
+        except Exception as error:
+            if not failure.handles(error):
+                raise
+        else:
+            if not checked.allowed:
+                return checked  # type: ignore[return-value]  # peek is given for Decision calls
+    return fallback(failed)
+
+
+async def _guarded_async(client: AsyncClient, call: Call[T], failure: Failure,
+                         fallback: Callable[[BaseException], T], peek: Peek | None) -> T:
+    try:
+        return await client.run(call)
+    except Exception as error:
+        if not failure.handles(error):
+            raise
+        failed = error
+    if peek is not None and refused(failed):
+        try:
+            checked = await client.run(peek())
+        except Exception as error:
+            if not failure.handles(error):
+                raise
+        else:
+            if not checked.allowed:
+                return checked  # type: ignore[return-value]
+    return fallback(failed)
+
+
 class _Bound(Generic[C]):
     client: C
-
-    @overload
-    def _run(self: _Bound[Client], call: Call[T]) -> T: ...
-    @overload
-    def _run(self: _Bound[AsyncClient], call: Call[T]) -> Awaitable[T]: ...
-    def _run(self, call: Call[T]) -> T | Awaitable[T]:
-        return self.client.run(call)
 
 
 class Limiter(_Bound[C]):
     """Limits per identity, with one or more rates (``"10/s", "1000/h"``) charged all or none.
 
-    Keys: ``prl:rl:{<tag>}:<name>:<identity>:<period_ms>``; the tag defaults to the identity.
+    Keys: ``prl:rl:{<tag>}:<algorithm>:<name>:<identity>:<period_ms>``; the tag defaults to
+    the identity. ``on_failure``: what a hit or check decides when Redis is unreachable or
+    refuses it: ``"open"`` (admit; the default), ``"closed"`` (deny) or ``"raise"``, or a
+    :class:`~pyredislua.ratelimit.ops.Failure`.
     """
 
     algorithm: ClassVar[str] = "gcra"
 
     def __init__(self, client: C, name: str, *rates: RateLike, burst: int | None = None,
-                 prefix: str = PREFIX) -> None:
+                 prefix: str = PREFIX, on_failure: FailureLike = "open") -> None:
         if not rates:
             raise ValueError("a limiter needs at least one rate, e.g. '100/s'")
         if not name or "{" in name or "}" in name:
@@ -77,6 +132,7 @@ class Limiter(_Bound[C]):
         self.client = client
         self.name = name
         self.prefix = prefix
+        self.failure = Failure.of(on_failure)
         self.rates = tuple(Rate.parse(r).with_burst(burst) for r in rates)
         periods = [r.period_ms for r in self.rates]
         if len(set(periods)) != len(periods):
@@ -95,7 +151,8 @@ class Limiter(_Bound[C]):
 
     def limits(self, identity: str, *, tag: str | None = None) -> list[Limit]:
         return [Limit(self.algorithm, rate,
-                      limiter_key(self.name, identity, rate.period_ms, tag=tag, prefix=self.prefix))
+                      limiter_key(self.name, identity, rate.period_ms, algorithm=self.algorithm,
+                                  tag=tag, prefix=self.prefix))
                 for rate in self.rates]
 
     def keys(self, identity: str, *, tag: str | None = None) -> list[str]:
@@ -105,7 +162,7 @@ class Limiter(_Bound[C]):
         t = identity if tag is None else tag
         if not t or "{" in t or "}" in t:
             hash_tag(t)  # raises the explanatory ValueError
-        base = f"{self.prefix}:{{{t}}}:{self.name}:{identity}"
+        base = f"{self.prefix}:{{{t}}}:{self.algorithm}:{self.name}:{identity}"
         return tuple([base + p for p in self._periods])
 
     def _call(self, identity: str, cost: int, tag: str | None, peek: bool) -> Call[Decision]:
@@ -131,8 +188,23 @@ class Limiter(_Bound[C]):
             tag: str | None = None) -> Awaitable[Decision]: ...
     def hit(self, identity: str, cost: int = 1, *, tag: str | None = None
             ) -> Decision | Awaitable[Decision]:
-        """Charge ``cost`` if every rate admits it (one round trip); denied hits charge nothing."""
-        return self.client.run(self.hit_call(identity, cost, tag=tag))
+        """Charge ``cost`` if every rate admits it (one round trip); denied hits charge nothing.
+
+        Never re-sent (``resend: once``): a hit whose reply was lost to a timeout or a dropped
+        connection was charged once or not at all, and counts as Redis being unreachable (the
+        ``on_failure`` mode decides, or the error is raised)."""
+        return self.guarded_hit(identity, cost, tag=tag)
+
+    def guarded_hit(self, identity: str, cost: int = 1, *, tag: str | None = None,
+                    failure: Failure | None = None) -> Decision | Awaitable[Decision]:
+        """:meth:`hit` with another failure mode than the limiter's (middleware, decorators)."""
+        failure = failure or self.failure
+        call = self._call(identity, cost, tag, False)
+        if failure.mode == "raise":
+            return self.client.run(call)
+        n = len(self.rates)
+        return guarded(self.client, call, failure, lambda e: failure.decision(e, n),
+                       lambda: self._call(identity, cost, tag, True))
 
     @overload
     def check(self: Limiter[Client], identity: str, cost: int = 1, *,
@@ -143,8 +215,13 @@ class Limiter(_Bound[C]):
     def check(self, identity: str, cost: int = 1, *, tag: str | None = None
               ) -> Decision | Awaitable[Decision]:
         """What a hit of ``cost`` would decide now, charging nothing (read-only; ``cost=0``
-        reports the current state)."""
-        return self.client.run(self.check_call(identity, cost, tag=tag))
+        reports the current state). Runs at maxmemory and on replicas; unreachable, the
+        ``on_failure`` mode decides."""
+        call = self.check_call(identity, cost, tag=tag)
+        if self.failure.mode == "raise":
+            return self.client.run(call)
+        n = len(self.rates)
+        return guarded(self.client, call, self.failure, lambda e: self.failure.decision(e, n))
 
     @overload
     def reset(self: Limiter[Client], identity: str, *, tag: str | None = None) -> int: ...
@@ -152,7 +229,8 @@ class Limiter(_Bound[C]):
     def reset(self: Limiter[AsyncClient], identity: str, *,
               tag: str | None = None) -> Awaitable[int]: ...
     def reset(self, identity: str, *, tag: str | None = None) -> int | Awaitable[int]:
-        """Forget an identity's state (back to full); returns how many keys existed."""
+        """Forget an identity's state (back to full); returns how many keys existed. Runs at
+        maxmemory (``allow-oom``); raises when Redis is unreachable."""
         return self.client.run(reset_call(self.keys(identity, tag=tag)))
 
     @overload
@@ -185,8 +263,15 @@ class Limiter(_Bound[C]):
                  ) -> list[Decision] | Awaitable[list[Decision]]:
         """One decision per identity (each on its own, not all-or-none) in one round trip and one
         script call; all keys under ``tag`` (e.g. the tenant). For identities with different
-        tags, pipeline ``hit_call``s with ``client.run_many``."""
-        return self.client.run(self.hit_many_call(identities, cost, tag=tag))
+        tags, pipeline ``hit_call``s with ``client.run_many``. Every key is read and checked
+        before the first is charged (an error charges none). Not re-sent, like :meth:`hit`;
+        when Redis cannot decide, the ``on_failure`` mode decides for every identity."""
+        call = self.hit_many_call(identities, cost, tag=tag)
+        if self.failure.mode == "raise":
+            return self.client.run(call)
+        n = len(identities)
+        return guarded(self.client, call, self.failure,
+                       lambda e: [self.failure.decision(e) for _ in range(n)])
 
     def limit(self, key: str | Callable[..., str], *, cost: int | Callable[..., int] = 1,
               tag: str | Callable[..., str] | None = None) -> Callable[[F], F]:
@@ -272,27 +357,41 @@ def combined_call(entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1, *,
     return decide_call(limits, cost, peek=peek)
 
 
+def _all(client: Client | AsyncClient, entries: Sequence[tuple[Limiter[Any], str]], cost: int,
+         tag: str, peek: bool, on_failure: FailureLike | None) -> Decision | Awaitable[Decision]:
+    call = combined_call(entries, cost, tag=tag, peek=peek)
+    failure = entries[0][0].failure if on_failure is None else Failure.of(on_failure)
+    if failure.mode == "raise":
+        return client.run(call)
+    n = len(call.keys)
+    return guarded(client, call, failure, lambda e: failure.decision(e, n),
+                   None if peek else lambda: combined_call(entries, cost, tag=tag, peek=True))
+
+
 @overload
 def hit_all(client: Client, entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1, *,
-            tag: str) -> Decision: ...
+            tag: str, on_failure: FailureLike | None = None) -> Decision: ...
 @overload
 def hit_all(client: AsyncClient, entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1, *,
-            tag: str) -> Awaitable[Decision]: ...
+            tag: str, on_failure: FailureLike | None = None) -> Awaitable[Decision]: ...
 def hit_all(client: Client | AsyncClient, entries: Sequence[tuple[Limiter[Any], str]],
-            cost: int = 1, *, tag: str) -> Decision | Awaitable[Decision]:
-    """Charge every limiter in ``entries`` or none of them, in one call."""
-    return client.run(combined_call(entries, cost, tag=tag))
+            cost: int = 1, *, tag: str, on_failure: FailureLike | None = None
+            ) -> Decision | Awaitable[Decision]:
+    """Charge every limiter in ``entries`` or none of them, in one call (never re-sent).
+    ``on_failure`` defaults to the first limiter's mode."""
+    return _all(client, entries, cost, tag, False, on_failure)
 
 
 @overload
 def check_all(client: Client, entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1, *,
-              tag: str) -> Decision: ...
+              tag: str, on_failure: FailureLike | None = None) -> Decision: ...
 @overload
 def check_all(client: AsyncClient, entries: Sequence[tuple[Limiter[Any], str]], cost: int = 1,
-              *, tag: str) -> Awaitable[Decision]: ...
+              *, tag: str, on_failure: FailureLike | None = None) -> Awaitable[Decision]: ...
 def check_all(client: Client | AsyncClient, entries: Sequence[tuple[Limiter[Any], str]],
-              cost: int = 1, *, tag: str) -> Decision | Awaitable[Decision]:
-    return client.run(combined_call(entries, cost, tag=tag, peek=True))
+              cost: int = 1, *, tag: str, on_failure: FailureLike | None = None
+              ) -> Decision | Awaitable[Decision]:
+    return _all(client, entries, cost, tag, True, on_failure)
 
 
 # -- concurrency -------------------------------------------------------------------------------
@@ -317,12 +416,24 @@ class Slot:
 class ConcurrencyLimiter(_Bound[C]):
     """At most ``limit`` requests in flight per identity. Each holds a lease that ends after
     ``ttl`` seconds unless released (by lease id) or renewed, so a holder that dies frees its slot
-    within ``ttl``. ``with limiter.hold("user-1"): ...`` (``async with`` on an asyncio client)."""
+    within ``ttl``. ``with limiter.hold("user-1"): ...`` (``async with`` on an asyncio client).
+
+    Key: ``prl:rl:{<tag>}:concurrency:<name>:<identity>``. Lease ids are chosen by the client
+    (random unless given), so acquire, renew and release are all safe to re-send: a repeated
+    acquire renews its own lease, a repeated release or renew changes nothing more.
+
+    ``on_failure``: what :meth:`acquire` decides when Redis is unreachable or refuses it (out
+    of memory): ``"open"`` (a slot that is not recorded anywhere; the default), ``"closed"``
+    (no slot) or ``"raise"``. Release and renew run at maxmemory (``allow-oom``); unreachable,
+    they raise, except when leaving :meth:`hold`, where the lease is left to run out (logged).
+    """
 
     def __init__(self, client: C, name: str, limit: int, *, ttl: float = 30.0,
-                 prefix: str = PREFIX) -> None:
+                 prefix: str = PREFIX, on_failure: FailureLike = "open") -> None:
         if not 1 <= limit <= 100_000:
             raise ValueError(f"limit must be in 1..100000, got {limit}")
+        if not name or "{" in name or "}" in name:
+            raise ValueError(f"a limiter name must be non-empty and brace-free, got {name!r}")
         self.client = client
         self.name = name
         self.limit_ = limit
@@ -330,9 +441,11 @@ class ConcurrencyLimiter(_Bound[C]):
         if self.ttl_ms > 86_400_000:
             raise ValueError("a lease ttl must be at most one day")
         self.prefix = prefix
+        self.failure = Failure.of(on_failure)
 
     def key(self, identity: str, *, tag: str | None = None) -> str:
-        return limiter_key(self.name, identity, tag=tag, prefix=self.prefix) + ":slots"
+        return limiter_key(self.name, identity, algorithm="concurrency", tag=tag,
+                           prefix=self.prefix)
 
     def acquire_call(self, identity: str, *, lease: str | None = None, tag: str | None = None
                      ) -> Call[Slot]:
@@ -351,17 +464,25 @@ class ConcurrencyLimiter(_Bound[C]):
     def acquire(self, identity: str, *, lease: str | None = None, tag: str | None = None
                 ) -> Slot | Awaitable[Slot]:
         """Try to take a slot (never waits); check ``slot.acquired``."""
-        return self.client.run(self.acquire_call(identity, lease=lease, tag=tag))
+        call = self.acquire_call(identity, lease=lease, tag=tag)
+        if self.failure.mode == "raise":
+            return self.client.run(call)
+        key, lease_id = call.keys[0], str(call.args[0])
+        return guarded(self.client, call, self.failure,
+                       lambda e: Slot(key, lease_id, self.failure.slot(e)))
 
     @overload
     def release(self: ConcurrencyLimiter[Client], slot: Slot) -> bool: ...
     @overload
     def release(self: ConcurrencyLimiter[AsyncClient], slot: Slot) -> Awaitable[bool]: ...
     def release(self, slot: Slot) -> bool | Awaitable[bool]:
-        """Free the slot; False when the lease had already ended."""
-        inner = release_call(slot.key, slot.lease)
-        return self.client.run(Call(inner.op, inner.keys, inner.args,
-                                    lambda r: inner.parse(r)[0]))
+        """Free the slot; False when the lease had already ended (or was released before: a
+        re-sent release replies False). A slot granted by the failure mode holds nothing:
+        False without a call."""
+        call = _release(slot)
+        if call is None:
+            return _done(self.client, False)
+        return self.client.run(call)
 
     @overload
     def renew(self: ConcurrencyLimiter[Client], slot: Slot, ttl: float | None = None
@@ -370,7 +491,10 @@ class ConcurrencyLimiter(_Bound[C]):
     def renew(self: ConcurrencyLimiter[AsyncClient], slot: Slot, ttl: float | None = None
               ) -> Awaitable[bool]: ...
     def renew(self, slot: Slot, ttl: float | None = None) -> bool | Awaitable[bool]:
-        """Extend a live lease; False when it already ended (its slot may be someone else's)."""
+        """Extend a live lease; False when it already ended (its slot may be someone else's).
+        A slot granted by the failure mode holds nothing: False without a call."""
+        if slot.decision.error is not None:
+            return _done(self.client, False)
         inner = renew_call(slot.key, slot.lease, self.ttl_ms if ttl is None else ms(ttl))
         return self.client.run(Call(inner.op, inner.keys, inner.args,
                                     lambda r: inner.parse(r)[0]))
@@ -378,6 +502,22 @@ class ConcurrencyLimiter(_Bound[C]):
     def hold(self, identity: str, *, tag: str | None = None) -> _Hold[C]:
         """Context manager: take a slot or raise :class:`RateLimitExceeded`; release on exit."""
         return _Hold[C](self, identity, tag)
+
+
+def _release(slot: Slot) -> Call[bool] | None:
+    if slot.decision.error is not None:
+        return None  # granted locally by the failure mode: nothing to release
+    inner = release_call(slot.key, slot.lease)
+    return Call(inner.op, inner.keys, inner.args, lambda r: inner.parse(r)[0])
+
+
+def _done(client: Client | AsyncClient, value: T) -> T | Awaitable[T]:
+    """``value``, or an awaitable of it on an asyncio client."""
+    if isinstance(client, AsyncClient):
+        async def ready() -> T:
+            return value
+        return ready()
+    return value
 
 
 class _Hold(Generic[C]):
@@ -393,30 +533,49 @@ class _Hold(Generic[C]):
         self.slot = slot
         return slot
 
+    def _leave(self) -> Call[bool] | None:
+        assert self.slot is not None
+        slot, self.slot = self.slot, None
+        return _release(slot)
+
+    def _unreleased(self, error: Exception) -> None:
+        # the lease ends on its own within ttl; raising here would hide the block's own outcome
+        if not self.limiter.failure.handles(error):
+            raise error
+        WARNINGS.warn(error, "open: a lease was left to run out")
+
     def __enter__(self) -> Slot:
-        client = self.limiter.client
-        assert isinstance(client, Client), "use 'async with' on an asyncio client"
-        return self._take(client.run(self.limiter.acquire_call(self.identity, tag=self.tag)))
+        limiter = self.limiter
+        assert isinstance(limiter.client, Client), "use 'async with' on an asyncio client"
+        return self._take(limiter.acquire(self.identity, tag=self.tag))
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
         client = self.limiter.client
-        assert isinstance(client, Client) and self.slot is not None
-        slot, self.slot = self.slot, None
-        client.run(release_call(slot.key, slot.lease))
+        assert isinstance(client, Client)
+        call = self._leave()
+        if call is not None:
+            try:
+                client.run(call)
+            except Exception as error:
+                self._unreleased(error)
 
     async def __aenter__(self) -> Slot:
-        client = self.limiter.client
-        assert isinstance(client, AsyncClient), "use 'with' on a sync client"
-        return self._take(await client.run(self.limiter.acquire_call(self.identity,
-                                                                     tag=self.tag)))
+        limiter = self.limiter
+        assert isinstance(limiter.client, AsyncClient), "use 'with' on a sync client"
+        slot = await limiter.acquire(self.identity, tag=self.tag)
+        return self._take(slot)
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
         client = self.limiter.client
-        assert isinstance(client, AsyncClient) and self.slot is not None
-        slot, self.slot = self.slot, None
-        await client.run(release_call(slot.key, slot.lease))
+        assert isinstance(client, AsyncClient)
+        call = self._leave()
+        if call is not None:
+            try:
+                await client.run(call)
+            except Exception as error:
+                self._unreleased(error)
 
 
 def enforce(decision: Decision, what: str = "rate limit exceeded") -> Decision:

@@ -4,22 +4,34 @@ Every decision comes back in one reply: allowed, remaining, retry-after and rese
 server time of the decision, which limit decided, and the same figures per limit.
 
 Key naming: every key of one call must share one hash tag (one cluster slot). A limiter's key is
-``prl:rl:{<tag>}:<limiter name>:<identity>:<period_ms>``; the tag defaults to the identity, so one
-user's limits share a slot. To charge per-user and per-tenant limits in one call, the caller picks
-one tag for all of them (e.g. the tenant id): ``prl:rl:{tenant-7}:per-user:alice:1000`` and
-``prl:rl:{tenant-7}:per-tenant:tenant-7:1000``.
+``prl:rl:{<tag>}:<algorithm>:<limiter name>:<identity>:<period_ms>``; the tag defaults to the
+identity, so one user's limits share a slot, and the algorithm is part of the name, so two
+limiters of different algorithms never share state. To charge per-user and per-tenant limits in
+one call, the caller picks one tag for all of them (e.g. the tenant id):
+``prl:rl:{tenant-7}:gcra:per-user:alice:1000`` and
+``prl:rl:{tenant-7}:fixed_window:per-tenant:tenant-7:1000``. The stored state also carries its
+algorithm, checked by every operation before use (``BADSTATE``, nothing changed).
+
+When Redis cannot be reached or refuses a write (:class:`Failure`), a limiter fails open (admits,
+the default), closed (denies) or raises, as configured; such decisions carry the error.
 """
 
 from __future__ import annotations
 
+import builtins
+import logging
 import math
 import re
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
+
+from redis import exceptions as rx
 
 from ..engine.protocol import Call, text
-from ..errors import BadStateError, PyRedisLuaError
+from ..errors import BadStateError, OperationError, PyRedisLuaError
 
 ALGORITHMS = ("gcra", "token_bucket", "sliding_log", "sliding_window", "fixed_window")
 PREFIX = "prl:rl"
@@ -42,6 +54,8 @@ class RateLimitExceeded(PyRedisLuaError):
         self.decision = decision
         retry = decision.retry_after
         when = "never (cost above the limit)" if retry is None else f"in {retry:.3f}s"
+        if decision.error is not None:
+            what = f"{what} (the rate limiter is unavailable and fails closed: {decision.error})"
         super().__init__(f"{what}; retry {when}")
 
 
@@ -112,13 +126,19 @@ class Decision:
     reset_after_ms (until every limit is back to full); now_ms (the server time of the
     decision); binding (index of the limit that decided: the tightest, or the longest denial);
     limits (the same figures per limit).
+
+    ``error`` is None for a decision Redis made. When Redis could not be reached or refused the
+    hit, and the limiter fails open or closed (:class:`Failure`), the decision was made locally:
+    ``error`` is what happened, ``allowed`` is the failure mode's answer, nothing is known about
+    what remains (``remaining`` 0) and ``now_ms`` is the client's clock.
     """
 
-    __slots__ = ("_reply", "allowed", "binding", "now_ms", "remaining", "reset_after_ms",
-                 "retry_after_ms")
+    __slots__ = ("_reply", "allowed", "binding", "error", "now_ms", "remaining",
+                 "reset_after_ms", "retry_after_ms")
 
-    def __init__(self, reply: list[int]) -> None:
+    def __init__(self, reply: list[int], error: BaseException | None = None) -> None:
         self._reply = reply
+        self.error = error
         self.allowed = reply[0] == 1
         self.remaining = reply[1]
         self.retry_after_ms = reply[2]
@@ -141,11 +161,17 @@ class Decision:
     def reset_after(self) -> float:
         return self.reset_after_ms / 1000
 
+    @property
+    def degraded(self) -> bool:
+        """Made locally by the failure mode, not by Redis (see ``error``)."""
+        return self.error is not None
+
     def __bool__(self) -> bool:
         return self.allowed
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Decision) and other._reply == self._reply
+        return (isinstance(other, Decision) and other._reply == self._reply
+                and other.error is self.error)
 
     def __hash__(self) -> int:
         return hash(tuple(self._reply))
@@ -153,12 +179,118 @@ class Decision:
     def __repr__(self) -> str:
         return (f"Decision(allowed={self.allowed}, remaining={self.remaining}, "
                 f"retry_after_ms={self.retry_after_ms}, reset_after_ms={self.reset_after_ms}, "
-                f"now_ms={self.now_ms}, binding={self.binding}, limits={self.limits})")
+                f"now_ms={self.now_ms}, binding={self.binding}, limits={self.limits}"
+                + (f", error={self.error!r})" if self.error is not None else ")"))
 
 
 def parse_decision(reply: Any) -> Decision:
     # integer replies arrive as Python ints (RESP2 and RESP3): no conversion on the hot path
     return Decision(reply if type(reply) is list else list(map(int, reply)))
+
+
+# -- when Redis cannot decide ---------------------------------------------------------------------
+
+FailureMode: TypeAlias = Literal["open", "closed", "raise"]
+FAILURE_MODES: tuple[FailureMode, ...] = ("open", "closed", "raise")
+# error replies (no redis-py class of their own) by which Redis refuses to run a write
+_REFUSALS = frozenset({"MISCONF", "NOREPLICAS", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"})
+log = logging.getLogger("pyredislua.ratelimit")
+
+
+def unreachable(error: BaseException) -> bool:
+    """Redis could not be reached or did not answer in time: the call may or may not have run
+    (a charging call is never re-sent, so it ran at most once). Authentication failures are
+    configuration errors, not outages."""
+    if isinstance(error, (rx.AuthenticationError, rx.AuthorizationError)):
+        return False
+    return isinstance(error, (rx.ConnectionError, rx.TimeoutError, builtins.TimeoutError))
+
+
+def refused(error: BaseException) -> bool:
+    """Redis refused to run the call, so nothing ran: out of memory (``noeviction``), a
+    read-only replica, a cluster without the slot, a failed RDB save (``MISCONF``), ..."""
+    if isinstance(error, (rx.OutOfMemoryError, rx.ReadOnlyError, rx.ClusterDownError,
+                          rx.TryAgainError)):
+        return True
+    return (isinstance(error, rx.ResponseError) and not isinstance(error, OperationError)
+            and str(error).split(" ", 1)[0] in _REFUSALS)
+
+
+class _Warnings:
+    """One log warning per 10 s at most, with how many were held back: an outage hits every
+    request, and a log line per request would bury the logs."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last = -math.inf
+        self.held = 0
+        self.lock = threading.Lock()
+
+    def warn(self, error: BaseException, mode: str) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if now - self.last < self.every:
+                self.held += 1
+                return
+            held, self.last, self.held = self.held, now, 0
+        more = f" ({held} more since the last warning)" if held else ""
+        log.warning("rate limiter failing %s: Redis %s: %s%s", mode,
+                    "refused the call" if refused(error) else "unreachable", error, more)
+
+
+WARNINGS = _Warnings()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a limiter decides when Redis cannot: it is unreachable (connection refused or lost,
+    timed out, loading after a restart) or refuses the call (``OOM`` at ``maxmemory`` with
+    ``noeviction``, ``READONLY`` on a replica, ``MISCONF``, ...).
+
+    ``mode``: ``"open"`` (the default) admits, so an outage of Redis does not become an outage
+    of the service it protects; ``"closed"`` denies, with ``retry_after_ms`` as the suggested
+    wait; ``"raise"`` raises the redis-py error. Such decisions carry the error
+    (``Decision.error``) and are logged (``pyredislua.ratelimit``, at most one warning per 10 s).
+    A refused hit first asks Redis what it would decide, read-only (allowed at ``maxmemory`` and
+    on replicas): a denial is exact and returned as is; only an admission that could not be
+    charged falls to the mode. Errors that are not outages (bad arguments, ``BADSTATE``,
+    ``WRONGTYPE``, authentication, permissions) always raise.
+    """
+
+    mode: FailureMode = "open"
+    retry_after_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.mode not in FAILURE_MODES:
+            raise ValueError(f"on_failure must be one of {', '.join(FAILURE_MODES)}, "
+                             f"got {self.mode!r}")
+        if not 0 <= self.retry_after_ms <= MAX_PERIOD_MS:
+            raise ValueError(f"retry_after_ms must be in 0..{MAX_PERIOD_MS}")
+
+    @classmethod
+    def of(cls, value: FailureLike) -> Failure:
+        return value if isinstance(value, Failure) else cls(value)
+
+    def handles(self, error: BaseException) -> bool:
+        """Whether this error is decided by the mode (else it is raised)."""
+        return self.mode != "raise" and (unreachable(error) or refused(error))
+
+    def decision(self, error: BaseException, limits: int = 1) -> Decision:
+        """The local decision for a call over ``limits`` limits that Redis could not make."""
+        WARNINGS.warn(error, self.mode)
+        a, retry = (1, 0) if self.mode == "open" else (0, self.retry_after_ms)
+        now = int(time.time() * 1000)
+        return Decision([a, 0, retry, 0, now, 1, *([a, 0, retry, 0] * limits)], error)
+
+    def slot(self, error: BaseException) -> SlotDecision:
+        """The local decision for a concurrency slot Redis could not grant or deny."""
+        WARNINGS.warn(error, self.mode)
+        ok = self.mode == "open"
+        return SlotDecision(ok, 0, 0 if ok else self.retry_after_ms, 0,
+                            int(time.time() * 1000), 0, error)
+
+
+FailureLike: TypeAlias = "Failure | FailureMode"
 
 
 @dataclass(frozen=True)
@@ -242,14 +374,25 @@ class KeyState:
     """The raw state of one limiter key (``ratelimit.inspect``)."""
 
     key: str
-    type: str  # none | string | hash | zset
+    type: str  # none | string | zset (a limiter's), or any other Redis type
     pttl_ms: int
     now_ms: int
-    value: str | None = None  # string keys (GCRA: "tat_ms:frac:limit")
-    fields: dict[str, str] | None = None  # hash keys (token bucket, windows)
-    count: int | None = None  # zset keys (sliding log, concurrency)
+    # what the key holds: an algorithm name, "concurrency", "unknown" (not a limiter's), or None
+    algorithm: str | None = None
+    value: str | None = None  # string keys, e.g. "gcra:<tat_ms>:<frac>:<limit>"
+    fields: dict[str, str] | None = None  # a limiter string's fields, or a hash's
+    count: int | None = None  # zset keys (sliding log, concurrency): entries, marker excluded
     oldest: float | None = None
     newest: float | None = None
+
+
+# the fields of each string state, after its marker ("gcra:..." -> tat_ms, frac, limit)
+_STATE_FIELDS = {
+    "gcra": ("tat_ms", "frac", "limit"),
+    "token_bucket": ("units", "ts_ms", "period_ms"),
+    "fixed_window": ("window", "count"),
+    "sliding_window": ("window", "count", "previous"),
+}
 
 
 def inspect_call(key: str) -> Call[KeyState]:
@@ -257,16 +400,21 @@ def inspect_call(key: str) -> Call[KeyState]:
         kind, pttl, now = text(reply[0]), int(reply[1]), int(reply[2])
         rest = reply[3:]
         if kind == "string":
-            return KeyState(key, kind, pttl, now, value=text(rest[0]))
+            value, algorithm = text(rest[0]), text(rest[1])
+            names = _STATE_FIELDS.get(algorithm)
+            fields = None
+            if names is not None:
+                fields = dict(zip(names, value.split(":")[1:], strict=False))
+            return KeyState(key, kind, pttl, now, algorithm, value=value, fields=fields)
         if kind == "hash":
             pairs = {text(rest[i]): text(rest[i + 1]) for i in range(0, len(rest) - 1, 2)}
-            return KeyState(key, kind, pttl, now, fields=pairs)
+            return KeyState(key, kind, pttl, now, "unknown", fields=pairs)
         if kind == "zset":
             def score(x: Any) -> float | None:
                 return None if x is None else float(text(x))
-            return KeyState(key, kind, pttl, now, count=int(rest[0]), oldest=score(rest[1]),
-                            newest=score(rest[2]))
-        return KeyState(key, kind, pttl, now)
+            return KeyState(key, kind, pttl, now, text(rest[3]), count=int(rest[0]),
+                            oldest=score(rest[1]), newest=score(rest[2]))
+        return KeyState(key, kind, pttl, now, None if kind == "none" else "unknown")
 
     return Call("ratelimit.inspect", (key,), (), parse)
 
@@ -282,6 +430,11 @@ class SlotDecision:
     reset_after_ms: int
     now_ms: int
     in_flight: int
+    error: BaseException | None = None  # see Decision.error: decided locally by a Failure mode
+
+    @property
+    def degraded(self) -> bool:
+        return self.error is not None
 
     @property
     def retry_after(self) -> float:
@@ -318,10 +471,15 @@ def hash_tag(tag: str) -> str:
     return "{" + tag + "}"
 
 
-def limiter_key(name: str, identity: str, period_ms: int | None = None, *, tag: str | None = None,
-                prefix: str = PREFIX) -> str:
-    """``prl:rl:{tag}:name:identity[:period_ms]`` (tag defaults to the identity)."""
-    base = f"{prefix}:{hash_tag(identity if tag is None else tag)}:{name}:{identity}"
+def limiter_key(name: str, identity: str, period_ms: int | None = None, *, algorithm: str,
+                tag: str | None = None, prefix: str = PREFIX) -> str:
+    """``prl:rl:{tag}:algorithm:name:identity[:period_ms]`` (tag defaults to the identity).
+
+    ``algorithm``: one of :data:`ALGORITHMS`, or ``concurrency``. It is part of the name so that
+    limiters of different algorithms never share a key."""
+    if algorithm not in ALGORITHMS and algorithm != "concurrency":
+        raise ValueError(f"unknown algorithm {algorithm!r}")
+    base = f"{prefix}:{hash_tag(identity if tag is None else tag)}:{algorithm}:{name}:{identity}"
     return base if period_ms is None else f"{base}:{period_ms}"
 
 

@@ -127,11 +127,21 @@ class PostgresSink:
             (record.key, record.value, record.version, record.value is None))
 
     def rows(self) -> dict[str, SinkRow]:
+        """Every row, tombstones included (for checks and the demo); reconnects once."""
         sql = self._psycopg.sql
-        cur = self._connection().execute(
-            sql.SQL("SELECT key, value, version, deleted FROM {t}").format(t=self._ident))
-        return {k: SinkRow(k, None if v is None else bytes(v), int(ver), bool(d))
-                for k, v, ver, d in cur.fetchall()}
+        query = sql.SQL("SELECT key, value, version, deleted FROM {t}").format(t=self._ident)
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                cur = conn.execute(query)
+            except self._psycopg.OperationalError:
+                if attempt or not (conn.closed or conn.broken):
+                    raise
+                self._local.conn = None
+                continue
+            return {k: SinkRow(k, None if v is None else bytes(v), int(ver), bool(d))
+                    for k, v, ver, d in cur.fetchall()}
+        raise AssertionError("unreachable")
 
     def drop(self) -> None:
         """Drop the table (and the schema, when this sink named one): for tests and benchmarks."""

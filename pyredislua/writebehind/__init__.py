@@ -9,21 +9,29 @@ Guarantee
   idempotent).
 * **Last write wins per key.** Writes to a key that is not yet flushed coalesce: the sink gets
   the latest value (intermediate values may never reach it). Deletes are writes (tombstones).
-* **No per-key reordering.** Every write gets a version from one store-wide sequence, so a key's
-  versions strictly increase; sinks apply a record only if its version is newer than the stored
-  one, so a late or repeated batch never puts an older value back.
+* **No per-key reordering.** Every write gets a version from a hybrid clock (the server's time
+  in microseconds, or the store's last version + 1 when higher), so a key's versions strictly
+  increase; sinks apply a record only if its version is newer than the stored one, so a late or
+  repeated batch never puts an older value back. A store Redis lost (a restart without
+  persistence, a failover that lost writes, an old snapshot) starts again above every version it
+  handed out before: the sinks keep taking its new writes. Limit: the server clock must not go
+  back by more than the time between the loss and the next write.
+* **A record that kills its flusher ends in the dead letters.** An expired claim counts as a
+  failed attempt of each of its records; records back from an expired claim are claimed one at a
+  time until written, so such a record takes only itself down; after ``max_attempts`` it is
+  dead-lettered.
+* **Safe to re-send.** A claim carries a request id: a repeat returns the records the first send
+  claimed. Ack, fail, release and reap change nothing when repeated; a repeated write stores the
+  same values again (last write wins). ``requeue`` is not re-sent automatically.
 * **What is at risk if Redis loses data.** Redis holds the only copy of writes not yet flushed.
   Losing Redis data (no persistence, a failover before the replica received the writes, a
   restore from an old snapshot) loses those writes: at most everything written in the last
   ``max_delay`` plus flush time, and everything dirty while the sink was down. Run Redis with
   AOF (``appendfsync everysec`` or ``always``) and ``maxmemory-policy noeviction``; ``WAIT``
-  after a write narrows the failover window. A restored or failed-over Redis can also restart
-  the version sequence below versions the sink already holds: after such an event, bump the
-  sequence past the sink's highest version (``HSET <store>:stats seq <max version>``) or
-  records will be rejected by the sink as older.
+  after a write narrows the failover window.
 """
 
-from .flusher import AsyncFlusher, FlushConfig, Flusher, FlusherTotals, FlushEvent
+from .flusher import AsyncFlusher, FlushConfig, Flusher, FlusherTotals, FlushEvent, StopReport
 from .ops import Claim, DeadRecord, Record, StoreKeys, StoreStats
 from .store import AsyncWriteBehind, WriteBehind
 
@@ -37,6 +45,7 @@ __all__ = [
     "Flusher",
     "FlusherTotals",
     "Record",
+    "StopReport",
     "StoreKeys",
     "StoreStats",
     "WriteBehind",

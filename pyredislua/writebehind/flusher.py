@@ -12,6 +12,13 @@ The loop flushes when ``batch_size`` records are due or the oldest has waited ``
 whichever comes first (the claim decides atomically on the server), and blocks on the store's
 signal list in between (writers push to it when the dirty count reaches ``batch_size`` or stops
 being zero). On stop it drains every due record before returning.
+
+Faults: every claim carries a request id, so a claim re-sent after a timeout (by redis-py, or by
+the loop after a connection error) returns the records the first send claimed instead of
+claiming more; ack, fail and release are safe to repeat and are retried until they go through
+(a record whose settle never went through returns when its lease ends, counting an attempt).
+Connection errors, timeouts, a read-only replica and out-of-memory replies are reported
+(``on_error``), backed off and retried; ``stop()`` returns a :class:`StopReport`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, TryAgainError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from ..engine.protocol import Command, Engine, Plan, Sleep
 from ..sinks.base import Sink, SinkUnavailableError
 from .effects import Do, Flow, Redis, drive_async, drive_sync
@@ -33,16 +44,24 @@ from .ops import (
     Claim,
     Record,
     StoreKeys,
+    StoreStats,
     ack_call,
     claim_call,
     fail_call,
+    new_request_id,
     release_call,
+    stats_call,
 )
 
 if TYPE_CHECKING:
     from .store import AsyncWriteBehind, WriteBehind
 
 TIMER_GRAIN = 0.11  # BLPOP timeouts resolve on Redis' cron tick; shorter waits sleep locally
+# Errors after which the same call may succeed: Redis unreachable, restarting, paused, read-only
+# during a failover, out of memory. Anything else is a bug or bad state and is not retried.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, TryAgainError,
+    OSError)
 
 
 def ms(seconds: float, name: str, *, allow_zero: bool = True) -> int:
@@ -60,7 +79,8 @@ class FlushConfig:
     batch_size: int = 100  # flush when this many are due (and the most per sink batch)
     max_delay: float = 1.0  # ...or when the oldest has been dirty this long
     lease: float = 30.0  # a claim not acked within this returns to dirty
-    max_attempts: int = 5  # failed sink writes before dead-lettering a record
+    max_attempts: int = 5  # failed attempts (sink rejections, expired claims) before a record
+    # is dead-lettered
     backoff: float = 1.0  # first retry delay, doubling per attempt
     max_backoff: float = 60.0
     unavailable_delay: float = 1.0  # retry delay of a batch the sink could not take at all
@@ -139,11 +159,50 @@ def write_isolating(sink: Sink, records: Sequence[Record]
         return w1 + w2, f1 + f2, u2
 
 
+@dataclass
+class LoopControl:
+    """Shared between running loops and whoever stops them."""
+
+    stopping: bool = False
+    idle: bool = False  # the last claim found nothing due
+    deadline: float | None = None  # time.monotonic() past which a stopping loop gives up
+    unsettled: int = 0  # records claimed by these loops and not yet acked, failed or released
+    guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def given_up(self) -> bool:
+        return self.stopping and self.deadline is not None and time.monotonic() >= self.deadline
+
+    def add_unsettled(self, n: int) -> None:
+        with self.guard:
+            self.unsettled += n
+
+
+def settle_flow(engine: Engine, calls: Sequence[Any], control: LoopControl,
+                on_error: Callable[[BaseException], None]) -> Flow[list[Any]]:
+    """Run the ack / fail / release calls of a flushed batch (one round trip), again and again
+    while Redis is unreachable: they are safe to repeat, and a batch written to the sink but not
+    acked would be written again (and counted as an attempt) when its lease ends."""
+    backoff = 0.05
+    while True:
+        try:
+            results: list[Any] = yield Redis(engine.run(calls))
+            return results
+        except TRANSIENT as error:
+            with contextlib.suppress(Exception):
+                on_error(error)
+            if control.given_up():
+                raise
+            yield Redis(_sleep(backoff))
+            backoff = min(backoff * 2, 1.0)
+
+
 def flush_claim_flow(engine: Engine, keys: StoreKeys, sink: Sink, claim: Claim,
-                     config: FlushConfig, clock: Callable[[], float] = time.time
+                     config: FlushConfig, clock: Callable[[], float] = time.time,
+                     control: LoopControl | None = None,
+                     on_error: Callable[[BaseException], None] | None = None
                      ) -> Flow[FlushEvent]:
     """Write one claimed batch to the sink, then ack / fail / release its records in one round
-    trip."""
+    trip (retried while Redis is unreachable, until ``control`` gives up)."""
     started = time.perf_counter()
     written, failed, unavailable = yield from write_isolating(sink, claim.records)
     sink_seconds = time.perf_counter() - started
@@ -158,12 +217,17 @@ def flush_claim_flow(engine: Engine, keys: StoreKeys, sink: Sink, claim: Claim,
     if unavailable:
         calls.append(release_call(keys, claim.token, [r.key for r in unavailable],
                                   ms(config.unavailable_delay, "unavailable_delay")))
-    results = (yield Redis(engine.run(calls))) if calls else []
+    results: list[Any] = []
+    if calls:
+        results = yield from settle_flow(engine, calls, control or LoopControl(),
+                                         on_error or _ignore)
     acked = changed = dead = n_failed = released = 0
     it = iter(results)
     if written:
         statuses = next(it)
-        acked = sum(1 for s in statuses if s == 1)
+        # 2 (already clean): a repeat of an ack whose reply was lost, or acked by a flusher
+        # whose claim expired meanwhile; either way the sink has the version
+        acked = sum(1 for s in statuses if s in (1, 2))
         changed = sum(1 for s in statuses if s == 0)
     if failed:
         outcomes = next(it)
@@ -179,6 +243,10 @@ def flush_claim_flow(engine: Engine, keys: StoreKeys, sink: Sink, claim: Claim,
                       claim.reaped, lag, sink_seconds, errors)
 
 
+def _ignore(error: BaseException) -> None:
+    pass
+
+
 def wait_plan(keys: StoreKeys, seconds: float, max_block: float) -> Plan[None]:
     """Wait for a writer's wake-up on the signal list, at most ``seconds``."""
     seconds = min(seconds, max_block)
@@ -190,12 +258,10 @@ def wait_plan(keys: StoreKeys, seconds: float, max_block: float) -> Plan[None]:
         raise reply
 
 
-@dataclass
-class LoopControl:
-    """Shared between a running loop and whoever stops it."""
-
-    stopping: bool = False
-    idle: bool = False  # the last claim found nothing due
+def wake_plan(keys: StoreKeys, n: int) -> Plan[None]:
+    """Wake ``n`` idle loops now (stop); the wake-ups expire like the writers' do."""
+    yield [Command(("RPUSH", keys.signal, *["stop"] * n)),
+           Command(("PEXPIRE", keys.signal, 2_000))]
 
 
 def flusher_flow(engine: Engine, keys: StoreKeys, sink: Sink, config: FlushConfig,
@@ -205,16 +271,26 @@ def flusher_flow(engine: Engine, keys: StoreKeys, sink: Sink, config: FlushConfi
     """The background loop: flush on batch size or max delay, drain on stop."""
     lease_ms = ms(config.lease, "lease", allow_zero=False)
     max_delay_ms = ms(config.max_delay, "max_delay")
+    request_id = 0  # the id of a claim whose reply never came: sent again as is
+    backoff = 0.05
     while True:
         stopping = control.stopping
         try:
+            if not request_id:
+                request_id = new_request_id()
             claim: Claim = yield Redis(engine.run_one(claim_call(
                 keys, config.batch_size, lease_ms,
                 min_count=0 if stopping else config.batch_size,
-                max_age_ms=0 if stopping else max_delay_ms)))
+                max_age_ms=0 if stopping else max_delay_ms,
+                max_attempts=config.max_attempts, request_id=request_id)))
+            request_id = 0
+            backoff = 0.05
             if claim.records:
                 control.idle = False
-                event = yield from flush_claim_flow(engine, keys, sink, claim, config)
+                control.add_unsettled(len(claim.records))
+                event = yield from flush_claim_flow(engine, keys, sink, claim, config,
+                                                    control=control, on_error=on_error)
+                control.add_unsettled(-len(claim.records))
                 with contextlib.suppress(Exception):
                     emit(event)
                 if event.released and not stopping:
@@ -228,9 +304,12 @@ def flusher_flow(engine: Engine, keys: StoreKeys, sink: Sink, config: FlushConfi
         except Exception as error:  # Redis unreachable and the like: report, back off, go on
             with contextlib.suppress(Exception):
                 on_error(error)
-            if control.stopping:
+            # a stopping loop still owns a claim whose reply was lost (it may have claimed):
+            # it keeps trying until the stop's deadline
+            if control.stopping and (not request_id or control.given_up()):
                 return
-            yield Redis(_sleep(0.5))
+            yield Redis(_sleep(backoff))
+            backoff = min(backoff * 2, 1.0)
 
 
 def _sleep(seconds: float) -> Plan[None]:
@@ -242,16 +321,59 @@ def drain_flow(engine: Engine, keys: StoreKeys, sink: Sink, config: FlushConfig,
     """Flush every due record now, batch after batch (no waiting for size or age)."""
     lease_ms = ms(config.lease, "lease", allow_zero=False)
     events: list[FlushEvent] = []
+    # a foreground flush gives up on Redis errors at once (its caller sees them)
+    control = LoopControl(stopping=True, deadline=0.0)
     while max_batches is None or len(events) < max_batches:
         claim: Claim = yield Redis(engine.run_one(claim_call(
-            keys, config.batch_size, lease_ms)))
+            keys, config.batch_size, lease_ms, max_attempts=config.max_attempts)))
         if not claim.records:
             break
-        event = yield from flush_claim_flow(engine, keys, sink, claim, config)
+        event = yield from flush_claim_flow(engine, keys, sink, claim, config, control=control)
         events.append(event)
         if event.released:
             break
     return events
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """What a flusher's ``stop()`` left behind.
+
+    ``drained`` is true when every worker ended and every record the flusher claimed was acked,
+    failed or released. Records waiting out a retry backoff (``in_backoff``) are not flushed by
+    a stop: they are due later (the first in ``next_retry_ms``) and the next flusher takes them.
+    The counts come from the store after the stop (None when Redis could not be read).
+    """
+
+    workers_left: int  # workers still running: stop timed out (a sink write hangs, Redis paused)
+    unsettled: int  # records this flusher claimed whose ack/fail/release never went through
+    dirty: int | None  # due records left (written after the drain, or the stop timed out)
+    in_backoff: int | None  # records waiting out a retry backoff: flushed when due, later
+    claimed: int | None  # records claimed by any flusher (others', or unsettled ones here)
+    dead: int | None  # dead-lettered records (see ``store.dead()``)
+    next_retry_ms: int | None = None  # ms until the first record in backoff is due
+
+    @property
+    def drained(self) -> bool:
+        return self.workers_left == 0 and self.unsettled == 0
+
+
+def stop_report(workers_left: int, control: LoopControl, stats: StoreStats | None,
+                next_retry_ms: int | None) -> StopReport:
+    if stats is None:
+        return StopReport(workers_left, control.unsettled, None, None, None, None)
+    return StopReport(workers_left, control.unsettled, stats.dirty, stats.retry, stats.claimed,
+                      stats.dead, next_retry_ms)
+
+
+def next_retry_plan(keys: StoreKeys) -> Plan[int | None]:
+    """Milliseconds until the first record in backoff is due (None: none in backoff)."""
+    replies = yield [Command(("ZRANGE", keys.retry, 0, 0, "WITHSCORES")), Command(("TIME",))]
+    first, now = replies
+    if isinstance(first, BaseException) or isinstance(now, BaseException) or not first:
+        return None
+    now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+    return max(0, int(float(first[0][1])) - now_ms)
 
 
 class _FlusherBase:
@@ -270,6 +392,7 @@ class _FlusherBase:
         self._on_flush = on_flush
         self._on_error = on_error
         self.last_error: BaseException | None = None
+        self.stop_report: StopReport | None = None  # set by stop()
         self._totals_guard = threading.Lock()
 
     def _emit(self, event: FlushEvent) -> None:
@@ -289,13 +412,29 @@ class _FlusherBase:
         return flusher_flow(self.store.engine, self.store.keys, self.sink, self.config,
                             self.control, max_block, self._emit, self._error)
 
+    def _stopping(self, timeout: float | None) -> None:
+        self.control.deadline = None if timeout is None else time.monotonic() + timeout
+        self.control.stopping = True
+
+    def _remaining(self) -> float | None:
+        """Time left before the stop's deadline, with a little grace for a last read."""
+        deadline = self.control.deadline
+        return None if deadline is None else max(0.2, deadline - time.monotonic())
+
+    def _report(self, workers_left: int, stats: StoreStats | None,
+                next_retry_ms: int | None) -> StopReport:
+        self.stop_report = stop_report(workers_left, self.control, stats, next_retry_ms)
+        return self.stop_report
+
 
 class Flusher(_FlusherBase):
     """A background thread flushing a :class:`WriteBehind` store into a sink.
 
     ``with store.flusher(SQLiteSink("app.db"), on_flush=print): ...`` — leaving the block (or
-    ``stop()``) drains every due record before the threads end. ``workers``: loops running in
-    parallel (each claims its own batches; the sink must take concurrent writes, as
+    ``stop()``) drains every due record before the threads end; ``stop()`` returns a
+    :class:`StopReport` (records in backoff, anything it could not settle in time).
+    ``workers``: loops running in parallel (each claims its own batches; the sink must take
+    concurrent writes, as
     :class:`~pyredislua.sinks.postgres.PostgresSink` does with a connection per thread).
     """
 
@@ -317,17 +456,36 @@ class Flusher(_FlusherBase):
             self._threads.append(thread)
         return self
 
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Drain due records and stop; returns when the threads ended (or ``timeout`` passed)."""
-        self.control.stopping = True
+    def stop(self, timeout: float | None = 30.0) -> StopReport:
+        """Drain due records and stop; returns when the threads ended (or ``timeout`` passed)
+        with a :class:`StopReport`: what is left in backoff, and anything not drained."""
+        self._stopping(timeout)
         if not self._threads:
-            return
-        with contextlib.suppress(Exception):
-            self.store.client.redis.rpush(self.store.keys.signal,
-                                          *["stop"] * len(self._threads))
-        deadline = None if timeout is None else time.monotonic() + timeout
+            return self._report(0, None, None)
+        client = self.store.client
+
+        def wake() -> None:  # on its own thread: a paused Redis must not hold stop() up
+            with contextlib.suppress(Exception):
+                client.drive(wake_plan(self.store.keys, len(self._threads)))
+
+        threading.Thread(target=wake, daemon=True).start()
+        deadline = self.control.deadline
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        left = sum(1 for t in self._threads if t.is_alive())
+        found: list[Any] = []
+
+        def read() -> None:  # what is left in the store, if Redis answers in time
+            with contextlib.suppress(Exception):
+                found.append(client.run(stats_call(self.store.keys)))
+                found.append(client.drive(next_retry_plan(self.store.keys)))
+
+        if not left:
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            reader.join(self._remaining())
+        stats = found[0] if found else None
+        return self._report(left, stats, found[1] if len(found) > 1 else None)
 
     @property
     def running(self) -> bool:
@@ -360,14 +518,35 @@ class AsyncFlusher(_FlusherBase):
                        for _ in range(self.workers)]
         return self
 
-    async def stop(self, timeout: float | None = 30.0) -> None:
-        self.control.stopping = True
+    async def stop(self, timeout: float | None = 30.0) -> StopReport:
+        """See :meth:`Flusher.stop`; workers still running at the timeout are cancelled (a
+        blocking sink write in its worker thread cannot be, and finishes on its own)."""
+        self._stopping(timeout)
         if not self._tasks:
-            return
-        with contextlib.suppress(Exception):
-            await self.store.client.redis.rpush(self.store.keys.signal,
-                                                *["stop"] * len(self._tasks))
-        await asyncio.wait_for(asyncio.shield(asyncio.gather(*self._tasks)), timeout)
+            return self._report(0, None, None)
+        client = self.store.client
+        wake = asyncio.ensure_future(client.drive(wake_plan(self.store.keys, len(self._tasks))))
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        if not wake.done():
+            wake.cancel()
+        with contextlib.suppress(BaseException):
+            await wake
+        stats = next_retry = None
+        if not pending:  # what is left in the store, if Redis answers in time
+            with contextlib.suppress(Exception):
+                stats = await asyncio.wait_for(client.run(stats_call(self.store.keys)),
+                                               self._remaining())
+                next_retry = await asyncio.wait_for(
+                    client.drive(next_retry_plan(self.store.keys)), self._remaining())
+        return self._report(len(pending), stats, next_retry)
+
+    @property
+    def running(self) -> bool:
+        return any(not t.done() for t in self._tasks)
 
     async def __aenter__(self) -> AsyncFlusher:
         return self.start()

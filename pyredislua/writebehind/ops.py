@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -135,10 +136,20 @@ def _parse_claim(reply: Any) -> Claim:
                  int(oldest))
 
 
+def new_request_id() -> int:
+    """A claim's request id: random (not ``random``'s state, which forked processes share)."""
+    return secrets.randbits(52) + 1
+
+
 def claim_call(keys: StoreKeys, count: int, lease_ms: int, *, min_count: int = 0,
-               max_age_ms: int = 0) -> Call[Claim]:
-    return Call("writebehind.claim", keys.all, (count, lease_ms, min_count, max_age_ms),
-                _parse_claim)
+               max_age_ms: int = 0, max_attempts: int = 5, request_id: int | None = None
+               ) -> Call[Claim]:
+    """``request_id`` (default: a new random one) makes the call safe to send again: a repeat
+    of a call that claimed records returns the same records instead of claiming more (redis-py
+    re-sends a command after a timeout). Re-send a claim whose reply was lost with the same id."""
+    rid = new_request_id() if request_id is None else request_id
+    return Call("writebehind.claim", keys.all,
+                (count, lease_ms, min_count, max_age_ms, max_attempts, rid), _parse_claim)
 
 
 def ack_call(keys: StoreKeys, claim_id: int, records: Sequence[Record]) -> Call[list[int]]:
@@ -161,8 +172,8 @@ def release_call(keys: StoreKeys, claim_id: int, record_keys: Sequence[str], del
     return Call("writebehind.release", keys.all, (claim_id, delay_ms, *record_keys), int)
 
 
-def reap_call(keys: StoreKeys, limit: int = 100) -> Call[int]:
-    return Call("writebehind.reap", keys.all, (limit,), int)
+def reap_call(keys: StoreKeys, limit: int = 100, max_attempts: int = 5) -> Call[int]:
+    return Call("writebehind.reap", keys.all, (limit, max_attempts), int)
 
 
 def requeue_call(keys: StoreKeys, record_keys: Sequence[str] = (), limit: int = 100

@@ -65,7 +65,7 @@ class _StoreBase:
     def _claim_call(self, count: int | None, lease: float | None) -> Call[Claim]:
         n = self.config.batch_size if count is None else count
         lease_ms = ms(self.config.lease if lease is None else lease, "lease", allow_zero=False)
-        return claim_call(self.keys, n, lease_ms)
+        return claim_call(self.keys, n, lease_ms, max_attempts=self.config.max_attempts)
 
     def _ack_call(self, claim: Claim, records: Sequence[Record] | None) -> Call[list[int]]:
         return ack_call(self.keys, claim.token, claim.records if records is None else records)
@@ -113,7 +113,11 @@ class WriteBehind(_StoreBase):
         return [p for part in self.client.run_many(calls) for p in part] if calls else []
 
     def claim(self, count: int | None = None, lease: float | None = None) -> Claim:
-        """Claim up to ``count`` due records (oldest first) under a lease; flush, then ack."""
+        """Claim up to ``count`` due records (oldest first) under a lease; flush, then ack.
+
+        Safe to re-send: a claim repeated after a lost reply returns the same records. A claim
+        that expires counts as a failed attempt of its records (``max_attempts`` dead-letters
+        them); records back from an expired claim are claimed one at a time until written."""
         return self.client.run(self._claim_call(count, lease))
 
     def ack(self, claim: Claim, records: Sequence[Record] | None = None) -> list[int]:
@@ -133,7 +137,7 @@ class WriteBehind(_StoreBase):
                                             ms(delay, "delay")))
 
     def reap(self, limit: int = 100) -> int:
-        return self.client.run(reap_call(self.keys, limit))
+        return self.client.run(reap_call(self.keys, limit, self.config.max_attempts))
 
     def dead(self, offset: int = 0, count: int = 100) -> list[DeadRecord]:
         return self.client.run(dead_call(self.keys, offset, count))
@@ -196,7 +200,7 @@ class AsyncWriteBehind(_StoreBase):
                                                   [r.key for r in recs], ms(delay, "delay")))
 
     async def reap(self, limit: int = 100) -> int:
-        return await self.client.run(reap_call(self.keys, limit))
+        return await self.client.run(reap_call(self.keys, limit, self.config.max_attempts))
 
     async def dead(self, offset: int = 0, count: int = 100) -> list[DeadRecord]:
         return await self.client.run(dead_call(self.keys, offset, count))
