@@ -2,11 +2,12 @@
 from ``redis-cli`` with ``FCALL``, or from any Redis client."""
 
 from .client import AsyncClient, AsyncPipeline, Client, Pipeline
-from .engine.protocol import Call, LoadReport
+from .engine.protocol import Call, Durability, LoadReport, Shortfall
 from .engine.render import Library, Operation, render_library
 from .errors import (
     BadArgumentError,
     BadStateError,
+    DurabilityError,
     InternalScriptError,
     LibraryConflictError,
     LibraryError,
@@ -17,6 +18,7 @@ from .errors import (
     NotFoundError,
     OperationError,
     PyRedisLuaError,
+    RedisVersionError,
     StaleTokenError,
     WrongTypeError,
 )
@@ -32,6 +34,8 @@ __all__ = [
     "BadStateError",
     "Call",
     "Client",
+    "Durability",
+    "DurabilityError",
     "InternalScriptError",
     "Library",
     "LibraryConflictError",
@@ -49,6 +53,8 @@ __all__ = [
     "OperationError",
     "Pipeline",
     "PyRedisLuaError",
+    "RedisVersionError",
+    "Shortfall",
     "StaleTokenError",
     "WrongTypeError",
     "render_library",

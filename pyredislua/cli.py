@@ -15,25 +15,61 @@ import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
 from .engine.protocol import MODES
 from .engine.render import render_library
 
+_TRUE = ("1", "true", "yes", "on")
 
-def connect(url: str, mode: str = "auto") -> Any:
-    """A sync Client on ``url``."""
+
+def _cluster_in_url(url: str) -> tuple[str, bool | None]:
+    """``url`` without a ``cluster=`` query parameter (redis-py rejects it), and its value."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [v for k, v in query if k.lower() == "cluster"]
+    if not flags:
+        return url, None
+    rest = urlencode([(k, v) for k, v in query if k.lower() != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), flags[-1].lower() in _TRUE
+
+
+def _is_cluster_node(conn: redis.Redis) -> bool:
+    """Whether the server at the other end runs in cluster mode (``INFO cluster``); a server
+    that refuses INFO is taken for a standalone one."""
+    try:
+        return bool(int(conn.info("cluster").get("cluster_enabled", 0)))
+    except redis.ResponseError:
+        return False
+
+
+def connect(url: str, mode: str = "auto", *, cluster: bool | None = None) -> Any:
+    """A sync Client on ``url``: on a Redis Cluster (``cluster=True``, ``?cluster=true`` in the
+    URL, or detected from ``INFO cluster`` when ``cluster`` is None) a ``redis.RedisCluster``
+    client that reaches every primary, else a ``redis.Redis`` one."""
     from .client import Client
 
-    return Client(redis.Redis.from_url(url), mode=mode)  # type: ignore[arg-type]
+    url, in_url = _cluster_in_url(url)
+    if cluster is None:
+        cluster = in_url
+    if cluster:
+        return Client(redis.RedisCluster.from_url(url), mode=mode)  # type: ignore[arg-type]
+    conn = redis.Redis.from_url(url)
+    if cluster is None and _is_cluster_node(conn):
+        conn.close()
+        return Client(redis.RedisCluster.from_url(url), mode=mode)  # type: ignore[arg-type]
+    return Client(conn, mode=mode)  # type: ignore[arg-type]
 
 
 def add_url(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     parser.add_argument("--url", required=required,
-                        help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+                        help="Redis URL, e.g. redis://127.0.0.1:6379/0 (any node of a cluster)")
     parser.add_argument("--mode", choices=MODES, default="auto",
                         help="function (FCALL), script (EVALSHA) or auto (default)")
+    parser.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
+                        help="talk to a Redis Cluster (default: detected from INFO cluster)")
 
 
 def print_json(value: Any) -> None:
@@ -57,43 +93,80 @@ def _cmd_reference(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    report = connect(args.url, args.mode).load(force=args.force)
+    client = connect(args.url, args.mode, cluster=args.cluster)
+    report = client.load(force=args.force)
     print(f"{report.library} {report.version}: {report.action} ({report.mode} mode)"
           + (f"; server had {report.server_version}" if report.server_version else ""))
+    if _is_cluster_client(client):
+        width = max((len(n) for n in report.nodes), default=0)
+        for node, action in sorted(report.nodes.items()):
+            print(f"  {node:<{width}}  {action}")
+    unreachable = sorted(n for n, a in report.nodes.items() if a == "unreachable")
+    if unreachable:
+        print(f"pyredislua: error: not loaded on {', '.join(unreachable)} (unreachable)",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _is_cluster_client(client: Any) -> bool:
+    return hasattr(client.redis, "get_primaries")
+
+
+def _describe(name: str, functions: dict[str, str], lib: Any) -> str:
+    info = functions.get(f"{name}_library", "")  # "pyredislua <version> sha1=<sha>"
+    parts = info.split()
+    version = parts[1] if len(parts) > 1 else "?"
+    sha = parts[2].removeprefix("sha1=") if len(parts) > 2 else ""
+    build = ""
+    if name == lib.name:
+        build = ", the same build" if sha == lib.sha else ", another build"
+    return f"{name} {version} (sha1 {sha[:12]}{build})"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    client = connect(args.url, "function")
+    client = connect(args.url, "function", cluster=args.cluster)
     lib = client.library
-    server = client.server_libraries()
+    by_node = client.server_libraries_by_node()
     shipped = {op.function: f"{op.name} {op.header.version}" for op in lib.operations.values()}
-    on_server = server.get(lib.name, {})
+    reached = {n: s for n, s in by_node.items() if not isinstance(s, BaseException)}
+    several = _is_cluster_client(client)
     rows = []
     for function, desc in sorted(shipped.items()):
-        state = on_server.get(function)
-        status = "missing" if state is None else ("same" if state == desc else f"server: {state}")
+        states = {n: s.get(lib.name, {}).get(function) for n, s in reached.items()}
+        if all(state == desc for state in states.values()):
+            status = "same"
+        elif not several:
+            state = next(iter(states.values()), None)
+            status = "missing" if state is None else f"server: {state}"
+        else:
+            status = "; ".join(
+                f"{n}: {'missing' if state is None else state}"
+                for n, state in sorted(states.items()) if state != desc)
         rows.append((function, desc, status))
     if args.json:
+        server: dict[str, Any] = {}
+        for state in reached.values():
+            for name, functions in state.items():
+                server.setdefault(name, {}).update(functions)
         print_json({"package": {"library": lib.name, "version": lib.version, "sha1": lib.sha},
-                    "server": server, "functions": rows})
-        return 0
+                    "server": server, "functions": rows,
+                    "nodes": {n: (s if n in reached else f"unreachable: {s}")
+                              for n, s in by_node.items()}})
+        return 0 if len(reached) == len(by_node) else 1
     print(f"package ships {lib.name} {lib.version} (sha1 {lib.sha[:12]})")
-    if not server:
-        print("server holds no pyredislua library")
-    for name, functions in sorted(server.items()):
-        info = functions.get(f"{name}_library", "")  # "pyredislua <version> sha1=<sha>"
-        parts = info.split()
-        version = parts[1] if len(parts) > 1 else "?"
-        sha = parts[2].removeprefix("sha1=") if len(parts) > 2 else ""
-        build = ""
-        if name == lib.name:
-            build = ", the same build" if sha == lib.sha else ", another build"
-        print(f"server holds {name} {version} (sha1 {sha[:12]}{build})")
+    for node, state in sorted(by_node.items()):
+        where = f"{node}: " if several else ""
+        if isinstance(state, BaseException):
+            print(f"{where}unreachable ({state})")
+        elif not state:
+            print(f"{where}server holds no pyredislua library")
+        for name, functions in sorted(state.items() if node in reached else []):
+            print(f"{where}server holds {_describe(name, functions, lib)}")
     width = max(len(r[0]) for r in rows)
     for function, desc, status in rows:
         print(f"  {function:<{width}}  {desc:<24}  {status}")
-    return 0
+    return 0 if len(reached) == len(by_node) else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

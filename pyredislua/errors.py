@@ -131,3 +131,23 @@ class LockLostError(LockError):
     done inside may have overlapped with another holder. Use the fencing token to make the
     protected resource reject stale writers.
     """
+
+
+class RedisVersionError(LibraryError):
+    """The server is too old for pyredislua (it needs Redis 7.0 or newer)."""
+
+
+class DurabilityError(PyRedisLuaError):
+    """A write ran and was acknowledged by the primary, but fewer replicas than asked for
+    confirmed it within the timeout (``WAIT``; see :class:`pyredislua.Durability`).
+
+    The write is *not* undone: ``result`` holds what the operation returned (a held lock, an
+    enqueued job id, ...). It may be lost if the primary fails before a replica receives it."""
+
+    def __init__(self, operation: str, wanted: int, confirmed: int, result: object) -> None:
+        super().__init__(
+            f"{operation}: {confirmed} of {wanted} replica(s) confirmed the write in time")
+        self.operation = operation
+        self.wanted = wanted
+        self.confirmed = confirmed
+        self.result = result

@@ -96,6 +96,18 @@ class RedisServer:
                 self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as in a crash; :meth:`start` brings it back on
+        the same port and directory."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def restart(self) -> None:
         """Stop and start on the same port: everything in memory is gone, as after a crash."""
         self.stop()

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 
 import pyredislua
 from pyredislua.server import RedisServer
+from pyredislua.topology import LocalCluster, LocalSentinel
 from tests import faultkit
 
 settings.register_profile(
@@ -105,6 +106,87 @@ def aof_server() -> Iterator[faultkit.FaultServer]:
 def fault_report() -> faultkit.FaultReport:
     """Where a fault test records its outcome for the README's fault table."""
     return faultkit.REPORT
+
+
+# -- clusters and Sentinel (marker `cluster`) ---------------------------------------------------
+# Starting a cluster costs seconds: each set-up is started once per session, on first use, and
+# shared; the function-scoped fixtures bring it back to full strength (a test may have killed
+# or added nodes) and flush data, functions and scripts before each test.
+
+
+def _needs_redis_cli() -> None:
+    import shutil
+
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed (redis-cli --cluster create builds the cluster)")
+
+
+@pytest.fixture(scope="session")
+def cluster_servers() -> Iterator[LocalCluster]:
+    """3 primaries, each with one replica (real redis-server --cluster-enabled processes)."""
+    _needs_redis_cli()
+    with LocalCluster(primaries=3, replicas=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def one_primary_servers() -> Iterator[LocalCluster]:
+    """A cluster of one primary (all 16384 slots) and no replica."""
+    with LocalCluster(primaries=1, replicas=0) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def sentinel_servers() -> Iterator[LocalSentinel]:
+    """A primary with one replica behind three Sentinels."""
+    with LocalSentinel(replicas=1, sentinels=3) as sentinel:
+        yield sentinel
+
+
+@pytest.fixture
+def cluster(cluster_servers: LocalCluster) -> LocalCluster:
+    cluster_servers.restore()
+    cluster_servers.flush()
+    return cluster_servers
+
+
+@pytest.fixture
+def one_primary(one_primary_servers: LocalCluster) -> LocalCluster:
+    one_primary_servers.restore()
+    one_primary_servers.flush()
+    return one_primary_servers
+
+
+@pytest.fixture
+def sentinel(sentinel_servers: LocalSentinel) -> LocalSentinel:
+    sentinel_servers.restore()
+    with redis.Redis(port=sentinel_servers.primary()) as primary:
+        _reset(primary)
+    return sentinel_servers
+
+
+@pytest.fixture
+def rc(cluster: LocalCluster) -> Iterator[redis.RedisCluster]:
+    conn = redis.RedisCluster.from_url(cluster.url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+async def arc(cluster: LocalCluster) -> AsyncIterator[redis.asyncio.RedisCluster]:
+    conn = redis.asyncio.RedisCluster.from_url(cluster.url)
+    yield conn
+    await conn.aclose()
+
+
+@pytest.fixture
+def cluster_client(rc: redis.RedisCluster, mode: str) -> pyredislua.Client:
+    return pyredislua.Client(rc, mode=mode)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def cluster_aclient(arc: redis.asyncio.RedisCluster, mode: str) -> pyredislua.AsyncClient:
+    return pyredislua.AsyncClient(arc, mode=mode)  # type: ignore[arg-type]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -14,7 +14,7 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 def _load_data(args: argparse.Namespace) -> int:
     from ..sample_data import generate, load
 
-    client = connect(args.url or DEFAULT_URL, args.mode)
+    client = connect(args.url or DEFAULT_URL, args.mode, cluster=args.cluster)
     data = generate(scale=args.scale, seed=args.seed)
 
     def progress(kind: str, done: int) -> None:
@@ -32,7 +32,7 @@ def _load_data(args: argparse.Namespace) -> int:
 def _store(args: argparse.Namespace) -> Any:
     from ..writebehind import WriteBehind
 
-    return WriteBehind(connect(args.url, args.mode), args.store)
+    return WriteBehind(connect(args.url, args.mode, cluster=args.cluster), args.store)
 
 
 def _wb_stats(args: argparse.Namespace) -> int:
@@ -62,7 +62,8 @@ def _wb_requeue(args: argparse.Namespace) -> int:
 def _cache_invalidate(args: argparse.Namespace) -> int:
     from ..cache import Cache
 
-    result = Cache(connect(args.url, args.mode), args.namespace).invalidate_tag(args.tag)
+    client = connect(args.url, args.mode, cluster=args.cluster)
+    result = Cache(client, args.namespace).invalidate_tag(args.tag)
     print(f"tag {args.tag!r}: generation {result.generation}, deleted {result.deleted}")
     return 0
 

@@ -10,7 +10,8 @@ from ..queue import JobInfo, Queue
 
 
 def _queue(args: argparse.Namespace) -> Queue:
-    return Queue(cli.connect(args.url, args.mode), args.queue, prefix=args.prefix)
+    client = cli.connect(args.url, args.mode, cluster=args.cluster)
+    return Queue(client, args.queue, prefix=args.prefix)
 
 
 def _payload(raw: bytes, width: int = 60) -> str:

@@ -15,7 +15,7 @@ def _decision_dict(d: Decision) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    client = cli.connect(args.url, args.mode)
+    client = cli.connect(args.url, args.mode, cluster=args.cluster)
     states = [client.run(inspect_call(key)) for key in args.key]
     if args.json:
         cli.print_json([vars(s) for s in states])
@@ -37,7 +37,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _reset(args: argparse.Namespace) -> int:
-    client = cli.connect(args.url, args.mode)
+    client = cli.connect(args.url, args.mode, cluster=args.cluster)
     # one call per key: keys given here need not share a hash tag
     existed = sum(client.run(reset_call([key])) for key in args.key)
     print(f"reset {len(args.key)} key(s); {existed} held state")
@@ -45,7 +45,7 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, peek: bool) -> int:
-    client = cli.connect(args.url, args.mode)
+    client = cli.connect(args.url, args.mode, cluster=args.cluster)
     rate = Rate.parse(args.rate).with_burst(args.burst)
     d = client.run(decide_call([Limit(args.algorithm, rate, args.key)], args.cost, peek=peek))
     if args.json:

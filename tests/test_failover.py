@@ -1,0 +1,190 @@
+"""Failover, for real: a replica promoted by ``CLUSTER FAILOVER`` or after its primary was
+killed (SIGKILL) in a 3-primary cluster, and a Sentinel-managed primary failed over the same two
+ways. Calls keep working after the promotion (the library replicates with FUNCTION LOAD; scripts
+are reloaded on NOSCRIPT), and what can be lost is measured: acknowledged jobs the promoted
+primary lacks. Each case is also a row of the fault table (``-m faults`` report)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
+
+import pyredislua
+from pyredislua.topology import LocalCluster, LocalSentinel
+from tests.clusterkit import Traffic, Writer, ause_lock, tags_by_primary, use_lock
+from tests.faultkit import FaultOutcome, FaultReport
+
+pytestmark = [pytest.mark.cluster, pytest.mark.faults]
+
+
+def _surfaced(traffic: Traffic, writer: Writer) -> str:
+    count = len(traffic.errors) + len(writer.errors)
+    if not count:
+        return "none"
+    times = sorted(traffic.error_times + writer.error_times)
+    return f"calls failed for {times[-1] - times[0]:.2f} s ({count} calls)"
+
+
+def _writer_client(make: Callable[[], pyredislua.Client], durable: bool) -> pyredislua.Client:
+    client = make()
+    return client.with_durability(DURABLE) if durable else client
+
+
+DURABLE = pyredislua.Durability(replicas=1, timeout=0.05, on_shortfall="raise")
+FAILOVERS = [  # (how, mode, writes confirmed by a replica)
+    pytest.param(False, "function", False, id="manual-function"),
+    pytest.param(False, "script", False, id="manual-script"),
+    pytest.param(True, "function", False, id="killed-function"),
+    pytest.param(True, "script", True, id="killed-script-durable"),
+]
+
+
+@pytest.mark.parametrize(("kill", "mode", "durable"), FAILOVERS)
+def test_cluster_failover_under_traffic(cluster: LocalCluster, mode: str, kill: bool,
+                                        durable: bool, fault_report: FaultReport) -> None:
+    victim = cluster.primaries()[0]
+    tags = [t for port_tags in tags_by_primary(cluster, 3).values() for t in port_tags]
+    conns: list[redis.RedisCluster] = []
+
+    def make_client() -> pyredislua.Client:
+        conns.append(redis.RedisCluster.from_url(cluster.url))
+        return pyredislua.Client(conns[-1], mode=mode)  # type: ignore[arg-type]
+
+    traffic = Traffic(make_client, tags).start()
+    writer = Writer(_writer_client(make_client, durable),
+                    tags_by_primary(cluster, prefix="w")[victim][0]).start()
+    try:
+        traffic.wait_for_calls(len(tags))
+        writer.wait_for_acks(20)
+        began = time.monotonic()
+        promoted = cluster.failover(victim, kill=kill)
+        errors_at_promotion = len(traffic.errors)
+        traffic.wait_for_calls(2 * len(tags))  # every primary serves again, the new one too
+        if durable and kill:  # the promoted primary has no replica to confirm writes
+            cluster.restore()  # until the killed one is back as its replica
+        writer.wait_for_acks(20)
+        recovery = time.monotonic() - began
+    finally:
+        traffic.stop()
+        writer.stop()
+    lost = writer.lost(make_client())
+    for conn in conns:
+        conn.close()
+    assert promoted != victim
+    assert not traffic.errors[errors_at_promotion:], "errors after the promotion"
+    if not kill or durable:  # a manual failover waits for the replica to catch up
+        assert lost == 0
+    if not kill:
+        assert traffic.errors == [] and writer.errors == []
+    fault_report.record(FaultOutcome(
+        f"Client on RedisCluster ({mode} mode{', durability=1' if durable else ''})",
+        "primary killed, replica elected" if kill else "CLUSTER FAILOVER",
+        recovered=True, recovery_s=recovery, surfaced=_surfaced(traffic, writer), lost=lost,
+        note=f"{len(writer.acked)} jobs acknowledged"
+             + (f", {writer.unconfirmed} reported unconfirmed" if durable else "")))
+
+
+async def test_cluster_failover_asyncio(cluster: LocalCluster,
+                                        arc: redis.asyncio.RedisCluster, mode: str) -> None:
+    client = pyredislua.AsyncClient(arc, mode=mode)  # type: ignore[arg-type]
+    tags = tags_by_primary(cluster)
+    for port_tags in tags.values():
+        await ause_lock(client, port_tags[0])
+    victim = cluster.primaries()[2]
+    cluster.failover(victim)
+    for port_tags in tags.values():  # the moved slots answer MOVED; redis-py follows
+        await ause_lock(client, port_tags[0])
+
+
+# -- Sentinel -----------------------------------------------------------------------------------
+
+
+def _sentinel_client(sentinel: LocalSentinel, mode: str) -> tuple[redis.Redis, pyredislua.Client]:
+    manager = redis.sentinel.Sentinel(sentinel.sentinel_addresses, socket_timeout=2)
+    conn = manager.master_for(sentinel.service, socket_timeout=2)
+    return conn, pyredislua.Client(conn, mode=mode)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kill", "mode", "durable"), [
+    pytest.param(False, "function", False, id="manual-function"),
+    pytest.param(False, "function", True, id="manual-function-durable"),
+    pytest.param(True, "script", False, id="killed-script"),
+    pytest.param(True, "script", True, id="killed-script-durable"),
+])
+def test_sentinel_failover_under_traffic(sentinel: LocalSentinel, mode: str, kill: bool,
+                                         durable: bool, fault_report: FaultReport) -> None:
+    """SENTINEL FAILOVER promotes the replica while the old primary still takes writes (it is
+    demoted afterwards): writes it acknowledged in between are lost; with durability=1 none
+    of those is acknowledged, each raises DurabilityError (the replica stopped confirming)."""
+    conns: list[redis.Redis] = []
+
+    def make_client() -> pyredislua.Client:
+        conn, client = _sentinel_client(sentinel, mode)
+        conns.append(conn)
+        return client
+
+    traffic = Traffic(make_client, ["s1", "s2", "s3"]).start()
+    writer = Writer(_writer_client(make_client, durable), "sw").start()
+    try:
+        traffic.wait_for_calls(10)
+        writer.wait_for_acks(20)
+        began = time.monotonic()
+        old = sentinel.primary()
+        new = sentinel.failover(kill=kill)
+        errors_at_promotion = len(traffic.errors)
+        traffic.wait_for_calls(10)
+        if durable and kill:  # no replica to confirm writes until the killed one is back
+            sentinel.restore()
+        writer.wait_for_acks(20)
+        recovery = time.monotonic() - began
+    finally:
+        traffic.stop()
+        writer.stop()
+    lost = writer.lost(make_client())
+    for conn in conns:
+        conn.close()
+    assert new != old
+    assert not traffic.errors[errors_at_promotion + 2:], "errors well after the promotion"
+    if durable:
+        assert lost == 0
+    fault_report.record(FaultOutcome(
+        f"Client on a Sentinel-managed primary ({mode} mode{', durability=1' if durable else ''})",
+        "primary killed, replica promoted" if kill else "SENTINEL FAILOVER",
+        recovered=True, recovery_s=recovery, surfaced=_surfaced(traffic, writer), lost=lost,
+        note=f"{len(writer.acked)} jobs acknowledged"
+             + (f", {writer.unconfirmed} reported unconfirmed" if durable else "")))
+
+
+async def test_sentinel_asyncio(sentinel: LocalSentinel, mode: str) -> None:
+    manager = redis.asyncio.sentinel.Sentinel(sentinel.sentinel_addresses, socket_timeout=2)
+    conn = manager.master_for(sentinel.service, socket_timeout=2)
+    client = pyredislua.AsyncClient(conn, mode=mode)  # type: ignore[arg-type]
+    try:
+        await ause_lock(client, "a1")
+        sentinel.failover()
+        for _ in range(50):  # the first calls may meet the demoted primary: redis-py reconnects
+            try:
+                await ause_lock(client, "a1")
+                break
+            except (redis.ConnectionError, redis.ReadOnlyError):
+                continue
+        await ause_lock(client, "a2")
+    finally:
+        await conn.aclose()
+
+
+def test_sentinel_sync_basics(sentinel: LocalSentinel, mode: str) -> None:
+    conn, client = _sentinel_client(sentinel, mode)
+    try:
+        report = client.load()
+        assert report.nodes == {f"sentinel:{sentinel.service}":
+                                "loaded" if mode == "function" else "scripts-loaded"}
+        use_lock(client, "b1")
+    finally:
+        conn.close()
