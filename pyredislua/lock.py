@@ -643,7 +643,7 @@ class _LockBase:
 class Lock(_LockBase):
     """A distributed lock on a sync :class:`~pyredislua.Client`.
 
-    ``with client.lock("orders", ttl=10) as lock: write(..., fence=lock.fence)``
+    ``with Lock(client, "orders", ttl=10) as lock: write(..., fence=lock.fence)``
 
     ttl: lease length in seconds. auto_renew: a watchdog renews the lease every ttl/3 while held.
     max_hold: cap on total hold time (seconds); renewal stops there and the lease lapses.
@@ -798,7 +798,7 @@ def _renewer_for(client: Client) -> _Renewer:
 class AsyncLock(_LockBase):
     """A distributed lock on an :class:`~pyredislua.AsyncClient`; see :class:`Lock`.
 
-    ``async with client.lock("orders") as lock: ...``. The watchdog is an asyncio task; release
+    ``async with Lock(client, "orders") as lock: ...``. The watchdog is an asyncio task; release
     is shielded from cancellation so a cancelled task never leaves the lock held until expiry.
     """
 

@@ -78,8 +78,26 @@ class Sleep:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Do:
+    """Call a function that is not Redis (a sink's write, a compute function, a handler) and
+    send its result back to the plan; what it raises is thrown into the plan at the ``yield``.
+
+    The sync driver calls it. The asyncio driver awaits what it returns when that is awaitable,
+    and, with ``thread`` set, runs a plain function in a worker thread first (a blocking sink such
+    as sqlite3 or psycopg's sync connection must not stall the event loop)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    thread: bool = False
+
+
 Batch = list[Command]
-Plan = Generator["Batch | Sleep", list[Any], T]
+Step = Batch | Sleep | Do
+# A plan yields steps and is sent what each produced: the replies of a batch (an error reply in
+# place of its reply, as an exception object), None after a Sleep, a Do's result. A transport
+# error of a batch, or what a Do raised, is thrown into the plan at its ``yield``.
+Plan = Generator[Step, Any, T]
 
 
 class _Retry:
