@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import redis
 
+from .engine.keysets import KeySet
 from .engine.protocol import (
     Call,
     Command,
@@ -114,14 +115,6 @@ class LockTimeoutError(LockError, TimeoutError):
     """A blocking acquire did not get the lock within its timeout."""
 
 
-def hash_tagged(name: str) -> str:
-    """``name`` as a hash-tagged key part: kept if it already carries a ``{tag}``."""
-    start = name.find("{")
-    if start >= 0 and name.find("}", start + 2) > start + 1:
-        return name
-    return "{" + name + "}"
-
-
 def _ms(seconds: float) -> int:
     """Seconds to whole milliseconds, rounding up so a positive duration never becomes 0."""
     if not math.isfinite(seconds) or seconds <= 0:
@@ -174,15 +167,13 @@ def _parse_state(reply: Any) -> LockState:
     return LockState(bool(int(reply[0])), owner, int(reply[2]), int(reply[3]), int(reply[4]))
 
 
-class LockKeys:
-    """The keys of one lock, all under one hash tag (one cluster slot)."""
+class LockKeys(KeySet, keyset="lock"):
+    """The keys of one lock (``lua/keysets/lock.keys``), all under one hash tag."""
 
-    def __init__(self, name: str, prefix: str = "prl") -> None:
-        base = f"{prefix}:lock:{hash_tagged(name)}"
-        self.lock = base
-        self.fence = base + ":fence"
-        self.signal = base + ":signal"
-        self.waiters = base + ":waiters"
+    lock: str
+    fence: str
+    signal: str
+    waiters: str
 
 
 # -- call specs: one per Lua operation ---------------------------------------------------------

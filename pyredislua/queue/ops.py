@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..engine.protocol import Call, text
-from ..lock import hash_tagged
+from ..kit import tagged_name
 
 State = Literal["ready", "delayed", "active", "dead"]
 Action = Literal["retry", "dead", "release"]
@@ -49,7 +49,7 @@ class QueueKeys:
 
     def __init__(self, name: str, prefix: str = "prl") -> None:
         self.name = name
-        self.base = f"{prefix}:q:{hash_tagged(name)}"
+        self.base = f"{prefix}:q:{tagged_name(name)}"
         self.all: tuple[str, ...] = tuple(f"{self.base}:{n}" for n in self.NAMES)
         self.ready, self.delayed, self.active, self.dead = self.all[:4]
         self.jobs, self.payloads, self.idem, self.prio, self.stats, self.marker = self.all[4:]

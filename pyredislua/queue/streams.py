@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..engine.protocol import Call, Command, Engine, Plan, text
-from ..lock import hash_tagged
+from ..kit import tagged_name
 from .ops import MAX_BATCH, _bytes, ms
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 class StreamKeys:
     def __init__(self, name: str, prefix: str = "prl") -> None:
-        base = f"{prefix}:sq:{hash_tagged(name)}"
+        base = f"{prefix}:sq:{tagged_name(name)}"
         self.base = base
         self.stream = base + ":stream"
         self.dead = base + ":dead"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..engine.protocol import Call, text
-from ..lock import hash_tagged
+from ..kit import tagged_name
 
 MAX_BATCH = 1000  # records per Lua call; bigger batches are split and pipelined
 MAX_ERROR = 4096  # bytes of error text kept with a failed record
@@ -25,7 +25,7 @@ class StoreKeys:
         if not name:
             raise ValueError("a write-behind store needs a name")
         self.name = name
-        self.base = f"{prefix}:wb:{hash_tagged(name)}"
+        self.base = f"{prefix}:wb:{tagged_name(name)}"
         self.all: tuple[str, ...] = tuple(f"{self.base}:{n}" for n in self.NAMES)
         (self.values, self.versions, self.meta, self.dirty, self.retry, self.claimed, self.dead,
          self.stats, self.signal) = self.all
