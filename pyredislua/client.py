@@ -790,7 +790,17 @@ class Client(_ClientBase):
 
     def run(self, call: Call[T], durability: Durability | int | None = None) -> T:
         """Run one operation in one round trip (two if its code had to be loaded first).
-        ``durability``: replica confirmation for this call (default: the client's)."""
+        ``durability``: replica confirmation for this call (default: the client's). A failure
+        goes to the call's ``recover`` when it has one."""
+        try:
+            return self._run(call, durability)
+        except Exception as error:
+            if call.recover is None:
+                raise
+            outcome = call.recover(error)
+        return self.run(outcome, durability) if isinstance(outcome, Call) else outcome
+
+    def _run(self, call: Call[T], durability: Durability | int | None) -> T:
         if durability is not None or self.engine.durability is not None:
             return self.drive(self.engine.run_one(call, durability=durability))
         args = self.engine.args(call)
@@ -866,6 +876,16 @@ class AsyncClient(_ClientBase):
                 error = exc
 
     async def run(self, call: Call[T], durability: Durability | int | None = None) -> T:
+        """See :meth:`Client.run`."""
+        try:
+            return await self._run(call, durability)
+        except Exception as error:
+            if call.recover is None:
+                raise
+            outcome = call.recover(error)
+        return await self.run(outcome, durability) if isinstance(outcome, Call) else outcome
+
+    async def _run(self, call: Call[T], durability: Durability | int | None) -> T:
         if durability is not None or self.engine.durability is not None:
             return await self.drive(self.engine.run_one(call, durability=durability))
         args = self.engine.args(call)
