@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Generic, TypeVar, overload
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call
 from ..kit import hash_tag, ms
+from .decorators import rate_limited
 from .ops import (
     MAX_COST,
     MAX_SLIDING_LOG_LIMIT,
@@ -255,8 +256,6 @@ class Limiter(Generic[C]):
               tag: str | Callable[..., str] | None = None) -> Callable[[F], F]:
         """Decorator: charge before each call, raise :class:`RateLimitExceeded` when denied.
         Works on sync functions (sync client) and ``async def`` ones (asyncio client)."""
-        from .decorators import rate_limited
-
         return rate_limited(self, key, cost=cost, tag=tag)
 
     def __repr__(self) -> str:
