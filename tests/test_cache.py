@@ -313,7 +313,7 @@ def test_load_data_command(redis_url: str, r: redis.Redis,
 
 
 def test_demo_section(client: pyredislua.Client) -> None:
-    from pyredislua.demos.cache import ORDER, demo
+    from pyredislua.cache.demo import ORDER, demo
 
     lines: list[str] = []
     demo(client, lines.append)

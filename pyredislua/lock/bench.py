@@ -17,9 +17,9 @@ from typing import Any
 
 import redis
 
+from ..bench._common import emit_json, print_table, rate, server_url
 from ..client import Client
 from ..lock import Lock
-from ._common import emit_json, print_table, rate, server_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

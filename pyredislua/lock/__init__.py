@@ -54,8 +54,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import redis
 
-from .engine.keysets import KeySet
-from .engine.protocol import (
+from ..engine.keysets import KeySet
+from ..engine.protocol import (
     Call,
     Command,
     Engine,
@@ -64,11 +64,11 @@ from .engine.protocol import (
     Plan,
     Sleep,
 )
-from .errors import LockError, LockLostError, LockNotOwnedError
-from .kit import TIMER_GRAIN, as_text, ms
+from ..errors import LockError, LockLostError, LockNotOwnedError
+from ..kit import TIMER_GRAIN, as_text, ms
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client
+    from ..client import AsyncClient, Client
 
 # A waiter's registration outlives its BLPOP by this much, covering the round trip back: a
 # waiter blocks only while it is surely registered.
