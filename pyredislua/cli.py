@@ -1,8 +1,9 @@
 """The ``pyredislua`` command line.
 
-Core commands live here; each area adds its own (``pyredislua queue ...``) from a module in
-``pyredislua/commands/`` exposing ``register(subparsers)``, and its benchmark from a module in
-``pyredislua/bench/`` exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Core commands live here. Each area package adds its own: ``pyredislua/<area>/commands.py``
+exposes ``register(subparsers)`` (``pyredislua queue ...``), ``pyredislua/<area>/bench.py``
+exposes ``add_arguments(parser)`` and ``run(args) -> int`` (``pyredislua bench <area>``); the
+benchmarks that span areas live in ``pyredislua/bench/``.
 Errors print as one line on stderr (exit status 1), never a traceback.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import pkgutil
 import sys
@@ -19,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
+from .areas import area_modules
 from .engine.protocol import MODES
 from .engine.render import render_library
 
@@ -180,11 +183,37 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return runner(args)
 
 
-def _discover(package: str) -> list[Any]:
-    pkg = importlib.import_module(package)
-    return [importlib.import_module(f"{package}.{m.name}")
-            for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name)
-            if not m.name.startswith("_")]
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def _load_data(args: argparse.Namespace) -> int:
+    from .sample_data import generate, load
+
+    client = connect(args.url or DEFAULT_URL, args.mode, cluster=args.cluster)
+    data = generate(scale=args.scale, seed=args.seed)
+
+    def progress(kind: str, done: int) -> None:
+        if not args.quiet:
+            print(f"\r  {kind:<13} {done:>7}", end="", file=sys.stderr, flush=True)
+
+    counts = load(client, data, progress=progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    for kind, n in counts.items():
+        print(f"{kind:<13} {n:>7}")
+    return 0
+
+
+def _benchmarks() -> list[tuple[str, Any]]:
+    """(name, module) of every benchmark: an area's ``bench`` module is named after the area,
+    the cross-area ones in ``pyredislua/bench/`` after their module."""
+    import pyredislua.bench as shared
+
+    found = [(m.__name__.split(".")[1], m) for m in area_modules("bench")]
+    for info in pkgutil.iter_modules(shared.__path__):
+        if not info.name.startswith("_"):
+            found.append((info.name, importlib.import_module(f"pyredislua.bench.{info.name}")))
+    return sorted(found, key=lambda item: item[0])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,10 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks against peers and the round-trip ceiling",
                            description="Benchmarks (tools, not tests).")
     bench_sub = bench.add_subparsers(dest="area", required=True, metavar="AREA")
-    for module in _discover("pyredislua.bench"):
-        if not hasattr(module, "run"):
-            continue
-        area = module.__name__.rsplit(".", 1)[1]
+    for area, module in _benchmarks():
         bp = bench_sub.add_parser(area, help=module.__doc__.strip().splitlines()[0]
                                   if module.__doc__ else area,
                                   description=module.__doc__)
@@ -238,7 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(bp)
         bp.set_defaults(run=_cmd_bench, bench_run=module.run)
 
-    for module in _discover("pyredislua.commands"):
+    p = sub.add_parser("load-data", help="load the sample enterprise data set",
+                       description="Load customers in tiers, product inventory, transactions, "
+                       "performance metrics and active sessions (cache entries and write-behind "
+                       f"stores). --url defaults to {DEFAULT_URL}.")
+    add_url(p, required=False)
+    p.add_argument("--scale", type=float, default=1.0, help="size multiplier (default 1)")
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=_load_data)
+
+    for module in area_modules("commands"):
         module.register(sub)
     return parser
 

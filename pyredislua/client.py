@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import threading
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -60,10 +61,6 @@ from .engine.protocol import (
     Sleep,
 )
 from .engine.render import Library, render_library
-
-if TYPE_CHECKING:
-    from .lock import AsyncLock, Lock
-    from .queue import AsyncQueue, Queue
 
 T = TypeVar("T")
 
@@ -541,11 +538,8 @@ def _deadline_of(batch: Batch) -> float | None:
     return min(deadlines) if deadlines else None
 
 
-def _run_batch_sync(conn: Any, batch: Batch | Sleep,
+def _run_batch_sync(conn: Any, batch: Batch,
                     deadlines: _DeadlineConnections | None = None) -> list[Any]:
-    if isinstance(batch, Sleep):
-        time.sleep(batch.seconds)
-        return []
     deadline = _deadline_of(batch)
     if deadline is not None and deadlines is not None:
         return _wrap_standalone(conn, batch, deadlines.run([c.args for c in batch], deadline))
@@ -693,10 +687,7 @@ async def _run_by_deadline_async(conn: Any, batch: Batch, deadline: float) -> li
         return [error] * len(batch)
 
 
-async def _run_batch_async(conn: Any, batch: Batch | Sleep) -> list[Any]:
-    if isinstance(batch, Sleep):
-        await asyncio.sleep(batch.seconds)
-        return []
+async def _run_batch_async(conn: Any, batch: Batch) -> list[Any]:
     deadline = _deadline_of(batch)
     if deadline is not None and _sends_once(conn):
         return _wrap_standalone(conn, batch, await _run_by_deadline_async(conn, batch, deadline))
@@ -769,17 +760,29 @@ class Client(_ClientBase):
         return Client(self.redis, engine=self.engine.with_durability(durability))
 
     def drive(self, plan: Plan[T]) -> T:
-        try:
-            batch = next(plan)
-            while True:
-                batch = plan.send(
-                    _run_batch_sync(self.redis, batch, self._deadline_connections(batch)))
-        except StopIteration as done:
-            result: T = done.value
-            return result
+        """Run a plan to its end: batches on this client, sleeps with ``time.sleep``, ``Do``
+        steps called here; a transport error or what a ``Do`` raised is thrown into the plan."""
+        send: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = plan.send(send) if error is None else plan.throw(error)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            send, error = None, None
+            try:
+                if isinstance(step, list):
+                    send = _run_batch_sync(self.redis, step, self._deadline_connections(step))
+                elif isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                else:
+                    send = step.fn(*step.args)
+            except Exception as exc:
+                error = exc
 
-    def _deadline_connections(self, batch: Batch | Sleep) -> _DeadlineConnections | None:
-        if isinstance(batch, Sleep) or not self._once or _deadline_of(batch) is None:
+    def _deadline_connections(self, batch: Batch) -> _DeadlineConnections | None:
+        if not self._once or _deadline_of(batch) is None:
             return None
         if self._deadlines is None:
             self._deadlines = _DeadlineConnections(self.redis)
@@ -787,7 +790,17 @@ class Client(_ClientBase):
 
     def run(self, call: Call[T], durability: Durability | int | None = None) -> T:
         """Run one operation in one round trip (two if its code had to be loaded first).
-        ``durability``: replica confirmation for this call (default: the client's)."""
+        ``durability``: replica confirmation for this call (default: the client's). A failure
+        goes to the call's ``recover`` when it has one."""
+        try:
+            return self._run(call, durability)
+        except Exception as error:
+            if call.recover is None:
+                raise
+            outcome = call.recover(error)
+        return self.run(outcome, durability) if isinstance(outcome, Call) else outcome
+
+    def _run(self, call: Call[T], durability: Durability | int | None) -> T:
         if durability is not None or self.engine.durability is not None:
             return self.drive(self.engine.run_one(call, durability=durability))
         args = self.engine.args(call)
@@ -825,16 +838,6 @@ class Client(_ClientBase):
     def server_libraries_by_node(self) -> dict[str, Any]:
         return self.drive(self.engine.server_state_by_node())
 
-    def lock(self, name: str, **options: Any) -> Lock:
-        from .lock import Lock
-
-        return Lock(self, name, **options)
-
-    def queue(self, name: str, **options: Any) -> Queue:
-        from .queue import Queue
-
-        return Queue(self, name, **options)
-
 
 class AsyncClient(_ClientBase):
     """pyredislua on an asyncio redis-py client (``redis.asyncio.Redis``,
@@ -847,15 +850,42 @@ class AsyncClient(_ClientBase):
         return AsyncClient(self.redis, engine=self.engine.with_durability(durability))
 
     async def drive(self, plan: Plan[T]) -> T:
-        try:
-            batch = next(plan)
-            while True:
-                batch = plan.send(await _run_batch_async(self.redis, batch))
-        except StopIteration as done:
-            result: T = done.value
-            return result
+        """See :meth:`Client.drive`; a ``Do`` result that is awaitable is awaited, and a plain
+        function marked ``thread`` runs in a worker thread."""
+        send: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = plan.send(send) if error is None else plan.throw(error)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            send, error = None, None
+            try:
+                if isinstance(step, list):
+                    send = await _run_batch_async(self.redis, step)
+                elif isinstance(step, Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif step.thread and not inspect.iscoroutinefunction(step.fn):
+                    send = await asyncio.to_thread(step.fn, *step.args)
+                else:
+                    send = step.fn(*step.args)
+                    if inspect.isawaitable(send):
+                        send = await send
+            except Exception as exc:
+                error = exc
 
     async def run(self, call: Call[T], durability: Durability | int | None = None) -> T:
+        """See :meth:`Client.run`."""
+        try:
+            return await self._run(call, durability)
+        except Exception as error:
+            if call.recover is None:
+                raise
+            outcome = call.recover(error)
+        return await self.run(outcome, durability) if isinstance(outcome, Call) else outcome
+
+    async def _run(self, call: Call[T], durability: Durability | int | None) -> T:
         if durability is not None or self.engine.durability is not None:
             return await self.drive(self.engine.run_one(call, durability=durability))
         args = self.engine.args(call)
@@ -894,15 +924,12 @@ class AsyncClient(_ClientBase):
     async def server_libraries_by_node(self) -> dict[str, Any]:
         return await self.drive(self.engine.server_state_by_node())
 
-    def lock(self, name: str, **options: Any) -> AsyncLock:
-        from .lock import AsyncLock
 
-        return AsyncLock(self, name, **options)
-
-    def queue(self, name: str, **options: Any) -> AsyncQueue:
-        from .queue import AsyncQueue
-
-        return AsyncQueue(self, name, **options)
+# What a primitive is bound to. Each primitive is one class generic over it: its methods build call
+# specs and plans (pure) and return what the client makes of them, the value on a Client and an
+# awaitable of it on an AsyncClient (typed with overloads on ``self``); see the README's
+# "Adding a primitive".
+AnyClient = TypeVar("AnyClient", Client, AsyncClient)
 
 
 class _PipelineBase:

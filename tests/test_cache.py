@@ -16,6 +16,7 @@ import redis
 import pyredislua
 from pyredislua.cache import HIT, MISS, NEGATIVE, STALE, AsyncCache, Cache, RawCodec, xfetch_early
 from pyredislua.engine.protocol import Call
+from pyredislua.lock import Lock
 from tests import faultkit
 from tests.conftest import snapshot
 
@@ -108,7 +109,7 @@ def test_early_recompute_is_single_flight(client: pyredislua.Client) -> None:
     cache = Cache(client, "xf1", ttl=60, beta=1e9)  # always early
     client.run(Call("cache.set", (cache.keys.entry("k"), cache.keys.generations),
                     (b'"old"', 60_000, 10, 0, 0)))
-    busy = client.lock(cache._lock_name("k"), ttl=10)
+    busy = Lock(client, cache._lock_name("k"), ttl=10)
     assert busy.acquire(blocking=False)
     assert cache.get_or_compute("k", lambda: "new") == "old"  # someone else recomputes
     busy.release()
@@ -121,7 +122,7 @@ def test_stale_value_served_while_another_recomputes(client: pyredislua.Client) 
     cache.set("k", "old")
     time.sleep(0.06)  # let the logical TTL run out (the key lives on for the grace period)
     assert cache.get("k").status == STALE
-    busy = client.lock(cache._lock_name("k"), ttl=10)
+    busy = Lock(client, cache._lock_name("k"), ttl=10)
     assert busy.acquire(blocking=False)
     assert cache.get_or_compute("k", lambda: "new") == "old"
     assert cache.stats.stale == 1
@@ -312,7 +313,7 @@ def test_load_data_command(redis_url: str, r: redis.Redis,
 
 
 def test_demo_section(client: pyredislua.Client) -> None:
-    from pyredislua.demos.cache import ORDER, demo
+    from pyredislua.cache.demo import ORDER, demo
 
     lines: list[str] = []
     demo(client, lines.append)

@@ -49,7 +49,7 @@ def test_render_loads_with_redis_cli_and_runs_with_fcall(redis_url: str, r: redi
     assert _redis_cli(redis_url, "FCALL", "pyredislua_v1_lock_release", "4", *keys,
                       "operator-1") == "1"
     # the Python side sees the same lock
-    lock = pyredislua.Client(r).lock("cli")
+    lock = pyredislua.Lock(pyredislua.Client(r), "cli")
     assert lock.acquire(blocking=False) and lock.fence == 2
     lock.release()
     bad = _redis_cli(redis_url, "FCALL", "pyredislua_v1_lock_acquire", "4", *keys, "x", "-5")

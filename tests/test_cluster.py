@@ -19,6 +19,7 @@ import redis.asyncio
 import pyredislua
 from pyredislua.engine.render import lua_root, render_library
 from pyredislua.lock import LockKeys, acquire_call, inspect_call, release_call
+from pyredislua.queue import Queue
 from pyredislua.topology import LocalCluster
 from tests.clusterkit import (
     ROOT,
@@ -264,7 +265,7 @@ def test_area_commands_work_on_a_cluster(cluster: LocalCluster, how: str,
     client = pyredislua.Client(redis.RedisCluster.from_url(cluster.url))
     names = [t for tags in tags_by_primary(cluster, prefix="q").values() for t in tags]
     for name in names:
-        client.queue(name).enqueue(b"job")
+        Queue(client, name).enqueue(b"job")
     for name in names:  # one queue on each primary: most are not on the URL's node
         code, out, err = _main(capsys, "queue", "stats", name, "--url", url, *flag, "--json")
         assert code == 0, err

@@ -26,6 +26,8 @@ import pyredislua
 import tests.edges
 from pyredislua.engine.header import ArgSpec, Header
 from pyredislua.engine.protocol import Call
+from pyredislua.lock import AsyncLock, Lock
+from pyredislua.queue import AsyncQueue, Queue
 from pyredislua.topology import LocalCluster
 from tests.clusterkit import slot_of
 
@@ -202,11 +204,11 @@ def _workflows(client: pyredislua.Client, n: int) -> None:
 
     for i in range(3):
         name = f"wf{n}-{i}"
-        lock = client.lock(name, ttl=10)
+        lock = Lock(client, name, ttl=10)
         assert lock.acquire(blocking=False)
         lock.release()
 
-        q = client.queue(name)
+        q = Queue(client, name)
         q.enqueue(b"a", priority=1)
         q.enqueue_many([q.job(b"b"), q.job(b"c", priority=2)])
         jobs = q.dequeue(count=3, timeout=0)
@@ -255,9 +257,9 @@ async def test_area_workflows_asyncio(cluster: LocalCluster, arc: redis.asyncio.
     client = pyredislua.AsyncClient(arc, mode=mode)  # type: ignore[arg-type]
     for i in range(3):
         name = f"awf-{i}"
-        async with client.lock(name, ttl=10) as lock:
+        async with AsyncLock(client, name, ttl=10) as lock:
             assert lock.fence >= 1
-        q = client.queue(name)
+        q = AsyncQueue(client, name)
         await q.enqueue(b"a")
         [job] = await q.dequeue(count=1, timeout=0)
         await q.ack(job)

@@ -64,6 +64,34 @@ def test_header_errors_are_reported() -> None:
                      "returns: x\n]]\n")
 
 
+def test_key_sets_are_declared_once() -> None:
+    from pyredislua.engine.header import parse_keyset
+    from pyredislua.engine.keysets import KeySet
+    from pyredislua.engine.render import load_keysets
+
+    lib = render_library()
+    sets = load_keysets()
+    assert "lock" in sets
+    for op in lib.operations.values():
+        if op.header.keyset:
+            assert op.header.keys == sets[op.header.keyset].keys, op.name
+    # the Python key class must name the set's keys, in order
+    with pytest.raises(TypeError, match="same names, same order"):
+        class Wrong(KeySet, keyset="lock"):
+            lock: str
+            signal: str
+            fence: str
+            waiters: str
+    with pytest.raises(HeaderError, match="not both"):
+        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nkeys: keyset lock\n"
+                     "  k: string; x\nreturns: x\n]]\n", keysets=sets)
+    with pytest.raises(HeaderError, match="no key set named"):
+        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nkeys: keyset nope\n"
+                     "returns: x\n]]\n", keysets=sets)
+    with pytest.raises(HeaderError, match="misses 'base'"):
+        parse_keyset("--[[\nkeyset: x\nsummary: s\nkeys:\n  k: string; x\n]]\n")
+
+
 def test_every_declared_key_has_a_type() -> None:
     lib = render_library()
     for op in lib.operations.values():

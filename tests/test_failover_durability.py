@@ -15,7 +15,8 @@ import redis.asyncio
 import pyredislua
 from pyredislua.bench.durability import SCENARIOS, Pair, measure
 from pyredislua.engine.protocol import OFF, Engine, Shortfall
-from pyredislua.lock import LockKeys, acquire_call, inspect_call, release_call
+from pyredislua.lock import Lock, LockKeys, acquire_call, inspect_call, release_call
+from pyredislua.queue import Queue
 from pyredislua.queue.ops import JobSpec, QueueKeys, enqueue_call
 from pyredislua.topology import LocalCluster
 from tests.clusterkit import tags_by_primary
@@ -73,7 +74,7 @@ def test_confirmed_writes(primary: redis.Redis) -> None:
         assert p.execute()[0] == 1
     assert _waits(primary) == 4  # the writes, not the read
     assert client.engine.shortfalls == 0
-    lock = client.lock("b", ttl=10)  # the areas' own APIs need no change
+    lock = Lock(client, "b", ttl=10)  # the areas' own APIs need no change
     with lock:
         pass
     assert _waits(primary) == 6  # acquire and release
@@ -114,7 +115,7 @@ def test_durability_per_call_and_per_primitive(primary: redis.Redis) -> None:
     plain.run(release_call(LockKeys("a"), "t"))
     assert _waits(primary) == 1  # the client's default: none
     durable = plain.with_durability(1)
-    durable.queue("payments").enqueue(b"1")
+    Queue(durable, "payments").enqueue(b"1")
     assert _waits(primary) == 2
     durable.run(release_call(LockKeys("a"), "t"), durability=OFF)
     assert _waits(primary) == 2

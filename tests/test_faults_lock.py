@@ -29,6 +29,8 @@ import redis.asyncio
 import pyredislua
 from pyredislua.lock import (
     RELEASED_UNCONFIRMED,
+    AsyncLock,
+    Lock,
     LockKeys,
     acquire_call,
     release_plan,
@@ -84,10 +86,10 @@ def test_restart_sync(restarting: FaultServer, fault_report: FaultReport) -> Non
     persisted = restarting.aof
     client = _client(restarting, socket_timeout=2)
     lost = threading.Event()
-    holder = client.lock("f", ttl=3, on_lost=lambda _lock: lost.set())
+    holder = Lock(client, "f", ttl=3, on_lost=lambda _lock: lost.set())
     assert holder.acquire(blocking=False)
     first_fence = holder.fence
-    waiter = _Waiter(client.lock("f", ttl=3, auto_renew=False), timeout=8)
+    waiter = _Waiter(Lock(client, "f", ttl=3, auto_renew=False), timeout=8)
     waiter.start()
     wait_for(lambda: _waiting(client, "f"), what="the waiter to register")
     restarting.crash_restart()
@@ -118,9 +120,9 @@ def test_restart_sync(restarting: FaultServer, fault_report: FaultReport) -> Non
 async def test_restart_async(restarting: FaultServer, fault_report: FaultReport) -> None:
     persisted = restarting.aof
     aclient = _aclient(restarting, socket_timeout=2)
-    holder = aclient.lock("f", ttl=3)
+    holder = AsyncLock(aclient, "f", ttl=3)
     assert await holder.acquire(blocking=False)
-    waiter = aclient.lock("f", ttl=3, auto_renew=False)
+    waiter = AsyncLock(aclient, "f", ttl=3, auto_renew=False)
     task = asyncio.create_task(waiter.acquire(timeout=8))
     sync = _client(restarting)
     while not _waiting(sync, "f"):
@@ -149,7 +151,7 @@ def test_blocking_acquire_retries_a_restart_until_its_deadline(
     deadline) and all get the lock once it is back, one after the other."""
     client = _client(fault_server)
     client.load()
-    waiters = [_Waiter(client.lock("f", ttl=5, auto_renew=False), timeout=6) for _ in range(6)]
+    waiters = [_Waiter(Lock(client, "f", ttl=5, auto_renew=False), timeout=6) for _ in range(6)]
     with fault_server.down():
         for w in waiters:
             w.start()
@@ -189,7 +191,7 @@ def test_pause_past_the_lease_sync(fault_server: FaultServer, fault_report: Faul
         c.run(acquire_call(LockKeys("warm"), "t", 1000))  # the code is loaded
     lost_at: list[float] = []
     lost = threading.Event()
-    holder = client.lock("f", ttl=1, on_lost=lambda _lock: (lost_at.append(time.monotonic()),
+    holder = Lock(client, "f", ttl=1, on_lost=lambda _lock: (lost_at.append(time.monotonic()),
                                                              lost.set()))
     inside = threading.Event()
     exit_errors: list[BaseException] = []
@@ -205,7 +207,7 @@ def test_pause_past_the_lease_sync(fault_server: FaultServer, fault_report: Faul
     holding = threading.Thread(target=hold, daemon=True)
     holding.start()
     inside.wait(5)
-    waiters = [_Waiter(c.lock("f", ttl=1, auto_renew=False), timeout=1.5)
+    waiters = [_Waiter(Lock(c, "f", ttl=1, auto_renew=False), timeout=1.5)
                for c in (client, retrying)]
     resume = fault_server.pause_for(3.0)
     deadline = holder.valid_until
@@ -225,7 +227,7 @@ def test_pause_past_the_lease_sync(fault_server: FaultServer, fault_report: Faul
     back = time.monotonic()
     holding.join(10)
     assert exit_errors, "leaving the block raises LockLostError"
-    again = client.lock("f", ttl=1, auto_renew=False)
+    again = Lock(client, "f", ttl=1, auto_renew=False)
     assert again.acquire(timeout=5)
     recovery = time.monotonic() - back
     assert again.fence is not None and holder.fence is not None and again.fence > holder.fence
@@ -244,7 +246,7 @@ async def test_pause_past_the_lease_async(fault_server: FaultServer,
     aclient = _aclient(fault_server, socket_timeout=0.3)
     await aclient.run(acquire_call(LockKeys("warm"), "t", 1000))
     lost_at: list[float] = []
-    holder = aclient.lock("f", ttl=1, on_lost=lambda _lock: lost_at.append(time.monotonic()))
+    holder = AsyncLock(aclient, "f", ttl=1, on_lost=lambda _lock: lost_at.append(time.monotonic()))
     inside = asyncio.Event()
 
     async def hold() -> None:
@@ -255,7 +257,7 @@ async def test_pause_past_the_lease_async(fault_server: FaultServer,
 
     holding = asyncio.create_task(hold())
     await asyncio.wait_for(inside.wait(), 5)
-    waiter = aclient.lock("f", ttl=1, auto_renew=False)
+    waiter = AsyncLock(aclient, "f", ttl=1, auto_renew=False)
     resume = fault_server.pause_for(3.0)
     deadline = holder.valid_until
     assert deadline is not None
@@ -285,9 +287,9 @@ async def test_pause_past_the_lease_async(fault_server: FaultServer,
 def test_client_kill_sync(fault_server: FaultServer, fault_report: FaultReport) -> None:
     client = _client(fault_server)
     lost = threading.Event()
-    holder = client.lock("f", ttl=1, on_lost=lambda _lock: lost.set())
+    holder = Lock(client, "f", ttl=1, on_lost=lambda _lock: lost.set())
     assert holder.acquire(blocking=False)
-    waiter = _Waiter(client.lock("f", ttl=1, auto_renew=False), timeout=8)
+    waiter = _Waiter(Lock(client, "f", ttl=1, auto_renew=False), timeout=8)
     waiter.start()
     wait_for(lambda: _waiting(client, "f"), what="the waiter to block")
     before = holder.valid_until or 0
@@ -312,9 +314,9 @@ def test_client_kill_sync(fault_server: FaultServer, fault_report: FaultReport) 
 
 async def test_client_kill_async(fault_server: FaultServer, fault_report: FaultReport) -> None:
     aclient = _aclient(fault_server)
-    holder = aclient.lock("f", ttl=1)
+    holder = AsyncLock(aclient, "f", ttl=1)
     assert await holder.acquire(blocking=False)
-    waiter = aclient.lock("f", ttl=1, auto_renew=False)
+    waiter = AsyncLock(aclient, "f", ttl=1, auto_renew=False)
     task = asyncio.create_task(waiter.acquire(timeout=8))
     sync = _client(fault_server)
     while not _waiting(sync, "f"):
@@ -339,9 +341,9 @@ async def test_client_kill_async(fault_server: FaultServer, fault_report: FaultR
 
 def test_out_of_memory_sync(fault_server: FaultServer, fault_report: FaultReport) -> None:
     client = _client(fault_server)
-    holder = client.lock("f", ttl=1)
+    holder = Lock(client, "f", ttl=1)
     assert holder.acquire(blocking=False)
-    newcomer = client.lock("g", ttl=5, auto_renew=False)
+    newcomer = Lock(client, "g", ttl=5, auto_renew=False)
     with fault_server.out_of_memory() as admin:
         admin.config_set("maxmemory", 1)  # well past the limit: no write fits, however small
         before = admin.dbsize()
@@ -366,9 +368,9 @@ def test_out_of_memory_sync(fault_server: FaultServer, fault_report: FaultReport
 
 async def test_out_of_memory_async(fault_server: FaultServer, fault_report: FaultReport) -> None:
     aclient = _aclient(fault_server)
-    holder = aclient.lock("f", ttl=1)
+    holder = AsyncLock(aclient, "f", ttl=1)
     assert await holder.acquire(blocking=False)
-    newcomer = aclient.lock("g", ttl=5, auto_renew=False)
+    newcomer = AsyncLock(aclient, "g", ttl=5, auto_renew=False)
     with fault_server.out_of_memory() as admin:
         admin.config_set("maxmemory", 1)  # well past the limit: no write fits, however small
         with pytest.raises(redis.exceptions.OutOfMemoryError):
@@ -400,7 +402,7 @@ def test_a_release_whose_reply_was_lost_is_not_misreported(
     came back), the lock re-sends it: the repeat finds the lock gone and replies 0, which must
     not become LockNotOwnedError nor mark the hold lost."""
     client = _client(fault_server)
-    lock = client.lock("f", ttl=5, auto_renew=False)
+    lock = Lock(client, "f", ttl=5, auto_renew=False)
     assert lock.acquire(blocking=False)
     plan, had_lease, valid = lock._start_release()
     batch = next(plan)  # the release command, as the driver would send it
@@ -436,7 +438,7 @@ def test_a_retried_acquire_gets_the_same_hold(fault_server: FaultServer) -> None
 def test_release_plan_gives_up_when_the_lease_is_over(fault_server: FaultServer) -> None:
     """Redis unreachable until the lease ran out by itself: the release stops retrying then."""
     client = _client(fault_server)
-    lock = client.lock("f", ttl=0.5, auto_renew=False)
+    lock = Lock(client, "f", ttl=0.5, auto_renew=False)
     assert lock.acquire(blocking=False)
     with fault_server.down():
         started = time.monotonic()

@@ -11,7 +11,7 @@ import redis
 
 import pyredislua
 import pyredislua.lock
-from pyredislua.lock import LockKeys, acquire_call, release_call
+from pyredislua.lock import AsyncLock, Lock, LockKeys, acquire_call, release_call
 
 pytestmark = pytest.mark.lock
 
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.lock
 def test_fences_increase_across_release_and_expiry(
     client: pyredislua.Client, r: redis.Redis
 ) -> None:
-    a = client.lock("res", ttl=10, auto_renew=False)
-    b = client.lock("res", ttl=10, auto_renew=False)
+    a = Lock(client, "res", ttl=10, auto_renew=False)
+    b = Lock(client, "res", ttl=10, auto_renew=False)
     assert a.acquire(blocking=False)
     first = a.fence
     a.release()
@@ -32,8 +32,8 @@ def test_fences_increase_across_release_and_expiry(
 
 
 def test_only_the_owner_extends_or_releases(client: pyredislua.Client) -> None:
-    holder = client.lock("res", ttl=10, auto_renew=False)
-    other = client.lock("res", ttl=10, auto_renew=False)
+    holder = Lock(client, "res", ttl=10, auto_renew=False)
+    other = Lock(client, "res", ttl=10, auto_renew=False)
     assert holder.acquire(blocking=False)
     assert not other.acquire(blocking=False)
     with pytest.raises(pyredislua.LockNotOwnedError):
@@ -48,7 +48,7 @@ def test_only_the_owner_extends_or_releases(client: pyredislua.Client) -> None:
 
 
 def test_extend_never_resurrects(client: pyredislua.Client, r: redis.Redis) -> None:
-    lock = client.lock("res", ttl=10, auto_renew=False)
+    lock = Lock(client, "res", ttl=10, auto_renew=False)
     assert lock.acquire(blocking=False)
     r.delete(lock.keys.lock)
     with pytest.raises(pyredislua.LockNotOwnedError):
@@ -66,8 +66,8 @@ def test_retried_acquire_is_idempotent(client: pyredislua.Client) -> None:
 
 
 def test_blocking_timeout_is_honoured_to_the_millisecond(client: pyredislua.Client) -> None:
-    holder = client.lock("res", ttl=30, auto_renew=False)
-    waiter = client.lock("res", ttl=30, auto_renew=False)
+    holder = Lock(client, "res", ttl=30, auto_renew=False)
+    waiter = Lock(client, "res", ttl=30, auto_renew=False)
     assert holder.acquire(blocking=False)
     for timeout in (0.005, 0.05, 0.25):
         start = time.monotonic()
@@ -77,8 +77,8 @@ def test_blocking_timeout_is_honoured_to_the_millisecond(client: pyredislua.Clie
 
 
 def test_release_wakes_a_blocked_waiter(client: pyredislua.Client) -> None:
-    holder = client.lock("res", ttl=30, auto_renew=False)
-    waiter = client.lock("res", ttl=30, auto_renew=False)
+    holder = Lock(client, "res", ttl=30, auto_renew=False)
+    waiter = Lock(client, "res", ttl=30, auto_renew=False)
     assert holder.acquire(blocking=False)
     blocked = threading.Event()
     got: list[float] = []
@@ -103,7 +103,7 @@ def test_release_wakes_a_blocked_waiter(client: pyredislua.Client) -> None:
 
 
 def test_releaser_cannot_barge_ahead_of_a_waiter(client: pyredislua.Client) -> None:
-    holder = client.lock("res", ttl=30, auto_renew=False, handoff=10)
+    holder = Lock(client, "res", ttl=30, auto_renew=False, handoff=10)
     waiter_keys = LockKeys("res")
     assert holder.acquire(blocking=False)
     # a waiter registers (as a blocking acquire does) but has not popped its ticket yet
@@ -114,14 +114,14 @@ def test_releaser_cannot_barge_ahead_of_a_waiter(client: pyredislua.Client) -> N
 
 
 def test_context_manager_raises_on_timeout(client: pyredislua.Client) -> None:
-    holder = client.lock("res", ttl=30, auto_renew=False)
+    holder = Lock(client, "res", ttl=30, auto_renew=False)
     assert holder.acquire(blocking=False)
-    with pytest.raises(pyredislua.LockTimeoutError), client.lock("res", blocking_timeout=0.01):
+    with pytest.raises(pyredislua.LockTimeoutError), Lock(client, "res", blocking_timeout=0.01):
         pass
 
 
 def test_watchdog_keeps_a_short_lease_alive(client: pyredislua.Client) -> None:
-    lock = client.lock("res", ttl=0.3)
+    lock = Lock(client, "res", ttl=0.3)
     with lock:
         end = time.monotonic() + 0.9  # three leases long
         while time.monotonic() < end:
@@ -133,7 +133,7 @@ def test_watchdog_keeps_a_short_lease_alive(client: pyredislua.Client) -> None:
 
 def test_watchdog_reports_a_lost_lease(client: pyredislua.Client, r: redis.Redis) -> None:
     lost = threading.Event()
-    lock = client.lock("res", ttl=0.3, on_lost=lambda _lock: lost.set())
+    lock = Lock(client, "res", ttl=0.3, on_lost=lambda _lock: lost.set())
     with pytest.raises(pyredislua.LockLostError), lock:
         r.delete(lock.keys.lock)  # the lease vanished (expired during a pause, or failover)
         assert lost.wait(5)
@@ -142,7 +142,7 @@ def test_watchdog_reports_a_lost_lease(client: pyredislua.Client, r: redis.Redis
 
 def test_max_hold_caps_renewal(client: pyredislua.Client) -> None:
     lost = threading.Event()
-    lock = client.lock("res", ttl=1.0, max_hold=1.2, on_lost=lambda _lock: lost.set())
+    lock = Lock(client, "res", ttl=1.0, max_hold=1.2, on_lost=lambda _lock: lost.set())
     started = time.monotonic()
     with pytest.raises(pyredislua.LockLostError, match="max_hold"), lock:
         assert lost.wait(5)
@@ -154,13 +154,13 @@ def test_max_hold_caps_renewal(client: pyredislua.Client) -> None:
 def test_lease_outliving_work_without_watchdog_is_reported(
     client: pyredislua.Client, r: redis.Redis
 ) -> None:
-    lock = client.lock("res", ttl=10, auto_renew=False)
+    lock = Lock(client, "res", ttl=10, auto_renew=False)
     with pytest.raises(pyredislua.LockLostError), lock:
         r.delete(lock.keys.lock)
 
 
 def test_tokens_belong_to_lock_objects_not_threads(client: pyredislua.Client) -> None:
-    lock = client.lock("res", ttl=10, auto_renew=False)
+    lock = Lock(client, "res", ttl=10, auto_renew=False)
     assert lock.acquire(blocking=False)
     t = threading.Thread(target=lock.release)  # another thread may release this object's hold
     t.start()
@@ -169,26 +169,26 @@ def test_tokens_belong_to_lock_objects_not_threads(client: pyredislua.Client) ->
 
 
 async def test_async_lock(aclient: pyredislua.AsyncClient) -> None:
-    async with aclient.lock("res", ttl=0.2) as lock:
+    async with AsyncLock(aclient, "res", ttl=0.2) as lock:
         first = lock.fence
         end = time.monotonic() + 0.7
         while time.monotonic() < end:  # the watchdog task renews across several leases
             assert await lock.owned()
             await asyncio.sleep(0.02)
     assert not (await lock.inspect()).held
-    other = aclient.lock("res")
+    other = AsyncLock(aclient, "res")
     assert await other.acquire(blocking=False)
     assert other.fence is not None and first is not None and other.fence > first
     await other.release()
 
 
 async def test_async_waiters_are_served_in_order(aclient: pyredislua.AsyncClient) -> None:
-    holder = aclient.lock("res", auto_renew=False)
+    holder = AsyncLock(aclient, "res", auto_renew=False)
     assert await holder.acquire(blocking=False)
     order: list[int] = []
 
     async def wait(i: int) -> None:
-        lock = aclient.lock("res", auto_renew=False)
+        lock = AsyncLock(aclient, "res", auto_renew=False)
         assert await lock.acquire(timeout=10)
         order.append(i)
         await lock.release()
@@ -204,14 +204,14 @@ async def test_async_waiters_are_served_in_order(aclient: pyredislua.AsyncClient
 
 
 async def test_cancelled_release_still_releases(aclient: pyredislua.AsyncClient) -> None:
-    lock = aclient.lock("res")
+    lock = AsyncLock(aclient, "res")
     assert await lock.acquire(blocking=False)
     task = asyncio.create_task(lock.release())
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    probe = aclient.lock("res")
+    probe = AsyncLock(aclient, "res")
     assert await probe.acquire(timeout=2)  # the shielded release went through
     await probe.release()
 
@@ -240,7 +240,7 @@ async def test_async_watchdog_reports_a_lost_lease(
     aclient: pyredislua.AsyncClient, r: redis.Redis
 ) -> None:
     lost = asyncio.Event()
-    lock = aclient.lock("res", ttl=0.3, on_lost=lambda _lock: lost.set())
+    lock = AsyncLock(aclient, "res", ttl=0.3, on_lost=lambda _lock: lost.set())
     with pytest.raises(pyredislua.LockLostError):
         async with lock:
             r.delete(lock.keys.lock)
@@ -249,8 +249,8 @@ async def test_async_watchdog_reports_a_lost_lease(
 
 
 async def test_async_blocking_acquire_is_woken_by_release(aclient: pyredislua.AsyncClient) -> None:
-    holder = aclient.lock("res", auto_renew=False)
-    waiter = aclient.lock("res", auto_renew=False)
+    holder = AsyncLock(aclient, "res", auto_renew=False)
+    waiter = AsyncLock(aclient, "res", auto_renew=False)
     assert await holder.acquire(blocking=False)
     task = asyncio.create_task(waiter.acquire(timeout=10))
     while (await holder.inspect()).waiters == 0:
@@ -266,8 +266,8 @@ async def test_async_blocking_acquire_is_woken_by_release(aclient: pyredislua.As
 def test_works_with_decoded_responses(redis_url: str, r: redis.Redis, mode: str) -> None:
     conn = redis.Redis.from_url(redis_url, decode_responses=True)
     client = pyredislua.Client(conn, mode=mode)  # type: ignore[arg-type]
-    holder = client.lock("res", auto_renew=False)
-    waiter = client.lock("res", auto_renew=False)
+    holder = Lock(client, "res", auto_renew=False)
+    waiter = Lock(client, "res", auto_renew=False)
     assert holder.acquire(blocking=False)
     state = holder.inspect()
     assert state.owner == holder.token and state.fence == holder.fence
@@ -283,8 +283,8 @@ def test_works_with_decoded_responses(redis_url: str, r: redis.Redis, mode: str)
 
 
 def test_a_grant_takes_the_waiters_own_lease(client: pyredislua.Client) -> None:
-    holder = client.lock("res", ttl=30, auto_renew=False)
-    waiter = client.lock("res", ttl=5, auto_renew=False)
+    holder = Lock(client, "res", ttl=30, auto_renew=False)
+    waiter = Lock(client, "res", ttl=5, auto_renew=False)
     assert holder.acquire(blocking=False)
     t = threading.Thread(target=lambda: waiter.acquire(timeout=10))
     t.start()

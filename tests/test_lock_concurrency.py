@@ -12,6 +12,7 @@ import pytest
 import redis
 
 import pyredislua
+from pyredislua.lock import Lock
 
 pytestmark = [pytest.mark.lock, pytest.mark.perf]
 
@@ -25,7 +26,7 @@ def _worker(url: str, mode: str, barrier: Any, out: Any) -> None:
     records = []
     barrier.wait()
     for _ in range(HOLDS_EACH):
-        with client.lock("counter", ttl=30, auto_renew=False) as lock:
+        with Lock(client, "counter", ttl=30, auto_renew=False) as lock:
             start = time.monotonic_ns()
             value = int(conn.get("counter") or 0)  # deliberately not atomic
             conn.set("counter", value + 1)

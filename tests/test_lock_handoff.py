@@ -22,7 +22,7 @@ import pytest
 import redis
 
 import pyredislua
-from pyredislua.lock import LockKeys, acquire_call, inspect_call, release_call
+from pyredislua.lock import Lock, LockKeys, acquire_call, inspect_call, release_call
 from tests.faultkit import wait_for
 
 pytestmark = pytest.mark.lock
@@ -57,13 +57,13 @@ def test_a_grant_made_before_the_waiters_call_is_not_counted_from_its_call(
     the next blocking acquire, which counted the lease from its own, later, send time."""
     keys = LockKeys("res")
     # the grant stays reserved for registered waiters for 2 s (handoff)
-    holder = client.lock("res", ttl=2, auto_renew=False, handoff=2)
+    holder = Lock(client, "res", ttl=2, auto_renew=False, handoff=2)
     assert holder.acquire(blocking=False)
     assert not client.run(acquire_call(keys, "ghost", 2_000, 10_000)).acquired  # then dies
     holder.release()
     assert (client.run(inspect_call(keys)).owner or "").startswith("grant:")
     wait_for(lambda: 0 < r.pttl(keys.lock) <= 1_700, what="the unpopped grant to age")
-    waiter = client.lock("res", ttl=2, auto_renew=False)
+    waiter = Lock(client, "res", ttl=2, auto_renew=False)
     assert waiter.acquire(timeout=1)
     server_left_ms = r.pttl(keys.lock)
     after = time.monotonic()
@@ -135,13 +135,13 @@ def test_python_waiters_hold_their_own_lease_and_leave_no_stray(client: pyredisl
                                                                 r: redis.Redis) -> None:
     """Through the Python API: a hand-off chain of waiters with different TTLs; every grant is
     used, every lease is the holder's own, and the lock ends free with one fence per hold."""
-    holder = client.lock("res", ttl=30, auto_renew=False, requeue=False)
+    holder = Lock(client, "res", ttl=30, auto_renew=False, requeue=False)
     assert holder.acquire(blocking=False)
     leases: list[int] = []
     done = threading.Barrier(4)
 
     def wait(ttl: float) -> None:
-        lock = client.lock("res", ttl=ttl, auto_renew=False, requeue=False)
+        lock = Lock(client, "res", ttl=ttl, auto_renew=False, requeue=False)
         assert lock.acquire(timeout=10)
         leases.append(lock.inspect().pttl_ms)
         lock.release()

@@ -12,7 +12,7 @@ import redis
 
 import pyredislua
 from pyredislua.cache import Cache
-from pyredislua.lock import LockKeys, acquire_call, release_call
+from pyredislua.lock import Lock, LockKeys, acquire_call, release_call
 from tests.faultkit import wait_for
 
 pytestmark = pytest.mark.lock
@@ -25,12 +25,12 @@ def _left(r: redis.Redis) -> dict[bytes, int]:
 
 def _full_run(client: pyredislua.Client, fences: str) -> LockKeys:
     keys = LockKeys("life")
-    holder = client.lock("life", ttl=5, fences=fences)  # with its watchdog
+    holder = Lock(client, "life", ttl=5, fences=fences)  # with its watchdog
     assert holder.acquire(blocking=False)
     done = threading.Barrier(4)
 
     def wait() -> None:
-        lock = client.lock("life", ttl=5, auto_renew=False, fences=fences)
+        lock = Lock(client, "life", ttl=5, auto_renew=False, fences=fences)
         assert lock.acquire(timeout=10)
         lock.release()  # hands off to the next waiter
         done.wait(10)
@@ -47,13 +47,13 @@ def _full_run(client: pyredislua.Client, fences: str) -> LockKeys:
     for t in waiters:
         t.join(10)
     # a grant nobody pops: its waiter registered and died
-    crashed = client.lock("life", ttl=0.2, auto_renew=False, fences=fences)
+    crashed = Lock(client, "life", ttl=0.2, auto_renew=False, fences=fences)
     assert crashed.acquire(timeout=2)  # takes over a grant waiting for "abandoned", if any
     assert not client.run(acquire_call(keys, "dies", 200, 300, fence_ttl)).acquired
     assert client.run(release_call(keys, crashed.token, 200)) == 2
     # a holder that crashes: its lease runs out
     wait_for(lambda: not holder.locked(), what="the unpopped grant to expire")
-    last = client.lock("life", ttl=0.2, auto_renew=False, fences=fences)
+    last = Lock(client, "life", ttl=0.2, auto_renew=False, fences=fences)
     assert last.acquire(timeout=2)
     return keys
 

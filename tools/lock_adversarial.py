@@ -63,6 +63,7 @@ def _worker(url: str, mode: str, out: str, until: float, seed: int) -> None:
 
     import pyredislua
     from pyredislua.errors import LockNotOwnedError
+    from pyredislua.lock import Lock
 
     r = redis.Redis.from_url(url)
     client = pyredislua.Client(r, mode=mode)  # type: ignore[arg-type]
@@ -70,7 +71,7 @@ def _worker(url: str, mode: str, out: str, until: float, seed: int) -> None:
     rng = random.Random(seed)
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     while time.monotonic() < until:
-        lock = client.lock(NAME, ttl=rng.uniform(0.001, 0.005), auto_renew=False,
+        lock = Lock(client, NAME, ttl=rng.uniform(0.001, 0.005), auto_renew=False,
                            requeue=rng.random() < 0.5)
         # half sleep out a short timeout locally, half block on the signal list (BLPOP)
         timeout = rng.uniform(0.001, 0.03) if rng.random() < 0.5 else rng.uniform(0.15, 0.6)

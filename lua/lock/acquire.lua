@@ -5,11 +5,7 @@ summary: Take the lock for an owner token and return a fencing token, or report 
 flags: none
 resend: safe
 includes: lock
-keys:
-  lock: hash; {owner, fence, fttl, grant_until, granted_by, gw, gd}; expires with the lease
-  fence: string; fencing counter; never goes backwards; no TTL unless fence_ttl_ms makes it ephemeral
-  signal: list; holds the grant a release handed to the longest-blocked waiter (BLPOP); expires with the lock
-  waiters: zset; waiting tokens scored by the server time their registration ends, and '' scored by minus the shortest lease a waiter asked for
+keys: keyset lock
 argv:
   token: str 1..256; the owner token (unique per holder)
   ttl_ms: int 1..1000000000000; lease length in milliseconds

@@ -5,11 +5,7 @@ summary: Release a held lock (owner only); if a live waiter is registered, grant
 flags: allow-oom
 resend: once
 includes: lock
-keys:
-  lock: hash; {owner, fence, fttl, grant_until, granted_by, gw, gd}
-  fence: string; fencing counter; a grant takes the next fence
-  signal: list; what a waiter blocks on (BLPOP); holds at most the one live grant, expiring with the lock
-  waiters: zset; waiting tokens scored by the server time their registration ends, and '' scored by minus the shortest lease a waiter asked for
+keys: keyset lock
 argv:
   token: str 1..256; the owner token: your own, or the grant you popped
   ttl_ms: int 1..1000000000000 = 30000; your lease: what a grant carries when no registered waiter declared one, and the lease of your requeue registration

@@ -36,6 +36,8 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from ..engine.protocol import Command, Plan
 from ..errors import LockNotOwnedError
+from ..kit import ms
+from ..lock import AsyncLock, Lock
 from ..writebehind.effects import Do, Flow, Redis, drive_async, drive_sync
 from .ops import (
     HIT,
@@ -107,14 +109,6 @@ class CacheStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _ms(seconds: float, name: str, *, allow_zero: bool = False) -> int:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(
-            seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                         f"number of seconds, got {seconds!r}")
-    return max(0 if seconds == 0 else 1, math.ceil(seconds * 1000 - 1e-9))
-
-
 def _tag_scan(keys: CacheKeys, tag: str, cursor: int, count: int) -> Plan[tuple[int, list[str]]]:
     [reply] = yield [Command(("SSCAN", keys.tag_set(tag), cursor, "COUNT", count))]
     if isinstance(reply, BaseException):
@@ -133,9 +127,9 @@ class _CacheBase:
                  seed: int | None = None) -> None:
         self.keys = CacheKeys(namespace, prefix)
         self.namespace = namespace
-        self.ttl_ms = _ms(ttl, "ttl")
-        self.negative_ttl_ms = _ms(negative_ttl, "negative_ttl")
-        self.grace_ms = _ms(grace, "grace", allow_zero=True)
+        self.ttl_ms = ms(ttl, "ttl")
+        self.negative_ttl_ms = ms(negative_ttl, "negative_ttl")
+        self.grace_ms = ms(grace, "grace", allow_zero=True)
         if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         self.beta = float(beta)
@@ -160,7 +154,7 @@ class _CacheBase:
 
     def _ttl(self, ttl: float | None, negative: bool) -> int:
         if ttl is not None:
-            return _ms(ttl, "ttl")
+            return ms(ttl, "ttl")
         return self.negative_ttl_ms if negative else self.ttl_ms
 
     def _decode(self, entry: Entry) -> Any:
@@ -299,7 +293,7 @@ class Cache(_CacheBase):
         # a short-lived mutex per cache key: no fence is stored anywhere, so the counter is
         # ephemeral (it expires with the lock's disuse instead of staying for every key ever
         # computed)
-        return self.client.lock(self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
+        return Lock(self.client, self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
 
     def get(self, key: str) -> Entry:
         """The raw entry (status, value bytes, delta, remaining TTL); counts nothing."""
@@ -361,7 +355,7 @@ class AsyncCache(_CacheBase):
         # a short-lived mutex per cache key: no fence is stored anywhere, so the counter is
         # ephemeral (it expires with the lock's disuse instead of staying for every key ever
         # computed)
-        return self.client.lock(self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
+        return AsyncLock(self.client, self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
 
     async def get(self, key: str) -> Entry:
         return await self.client.run(get_call(self.keys, key))

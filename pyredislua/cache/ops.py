@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.protocol import Call
-from ..lock import hash_tagged
+from ..kit import tagged_name
 
 MISS, HIT, NEGATIVE, STALE = 0, 1, 2, 3
 MAX_VALUE = 8 * 1024 * 1024
@@ -25,7 +25,7 @@ class CacheKeys:
         if not namespace or "{" in namespace or "}" in namespace:
             raise ValueError(f"a cache namespace must be non-empty, without braces: {namespace!r}")
         self.namespace = namespace
-        self.base = f"{prefix}:cache:{hash_tagged(namespace)}"
+        self.base = f"{prefix}:cache:{tagged_name(namespace)}"
         self.generations = f"{self.base}:tags"
 
     def entry(self, key: str) -> str:

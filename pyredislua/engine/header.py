@@ -21,6 +21,10 @@ Format (a Lua block comment, one ``key: value`` per line, sections indented by t
       BADARG: an argument is out of range
     ]]
 
+A header may name a key set instead of listing keys: ``keys: keyset queue`` takes the keys of
+``lua/keysets/queue.keys`` (see :func:`parse_keyset`), in their order; the primitive's Python key
+class is built from the same file, so the two cannot disagree.
+
 Every key declares the Redis type it holds first: ``string``, ``hash``, ``list``, ``set``,
 ``zset``, ``stream``, or ``any`` (a key whose type depends on the caller, e.g. any limiter's key).
 Under ``keys: variadic`` the entries describe KEYS positions in order, the last one repeating.
@@ -39,6 +43,7 @@ this block, so the header cannot drift from what the script enforces.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
@@ -104,6 +109,7 @@ class Header:
     returns: str
     errors: tuple[tuple[str, str], ...]
     variadic_keys: bool = False
+    keyset: str | None = None  # the key set the keys come from, if the header names one
     resend: str = "safe"  # one of RESEND
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -199,8 +205,53 @@ def key_type_at(header: Header, position: int) -> str:
     return header.keys[min(position, len(header.keys)) - 1].type
 
 
-def parse_header(text: str, where: str = "<lua>") -> Header:
-    """Parse the contract header of a Lua operation source."""
+@dataclass(frozen=True)
+class KeySetSpec:
+    """A named set of keys shared by a primitive's operations (``lua/keysets/<name>.keys``).
+
+    Its keys live under ``<prefix>:<base>:<tagged name>``: the key named like the set is that
+    base itself, every other key is ``<base key>:<key name>``."""
+
+    name: str
+    base: str
+    summary: str
+    keys: tuple[KeySpec, ...]
+
+
+def parse_keyset(text: str, where: str = "<keyset>") -> KeySetSpec:
+    """Parse a key set file: a ``--[[ ... ]]`` block with ``keyset:``, ``base:``, ``summary:``
+    and a ``keys:`` section written as in an operation header."""
+    raw, _ = extract_header(text)
+    top: dict[str, str] = {}
+    entries: list[tuple[str, str]] = []
+    in_keys = False
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, sep, value = line.strip().partition(":")
+        if not sep:
+            raise HeaderError(f"{where}:{lineno}: expected 'name: text', got {line!r}")
+        if line.startswith("  ") and in_keys:
+            entries.append((key.strip(), value.strip()))
+        else:
+            in_keys = key.strip() == "keys"
+            top[key.strip()] = value.strip()
+    for required in ("keyset", "base", "summary"):
+        if not top.get(required):
+            raise HeaderError(f"{where}: key set misses {required!r}")
+    if not entries:
+        raise HeaderError(f"{where}: key set lists no keys")
+    keys = tuple(_parse_key(k, d, where) for k, d in entries)
+    names = [k.name for k in keys]
+    if len(set(names)) != len(names) or not all(_IDENT.match(n) for n in names):
+        raise HeaderError(f"{where}: key names must be distinct lowercase identifiers")
+    return KeySetSpec(top["keyset"], top["base"], top["summary"], keys)
+
+
+def parse_header(text: str, where: str = "<lua>",
+                 keysets: Mapping[str, KeySetSpec] | None = None) -> Header:
+    """Parse the contract header of a Lua operation source (``keysets``: the key sets a header
+    may name, by name)."""
     raw, _ = extract_header(text)
     top: dict[str, str] = {}
     sections: dict[str, list[tuple[str, str]]] = {}
@@ -227,6 +278,8 @@ def parse_header(text: str, where: str = "<lua>") -> Header:
             sections[key] = [("", value)] if (key == "returns" and value) else []
             if key == "keys" and value == "variadic":
                 top["variadic_keys"] = "yes"
+            elif key == "keys" and value.startswith("keyset "):
+                top["keyset"] = value.removeprefix("keyset ").strip()
         else:
             current = None
             top[key] = value
@@ -250,6 +303,13 @@ def parse_header(text: str, where: str = "<lua>") -> Header:
         raise HeaderError(f"{where}: header misses 'returns'")
 
     keys = tuple(_parse_key(k, d, where) for k, d in sections.get("keys", []))
+    keyset = top.get("keyset")
+    if keyset is not None:
+        if keys:
+            raise HeaderError(f"{where}: a header names a key set or lists keys, not both")
+        if keyset not in (keysets or {}):
+            raise HeaderError(f"{where}: no key set named {keyset!r} (lua/keysets/{keyset}.keys)")
+        keys = (keysets or {})[keyset].keys
     argv = tuple(_parse_arg(k, d, where) for k, d in sections.get("argv", []))
     names = [k.name for k in keys] + [a.name for a in argv]
     for n in names:
@@ -279,7 +339,9 @@ def parse_header(text: str, where: str = "<lua>") -> Header:
         returns=" ".join(d for _, d in sections["returns"]).strip(),
         errors=errors,
         variadic_keys=top.get("variadic_keys") == "yes",
+        keyset=keyset,
         resend=resend,
         extra={k: v for k, v in top.items()
-               if k not in ("name", "version", "summary", "flags", "resend")},
+               if k not in ("name", "version", "summary", "flags", "resend", "keyset",
+                            "variadic_keys")},
     )

@@ -23,6 +23,7 @@ from ..errors import (
     LibraryPermissionError,
     from_reply,
 )
+from ..kit import as_text
 from .compat import VERSION_PROBE, check_version
 from .render import Library, Operation
 
@@ -78,8 +79,26 @@ class Sleep:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Do:
+    """Call a function that is not Redis (a sink's write, a compute function, a handler) and
+    send its result back to the plan; what it raises is thrown into the plan at the ``yield``.
+
+    The sync driver calls it. The asyncio driver awaits what it returns when that is awaitable,
+    and, with ``thread`` set, runs a plain function in a worker thread first (a blocking sink such
+    as sqlite3 or psycopg's sync connection must not stall the event loop)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    thread: bool = False
+
+
 Batch = list[Command]
-Plan = Generator["Batch | Sleep", list[Any], T]
+Step = Batch | Sleep | Do
+# A plan yields steps and is sent what each produced: the replies of a batch (an error reply in
+# place of its reply, as an exception object), None after a Sleep, a Do's result. A transport
+# error of a batch, or what a Do raised, is thrown into the plan at its ``yield``.
+Plan = Generator[Step, Any, T]
 
 
 class _Retry:
@@ -94,12 +113,18 @@ def _identity(reply: Any) -> Any:
 
 
 class Call(Generic[T]):
-    """A pure description of one operation call: which Lua operation, keys, arguments, and how to
-    read its reply. Building one does no I/O; any executor can run it.
+    """A pure description of one operation call: which Lua operation, keys, arguments, how to
+    read its reply, and (optionally) what to make of a failure. Building one does no I/O; any
+    executor can run it.
+
+    ``recover``: called with what running the call raised (an error reply, a refusal, a
+    transport error) when a client runs it on its own (``run``); it re-raises, returns the
+    result instead, or returns another call to run in its place (a read-only question after a
+    refused write, say). A failure policy is thus pure data, the same for sync and asyncio.
 
     (A slotted class rather than a frozen dataclass: one is built per operation call.)"""
 
-    __slots__ = ("args", "keys", "op", "parse")
+    __slots__ = ("args", "keys", "op", "parse", "recover")
 
     def __init__(
         self,
@@ -107,11 +132,17 @@ class Call(Generic[T]):
         keys: tuple[str, ...],
         args: tuple[str | int | bytes, ...] = (),
         parse: Callable[[Any], T] = _identity,
+        recover: Callable[[Exception], T | Call[T]] | None = None,
     ) -> None:
         self.op = op
         self.keys = keys
         self.args = args
         self.parse = parse
+        self.recover = recover
+
+    def recovering(self, recover: Callable[[Exception], T | Call[T]]) -> Call[T]:
+        """This call with a failure policy (see the class docstring)."""
+        return Call(self.op, self.keys, self.args, self.parse, recover)
 
     def __repr__(self) -> str:
         return f"Call({self.op!r}, keys={self.keys!r}, args={self.args!r})"
@@ -122,13 +153,6 @@ class Call(Generic[T]):
 
     def __hash__(self) -> int:
         return hash((self.op, self.keys, self.args))
-
-
-def text(value: Any) -> str:
-    """A reply value as str, whatever the client's ``decode_responses``."""
-    if isinstance(value, bytes):
-        return value.decode()
-    return str(value)
 
 
 def _is_missing_function(reply: Any) -> bool:
@@ -475,7 +499,7 @@ class Engine:
             if self.requested_mode == "auto" and _is_refused_fcall(reply):
                 return "fallback", None
             raise reply
-        version, sha = text(reply[0]), text(reply[1])
+        version, sha = as_text(reply[0]), as_text(reply[1])
         ours, theirs = _version_tuple(lib.version), _version_tuple(version)
         if theirs < ours or (force and sha != lib.sha):
             return "replace", version
@@ -585,7 +609,7 @@ class Engine:
                     continue
                 if isinstance(reply, BaseException):
                     raise reply
-                if text(reply) != op.sha:
+                if as_text(reply) != op.sha:
                     raise LibraryError(f"SCRIPT LOAD of {op.name} returned an unexpected sha1")
                 nodes.setdefault(node, "scripts-loaded")
         if nodes and all(a == "unreachable" for a in nodes.values()):
@@ -625,11 +649,11 @@ class Engine:
             libraries: dict[str, Any] = {}
             for entry in reply:
                 lib = _as_dict(entry)
-                name = text(lib.get("library_name", "?"))
+                name = as_text(lib.get("library_name", "?"))
                 functions = {}
                 for fn in lib.get("functions", []):
                     f = _as_dict(fn)
-                    functions[text(f.get("name"))] = text(f.get("description") or "")
+                    functions[as_text(f.get("name"))] = as_text(f.get("description") or "")
                 libraries[name] = functions
             out[node] = libraries
         if out and all(isinstance(v, BaseException) for v in out.values()):
@@ -639,6 +663,6 @@ class Engine:
 
 def _as_dict(entry: Any) -> dict[str, Any]:
     if isinstance(entry, dict):
-        return {text(k): v for k, v in entry.items()}
+        return {as_text(k): v for k, v in entry.items()}
     it = iter(entry)
-    return {text(k): v for k, v in zip(it, it)}
+    return {as_text(k): v for k, v in zip(it, it)}

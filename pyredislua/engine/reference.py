@@ -37,6 +37,9 @@ def render_reference(library: Library) -> str:
                 "",
             ]
             if h.keys:
+                if h.keyset:
+                    lines += [f"KEYS: the `{h.keyset}` key set (`lua/keysets/{h.keyset}.keys`).",
+                              ""]
                 if h.variadic_keys:
                     lines += ["KEYS are variadic: the entries below in order, the last repeating.",
                               ""]

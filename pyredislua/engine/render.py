@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from .header import Header, HeaderError, extract_header, parse_header
+from .header import Header, HeaderError, KeySetSpec, extract_header, parse_header, parse_keyset
 
 LIBRARY_PREFIX = "pyredislua"
 _LIB_VERSION = re.compile(r"^version:\s*(\d+\.\d+\.\d+)\s*$", re.M)
@@ -105,6 +105,18 @@ def _includes(header: Header) -> list[str]:
     return [f"includes/{n.strip()}.lua" for n in extra.split(",") if n.strip()]
 
 
+def load_keysets(root: Path | None = None) -> dict[str, KeySetSpec]:
+    """The key sets of ``lua/keysets/*.keys``, by name."""
+    found = {}
+    for path in sorted((root or lua_root()).glob("keysets/*.keys")):
+        spec = parse_keyset(path.read_text(), path.name)
+        if spec.name != path.stem:
+            raise HeaderError(
+                f"keysets/{path.name}: declares {spec.name!r}, expected {path.stem!r}")
+        found[spec.name] = spec
+    return found
+
+
 def render_library(root: Path | None = None) -> Library:
     """Render every operation under ``root`` (default: the installed Lua sources)."""
     return _render(root or lua_root())
@@ -122,6 +134,7 @@ def _render(root: Path) -> Library:
     prelude = env.get_template("includes/prelude.lua").render()
     contract = env.get_template("includes/contract.lua").module
 
+    keysets = load_keysets(root)
     ops: dict[str, Operation] = {}
     rendered_includes: dict[str, str] = {}
     includes_of: dict[str, list[str]] = {}
@@ -130,7 +143,7 @@ def _render(root: Path) -> Library:
         if rel.startswith("includes/"):
             continue
         text = path.read_text()
-        header = parse_header(text, rel)
+        header = parse_header(text, rel, keysets)
         expected = f"{path.parent.name}.{path.stem}"
         if header.name != expected:
             raise HeaderError(f"{rel}: declares name {header.name!r}, expected {expected!r}")

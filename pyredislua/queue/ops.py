@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..engine.protocol import Call, text
-from ..lock import hash_tagged
+from ..engine.protocol import Call
+from ..kit import as_text, tagged_name
 
 State = Literal["ready", "delayed", "active", "dead"]
 Action = Literal["retry", "dead", "release"]
@@ -49,7 +49,7 @@ class QueueKeys:
 
     def __init__(self, name: str, prefix: str = "prl") -> None:
         self.name = name
-        self.base = f"{prefix}:q:{hash_tagged(name)}"
+        self.base = f"{prefix}:q:{tagged_name(name)}"
         self.all: tuple[str, ...] = tuple(f"{self.base}:{n}" for n in self.NAMES)
         self.ready, self.delayed, self.active, self.dead = self.all[:4]
         self.jobs, self.payloads, self.idem, self.prio, self.stats, self.marker = self.all[4:]
@@ -166,45 +166,45 @@ class QueueStats:
 
 
 def _opt_text(value: Any) -> str | None:
-    return None if value is None else text(value)
+    return None if value is None else as_text(value)
 
 
 def _parse_enqueue(reply: Any) -> Enqueued:
-    return Enqueued(text(reply[0]), int(reply[1]) == 1)
+    return Enqueued(as_text(reply[0]), int(reply[1]) == 1)
 
 
 def _parse_batch(reply: Any) -> list[Enqueued]:
-    return [Enqueued(text(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
+    return [Enqueued(as_text(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
 
 
 def _parse_dequeue(reply: Any) -> Dequeued:
     now = int(reply[0])
-    jobs = [Job(text(j[0]), text(j[1]), _bytes(j[6]), int(j[5]), int(j[3]), int(j[4]), int(j[2]),
-                int(j[7]), now) for j in reply[2]]
+    jobs = [Job(as_text(j[0]), as_text(j[1]), _bytes(j[6]), int(j[5]), int(j[3]), int(j[4]),
+                int(j[2]), int(j[7]), now) for j in reply[2]]
     return Dequeued(now, int(reply[1]), jobs)
 
 
 def _parse_settled(job_id: str) -> Any:
     def parse(reply: Any) -> Settled:
-        return Settled(job_id, text(reply[0]), int(reply[1]), int(reply[2]))
+        return Settled(job_id, as_text(reply[0]), int(reply[1]), int(reply[2]))
     return parse
 
 
 def _parse_reap(reply: Any) -> list[Settled]:
-    return [Settled(text(r[0]), text(r[1]), int(r[2]), int(r[3])) for r in reply[1]]
+    return [Settled(as_text(r[0]), as_text(r[1]), int(r[2]), int(r[3])) for r in reply[1]]
 
 
 def _row(r: Any) -> JobInfo:
     extra: dict[str, Any] = {}
     if len(r) > 8:
         extra = {"backoff_ms": int(r[8]), "key": _opt_text(r[9]), "enqueued_at_ms": int(r[10])}
-    return JobInfo(text(r[0]), text(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
+    return JobInfo(as_text(r[0]), as_text(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
                    _opt_text(r[6]), _bytes(r[7]), **extra)
 
 
 def _parse_stats(reply: Any) -> QueueStats:
     flat = reply[5]
-    counters = {text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    counters = {as_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
     per = None if reply[6] is None else sorted(
         (PriorityCount(int(p[0]), int(p[1]), int(p[2])) for p in reply[6]),
         key=lambda p: p.priority)
@@ -280,7 +280,7 @@ def dead_call(keys: QueueKeys, offset: int = 0, count: int = 100
 
 
 def requeue_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100) -> Call[list[str]]:
-    return Call("queue.requeue", keys.all, (limit, *ids), lambda r: [text(x) for x in r])
+    return Call("queue.requeue", keys.all, (limit, *ids), lambda r: [as_text(x) for x in r])
 
 
 def purge_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100) -> Call[int]:

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..engine.protocol import Call, Command, Engine, Plan, text
-from ..lock import hash_tagged
+from ..engine.protocol import Call, Command, Engine, Plan
+from ..kit import as_text, tagged_name
 from .ops import MAX_BATCH, _bytes, ms
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 class StreamKeys:
     def __init__(self, name: str, prefix: str = "prl") -> None:
-        base = f"{prefix}:sq:{hash_tagged(name)}"
+        base = f"{prefix}:sq:{tagged_name(name)}"
         self.base = base
         self.stream = base + ":stream"
         self.dead = base + ":dead"
@@ -71,14 +71,14 @@ class DeadEntry:
 
 def _fields(raw: Any) -> dict[str, Any]:
     if isinstance(raw, dict):
-        return {text(k): v for k, v in raw.items()}
+        return {as_text(k): v for k, v in raw.items()}
     it = iter(raw)
-    return {text(k): v for k, v in zip(it, it)}
+    return {as_text(k): v for k, v in zip(it, it)}
 
 
 def _parse_stats(reply: Any) -> StreamStats:
     flat = reply[2]
-    per = {text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    per = {as_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
     return StreamStats(int(reply[0]), int(reply[1]), per, int(reply[3]))
 
 
@@ -86,8 +86,9 @@ def _parse_dead(reply: Any) -> list[DeadEntry]:
     out = []
     for entry in reply:
         f = _fields(entry[1])
-        out.append(DeadEntry(text(entry[0]), text(f.get("id", b"")), int(f.get("deliveries", 0)),
-                             text(f.get("reason", b"")), _bytes(f.get("p", b""))))
+        out.append(DeadEntry(as_text(entry[0]), as_text(f.get("id", b"")),
+                             int(f.get("deliveries", 0)), as_text(f.get("reason", b"")),
+                             _bytes(f.get("p", b""))))
     return out
 
 
@@ -105,13 +106,13 @@ class _StreamBase:
 
     def _entries(self, consumer: str) -> Any:
         def parse(reply: Any) -> list[Entry]:
-            return [Entry(text(e[0]), int(e[1]), _bytes(e[2]), consumer) for e in reply]
+            return [Entry(as_text(e[0]), int(e[1]), _bytes(e[2]), consumer) for e in reply]
         return parse
 
     def _produce_plan(self, payloads: Iterable[bytes | str]) -> Plan[list[str]]:
         items = [_bytes(p) for p in payloads]
         calls = [Call("stream.produce", self.keys.all, (self.group, *items[i:i + MAX_BATCH]),
-                      lambda r: [text(x) for x in r])
+                      lambda r: [as_text(x) for x in r])
                  for i in range(0, len(items), MAX_BATCH)]
         if not calls:
             return []
@@ -146,7 +147,7 @@ class _StreamBase:
             for _stream, rows in reply or []:
                 for row in rows:
                     entry_id, fields = row[0], _fields(row[1]) if row[1] is not None else {}
-                    entries.append(Entry(text(entry_id), 1, _bytes(fields.get("p", b"")),
+                    entries.append(Entry(as_text(entry_id), 1, _bytes(fields.get("p", b"")),
                                          self.consumer))
             if entries:
                 return entries
@@ -167,7 +168,8 @@ class _StreamBase:
 
     def _nack_call(self, entry: Entry, reason: str, action: str) -> Call[str]:
         return Call("stream.nack", self.keys.all,
-                    (self.group, entry.consumer, entry.id, entry.deliveries, reason, action), text)
+                    (self.group, entry.consumer, entry.id, entry.deliveries, reason, action),
+                    as_text)
 
     def _extend_call(self, entry: Entry) -> Call[int]:
         return Call("stream.extend", self.keys.all,

@@ -5,18 +5,26 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from ..client import AsyncClient, Client
 from .ops import Decision, RateLimitExceeded
 
-if TYPE_CHECKING:
-    from .limiters import Limiter
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def rate_limited(limiter: Limiter[Any], key: str | Callable[..., str], *,
+class Hits(Protocol):
+    """What the decorator needs of a limiter (any :class:`~pyredislua.ratelimit.Limiter`)."""
+
+    name: str
+
+    @property
+    def client(self) -> Client | AsyncClient: ...
+
+    def hit(self, identity: str, cost: int = 1, *, tag: str | None = None) -> Any: ...
+
+
+def rate_limited(limiter: Hits, key: str | Callable[..., str], *,
                  cost: int | Callable[..., int] = 1,
                  tag: str | Callable[..., str] | None = None) -> Callable[[F], F]:
     """Charge ``limiter`` before each call; raise :class:`RateLimitExceeded` when denied.

@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call
+from ..kit import hash_tag, ms
+from .decorators import rate_limited
 from .ops import (
     MAX_COST,
     MAX_SLIDING_LOG_LIMIT,
@@ -41,10 +43,8 @@ from .ops import (
     batch_call,
     check_cost,
     decide_call,
-    hash_tag,
     inspect_call,
     limiter_key,
-    ms,
     parse_decision,
     refused,
     release_call,
@@ -60,59 +60,36 @@ F = TypeVar("F", bound=Callable[..., Any])
 Peek = Callable[[], Call[Decision]]
 
 
-def guarded(client: Client | AsyncClient, call: Call[T], failure: Failure,
-            fallback: Callable[[BaseException], T], peek: Peek | None = None
-            ) -> T | Awaitable[T]:
-    """Run ``call``; when Redis is unreachable or refuses it and ``failure`` decides such
-    errors, return ``fallback(error)`` instead. A refused call (nothing ran) first runs the call
-    ``peek()`` builds (read-only, so allowed at maxmemory and on replicas): a denial it reports is
-    returned as is. The policy is sans-IO (:class:`Failure`); this only drives it, sync or
-    asyncio."""
-    if isinstance(client, AsyncClient):
-        return _guarded_async(client, call, failure, fallback, peek)
-    try:
-        return client.run(call)
-    except Exception as error:
+def guarded(call: Call[T], failure: Failure, fallback: Callable[[BaseException], T],
+            peek: Peek | None = None) -> Call[T]:
+    """``call`` with the failure policy: when Redis is unreachable or refuses it and ``failure``
+    decides such errors, the result is ``fallback(error)`` instead. A refused call (nothing ran)
+    is followed by the read-only call ``peek()`` builds (allowed at maxmemory and on replicas):
+    a denial it reports is the result as is. Pure: the policy is data on the call
+    (:attr:`Call.recover`), the same for sync and asyncio clients."""
+
+    def recover(error: Exception) -> T | Call[T]:
         if not failure.handles(error):
-            raise
-        failed = error
-    if peek is not None and refused(failed):
-        try:
-            checked = client.run(peek())
-        except Exception as error:
-            if not failure.handles(error):
-                raise
-        else:
-            if not checked.allowed:
-                return checked  # type: ignore[return-value]  # peek is given for Decision calls
-    return fallback(failed)
+            raise error
+        if peek is None or not refused(error):
+            return fallback(error)
+        asked = peek()
+
+        def read(reply: Any) -> T:
+            checked = asked.parse(reply)
+            return checked if not checked.allowed else fallback(error)  # type: ignore[return-value]
+
+        def unreachable(again: Exception) -> T:
+            if not failure.handles(again):
+                raise again
+            return fallback(error)
+
+        return Call(asked.op, asked.keys, asked.args, read, unreachable)
+
+    return call.recovering(recover)
 
 
-async def _guarded_async(client: AsyncClient, call: Call[T], failure: Failure,
-                         fallback: Callable[[BaseException], T], peek: Peek | None) -> T:
-    try:
-        return await client.run(call)
-    except Exception as error:
-        if not failure.handles(error):
-            raise
-        failed = error
-    if peek is not None and refused(failed):
-        try:
-            checked = await client.run(peek())
-        except Exception as error:
-            if not failure.handles(error):
-                raise
-        else:
-            if not checked.allowed:
-                return checked  # type: ignore[return-value]
-    return fallback(failed)
-
-
-class _Bound(Generic[C]):
-    client: C
-
-
-class Limiter(_Bound[C]):
+class Limiter(Generic[C]):
     """Limits per identity, with one or more rates (``"10/s", "1000/h"``) charged all or none.
 
     Keys: ``prl:rl:{<tag>}:<algorithm>:<name>:<identity>:<period_ms>``; the tag defaults to
@@ -122,6 +99,7 @@ class Limiter(_Bound[C]):
     """
 
     algorithm: ClassVar[str] = "gcra"
+    client: C
 
     def __init__(self, client: C, name: str, *rates: RateLike, burst: int | None = None,
                  prefix: str = PREFIX, on_failure: FailureLike = "open") -> None:
@@ -203,8 +181,8 @@ class Limiter(_Bound[C]):
         if failure.mode == "raise":
             return self.client.run(call)
         n = len(self.rates)
-        return guarded(self.client, call, failure, lambda e: failure.decision(e, n),
-                       lambda: self._call(identity, cost, tag, True))
+        return self.client.run(guarded(call, failure, lambda e: failure.decision(e, n),
+                                       lambda: self._call(identity, cost, tag, True)))
 
     @overload
     def check(self: Limiter[Client], identity: str, cost: int = 1, *,
@@ -221,7 +199,8 @@ class Limiter(_Bound[C]):
         if self.failure.mode == "raise":
             return self.client.run(call)
         n = len(self.rates)
-        return guarded(self.client, call, self.failure, lambda e: self.failure.decision(e, n))
+        return self.client.run(guarded(call, self.failure,
+                                       lambda e: self.failure.decision(e, n)))
 
     @overload
     def reset(self: Limiter[Client], identity: str, *, tag: str | None = None) -> int: ...
@@ -270,15 +249,13 @@ class Limiter(_Bound[C]):
         if self.failure.mode == "raise":
             return self.client.run(call)
         n = len(identities)
-        return guarded(self.client, call, self.failure,
-                       lambda e: [self.failure.decision(e) for _ in range(n)])
+        return self.client.run(guarded(call, self.failure,
+                                       lambda e: [self.failure.decision(e) for _ in range(n)]))
 
     def limit(self, key: str | Callable[..., str], *, cost: int | Callable[..., int] = 1,
               tag: str | Callable[..., str] | None = None) -> Callable[[F], F]:
         """Decorator: charge before each call, raise :class:`RateLimitExceeded` when denied.
         Works on sync functions (sync client) and ``async def`` ones (asyncio client)."""
-        from .decorators import rate_limited
-
         return rate_limited(self, key, cost=cost, tag=tag)
 
     def __repr__(self) -> str:
@@ -364,8 +341,9 @@ def _all(client: Client | AsyncClient, entries: Sequence[tuple[Limiter[Any], str
     if failure.mode == "raise":
         return client.run(call)
     n = len(call.keys)
-    return guarded(client, call, failure, lambda e: failure.decision(e, n),
-                   None if peek else lambda: combined_call(entries, cost, tag=tag, peek=True))
+    return client.run(guarded(
+        call, failure, lambda e: failure.decision(e, n),
+        None if peek else lambda: combined_call(entries, cost, tag=tag, peek=True)))
 
 
 @overload
@@ -413,7 +391,7 @@ class Slot:
         return self.decision.allowed
 
 
-class ConcurrencyLimiter(_Bound[C]):
+class ConcurrencyLimiter(Generic[C]):
     """At most ``limit`` requests in flight per identity. Each holds a lease that ends after
     ``ttl`` seconds unless released (by lease id) or renewed, so a holder that dies frees its slot
     within ``ttl``. ``with limiter.hold("user-1"): ...`` (``async with`` on an asyncio client).
@@ -427,6 +405,8 @@ class ConcurrencyLimiter(_Bound[C]):
     (no slot) or ``"raise"``. Release and renew run at maxmemory (``allow-oom``); unreachable,
     they raise, except when leaving :meth:`hold`, where the lease is left to run out (logged).
     """
+
+    client: C
 
     def __init__(self, client: C, name: str, limit: int, *, ttl: float = 30.0,
                  prefix: str = PREFIX, on_failure: FailureLike = "open") -> None:
@@ -468,8 +448,8 @@ class ConcurrencyLimiter(_Bound[C]):
         if self.failure.mode == "raise":
             return self.client.run(call)
         key, lease_id = call.keys[0], str(call.args[0])
-        return guarded(self.client, call, self.failure,
-                       lambda e: Slot(key, lease_id, self.failure.slot(e)))
+        return self.client.run(guarded(call, self.failure,
+                                       lambda e: Slot(key, lease_id, self.failure.slot(e))))
 
     @overload
     def release(self: ConcurrencyLimiter[Client], slot: Slot) -> bool: ...
@@ -536,13 +516,15 @@ class _Hold(Generic[C]):
     def _leave(self) -> Call[bool] | None:
         assert self.slot is not None
         slot, self.slot = self.slot, None
-        return _release(slot)
+        call = _release(slot)
+        return None if call is None else call.recovering(self._unreleased)
 
-    def _unreleased(self, error: Exception) -> None:
+    def _unreleased(self, error: Exception) -> bool:
         # the lease ends on its own within ttl; raising here would hide the block's own outcome
         if not self.limiter.failure.handles(error):
             raise error
         WARNINGS.warn(error, "open: a lease was left to run out")
+        return False
 
     def __enter__(self) -> Slot:
         limiter = self.limiter
@@ -555,10 +537,7 @@ class _Hold(Generic[C]):
         assert isinstance(client, Client)
         call = self._leave()
         if call is not None:
-            try:
-                client.run(call)
-            except Exception as error:
-                self._unreleased(error)
+            client.run(call)
 
     async def __aenter__(self) -> Slot:
         limiter = self.limiter
@@ -572,10 +551,7 @@ class _Hold(Generic[C]):
         assert isinstance(client, AsyncClient)
         call = self._leave()
         if call is not None:
-            try:
-                await client.run(call)
-            except Exception as error:
-                self._unreleased(error)
+            await client.run(call)
 
 
 def enforce(decision: Decision, what: str = "rate limit exceeded") -> Decision:

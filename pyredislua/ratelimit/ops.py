@@ -30,8 +30,9 @@ from typing import Any, Literal, TypeAlias
 
 from redis import exceptions as rx
 
-from ..engine.protocol import Call, text
+from ..engine.protocol import Call
 from ..errors import BadStateError, OperationError, PyRedisLuaError
+from ..kit import as_text, hash_tag
 
 ALGORITHMS = ("gcra", "token_bucket", "sliding_log", "sliding_window", "fixed_window")
 PREFIX = "prl:rl"
@@ -397,22 +398,22 @@ _STATE_FIELDS = {
 
 def inspect_call(key: str) -> Call[KeyState]:
     def parse(reply: Any) -> KeyState:
-        kind, pttl, now = text(reply[0]), int(reply[1]), int(reply[2])
+        kind, pttl, now = as_text(reply[0]), int(reply[1]), int(reply[2])
         rest = reply[3:]
         if kind == "string":
-            value, algorithm = text(rest[0]), text(rest[1])
+            value, algorithm = as_text(rest[0]), as_text(rest[1])
             names = _STATE_FIELDS.get(algorithm)
             fields = None
             if names is not None:
                 fields = dict(zip(names, value.split(":")[1:], strict=False))
             return KeyState(key, kind, pttl, now, algorithm, value=value, fields=fields)
         if kind == "hash":
-            pairs = {text(rest[i]): text(rest[i + 1]) for i in range(0, len(rest) - 1, 2)}
+            pairs = {as_text(rest[i]): as_text(rest[i + 1]) for i in range(0, len(rest) - 1, 2)}
             return KeyState(key, kind, pttl, now, "unknown", fields=pairs)
         if kind == "zset":
             def score(x: Any) -> float | None:
-                return None if x is None else float(text(x))
-            return KeyState(key, kind, pttl, now, text(rest[3]), count=int(rest[0]),
+                return None if x is None else float(as_text(x))
+            return KeyState(key, kind, pttl, now, as_text(rest[3]), count=int(rest[0]),
                             oldest=score(rest[1]), newest=score(rest[2]))
         return KeyState(key, kind, pttl, now, None if kind == "none" else "unknown")
 
@@ -463,14 +464,6 @@ def renew_call(key: str, lease: str, ttl_ms: int) -> Call[tuple[bool, int]]:
                 lambda r: (bool(int(r[0])), int(r[1])))
 
 
-def hash_tag(tag: str) -> str:
-    if not tag:
-        raise ValueError("a hash tag must not be empty")
-    if "{" in tag or "}" in tag:
-        raise ValueError(f"a hash tag must not contain braces, got {tag!r}")
-    return "{" + tag + "}"
-
-
 def limiter_key(name: str, identity: str, period_ms: int | None = None, *, algorithm: str,
                 tag: str | None = None, prefix: str = PREFIX) -> str:
     """``prl:rl:{tag}:algorithm:name:identity[:period_ms]`` (tag defaults to the identity).
@@ -481,9 +474,3 @@ def limiter_key(name: str, identity: str, period_ms: int | None = None, *, algor
         raise ValueError(f"unknown algorithm {algorithm!r}")
     base = f"{prefix}:{hash_tag(identity if tag is None else tag)}:{algorithm}:{name}:{identity}"
     return base if period_ms is None else f"{base}:{period_ms}"
-
-
-def ms(seconds: float) -> int:
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"a duration must be a positive number of seconds, got {seconds!r}")
-    return max(1, math.ceil(seconds * 1000 - 1e-9))

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..engine.protocol import Call, text
-from ..lock import hash_tagged
+from ..engine.protocol import Call
+from ..kit import as_text, tagged_name
 
 MAX_BATCH = 1000  # records per Lua call; bigger batches are split and pipelined
 MAX_ERROR = 4096  # bytes of error text kept with a failed record
@@ -25,7 +25,7 @@ class StoreKeys:
         if not name:
             raise ValueError("a write-behind store needs a name")
         self.name = name
-        self.base = f"{prefix}:wb:{hash_tagged(name)}"
+        self.base = f"{prefix}:wb:{tagged_name(name)}"
         self.all: tuple[str, ...] = tuple(f"{self.base}:{n}" for n in self.NAMES)
         (self.values, self.versions, self.meta, self.dirty, self.retry, self.claimed, self.dead,
          self.stats, self.signal) = self.all
@@ -183,7 +183,7 @@ def requeue_call(keys: StoreKeys, record_keys: Sequence[str] = (), limit: int = 
 
 def dead_call(keys: StoreKeys, offset: int = 0, count: int = 100) -> Call[list[DeadRecord]]:
     def parse(reply: Any) -> list[DeadRecord]:
-        return [DeadRecord(text(r[0]), abs(int(r[1])), int(r[1]) < 0, int(r[2]), text(r[3]),
+        return [DeadRecord(as_text(r[0]), abs(int(r[1])), int(r[1]) < 0, int(r[2]), as_text(r[3]),
                            int(r[4])) for r in reply]
     return Call("writebehind.dead", keys.all, (offset, count), parse)
 
@@ -191,7 +191,7 @@ def dead_call(keys: StoreKeys, offset: int = 0, count: int = 100) -> Call[list[D
 def stats_call(keys: StoreKeys) -> Call[StoreStats]:
     def parse(reply: Any) -> StoreStats:
         flat = reply[6]
-        counters = {text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        counters = {as_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return StoreStats(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]),
                           int(reply[4]), int(reply[5]), counters)
     return Call("writebehind.stats", keys.all, (), parse)

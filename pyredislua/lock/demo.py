@@ -7,14 +7,15 @@ import time
 from collections.abc import Callable
 
 from ..client import Client
+from ..lock import Lock
 
 ORDER = 10
 
 
 def demo(client: Client, say: Callable[[str], None]) -> None:
     name = "invoice-42"
-    alice = client.lock(name, ttl=10, prefix="prl:demo")
-    bob = client.lock(name, ttl=10, prefix="prl:demo")
+    alice = Lock(client, name, ttl=10, prefix="prl:demo")
+    bob = Lock(client, name, ttl=10, prefix="prl:demo")
     assert alice.acquire(blocking=False)
     say(f"alice takes the lock '{name}' and gets fencing token {alice.fence}.")
     busy = bob.inspect()
@@ -46,7 +47,7 @@ def demo(client: Client, say: Callable[[str], None]) -> None:
         "a paused holder whose lease ran out cannot corrupt the resource.")
     bob.release()
 
-    short = client.lock(name, ttl=0.3, prefix="prl:demo")
+    short = Lock(client, name, ttl=0.3, prefix="prl:demo")
     with short:
         time.sleep(0.7)
         say(f"A lock with a 300 ms lease held for 700 ms is still ours "

@@ -1,36 +1,15 @@
-"""``pyredislua load-data``, ``pyredislua writebehind ...`` and ``pyredislua cache ...``."""
+"""``pyredislua writebehind ...``: statistics and dead letters of a write-behind store."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..cli import add_url, connect, print_json
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
-
-def _load_data(args: argparse.Namespace) -> int:
-    from ..sample_data import generate, load
-
-    client = connect(args.url or DEFAULT_URL, args.mode, cluster=args.cluster)
-    data = generate(scale=args.scale, seed=args.seed)
-
-    def progress(kind: str, done: int) -> None:
-        if not args.quiet:
-            print(f"\r  {kind:<13} {done:>7}", end="", file=sys.stderr, flush=True)
-
-    counts = load(client, data, progress=progress)
-    if not args.quiet:
-        print(file=sys.stderr)
-    for kind, n in counts.items():
-        print(f"{kind:<13} {n:>7}")
-    return 0
-
 
 def _store(args: argparse.Namespace) -> Any:
-    from ..writebehind import WriteBehind
+    from .store import WriteBehind
 
     return WriteBehind(connect(args.url, args.mode, cluster=args.cluster), args.store)
 
@@ -59,26 +38,7 @@ def _wb_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cache_invalidate(args: argparse.Namespace) -> int:
-    from ..cache import Cache
-
-    client = connect(args.url, args.mode, cluster=args.cluster)
-    result = Cache(client, args.namespace).invalidate_tag(args.tag)
-    print(f"tag {args.tag!r}: generation {result.generation}, deleted {result.deleted}")
-    return 0
-
-
 def register(sub: Any) -> None:
-    p = sub.add_parser("load-data", help="load the sample enterprise data set",
-                       description="Load customers in tiers, product inventory, transactions, "
-                       "performance metrics and active sessions (cache entries and write-behind "
-                       f"stores). --url defaults to {DEFAULT_URL}.")
-    add_url(p, required=False)
-    p.add_argument("--scale", type=float, default=1.0, help="size multiplier (default 1)")
-    p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(run=_load_data)
-
     wb = sub.add_parser("writebehind", help="inspect write-behind stores",
                         description="Write-behind store statistics and dead letters.")
     wsub = wb.add_subparsers(dest="wb_command", required=True, metavar="COMMAND")
@@ -100,10 +60,3 @@ def register(sub: Any) -> None:
     q.add_argument("keys", nargs="*", help="record keys (default: the oldest --limit)")
     q.set_defaults(run=_wb_requeue)
 
-    c = sub.add_parser("cache", help="cache maintenance", description="Cache maintenance.")
-    csub = c.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")
-    i = csub.add_parser("invalidate-tag", help="invalidate every entry carrying a tag")
-    add_url(i)
-    i.add_argument("--namespace", required=True)
-    i.add_argument("--tag", required=True)
-    i.set_defaults(run=_cache_invalidate)

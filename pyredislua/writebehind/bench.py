@@ -17,10 +17,10 @@ from typing import Any
 
 import redis
 
+from ..bench._common import emit_json, print_table, server_url
 from ..client import Client
 from ..sinks import SQLiteSink
 from ..writebehind import FlushEvent, Record, WriteBehind
-from ._common import emit_json, print_table, server_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 import redis
 
+from ..bench._common import emit_json, print_table, rate, server_url
 from ..client import Client
-from ._common import emit_json, print_table, rate, server_url
+from ..lock import Lock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,14 +39,14 @@ def _single_client(url: str, seconds: float) -> dict[str, float]:
     out["raw_evalsha"] = rate(lambda: r.evalsha(sha, 1, "bench:{raw}"), seconds)
 
     client = Client(r)
-    lock = client.lock("bench-single", ttl=30, auto_renew=False)
+    lock = Lock(client, "bench-single", ttl=30, auto_renew=False)
 
     def cycle() -> None:
         lock.acquire(blocking=False)
         lock.release()
 
     out["pyredislua"] = rate(cycle, seconds)
-    watched = client.lock("bench-watched", ttl=30)
+    watched = Lock(client, "bench-watched", ttl=30)
 
     def watched_cycle() -> None:
         watched.acquire(blocking=False)
@@ -80,7 +81,7 @@ def _contender(kind: str, url: str, deadline_in: float, barrier: Any, out: Any) 
     client = Client(conn)
     holds: list[tuple[int, int]] = []
     if kind == "pyredislua":
-        lock: Any = client.lock("bench-contended", ttl=30, auto_renew=False)
+        lock: Any = Lock(client, "bench-contended", ttl=30, auto_renew=False)
     elif kind == "redis_py":
         lock = conn.lock("bench-contended-redis-py", timeout=30)
     else:

@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import redis
 
-from .engine.protocol import (
+from ..engine.keysets import KeySet
+from ..engine.protocol import (
     Call,
     Command,
     Engine,
@@ -62,16 +63,13 @@ from .engine.protocol import (
     NotSentTimeoutError,
     Plan,
     Sleep,
-    text,
 )
-from .errors import LockError, LockLostError, LockNotOwnedError
+from ..errors import LockError, LockLostError, LockNotOwnedError
+from ..kit import TIMER_GRAIN, as_text, ms
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client
+    from ..client import AsyncClient, Client
 
-# Redis resolves BLPOP timeouts on its cron tick (100 ms at the default hz 10), so a blocking wait
-# aims this much short of the caller's deadline and the last stretch is slept locally.
-TIMER_GRAIN = 0.11
 # A waiter's registration outlives its BLPOP by this much, covering the round trip back: a
 # waiter blocks only while it is surely registered.
 REGISTRATION_SLACK_MS = 250
@@ -112,21 +110,6 @@ FenceDurability = Literal["durable", "ephemeral"]
 
 class LockTimeoutError(LockError, TimeoutError):
     """A blocking acquire did not get the lock within its timeout."""
-
-
-def hash_tagged(name: str) -> str:
-    """``name`` as a hash-tagged key part: kept if it already carries a ``{tag}``."""
-    start = name.find("{")
-    if start >= 0 and name.find("}", start + 2) > start + 1:
-        return name
-    return "{" + name + "}"
-
-
-def _ms(seconds: float) -> int:
-    """Seconds to whole milliseconds, rounding up so a positive duration never becomes 0."""
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"a duration must be a positive number of seconds, got {seconds!r}")
-    return max(1, math.ceil(seconds * 1000 - 1e-9))
 
 
 def fence_ttl_ms(fences: FenceDurability, ttl_ms: int) -> int:
@@ -170,19 +153,17 @@ def _parse_acquire(reply: Any) -> AcquireResult:
 
 
 def _parse_state(reply: Any) -> LockState:
-    owner = None if reply[1] is None else text(reply[1])
+    owner = None if reply[1] is None else as_text(reply[1])
     return LockState(bool(int(reply[0])), owner, int(reply[2]), int(reply[3]), int(reply[4]))
 
 
-class LockKeys:
-    """The keys of one lock, all under one hash tag (one cluster slot)."""
+class LockKeys(KeySet, keyset="lock"):
+    """The keys of one lock (``lua/keysets/lock.keys``), all under one hash tag."""
 
-    def __init__(self, name: str, prefix: str = "prl") -> None:
-        base = f"{prefix}:lock:{hash_tagged(name)}"
-        self.lock = base
-        self.fence = base + ":fence"
-        self.signal = base + ":signal"
-        self.waiters = base + ":waiters"
+    lock: str
+    fence: str
+    signal: str
+    waiters: str
 
 
 # -- call specs: one per Lua operation ---------------------------------------------------------
@@ -358,7 +339,7 @@ def _wait_for_grant(keys: LockKeys, ttl_ms: int, engine: Engine, block: float, s
         raise popped
     if not popped:
         return None
-    grant = parse_grant(text(popped[1]))
+    grant = parse_grant(as_text(popped[1]))
     assert grant.token is not None
     ends = since + grant.pttl_ms / 1000  # the lease, counted from before the grant was made
     if grant.pttl_ms == ttl_ms and ends - clock() > REPLY_GRACE:
@@ -442,12 +423,12 @@ class _LockBase:
         self.name = name
         self.keys = LockKeys(name, prefix)
         self.token = token or secrets.token_hex(16)
-        self.ttl_ms = _ms(ttl)
-        self.handoff_ms = _ms(handoff)
+        self.ttl_ms = ms(ttl)
+        self.handoff_ms = ms(handoff)
         self.auto_renew = auto_renew
         self.max_hold = None if max_hold is None else float(max_hold)
         # the very first lease must not outlive the hold cap either
-        self._first_ttl_ms = self.ttl_ms if max_hold is None else min(self.ttl_ms, _ms(max_hold))
+        self._first_ttl_ms = self.ttl_ms if max_hold is None else min(self.ttl_ms, ms(max_hold))
         self.fences: FenceDurability = fences
         self.fence_ttl_ms = fence_ttl_ms(fences, self.ttl_ms)
         self.on_lost = on_lost
@@ -600,7 +581,7 @@ class _LockBase:
             raise LockNotOwnedError(f"lock {self.name!r} is not held by this owner")
 
     def _start_extend(self, ttl: float | None) -> tuple[Call[bool], int, float, float | None]:
-        ttl_ms = self.ttl_ms if ttl is None else _ms(ttl)
+        ttl_ms = self.ttl_ms if ttl is None else ms(ttl)
         if self.lost_reason is None and self.lost:
             self._mark_lost("the lease ran out before extend")
         lease = self._lease
@@ -643,7 +624,7 @@ class _LockBase:
 class Lock(_LockBase):
     """A distributed lock on a sync :class:`~pyredislua.Client`.
 
-    ``with client.lock("orders", ttl=10) as lock: write(..., fence=lock.fence)``
+    ``with Lock(client, "orders", ttl=10) as lock: write(..., fence=lock.fence)``
 
     ttl: lease length in seconds. auto_renew: a watchdog renews the lease every ttl/3 while held.
     max_hold: cap on total hold time (seconds); renewal stops there and the lease lapses.
@@ -798,7 +779,7 @@ def _renewer_for(client: Client) -> _Renewer:
 class AsyncLock(_LockBase):
     """A distributed lock on an :class:`~pyredislua.AsyncClient`; see :class:`Lock`.
 
-    ``async with client.lock("orders") as lock: ...``. The watchdog is an asyncio task; release
+    ``async with Lock(client, "orders") as lock: ...``. The watchdog is an asyncio task; release
     is shielded from cancellation so a cancelled task never leaves the lock held until expiry.
     """
 

@@ -17,9 +17,9 @@ from typing import Any
 import redis
 
 from .. import ratelimit as rl
+from ..bench._common import rate as measure_rate
+from ..bench._common import server_url
 from ..client import Client
-from ._common import rate as measure_rate
-from ._common import server_url
 
 ALGOS = ("gcra", "token_bucket", "sliding_log", "sliding_window", "fixed_window")
 # the limit for throughput runs: high enough that every check is admitted (the writing path)

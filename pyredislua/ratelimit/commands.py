@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .. import cli
-from ..ratelimit.ops import ALGORITHMS, Decision, Limit, Rate, decide_call, inspect_call, reset_call
+from .ops import ALGORITHMS, Decision, Limit, Rate, decide_call, inspect_call, reset_call
 
 
 def _decision_dict(d: Decision) -> dict[str, Any]:

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from .. import cli
-from ..queue import JobInfo, Queue
+from .ops import JobInfo
+from .queue import Queue
 
 
 def _queue(args: argparse.Namespace) -> Queue:

@@ -11,9 +11,9 @@ from typing import Any
 
 import redis
 
+from ..bench._common import emit_json, print_table, rate, server_url
 from ..cache import Cache
 from ..client import Client
-from ._common import emit_json, print_table, rate, server_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,2 +1,0 @@
-"""Area subcommands of the ``pyredislua`` command line: each module exposes
-``register(subparsers)``."""
