@@ -82,16 +82,6 @@ _BY_CODE: dict[str, type[OperationError]] = {
 }
 
 
-def register_error(cls: type[OperationError]) -> type[OperationError]:
-    """Map a new error code to its exception class (used by later areas)."""
-    _BY_CODE[cls.code] = cls
-    return cls
-
-
-def error_codes() -> dict[str, type[OperationError]]:
-    return dict(_BY_CODE)
-
-
 def from_reply(error: BaseException, operation: str | None = None) -> BaseException:
     """The typed exception for an error reply, or the error itself when it is not ours."""
     m = _CODE_RE.search(str(error))
