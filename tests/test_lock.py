@@ -298,3 +298,32 @@ def test_a_grant_takes_the_waiters_own_lease(client: pyredislua.Client) -> None:
     assert state.owner == waiter.owner_token and state.owner.startswith("grant:")
     assert 0 < state.pttl_ms <= 5_000  # set to the waiter's 5 s, not the 20 s it was granted
     waiter.release()
+
+
+async def test_one_class_refuses_the_other_clients_with(client: pyredislua.Client,
+                                                        aclient: pyredislua.AsyncClient) -> None:
+    """``with`` on a Lock over an AsyncClient (or ``async with`` over a Client) would never
+    await its acquire: it is refused before anything is sent."""
+    with pytest.raises(TypeError, match="async with"), Lock(aclient, "res"):  # type: ignore[misc]
+        pass
+    with pytest.raises(TypeError, match="'with'"):
+        async with Lock(client, "res"):  # type: ignore[misc]
+            pass
+    assert not await Lock(aclient, "res").locked()
+
+
+async def test_async_watchdog_starts_again_after_a_lost_lease(
+    aclient: pyredislua.AsyncClient, r: redis.Redis
+) -> None:
+    lost = asyncio.Event()
+    lock = Lock(aclient, "res", ttl=0.3, on_lost=lambda _lock: lost.set())
+    assert await lock.acquire(blocking=False)
+    r.delete(lock.keys.lock)
+    await asyncio.wait_for(lost.wait(), 5)  # the renewal task found the lease gone and ended
+    assert await lock.acquire(blocking=False)  # a new hold: a new renewal task
+    end = time.monotonic() + 0.9  # three leases long
+    while time.monotonic() < end:
+        assert await lock.owned()
+        await asyncio.sleep(0.02)
+    assert lock.held
+    await lock.release()
