@@ -56,9 +56,8 @@ class ThreadWatchdog:
         with self._mutex:
             return self._client.drive(plan)
 
-    def release(self, plan: Plan[T]) -> T:
-        """Run the release plan: it drops the lease first, so no renewal follows it."""
-        return self.exclusive(plan)
+    # the release plan drops the lease first, so no renewal follows it
+    release = exclusive
 
     def renew(self, cap: float | None) -> float | None:
         """One renewal step; when to run the next (None: stop)."""
