@@ -14,7 +14,7 @@ import pytest
 import redis
 
 import pyredislua
-from pyredislua.cache import HIT, MISS, NEGATIVE, STALE, AsyncCache, Cache, RawCodec, xfetch_early
+from pyredislua.cache import HIT, MISS, NEGATIVE, STALE, Cache, RawCodec, xfetch_early
 from pyredislua.engine.protocol import Call
 from pyredislua.lock import Lock
 from tests import faultkit
@@ -63,7 +63,7 @@ def test_stampede_of_50_callers_computes_once(client: pyredislua.Client) -> None
 
 
 async def test_async_stampede_computes_once(aclient: pyredislua.AsyncClient) -> None:
-    cache = AsyncCache(aclient, "astampede", ttl=60)
+    cache = Cache(aclient, "astampede", ttl=60)
     computed = []
 
     async def compute() -> str:
@@ -220,7 +220,7 @@ def test_write_through_database_first_no_stale_cache_on_failure(
 
 
 async def test_async_write_through_and_warm(aclient: pyredislua.AsyncClient) -> None:
-    cache = AsyncCache(aclient, "awt", ttl=60)
+    cache = Cache(aclient, "awt", ttl=60)
     db: dict[str, Any] = {}
 
     async def db_write(key: str, value: Any) -> None:

@@ -16,9 +16,9 @@ import redis
 
 import pyredislua
 from pyredislua.engine.protocol import Call
-from pyredislua.sinks import SinkUnavailableError, SQLiteSink
-from pyredislua.writebehind import AsyncWriteBehind, FlushEvent, Record, WriteBehind
+from pyredislua.writebehind import FlushEvent, Record, WriteBehind
 from pyredislua.writebehind.ops import claim_call
+from pyredislua.writebehind.sinks import SinkUnavailableError, SQLiteSink
 from tests.conftest import snapshot
 
 pytestmark = pytest.mark.cache
@@ -209,7 +209,7 @@ def test_sink_unavailable_releases_without_counting_attempts(client: pyredislua.
 
 
 async def test_async_flusher(aclient: pyredislua.AsyncClient) -> None:
-    store = AsyncWriteBehind(aclient, "async", batch_size=20, max_delay=0.05)
+    store = WriteBehind(aclient, "async", batch_size=20, max_delay=0.05)
     sink = CountingSink()
     async with store.flusher(sink) as flusher:
         await store.write_many([(f"k{i}", "v") for i in range(100)])
@@ -246,7 +246,7 @@ def _pg_sink_or_skip(schema: str) -> object:
         except psycopg.OperationalError as error:
             last = error
             continue
-        from pyredislua.sinks.postgres import PostgresSink
+        from pyredislua.writebehind.sinks.postgres import PostgresSink
 
         return PostgresSink(dsn, schema=schema)
     _unavailable(f"PostgreSQL is not reachable at {PG_DSN!r}: {last}")
@@ -362,7 +362,7 @@ class AsyncSink:
 
 
 async def test_async_flusher_awaits_an_async_sink(aclient: pyredislua.AsyncClient) -> None:
-    store = AsyncWriteBehind(aclient, "asink", batch_size=5, max_delay=0.01)
+    store = WriteBehind(aclient, "asink", batch_size=5, max_delay=0.01)
     sink = AsyncSink()
     flusher = store.flusher(sink).start()
     await store.write_many([(f"k{i}", "v") for i in range(12)])

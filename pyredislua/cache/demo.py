@@ -14,8 +14,8 @@ from collections.abc import Callable
 from ..cache import Cache
 from ..client import Client
 from ..sample_data import generate
-from ..sinks import SQLiteSink
 from ..writebehind import FlushEvent, WriteBehind
+from ..writebehind.sinks import SQLiteSink
 
 ORDER = 40
 

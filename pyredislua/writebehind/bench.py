@@ -19,8 +19,8 @@ import redis
 
 from ..bench._common import emit_json, print_table, server_url
 from ..client import Client
-from ..sinks import SQLiteSink
 from ..writebehind import FlushEvent, Record, WriteBehind
+from .sinks import SQLiteSink
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def _pg_sink(dsn: str) -> tuple[Any, str | None]:
     try:
         import psycopg
 
-        from ..sinks.postgres import PostgresSink
+        from .sinks.postgres import PostgresSink
     except ImportError:
         return None, 'psycopg not installed (pip install "psycopg[binary]")'
     error = ""
