@@ -314,10 +314,12 @@ def test_load_data_command(redis_url: str, r: redis.Redis,
 
 def test_demo_section(client: pyredislua.Client) -> None:
     from pyredislua.cache.demo import ORDER, demo
+    from pyredislua.writebehind import demo as wb_demo
 
     lines: list[str] = []
     demo(client, lines.append)
-    assert ORDER == 40
+    wb_demo.demo(client, lines.append)
+    assert ORDER == 40 and wb_demo.ORDER == 45
     text = "\n".join(lines)
     assert "1 computation" in text and "SQLite now holds 1000 transactions" in text
 
