@@ -424,3 +424,27 @@ def test_concurrent_writers_and_flusher_workers_converge(client: pyredislua.Clie
         assert (rows[key].version, rows[key].value, rows[key].deleted) == (
             version, value, value is None)
     assert flusher.totals.released > 0 and store.stats().dead == 0
+
+
+def test_the_store_key_set_is_declared_once() -> None:
+    """The nine keys come from lua/keysets/writebehind.keys: the operations that take them say
+    `keys: keyset writebehind`, StoreKeys is built from the same file, and the include's name
+    table (wb_K, which the helpers look keys up in by name) lists them in the same order."""
+    import re
+    from pathlib import Path
+
+    from pyredislua.engine.render import load_keysets, lua_root, render_library
+    from pyredislua.writebehind import StoreKeys
+
+    names = [k.name for k in load_keysets()["writebehind"].keys]
+    keys = StoreKeys("orders")
+    assert keys.all == tuple(f"prl:wb:{{orders}}:{n}" for n in names)
+    lib = render_library()
+    takers = {op.name for op in lib.operations.values() if op.header.keyset == "writebehind"}
+    assert takers == {f"writebehind.{n}" for n in (
+        "ack", "claim", "dead", "fail", "reap", "release", "requeue", "stats", "write")}
+    include = (Path(lua_root()) / "includes" / "writebehind.lua").read_text()
+    body = re.search(r"local function wb_K\(keys\)\s*return \{(.*?)\}\s*end", include, re.S)
+    assert body is not None
+    table = re.findall(r"(\w+) = keys\[(\d+)\]", body.group(1))
+    assert [name for name, _ in sorted(table, key=lambda t: int(t[1]))] == names
