@@ -199,8 +199,8 @@ def _workflows(client: pyredislua.Client, n: int) -> None:
         TokenBucket,
         hit_all,
     )
-    from pyredislua.sinks.sqlite import SQLiteSink
     from pyredislua.writebehind import WriteBehind
+    from pyredislua.writebehind.sinks.sqlite import SQLiteSink
 
     for i in range(3):
         name = f"wf{n}-{i}"
