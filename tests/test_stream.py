@@ -108,7 +108,7 @@ def test_blocking_consume_wakes_on_produce(client: pyredislua.Client, redis_url:
     got: list[Entry] = []
     t = threading.Thread(target=lambda: got.extend(sq.consume(timeout=10)))
     t.start()
-    while not any(c.get("cmd") == "xreadgroup" for c in client.redis.client_list()):
+    while not any(c.get("cmd") == "xread" for c in client.redis.client_list()):
         pass
     sent = time.monotonic()
     other.produce(["hello"])

@@ -1,6 +1,6 @@
 --[[
 name: queue.dead
-version: 1.0.0
+version: 1.0.1
 summary: List dead-lettered jobs, oldest first, with their reason and attempt count.
 flags: no-writes
 includes: queue
@@ -22,17 +22,19 @@ returns:
   {total, {row, ...}}, row = {id, "dead", died_at, priority, attempts, max_attempts, reason, payload}
 errors:
   BADARG: an argument or the key count is invalid
+  BADSTATE: a key holds something else than the queue keeps there
+  WRONGTYPE: a key holds another Redis type
 ]]
 local K = queue_K(KEYS)
-local ids = redis.call('ZRANGE', K.dead, offset, offset + count - 1, 'WITHSCORES')
+local ids = rcall('ZRANGE', K.dead, offset, offset + count - 1, 'WITHSCORES')
 local out = {}
 if #ids > 0 then
   local only = {}
   for i = 1, #ids, 2 do only[#only + 1] = ids[i] end
-  local raws = redis.call('HMGET', K.jobs, unpack(only))
-  local payloads = redis.call('HMGET', K.payloads, unpack(only))
+  local raws = rcall('HMGET', K.jobs, unpack(only))
+  local payloads = rcall('HMGET', K.payloads, unpack(only))
   for i, id in ipairs(only) do
-    out[i] = queue_row(id, 'dead', ids[2 * i], queue_decode(raws[i]), payloads[i])
+    out[i] = queue_row(id, 'dead', ids[2 * i], queue_meta(raws[i], id), payloads[i])
   end
 end
-return {redis.call('ZCARD', K.dead), out}
+return {rcall('ZCARD', K.dead), out}

@@ -1,8 +1,9 @@
 --[[
 name: queue.enqueue
-version: 1.0.0
+version: 1.1.0
 summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key).
 flags: none
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
@@ -15,6 +16,7 @@ keys:
   prio: hash; priority to its number of unfinished jobs
   stats: hash; counters (job sequence, lease tokens, totals)
   marker: list; what idle consumers block on; enqueue pushes to it
+  request: optional string; this call's request record, a key of your choosing under the queue's hash tag, unique per call (prl:q:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
 argv:
   payload: str 0..16777216; the job's payload (opaque bytes)
   priority: int -2147483648..2147483647 = 0; lower runs first
@@ -26,13 +28,14 @@ returns:
   {job id, 1} when added; {existing job id, 0} when the idempotency key names an unfinished job
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
+local first = queue_recorded(K, 'queue.enqueue')
+if first then return first end
 local now = prl_now_ms()
-local id, created = queue_add(K, {payload = payload, priority = priority, delay_ms = delay_ms,
-  max_attempts = max_attempts, backoff_ms = backoff_ms, idem_key = idem_key}, now)
-if created == 1 then
-  redis.call('HINCRBY', K.stats, 'enqueued', 1)
-  if delay_ms == 0 then queue_wake(K, 1) end
-end
-return {id, created}
+local out, added = queue_add(K, { {payload = payload, priority = priority, delay_ms = delay_ms,
+  max_attempts = max_attempts, backoff_ms = backoff_ms, idem_key = idem_key} }, now)
+if added > 0 then queue_record(K, 'queue.enqueue', out) end
+return out

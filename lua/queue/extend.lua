@@ -1,8 +1,9 @@
 --[[
 name: queue.extend
-version: 1.0.0
+version: 1.0.1
 summary: Extend a live lease to lease_ms from now (never resurrects an expired one).
-flags: none
+flags: allow-oom
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
@@ -24,9 +25,11 @@ returns:
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
   STALE: the token is not the job's live lease (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
 local now = prl_now_ms()
-queue_live(K, id, token, now)
-redis.call('ZADD', K.active, now + lease_ms, id)
+queue_live(K, {id}, {token}, now)
+rcall('ZADD', K.active, now + lease_ms, id)
 return now + lease_ms

@@ -1,6 +1,6 @@
 --[[
 name: queue.peek
-version: 1.0.0
+version: 1.0.1
 summary: Look at the next jobs of one state in order, without leasing them.
 flags: no-writes
 includes: queue
@@ -23,16 +23,18 @@ returns:
   is the priority (ready), due time (delayed), lease deadline (active) or death time (dead)
 errors:
   BADARG: an argument or the key count is invalid
+  BADSTATE: a key holds something else than the queue keeps there
+  WRONGTYPE: a key holds another Redis type
 ]]
 local K = queue_K(KEYS)
-local ids = redis.call('ZRANGE', K[state], 0, count - 1, 'WITHSCORES')
+local ids = rcall('ZRANGE', K[state], 0, count - 1, 'WITHSCORES')
 local out = {}
 if #ids == 0 then return out end
 local only = {}
 for i = 1, #ids, 2 do only[#only + 1] = ids[i] end
-local raws = redis.call('HMGET', K.jobs, unpack(only))
-local payloads = redis.call('HMGET', K.payloads, unpack(only))
+local raws = rcall('HMGET', K.jobs, unpack(only))
+local payloads = rcall('HMGET', K.payloads, unpack(only))
 for i, id in ipairs(only) do
-  out[i] = queue_row(id, state, ids[2 * i], queue_decode(raws[i]), payloads[i])
+  out[i] = queue_row(id, state, ids[2 * i], queue_meta(raws[i], id), payloads[i])
 end
 return out

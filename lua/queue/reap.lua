@@ -1,8 +1,9 @@
 --[[
 name: queue.reap
-version: 1.0.0
+version: 1.0.1
 summary: Return up to limit jobs whose lease ran out to the queue (retry with backoff, or dead letter).
-flags: none
+flags: allow-oom
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
@@ -21,17 +22,20 @@ returns:
   {now, {{id, outcome, at, attempts}, ...}}; outcome ready|delayed|dead
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
 local now = prl_now_ms()
-local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
+local expired = rcall('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
 local out = {}
 if #expired == 0 then return {now, out} end
-local raws = redis.call('HMGET', K.jobs, unpack(expired))
+local raws = rcall('HMGET', K.jobs, unpack(expired))
+local metas = {}
+for i, id in ipairs(expired) do metas[i] = queue_meta(raws[i], id) end
+local settled = queue_settle(K, expired, metas, now, 'lease expired', 'retry', -1,
+                             {reaped = #expired})
 for i, id in ipairs(expired) do
-  local m = queue_decode(raws[i])
-  local outcome, at = queue_settle(K, id, m, now, 'lease expired', 'retry', -1)
-  out[i] = {id, outcome, at, m.a}
+  out[i] = {id, settled[i][1], settled[i][2], metas[i].a}
 end
-redis.call('HINCRBY', K.stats, 'reaped', #expired)
 return {now, out}

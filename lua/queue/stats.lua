@@ -1,6 +1,6 @@
 --[[
 name: queue.stats
-version: 1.0.0
+version: 1.0.1
 summary: Counts per state and per priority, and the queue's running totals.
 flags: no-writes
 includes: queue
@@ -21,18 +21,23 @@ returns:
   per_priority = {{priority, unfinished, ready}, ...} (at most 1000 priorities; false beyond)
 errors:
   BADARG: the key count is invalid
+  BADSTATE: a key holds something else than the queue keeps there
+  WRONGTYPE: a key holds another Redis type
 ]]
 local K = queue_K(KEYS)
 local now = prl_now_ms()
 local per = false
-if redis.call('HLEN', K.prio) <= 1000 then
+if rcall('HLEN', K.prio) <= 1000 then
   per = {}
-  local flat = redis.call('HGETALL', K.prio)
+  local flat = rcall('HGETALL', K.prio)
   for i = 1, #flat, 2 do
-    per[#per + 1] = {tonumber(flat[i]), tonumber(flat[i + 1]),
-                     redis.call('ZCOUNT', K.ready, flat[i], flat[i])}
+    local p = queue_count(flat[i], 'a priority')
+    per[#per + 1] = {p, queue_count(flat[i + 1], 'the count of priority ' .. p),
+                     rcall('ZCOUNT', K.ready, flat[i], flat[i])}
   end
 end
-return {redis.call('ZCARD', K.ready), redis.call('ZCARD', K.delayed),
-        redis.call('ZCARD', K.active), redis.call('ZCOUNT', K.active, '-inf', now),
-        redis.call('ZCARD', K.dead), redis.call('HGETALL', K.stats), per}
+local counters = rcall('HGETALL', K.stats)
+for i = 2, #counters, 2 do queue_count(counters[i], 'the counter ' .. prl_shown(counters[i - 1])) end
+return {rcall('ZCARD', K.ready), rcall('ZCARD', K.delayed),
+        rcall('ZCARD', K.active), rcall('ZCOUNT', K.active, '-inf', now),
+        rcall('ZCARD', K.dead), counters, per}
