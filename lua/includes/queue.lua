@@ -14,6 +14,7 @@
 --   9 stats     hash of counters: seq (job ids), enqueued, acked, retried, dead, requeued,
 --               purged, reaped (and tokens: the lease tokens of jobs enqueued before 1.7)
 --  10 marker    list an idle consumer blocks on (BLPOP): each enqueue of a ready job pushes to it
+--              (at most QUEUE_MARKERS); a dequeue that finds nothing to do deletes it
 -- and the operations that would do something twice when re-sent take an optional eleventh:
 --  11 request   string, this call's request record (a key chosen by the caller, unique per
 --               call, under the same hash tag): a call that changed something stores its reply

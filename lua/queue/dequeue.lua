@@ -58,7 +58,10 @@ end
 local due = rcall('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, QUEUE_PROMOTE_LIMIT)
 local top = rcall('ZRANGE', K.ready, 0, count, 'WITHSCORES')
 if #due == 0 and #top == 0 then
+  -- nothing to do: wake-ups left for idle consumers would only wake them for nothing (and
+  -- would stay behind when the queue falls idle), so they go
   local nxt = rcall('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if rcall('LLEN', K.marker) > 0 then rcall('DEL', K.marker) end
   local wait = -1
   if #nxt > 0 then wait = math.max(tonumber(nxt[2]) - now, 1) end
   return {now, wait, {}}

@@ -171,6 +171,8 @@ SCENARIOS = [
     Scenario("queue.dequeue", "no request record", ALL, (1, MINUTE), _in_use),
     Scenario("queue.dequeue", "empty, a delayed job later", REQ, (1, MINUTE),
              _setup(_enqueue(*_job("later", 0, MINUTE))), writes=False),
+    Scenario("queue.dequeue", "empty, clears wake-ups left behind", REQ, (1, MINUTE),
+             _setup(_enqueue(*_job("a")), _enqueue(*_job("b")), _dequeue(2))),
     Scenario("queue.dequeue", "re-sent", REQ, (1, MINUTE),
              _again(Call("queue.dequeue", REQ, (1, MINUTE)), _in_use), writes=False),
     # ack
