@@ -24,8 +24,9 @@ from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
 import pyredislua
-from pyredislua.queue import AsyncQueue, Queue, StreamQueue
+from pyredislua.queue import AsyncQueue, Entry, Queue, StreamQueue
 from pyredislua.queue import ops as qops
+from pyredislua.queue.streams import _StreamBase
 from tests.faultkit import FaultOutcome, FaultReport, FaultServer, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.queue]
@@ -234,3 +235,27 @@ def test_consumers_drain_a_stream_queue_at_maxmemory(fault_server: FaultServer,
         STREAMS, "maxmemory (noeviction), memory full", True, None,
         "OutOfMemoryError to produce only", 0, 0,
         "consumers drained 20 entries: consume, ack, nack, extend run (allow-oom)"))
+
+
+def test_every_queue_and_stream_operation_is_safe_to_resend() -> None:
+    """By construction (extend, reap, the reads) or by a request record (the others): none is
+    `resend: once`, and the Python call specs of the latter carry one by default."""
+    lib = pyredislua.render_library()
+    ops = {n: op.header for n, op in lib.operations.items()
+           if op.header.area in ("queue", "stream")}
+    assert all(h.resend == "safe" for h in ops.values())
+    recorded = {n for n, h in ops.items() if h.keys[-1].name == "request"}
+    assert recorded == {"queue.enqueue", "queue.enqueue_batch", "queue.dequeue", "queue.ack",
+                        "queue.nack", "queue.requeue", "queue.purge", "stream.produce",
+                        "stream.consume", "stream.ack", "stream.nack"}
+    k = qops.QueueKeys("q")
+    calls = [qops.enqueue_call(k, qops.JobSpec("x")), *qops.enqueue_batch_calls(
+        k, [qops.JobSpec("x")]), qops.dequeue_call(k, 1, 1000), *qops.ack_calls(k, [("1", "1")]),
+        qops.nack_call(k, "1", "1"), qops.requeue_call(k), qops.purge_call(k)]
+    sq = _StreamBase(None, "s")  # type: ignore[arg-type]  # call specs only: no engine needed
+    entry = Entry("1-0", 1, b"", "c")
+    calls += [*sq._produce_calls(["x"]), sq._consume_call(1), *sq._ack_call([entry]),
+              sq._nack_call(entry, "", "retry")]
+    for call in calls:
+        assert call.op in recorded and ":req:" in call.keys[-1], call
+    assert len({c.keys[-1] for c in calls}) == len(calls)  # one record per call
