@@ -11,7 +11,7 @@
 --   6 payloads  hash, job id -> payload (opaque bytes)
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
---   9 stats     hash of counters: seq (job ids), enqueued, acked, retried, dead, requeued,
+--   9 stats     hash of counters: seq (job ids; also the number enqueued), acked, retried, dead, requeued,
 --               purged, reaped (and tokens: the lease tokens of jobs enqueued before 1.7)
 --  10 marker    list an idle consumer blocks on (BLPOP): each enqueue of a ready job pushes to it
 --              (at most QUEUE_MARKERS); a dequeue that finds nothing to do deletes it
@@ -55,14 +55,19 @@ local function queue_encode(m)
   return cmsgpack.pack(m)
 end
 
--- A job's record, decoded and checked: BADSTATE when it is missing or not a job record.
+-- A job's record, decoded and checked: BADSTATE when it is missing or not a job record. The
+-- numeric fields are checked with one sum inside the protected decode (cheaper than a type()
+-- per field); the token and the idempotency key must be strings when present.
+local function queue_decode(raw)
+  local m = cmsgpack.unpack(raw)
+  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0)
+  return m
+end
+
 local function queue_meta(raw, id)
   if not raw then prl_fail('BADSTATE', 'job ' .. prl_shown(id) .. ' is listed but has no record') end
-  local ok, m = pcall(cmsgpack.unpack, raw)
-  if not ok or type(m) ~= 'table' or type(m.p) ~= 'number' or type(m.a) ~= 'number'
-      or type(m.m) ~= 'number' or type(m.b) ~= 'number' or type(m.e) ~= 'number'
-      or (m.k ~= nil and type(m.k) ~= 'string') or (m.t ~= nil and type(m.t) ~= 'string')
-      or (m.r ~= nil and type(m.r) ~= 'string') or (m.d ~= nil and type(m.d) ~= 'number') then
+  local ok, m = pcall(queue_decode, raw)
+  if not ok or (m.t ~= nil and type(m.t) ~= 'string') or (m.k ~= nil and type(m.k) ~= 'string') then
     prl_fail('BADSTATE', 'job ' .. prl_shown(id) .. ': its record is not a queue job record')
   end
   return m
@@ -207,17 +212,15 @@ local function queue_add(K, jobs, now)
     end
   end
   if #new == 0 then return out, 0 end
-  -- read and check what the writes touch
-  local sv = redis.call('HMGET', K.stats, 'seq', 'enqueued')
-  local seq = queue_count(sv[1], 'the job sequence')
-  local enqueued = queue_count(sv[2], 'the enqueued count')
+  -- read and check what the writes touch (stats: its first write fails on a bad sequence)
   local counts = queue_prio_read(K, wanted)
   if not jobs_checked then redis.call('HLEN', K.jobs) end
   redis.call('HLEN', K.payloads)
   if ready > 0 then redis.call('ZCARD', K.ready) end
   if delayed > 0 then redis.call('ZCARD', K.delayed) end
   local llen = ready > 0 and redis.call('LLEN', K.marker) or 0
-  -- write
+  -- write: the sequence first
+  local seq = redis.call('HINCRBY', K.stats, 'seq', #new) - #new
   local records, payloads, to_ready, to_delayed, idem, changes = {}, {}, {}, {}, {}, {}
   local ids = {}
   for n, job in ipairs(new) do
@@ -247,7 +250,6 @@ local function queue_add(K, jobs, now)
   for i = 1, #out, 2 do
     if type(out[i]) == 'number' then out[i] = ids[out[i]] end
   end
-  redis.call('HSET', K.stats, 'seq', queue_num(seq + #new), 'enqueued', queue_num(enqueued + #new))
   if keyed and #idem > 0 then queue_chunked('HSET', K.idem, idem) end
   queue_chunked('HSET', K.jobs, records)
   queue_chunked('HSET', K.payloads, payloads)
@@ -283,6 +285,69 @@ local function queue_live(K, ids, tokens, now)
     metas[i] = m
   end
   return metas
+end
+
+-- The live lease of job `id` for `token` (one job), else a STALE error. Returns its record.
+local function queue_live_one(K, id, token, now)
+  local raw = redis.call('HGET', K.jobs, id)
+  if not raw then prl_fail('STALE', 'job ' .. id .. ' does not exist (finished or purged)') end
+  local m = queue_meta(raw, id)
+  if m.t ~= token then
+    prl_fail('STALE', 'job ' .. id .. ': token ' .. prl_shown(token) .. ' is not its live lease')
+  end
+  local deadline = tonumber(redis.call('ZSCORE', K.active, id) or '0')
+  if deadline <= now then
+    prl_fail('STALE', 'job ' .. id .. ': the lease expired ' .. (now - deadline) .. ' ms ago')
+  end
+  return m
+end
+
+-- queue_settle for one job (nack): the same decisions, reads and writes without the tables.
+local function queue_settle_one(K, id, m, now, reason, how, delay_ms)
+  m.t = nil
+  m.r = reason
+  if how == 'release' then
+    m.a = math.max(m.a - 1, 0)
+  elseif how == 'dead' or m.a >= m.m then
+    -- read and check, then write: the counter first
+    local free = m.k and redis.call('HGET', K.idem, m.k) == id
+    local count = queue_count(redis.call('HGET', K.prio, m.p), 'the count of priority ' .. m.p)
+    redis.call('ZCARD', K.dead)
+    redis.call('HINCRBY', K.stats, 'dead', 1)
+    redis.call('ZREM', K.active, id)
+    redis.call('HSET', K.jobs, id, queue_encode(m))
+    redis.call('ZADD', K.dead, now, id)
+    if free then redis.call('HDEL', K.idem, m.k) end
+    if count > 1 then redis.call('HSET', K.prio, m.p, count - 1) else redis.call('HDEL', K.prio, m.p) end
+    return 'dead', now
+  else
+    local delay = delay_ms
+    if delay == nil or delay < 0 then delay = queue_backoff(m) end
+    if delay > 0 then
+      redis.call('ZCARD', K.delayed)
+      redis.call('HINCRBY', K.stats, 'retried', 1)
+      redis.call('ZREM', K.active, id)
+      redis.call('HSET', K.jobs, id, queue_encode(m))
+      redis.call('ZADD', K.delayed, now + delay, id)
+      return 'delayed', now + delay
+    end
+    redis.call('ZCARD', K.ready)
+    local llen = redis.call('LLEN', K.marker)
+    redis.call('HINCRBY', K.stats, 'retried', 1)
+    redis.call('ZREM', K.active, id)
+    redis.call('HSET', K.jobs, id, queue_encode(m))
+    redis.call('ZADD', K.ready, m.p, id)
+    queue_wake(K, 1, llen)
+    return 'ready', now
+  end
+  -- release: back to ready at once
+  redis.call('ZCARD', K.ready)
+  local llen = redis.call('LLEN', K.marker)
+  redis.call('ZREM', K.active, id)
+  redis.call('HSET', K.jobs, id, queue_encode(m))
+  redis.call('ZADD', K.ready, m.p, id)
+  queue_wake(K, 1, llen)
+  return 'ready', now
 end
 
 -- Take active jobs off their leases: retry each (with backoff, or delay_ms when >= 0), put it

@@ -66,69 +66,82 @@ if #due == 0 and #top == 0 then
   if #nxt > 0 then wait = math.max(tonumber(nxt[2]) - now, 1) end
   return {now, wait, {}}
 end
--- the candidates: every due job (made ready now) and the first count ready ones
-local ids, seen, score_of = {}, {}, {}
-for _, id in ipairs(due) do
-  if not seen[id] then
-    seen[id] = true
-    ids[#ids + 1] = id
+local chosen, metas, from_ready, promote = {}, {}, {}, {}
+local left = #top / 2 > count  -- more ready jobs than this call takes
+if #due == 0 then
+  -- the common case: the first ready jobs, in the ready set's order
+  for i = 1, math.min(#top / 2, count) do chosen[i] = top[2 * i - 1] end
+  local raws = rcall('HMGET', K.jobs, unpack(chosen))
+  for i, id in ipairs(chosen) do
+    metas[i] = queue_meta(raws[i], id)
+    from_ready[i] = id
+  end
+else
+  -- the candidates: every due job (made ready now) and the first count ready ones
+  local ids, seen, score_of = {}, {}, {}
+  for _, id in ipairs(due) do
+    if not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+    end
+  end
+  local ndue = #ids
+  for i = 1, math.min(#top / 2, count) do
+    local id = top[2 * i - 1]
+    if not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+      score_of[id] = tonumber(top[2 * i])
+    end
+  end
+  local raws = rcall('HMGET', K.jobs, unpack(ids))
+  local cands = {}
+  for i, id in ipairs(ids) do
+    local m = queue_meta(raws[i], id)
+    cands[i] = {id = id, m = m, due = i <= ndue, s = score_of[id] or m.p}
+  end
+  -- lowest (priority, id) first, as the ready set orders them
+  table.sort(cands, function(x, y)
+    if x.s ~= y.s then return x.s < y.s end
+    return x.id < y.id
+  end)
+  for i, c in ipairs(cands) do
+    if i <= count then
+      chosen[#chosen + 1] = c.id
+      metas[#metas + 1] = c.m
+      if not c.due then from_ready[#from_ready + 1] = c.id end
+    else
+      left = true
+      if c.due then
+        promote[#promote + 1] = c.m.p
+        promote[#promote + 1] = c.id
+      end
+    end
   end
 end
-local ndue = #ids
-for i = 1, math.min(#top / 2, count) do
-  local id = top[2 * i - 1]
-  if not seen[id] then
-    seen[id] = true
-    ids[#ids + 1] = id
-    score_of[id] = tonumber(top[2 * i])
-  end
-end
-local raws = rcall('HMGET', K.jobs, unpack(ids))
-local cands = {}
-for i, id in ipairs(ids) do
-  local m = queue_meta(raws[i], id)
-  cands[i] = {id = id, m = m, due = i <= ndue, s = score_of[id] or m.p}
-end
--- lowest (priority, id) first, as the ready set orders them
-table.sort(cands, function(x, y)
-  if x.s ~= y.s then return x.s < y.s end
-  return x.id < y.id
-end)
-local take = math.min(count, #cands)
-local chosen, legacy = {}, false
-for i = 1, take do
-  chosen[i] = cands[i].id
-  if cands[i].m.d == nil then legacy = true end
+local legacy = false
+for _, m in ipairs(metas) do
+  if m.d == nil then legacy = true end
 end
 local payloads = rcall('HMGET', K.payloads, unpack(chosen))
 -- a job enqueued before lease tokens were per job continues from the old shared counter
 local base = legacy and queue_count(rcall('HGET', K.stats, 'tokens'), 'the lease token counter') or 0
-local promote, left = {}, #top / 2 > count
-for i = take + 1, #cands do
-  left = true
-  if cands[i].due then
-    promote[#promote + 1] = cands[i].m.p
-    promote[#promote + 1] = cands[i].id
-  end
-end
 local llen = left and rcall('LLEN', K.marker) or 0
 -- write: the leases first (a wrong type of active fails there, before anything changed)
 local deadline = now + lease_ms
-local leases, records, from_ready, out, rec = {}, {}, {}, {}, {}
-for i = 1, take do
-  local c = cands[i]
-  local m = c.m
+local leases, records, out, rec = {}, {}, {}, {}
+for i, id in ipairs(chosen) do
+  local m = metas[i]
   m.a = m.a + 1
   m.d = (m.d or base) + 1
   m.t = queue_num(m.d)
-  leases[#leases + 1] = deadline
-  leases[#leases + 1] = c.id
-  records[#records + 1] = c.id
-  records[#records + 1] = queue_encode(m)
-  if not c.due then from_ready[#from_ready + 1] = c.id end
-  out[i] = {c.id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e}
-  rec[#rec + 1] = c.id
-  rec[#rec + 1] = m.t
+  leases[2 * i - 1] = deadline
+  leases[2 * i] = id
+  records[2 * i - 1] = id
+  records[2 * i] = queue_encode(m)
+  out[i] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e}
+  rec[2 * i - 1] = id
+  rec[2 * i] = m.t
 end
 queue_chunked('ZADD', K.active, leases)
 if #due > 0 then queue_chunked('ZREM', K.delayed, due) end

@@ -35,7 +35,33 @@ local K = queue_K(KEYS)
 local first = queue_recorded(K, 'queue.enqueue')
 if first then return first end
 local now = prl_now_ms()
-local out, added = queue_add(K, { {payload = payload, priority = priority, delay_ms = delay_ms,
-  max_attempts = max_attempts, backoff_ms = backoff_ms, idem_key = idem_key} }, now)
-if added > 0 then queue_record(K, 'queue.enqueue', out) end
-return out
+-- read and check everything the writes touch
+local jobs_checked = false
+if idem_key ~= '' then
+  local holder = rcall('HGET', K.idem, idem_key)
+  if holder then
+    jobs_checked = true
+    if rcall('HEXISTS', K.jobs, holder) == 1 then return {holder, 0} end
+  end
+end
+if not jobs_checked then rcall('HLEN', K.jobs) end
+rcall('HLEN', K.payloads)
+local count = queue_count(rcall('HGET', K.prio, priority), 'the count of priority ' .. priority)
+local into = delay_ms > 0 and K.delayed or K.ready
+rcall('ZCARD', into)
+local llen = delay_ms > 0 and QUEUE_MARKERS or rcall('LLEN', K.marker)
+-- write: the sequence first (a stats key of another type, or a bad sequence, fails there)
+local id = queue_id(rcall('HINCRBY', K.stats, 'seq', 1))
+local m = {p = priority, a = 0, m = max_attempts, b = backoff_ms, e = now}
+if idem_key ~= '' then
+  m.k = idem_key
+  rcall('HSET', K.idem, idem_key, id)
+end
+rcall('HSET', K.jobs, id, queue_encode(m))
+rcall('HSET', K.payloads, id, payload)
+rcall('ZADD', into, delay_ms > 0 and now + delay_ms or priority, id)
+rcall('HSET', K.prio, priority, count + 1)
+if llen < QUEUE_MARKERS then rcall('RPUSH', K.marker, '1') end
+local reply = {id, 1}
+queue_record(K, 'queue.enqueue', reply)
+return reply

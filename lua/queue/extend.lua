@@ -30,6 +30,6 @@ errors:
 ]]
 local K = queue_K(KEYS)
 local now = prl_now_ms()
-queue_live(K, {id}, {token}, now)
+queue_live_one(K, id, token, now)
 rcall('ZADD', K.active, now + lease_ms, id)
 return now + lease_ms

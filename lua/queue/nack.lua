@@ -35,8 +35,8 @@ local K = queue_K(KEYS)
 local first = queue_recorded(K, 'queue.nack')
 if first then return first end
 local now = prl_now_ms()
-local m = queue_live(K, {id}, {token}, now)[1]
-local settled = queue_settle(K, {id}, {m}, now, reason, action, delay_ms)[1]
-local reply = {settled[1], settled[2], m.a}
+local m = queue_live_one(K, id, token, now)
+local outcome, at = queue_settle_one(K, id, m, now, reason, action, delay_ms)
+local reply = {outcome, at, m.a}
 queue_record(K, 'queue.nack', reply)
 return reply

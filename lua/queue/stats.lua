@@ -36,8 +36,21 @@ if rcall('HLEN', K.prio) <= 1000 then
                      rcall('ZCOUNT', K.ready, flat[i], flat[i])}
   end
 end
-local counters = rcall('HGETALL', K.stats)
-for i = 2, #counters, 2 do queue_count(counters[i], 'the counter ' .. prl_shown(counters[i - 1])) end
+local flat = rcall('HGETALL', K.stats)
+-- every job created takes a sequence number: enqueued is the sequence (1.7 keeps no copy)
+local counters, seq = {}, nil
+for i = 1, #flat, 2 do
+  queue_count(flat[i + 1], 'the counter ' .. prl_shown(flat[i]))
+  if flat[i] == 'seq' then seq = flat[i + 1] end
+  if flat[i] ~= 'enqueued' then
+    counters[#counters + 1] = flat[i]
+    counters[#counters + 1] = flat[i + 1]
+  end
+end
+if seq then
+  counters[#counters + 1] = 'enqueued'
+  counters[#counters + 1] = seq
+end
 return {rcall('ZCARD', K.ready), rcall('ZCARD', K.delayed),
         rcall('ZCARD', K.active), rcall('ZCOUNT', K.active, '-inf', now),
         rcall('ZCARD', K.dead), counters, per}
