@@ -4,7 +4,7 @@ Guarantee: **at-least-once**. A job leaves the queue only when a consumer acks i
 lease token, or when it is dead-lettered after ``max_attempts`` deliveries. A consumer that dies
 mid-job loses nothing: its lease runs out and a reap returns the job to the queue (with backoff),
 so the job may run twice; make handlers idempotent. On a single primary every operation is atomic;
-Redis replication is asynchronous, so a failover can lose the last writes (see docs/queue.md).
+Redis replication is asynchronous, so a failover can lose the last writes (see the README).
 """
 
 from __future__ import annotations
