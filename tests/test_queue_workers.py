@@ -234,3 +234,24 @@ def test_prefetch_adapts_to_job_length(client: pyredislua.Client) -> None:
     core.job_seconds = 0.00001  # tiny jobs: a deep buffer, capped
     assert core.capacity == 4 + 64
     assert Worker(q, lambda job: None, concurrency=4, prefetch=0).core.capacity == 4
+
+
+def test_a_jobs_max_run_travels_with_it(client: pyredislua.Client, r: redis.Redis) -> None:
+    """max_run set at enqueue is stored with the job and returned by dequeue; batches carrying
+    it use 7 fields per job (a chunk of 6k jobs is split), batches without it stay 6 fields."""
+    q = Queue(client, "mr")
+    q.enqueue("one", max_run=1.5)
+    q.enqueue("none")
+    sizes = (1, 5, 6, 7, 12, 13)
+    for n in sizes:
+        made = q.enqueue_many([q.job(f"{n}-{i}", max_run=0.25 if i % 2 else None)
+                               for i in range(n)])
+        assert len(made) == n and all(e.created for e in made)
+    q.enqueue_many([q.job(f"plain-{i}") for i in range(7)])  # 42 fields: six per job
+    jobs = q.dequeue(1000)
+    assert len(jobs) == 2 + sum(sizes) + 7
+    by_text = {j.text: j.max_run_ms for j in jobs}
+    assert by_text["one"] == 1500 and by_text["none"] == 0
+    assert all(by_text[f"{n}-{i}"] == (250 if i % 2 else 0) for n in sizes for i in range(n))
+    assert all(by_text[f"plain-{i}"] == 0 for i in range(7))
+    assert [info.attempts for info in q.peek("active", 1)] == [1]

@@ -6,7 +6,8 @@
 --   3 active    sorted set, member = job id, score = lease deadline (ms, server time)
 --   4 dead      sorted set, member = job id, score = server time (ms) it was dead-lettered
 --   5 jobs      hash, job id -> msgpack map {p priority, a attempts, m max attempts,
---               b backoff base ms, k idempotency key, e enqueued at ms, r last reason, t lease token}
+--               b backoff base ms, k idempotency key, e enqueued at ms, r last reason, t lease token,
+--               x max run time ms (absent: none)}
 --   6 payloads  hash, job id -> payload (opaque bytes)
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
@@ -78,8 +79,11 @@ local function queue_prio_add(K, priority, n)
   end
 end
 
--- Validate one job's six enqueue fields at argv[i..i+5]; returns a table or raises BADARG.
-local function queue_check_job(argv, i, label)
+-- Validate one job's six enqueue fields at argv[i..i+5] (seven with max_run, at argv[i+6]);
+-- returns a table or raises BADARG.
+local function queue_check_job(argv, i, label, with_max_run)
+  local max_run_ms = 0
+  if with_max_run then max_run_ms = prl_int(argv, i + 6, label .. 'max_run_ms', 0, 86400000, nil) end
   return {
     payload = prl_str(argv, i, label .. 'payload', 0, 16777216, nil),
     priority = prl_int(argv, i + 1, label .. 'priority', -2147483648, 2147483647, nil),
@@ -87,6 +91,7 @@ local function queue_check_job(argv, i, label)
     max_attempts = prl_int(argv, i + 3, label .. 'max_attempts', 1, 1000000, nil),
     backoff_ms = prl_int(argv, i + 4, label .. 'backoff_ms', 0, 86400000, nil),
     idem_key = prl_str(argv, i + 5, label .. 'idem_key', 0, 512, nil),
+    max_run_ms = max_run_ms,
   }
 end
 
@@ -100,6 +105,7 @@ local function queue_add(K, job, now)
   end
   local id = queue_id(redis.call('HINCRBY', K.stats, 'seq', 1))
   local m = {p = job.priority, a = 0, m = job.max_attempts, b = job.backoff_ms, e = now}
+  if (job.max_run_ms or 0) > 0 then m.x = job.max_run_ms end
   if job.idem_key ~= '' then
     m.k = job.idem_key
     redis.call('HSET', K.idem, job.idem_key, id)

@@ -1,6 +1,6 @@
 --[[
 name: queue.dequeue
-version: 1.0.0
+version: 1.1.0
 summary: Lease up to count ready jobs, lowest (priority, enqueue order) first; due delayed jobs are made ready first.
 flags: none
 includes: queue
@@ -21,7 +21,7 @@ argv:
 returns:
   {now, wait_ms, {job, ...}}: now is the server time; wait_ms is 0 when jobs were leased, else
   the ms until the next delayed job is due (-1: none). job = {id, token, deadline, attempts,
-  max_attempts, priority, payload, enqueued_at}
+  max_attempts, priority, payload, enqueued_at, max_run_ms} (max_run_ms 0: none set)
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
 ]]
@@ -50,7 +50,7 @@ for i, id in ipairs(ids) do
   records[#records + 1] = queue_encode(m)
   leases[#leases + 1] = deadline
   leases[#leases + 1] = id
-  out[i] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e}
+  out[i] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0}
 end
 queue_chunked('HSET', K.jobs, records)
 queue_chunked('ZADD', K.active, leases)

@@ -1,7 +1,7 @@
 --[[
 name: queue.enqueue
-version: 1.0.0
-summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key).
+version: 1.1.0
+summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key, max run time).
 flags: none
 includes: queue
 keys:
@@ -22,6 +22,7 @@ argv:
   max_attempts: int 1..1000000 = 3; deliveries before the job is dead-lettered
   backoff_ms: int 0..86400000 = 1000; base of the exponential retry backoff (0: retry at once)
   idem_key: str 0..512 = ""; idempotency key ("" for none)
+  max_run_ms: int 0..86400000 = 0; longest a worker may run the job per attempt (0: no limit of its own); dequeue returns it
 returns:
   {job id, 1} when added; {existing job id, 0} when the idempotency key names an unfinished job
 errors:
@@ -30,7 +31,8 @@ errors:
 local K = queue_K(KEYS)
 local now = prl_now_ms()
 local id, created = queue_add(K, {payload = payload, priority = priority, delay_ms = delay_ms,
-  max_attempts = max_attempts, backoff_ms = backoff_ms, idem_key = idem_key}, now)
+  max_attempts = max_attempts, backoff_ms = backoff_ms, idem_key = idem_key,
+  max_run_ms = max_run_ms}, now)
 if created == 1 then
   redis.call('HINCRBY', K.stats, 'enqueued', 1)
   if delay_ms == 0 then queue_wake(K, 1) end
