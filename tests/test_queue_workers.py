@@ -11,13 +11,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 import pyredislua
 from pyredislua.queue import AsyncQueue, Job, Queue
-from pyredislua.queue.worker import AsyncWorker, DeadLetter, Worker
+from pyredislua.queue.worker import AsyncWorker, DeadLetter, Worker, WorkerMetrics
+from tests.faultkit import FaultServer
 
 pytestmark = pytest.mark.queue
 
@@ -255,3 +259,163 @@ def test_a_jobs_max_run_travels_with_it(client: pyredislua.Client, r: redis.Redi
     assert all(by_text[f"{n}-{i}"] == (250 if i % 2 else 0) for n in sizes for i in range(n))
     assert all(by_text[f"plain-{i}"] == 0 for i in range(7))
     assert [info.attempts for info in q.peek("active", 1)] == [1]
+
+
+# -- transient and fatal errors ------------------------------------------------------------------
+
+
+def test_transient_errors_are_told_from_fatal_ones() -> None:
+    from redis import exceptions as rx
+
+    from pyredislua.engine.protocol import NotSentError
+    from pyredislua.errors import BadArgumentError, StaleTokenError, transient
+
+    for error in (rx.ConnectionError("reset"), rx.TimeoutError("slow"), OSError("refused"),
+                  rx.BusyLoadingError("loading"), rx.OutOfMemoryError("oom"),
+                  rx.ReadOnlyError("replica"), rx.TryAgainError("again"),
+                  rx.ClusterDownError("down"), rx.MasterDownError("link down"),
+                  NotSentError("not sent"), asyncio.TimeoutError(),
+                  rx.ResponseError("BUSY Redis is busy running a script"),
+                  rx.ResponseError("NOREPLICAS Not enough good replicas to write."),
+                  rx.ResponseError("MISCONF Redis is configured to save RDB snapshots"),
+                  rx.ResponseError("UNBLOCKED force unblock from blocking operation")):
+        assert transient(error), error
+    for error in (rx.AuthenticationError("wrong password"), rx.NoPermissionError("no perm"),
+                  rx.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
+                  rx.ResponseError("ERR unknown command"), BadArgumentError("bad"),
+                  StaleTokenError("stale"), RuntimeError("bug"), rx.DataError("bad data")):
+        assert not transient(error), error
+
+
+def _run_in_thread(w: Worker) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            w.run()
+        except BaseException as error:  # recorded for the test to assert on
+            errors.append(error)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, errors
+
+
+def _wait(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _async_wait(condition: Callable[[], object], timeout: float = 10.0) -> Awaitable[None]:
+    async def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.005)
+    return wait()
+
+
+def test_a_worker_started_at_maxmemory_waits_and_resumes(fault_server: FaultServer) -> None:
+    """Issue 14 §1: the first cycle at maxmemory used to raise OutOfMemoryError and end run()."""
+    client = pyredislua.Client(redis.Redis(port=fault_server.port))
+    q = Queue(client, "oom")
+    q.enqueue_many([str(i) for i in range(20)])
+    events: list[tuple[str, dict[str, Any]]] = []
+    w = Worker(q, lambda job: None, concurrency=2,
+               on_event=lambda e, j, i: events.append((e, i)) if j is None else None)
+    with fault_server.out_of_memory() as admin:
+        admin.config_set("maxmemory", 1)  # no headroom at all
+        t, errors = _run_in_thread(w)
+        _wait(lambda: w.metrics.errors >= 3)
+        assert t.is_alive() and not errors and w.metrics.acked == 0
+        assert all("OutOfMemoryError" in i["error"] for e, i in events if e == "error")
+        pauses = [i["pause"] for e, i in events if e == "error"]
+        assert pauses == sorted(pauses) and pauses[0] == 0.05  # growing, bounded
+    _wait(lambda: w.metrics.acked == 20)
+    assert any(e == "recovered" for e, _ in events)
+    w.stop()
+    t.join(5)
+    assert not t.is_alive() and not errors
+    assert (w.metrics.leased, w.metrics.lost) == (20, 0)
+
+
+async def test_an_async_worker_started_at_maxmemory_waits_and_resumes(
+        fault_server: FaultServer) -> None:
+    aclient = pyredislua.AsyncClient(redis.asyncio.Redis(port=fault_server.port))
+    q = AsyncQueue(aclient, "oom")
+    await q.enqueue_many([str(i) for i in range(20)])
+
+    async def handle(job: Job) -> None:
+        return None
+
+    w = AsyncWorker(q, handle, concurrency=2)
+    with fault_server.out_of_memory() as admin:
+        admin.config_set("maxmemory", 1)
+        task = asyncio.ensure_future(w.run())
+        await _async_wait(lambda: w.metrics.errors >= 3)
+        assert not task.done() and w.metrics.acked == 0
+    await _async_wait(lambda: w.metrics.acked == 20)
+    w.stop()
+    await asyncio.wait_for(task, 5)
+    assert (w.metrics.leased, w.metrics.lost) == (20, 0)
+    await aclient.redis.aclose()
+
+
+def test_a_fatal_error_ends_run(client: pyredislua.Client, r: redis.Redis) -> None:
+    """What retrying cannot fix (a queue key holding another type) is not ridden out."""
+    q = Queue(client, "fatal")
+    r.set(q.keys.ready, "not a sorted set")
+    w = Worker(q, lambda job: None)
+    t, errors = _run_in_thread(w)
+    t.join(5)
+    assert not t.is_alive() and len(errors) == 1
+    assert "WRONGTYPE" in str(errors[0]) or "BADSTATE" in str(errors[0])
+    assert w.metrics.errors == 0
+
+
+@pytest.mark.parametrize("kind", ["threads", "asyncio"])
+def test_a_handler_error_is_never_a_worker_error(kind: str, client: pyredislua.Client,
+                                                 redis_url: str) -> None:
+    """Handlers raising Redis' own errors (the transient ones included) fail their job only."""
+    raised: list[BaseException] = [
+        redis.ConnectionError("the handler's own Redis"),
+        redis.exceptions.OutOfMemoryError("the handler's own OOM"), RuntimeError("plain"),
+        asyncio.CancelledError()]  # not cancelled by the worker: the job's failure
+    if kind == "threads":
+        raised.append(KeyboardInterrupt())  # a thread's handler may raise even this
+    q = Queue(client, "herr")
+    q.enqueue_many([q.job(str(i), max_attempts=1) for i in range(len(raised))] + ["ok"])
+
+    def outcome(job: Job) -> None:
+        if job.text != "ok":
+            raise raised[int(job.text)]
+
+    if kind == "threads":
+        w = Worker(q, outcome)
+        t, errors = _run_in_thread(w)
+        _wait(lambda: q.stats().unfinished == 0)
+        w.stop()
+        t.join(5)
+        assert not errors
+        metrics = w.metrics
+    else:
+        async def main() -> WorkerMetrics:
+            aq = AsyncQueue(pyredislua.AsyncClient(redis.asyncio.Redis.from_url(redis_url),
+                                                   mode=client.mode), "herr")
+
+            async def handle(job: Job) -> None:
+                outcome(job)
+
+            aw = AsyncWorker(aq, handle)
+            task = asyncio.ensure_future(aw.run())
+            await _async_wait(lambda: aw.metrics.acked + aw.metrics.failed == len(raised) + 1)
+            aw.stop()
+            await asyncio.wait_for(task, 5)
+            await aq.client.redis.aclose()
+            return aw.metrics
+
+        metrics = asyncio.run(main())
+    assert (metrics.acked, metrics.failed, metrics.dead) == (1, len(raised), len(raised))
+    assert metrics.errors == 0

@@ -283,6 +283,12 @@ class WorkerCore:
 
     # -- timers -------------------------------------------------------------------------------
 
+    @staticmethod
+    def _renews(run: _Run) -> bool:
+        """Whether its lease is kept alive: until its ack or nack lands, except a handler given
+        up on before it finished, and a settle that may have run (extending would misread it)."""
+        return not (run.maybe or run.checking) and (run.settle is not None or not run.abandoned)
+
     def _deadline_of(self, run: _Run) -> float | None:
         if run.max_run is None or run.started is None or run.settle is not None \
                 or run.abandoned:
@@ -292,7 +298,7 @@ class WorkerCore:
     def next_timer(self, paused: bool = False) -> float:
         t = math.inf if paused else self._next_reap
         for run in self.runs.values():
-            if run.settle is None and not run.abandoned and run.renew_at < t:
+            if run.renew_at < t and self._renews(run):
                 t = run.renew_at
             end = self._deadline_of(run)
             if end is not None and end < t:
@@ -352,6 +358,12 @@ class WorkerCore:
     def _prepare(self, now: float) -> list[tuple[Call[Any], Handler]]:
         pairs: list[tuple[Call[Any], Handler]] = []
         paused = now < self.pause_until
+        # Extensions first: a lease is kept alive until its ack or nack lands (one refused at
+        # maxmemory is sent again), and an extension never follows its own job's ack.
+        for run in self.runs.values():
+            if run.renew_at <= now and self._renews(run):
+                call = ops.extend_call(self.keys, run.job.id, run.job.token, self.lease_ms)
+                pairs.append((call, self._extend_handler(run)))
         batch = [r for r in self.settling.values()
                  if r.settle is not None and r.settle[0] == "ack" and not r.single
                  and not r.checking]
@@ -368,10 +380,6 @@ class WorkerCore:
                     [run.call] = ops.ack_calls(self.keys, [(run.job.id, run.job.token)])
                 pairs.append((run.call, self._settle_handler(run)))
                 settled_here += 1
-        for run in self.runs.values():
-            if run.settle is None and not run.abandoned and run.renew_at <= now:
-                call = ops.extend_call(self.keys, run.job.id, run.job.token, self.lease_ms)
-                pairs.append((call, self._extend_handler(run)))
         if not paused and now >= self._next_reap:
             self._next_reap = now + self.reap_every
             pairs.append((ops.reap_call(self.keys, 100), self._on_reap))
