@@ -419,3 +419,144 @@ def test_a_handler_error_is_never_a_worker_error(kind: str, client: pyredislua.C
         metrics = asyncio.run(main())
     assert (metrics.acked, metrics.failed, metrics.dead) == (1, len(raised), len(raised))
     assert metrics.errors == 0
+
+
+# -- exact metrics ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["threads", "asyncio"])
+def test_an_ack_due_with_its_extension_counts_once(kind: str, fault_server: FaultServer) -> None:
+    """Issue 14 §7: a job that finishes while its renewal is due (here: Redis paused across
+    both) used to be acked and then counted lost by its own extension's STALE reply."""
+    q_args = {"lease": 3.0}
+    started = threading.Event()
+    if kind == "threads":
+        q = Queue(pyredislua.Client(redis.Redis(port=fault_server.port)), "once", **q_args)
+        q.enqueue("a")
+
+        def handle(job: Job) -> None:
+            started.set()
+            time.sleep(2.0)  # the job's own length
+
+        w = Worker(q, handle)
+        t, errors = _run_in_thread(w)
+        assert started.wait(5)
+        time.sleep(1.2)  # pacing: the pause covers the renewal (1.5 s) and the end (2 s)
+        fault_server.pause_for(1.2).join()
+        _wait(lambda: w.metrics.acked + w.metrics.lost >= 1)
+        w.stop()
+        t.join(5)
+        assert not errors
+        metrics = w.metrics
+    else:
+        async def main() -> WorkerMetrics:
+            aq = AsyncQueue(pyredislua.AsyncClient(redis.asyncio.Redis(port=fault_server.port)),
+                            "once", **q_args)
+            await aq.enqueue("a")
+
+            async def handle(job: Job) -> None:
+                started.set()
+                await asyncio.sleep(2.0)
+
+            aw = AsyncWorker(aq, handle)
+            task = asyncio.ensure_future(aw.run())
+            await _async_wait(started.is_set)
+            await asyncio.sleep(1.2)
+            resume = fault_server.pause_for(1.2)
+            await _async_wait(lambda: not resume.is_alive())
+            await _async_wait(lambda: aw.metrics.acked + aw.metrics.lost >= 1)
+            aw.stop()
+            await asyncio.wait_for(task, 5)
+            await aq.client.redis.aclose()
+            return aw.metrics
+
+        metrics = asyncio.run(main())
+    counters = Queue(pyredislua.Client(redis.Redis(port=fault_server.port)), "once").stats()
+    assert (metrics.leased, metrics.acked, metrics.lost) == (1, 1, 0)
+    assert counters.counters["acked"] == 1 and counters.unfinished == 0
+
+
+# -- max run time ----------------------------------------------------------------------------------
+
+
+def test_a_hung_thread_handler_is_abandoned_and_its_job_retried_then_dead(
+        client: pyredislua.Client) -> None:
+    """Issue 14 §8: past max_run the lease is no longer extended, the attempt fails (retry,
+    then dead letter), the thread is abandoned and another takes its slot; the hung handler's
+    late return changes nothing."""
+    q = Queue(client, "hang", lease=0.3)
+    q.enqueue_many([q.job("hang", max_attempts=2, backoff=0), *[q.job(f"ok{i}") for i in
+                                                                range(5)]])
+    release = threading.Event()
+    events: list[tuple[str, str | None, dict[str, Any]]] = []
+
+    def handle(job: Job) -> None:
+        if job.text == "hang":
+            release.wait(30)
+
+    w = Worker(q, handle, concurrency=1, max_run=0.5, prefetch=0,
+               on_event=lambda e, j, i: events.append((e, j.text if j else None, i)))
+    t, errors = _run_in_thread(w)
+    _wait(lambda: q.stats().unfinished == 0)
+    m = w.metrics
+    assert (m.timed_out, m.failed, m.dead, m.abandoned, m.acked) == (2, 2, 1, 2, 5)
+    assert len(w.abandoned_threads) == 2  # each attempt's thread still hangs
+    [(total, [dead])] = [q.dead()]
+    assert total == 1 and dead.payload == b"hang" and dead.reason == "max run time exceeded"
+    assert [i["how"] for e, _, i in events if e == "abandoned"] == ["left running"] * 2
+    assert any(e == "lease_extended" and j == "hang" for e, j, _ in events)  # until max_run
+    release.set()  # the hung handlers return now: too late, ignored
+    _wait(lambda: not w.abandoned_threads)
+    w.stop()
+    t.join(5)
+    assert not t.is_alive() and not errors
+    assert (w.metrics.acked, w.metrics.lost, w.metrics.failed) == (5, 0, 2)
+    assert not [th for th in threading.enumerate() if th.name.startswith("pyredislua-worker")]
+
+
+async def test_a_hung_async_handler_is_cancelled_and_its_job_retried(
+        aclient: pyredislua.AsyncClient) -> None:
+    q = AsyncQueue(aclient, "ahang", lease=0.3)
+    await q.enqueue_many([q.job("hang", max_attempts=3, backoff=0),
+                          *[q.job(f"ok{i}") for i in range(5)]])
+    cancelled = 0
+    gate = asyncio.Event()
+
+    async def handle(job: Job) -> None:
+        nonlocal cancelled
+        if job.text == "hang" and job.attempts < 3:
+            try:
+                await gate.wait()
+            except asyncio.CancelledError:
+                cancelled += 1
+                raise
+
+    w = AsyncWorker(q, handle, concurrency=1, max_run=0.4, prefetch=0)
+    task = asyncio.ensure_future(w.run())
+    await _async_wait(lambda: w.metrics.acked == 6)
+    w.stop()
+    await asyncio.wait_for(task, 5)
+    m = w.metrics
+    assert (m.timed_out, m.failed, m.dead, m.abandoned, m.acked, m.lost) == (2, 2, 0, 2, 6, 0)
+    assert cancelled == 2 and not w.left_running
+    assert (await q.stats()).unfinished == 0
+
+
+def test_a_jobs_own_max_run_wins_over_the_workers(client: pyredislua.Client) -> None:
+    q = Queue(client, "own")
+    q.enqueue_many([q.job("short", max_run=0.2, max_attempts=1),
+                    q.job("long", max_run=5.0, max_attempts=1),
+                    q.job("default", max_attempts=1)])
+
+    def handle(job: Job) -> None:
+        time.sleep(0.6)
+
+    w = Worker(q, handle, concurrency=3, max_run=0.4)
+    t, errors = _run_in_thread(w)
+    _wait(lambda: q.stats().unfinished == 0)
+    w.stop()
+    t.join(5)
+    assert not errors
+    _, dead = q.dead()
+    assert sorted(d.payload for d in dead) == [b"default", b"short"]  # 0.2 s and 0.4 s limits
+    assert (w.metrics.acked, w.metrics.timed_out) == (1, 2)  # "long": its own 5 s limit
