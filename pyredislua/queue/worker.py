@@ -237,7 +237,7 @@ class WorkerCore:
         """A slot is about to run ``job``: False when it must not (its lease was lost, or the
         worker is stopping: then the job is given back)."""
         run = self.runs.get(job.id)
-        if run is None or run.job.token != job.token or run.gone or run.settle is not None:
+        if run is None or run.job is not job or run.gone or run.settle is not None:
             return False
         if self.stopping:
             self._decide(run, "release", SHUTDOWN_REASON)
@@ -250,8 +250,8 @@ class WorkerCore:
         """Record a handler's end. Returns True when the loop must be woken with a push."""
         avg = self.job_seconds
         self.job_seconds = seconds if avg is None else 0.9 * avg + 0.1 * seconds
-        run = self.runs.get(job.id)
-        if run is None or run.job.token != job.token or run.abandoned or run.settle is not None:
+        run = self.runs.get(job.id)  # the very lease the slot was given, not a later one
+        if run is None or run.job is not job or run.abandoned or run.settle is not None:
             return False  # lost, timed out or given up on: a late result changes nothing
         if error is None:
             self._decide(run, "ack", "")
@@ -270,8 +270,7 @@ class WorkerCore:
         """Buffered jobs that never started: released at once (attempt not counted)."""
         for job in jobs:
             run = self.runs.get(job.id)
-            if run is not None and run.job.token == job.token and not run.gone \
-                    and run.settle is None:
+            if run is not None and run.job is job and not run.gone and run.settle is None:
                 self._decide(run, "release", SHUTDOWN_REASON)
 
     def _decide(self, run: _Run, action: str, reason: str) -> None:
@@ -644,8 +643,10 @@ class WorkerCore:
         return False
 
     def _cleanup(self) -> Plan[None]:
-        try:  # best effort: the wake list expires on its own
-            yield [Command(("DEL", self.wake_key), deadline=self.clock() + 1.0)]
+        if self.metrics.unsettled:
+            return  # Redis is out of reach: the wake list expires on its own
+        try:  # best effort, as above
+            yield [Command(("DEL", self.wake_key), deadline=self.clock() + 0.5)]
         except Exception:
             return
 
