@@ -835,9 +835,6 @@ class Worker:
             if job is None:
                 return
             with self._cond:
-                if me in self._retired:  # pragma: no cover - a retired slot takes no job
-                    self._buffer.put(job)
-                    return
                 run = self.core.start(job)
                 if run:
                     self._current[job.id] = me
@@ -876,8 +873,9 @@ class Worker:
                 slots = list(self._slots)
             for _ in slots:
                 self._buffer.put(None)
+            until = time.monotonic() + 1.0  # idle slots end at once; busy ones are reported
             for thread in slots:
-                thread.join(1.0)
+                thread.join(max(0.0, until - time.monotonic()))
 
 
 class AsyncWorker:
