@@ -192,6 +192,8 @@ class WorkerCore:
         self.pause_until = 0.0
         self.trouble_since: float | None = None
         self._errors: list[BaseException] = []  # transient errors of the current cycle
+        self._acks_again: list[tuple[Call[Any], list[_Run]]] = []  # to re-send as they were
+        self._dequeue_again: Call[Any] | None = None
         self._fatal: BaseException | None = None
         self._next_reap = clock()
 
@@ -363,14 +365,20 @@ class WorkerCore:
             if run.renew_at <= now and self._renews(run):
                 call = ops.extend_call(self.keys, run.job.id, run.job.token, self.lease_ms)
                 pairs.append((call, self._extend_handler(run)))
+        # A call that may have run is sent again as it was: with its request record, the
+        # server replies as it did the first time.
+        again, self._acks_again = self._acks_again, []
+        for call, chunk in again:
+            pairs.append((call, self._acks_handler(call, chunk)))
+        resent = {id(r) for _, chunk in again for r in chunk}
         batch = [r for r in self.settling.values()
                  if r.settle is not None and r.settle[0] == "ack" and not r.single
-                 and not r.checking]
+                 and not r.checking and id(r) not in resent]
         for start in range(0, len(batch), ops.MAX_BATCH):
             chunk = batch[start:start + ops.MAX_BATCH]
             [call] = ops.ack_calls(self.keys, [(r.job.id, r.job.token) for r in chunk])
-            pairs.append((call, self._acks_handler(chunk)))
-        settled_here = len(batch)
+            pairs.append((call, self._acks_handler(call, chunk)))
+        settled_here = len(batch) + len(resent)
         for run in self.settling.values():
             if run.checking:
                 pairs.append((ops.get_call(self.keys, run.job.id), self._check_handler(run)))
@@ -386,9 +394,11 @@ class WorkerCore:
         # so the dequeue sees them finished.
         self.polled_empty = False
         free = self.free + settled_here
-        if not paused and not self.stopping and free > 0:
-            pairs.append((ops.dequeue_call(self.keys, min(free, ops.MAX_BATCH), self.lease_ms),
-                          self._on_dequeue))
+        if not paused and self._dequeue_again is not None:
+            pairs.append((self._dequeue_again, self._dequeue_handler(self._dequeue_again)))
+        elif not paused and not self.stopping and free > 0:
+            dequeue = ops.dequeue_call(self.keys, min(free, ops.MAX_BATCH), self.lease_ms)
+            pairs.append((dequeue, self._dequeue_handler(dequeue)))
         return pairs
 
     def _apply(self, pairs: list[tuple[Call[Any], Handler]], replies: list[Any],
@@ -458,13 +468,15 @@ class WorkerCore:
             for run in runs:
                 run.maybe = True
 
-    def _acks_handler(self, chunk: list[_Run]) -> Handler:
+    def _acks_handler(self, call: Call[Any], chunk: list[_Run]) -> Handler:
         def handle(reply: Any, now: float) -> None:
             if isinstance(reply, StaleTokenError):
                 for run in chunk:  # all or nothing: ack them one by one to see which
                     run.single = True
             elif isinstance(reply, BaseException):
                 self._transport(chunk, reply)
+                if any(run.maybe for run in chunk):
+                    self._acks_again.append((call, chunk))
             else:
                 for run in chunk:
                     self._acked(run, now)
@@ -527,10 +539,20 @@ class WorkerCore:
         for s in reply:
             self.emit("reaped", None, id=s.id, outcome=s.outcome, attempts=s.attempts)
 
-    def _on_dequeue(self, reply: Any, now: float) -> list[Job]:
-        if isinstance(reply, BaseException):
-            self._error(reply)  # if it ran, its jobs expire and are reaped (at-least-once)
-            return []
+    def _dequeue_handler(self, call: Call[Any]) -> Handler:
+        def handle(reply: Any, now: float) -> list[Job]:
+            if isinstance(reply, BaseException):
+                self._error(reply)
+                if _may_have_run(reply) or call is self._dequeue_again:
+                    # sent again as it was: its request record returns the jobs it leased
+                    # (a server without one leases others; those expire and are reaped)
+                    self._dequeue_again = call
+                return []
+            self._dequeue_again = None
+            return self._leased(reply, now)
+        return handle
+
+    def _leased(self, reply: Any, now: float) -> list[Job]:
         got: Dequeued = reply
         self.wait_hint_ms = got.wait_ms
         self.polled_empty = not got.jobs
@@ -633,7 +655,7 @@ class WorkerCore:
             if not self.grace_over and self.stop_at is not None and now >= self.stop_at:
                 for run in self.shutdown():
                     self.abandoned(run, host.abandon(run.job), SHUTDOWN_REASON)
-            if not self.runs:
+            if not self.runs and self._dequeue_again is None:  # (its jobs are given back)
                 return True
             if self.final_at is not None and now >= self.final_at:
                 self.give_up()
