@@ -290,36 +290,36 @@ class WorkerCore:
         up on before it finished, and a settle that may have run (extending would misread it)."""
         return not (run.maybe or run.checking) and (run.settle is not None or not run.abandoned)
 
-    def _deadline_of(self, run: _Run) -> float | None:
+    @staticmethod
+    def _ends_at(run: _Run) -> float:
+        """When a running handler is past its max run time (inf: no limit, or not running)."""
         if run.max_run is None or run.started is None or run.settle is not None \
                 or run.abandoned:
-            return None
+            return math.inf
         return run.started + run.max_run
 
     def next_timer(self, paused: bool = False) -> float:
+        """When a timer falls due: a lease to extend, a max run time, a reap (not while
+        paused), the end of the grace period, the end of trying to settle."""
         t = math.inf if paused else self._next_reap
-        for run in self.runs.values():
-            if run.renew_at < t and self._renews(run):
+        renews, ends_at = self._renews, self._ends_at
+        for run in self.runs.values():  # (hot: once per idle loop, over the held jobs)
+            if run.renew_at < t and renews(run):
                 t = run.renew_at
-            end = self._deadline_of(run)
-            if end is not None and end < t:
-                t = end
+            if run.max_run is not None:
+                t = min(t, ends_at(run))
         if self.stopping and not self.grace_over and self.stop_at is not None:
             t = min(t, self.stop_at)
         if self.final_at is not None:
             t = min(t, self.final_at)
         return t
 
-    def has_work(self, now: float) -> bool:
-        return bool(self.settling) or now >= self.next_timer(paused=now < self.pause_until)
-
     def overdue(self, now: float) -> list[_Run]:
         """Runs past their max run time: renewal stops and the attempt fails (nack, retry with
         backoff or dead letter when attempts are used up); the driver gives up on the handler."""
         late = []
         for run in self.runs.values():
-            end = self._deadline_of(run)
-            if end is not None and now >= end:
+            if run.max_run is not None and now >= self._ends_at(run):
                 run.abandoned = True
                 self._decide(run, "retry", MAX_RUN_REASON)
                 self.metrics.timed_out += 1
@@ -373,7 +373,7 @@ class WorkerCore:
         resent = {id(r) for _, chunk in again for r in chunk}
         batch = [r for r in self.settling.values()
                  if r.settle is not None and r.settle[0] == "ack" and not r.single
-                 and not r.checking and id(r) not in resent]
+                 and not r.checking and not (resent and id(r) in resent)]
         for start in range(0, len(batch), ops.MAX_BATCH):
             chunk = batch[start:start + ops.MAX_BATCH]
             [call] = ops.ack_calls(self.keys, [(r.job.id, r.job.token) for r in chunk])
@@ -687,11 +687,12 @@ class WorkerCore:
             yield Do(host.wait, (min(until - now, max_block),))
         with self.guard:
             now = self.clock()
-            if self.has_work(now):
+            due = self.next_timer()
+            if self.settling or now >= due:
                 return
             if self.free > 0 and not self.polled_empty:
                 return
-            wait = max(0.0, self.next_timer() - now)
+            wait = due - now
             if self.free == 0:  # all slots busy, or stopping: only a local change matters
                 block = False
             else:
