@@ -386,7 +386,7 @@ def test_a_handler_that_hangs_past_its_max_run_time(kind: str,
                 await asyncio.sleep(0.005)
 
         runner = RUNNERS[kind](server.port, tracker, handle, concurrency=1, prefetch=0,
-                               max_run=0.5, lease=0.3)
+                               max_run=0.5, lease=3.0)
         began = time.monotonic()
         runner.start()
         wait_for(lambda: stats(server.port).unfinished == 0, what="every job settled")

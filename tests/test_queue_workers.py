@@ -428,7 +428,7 @@ def test_a_handler_error_is_never_a_worker_error(kind: str, client: pyredislua.C
 def test_an_ack_due_with_its_extension_counts_once(kind: str, fault_server: FaultServer) -> None:
     """Issue 14 §7: a job that finishes while its renewal is due (here: Redis paused across
     both) used to be acked and then counted lost by its own extension's STALE reply."""
-    q_args = {"lease": 3.0}
+    q_args = {"lease": 4.0}  # renewed at 2 s
     started = threading.Event()
     if kind == "threads":
         q = Queue(pyredislua.Client(redis.Redis(port=fault_server.port)), "once", **q_args)
@@ -436,13 +436,13 @@ def test_an_ack_due_with_its_extension_counts_once(kind: str, fault_server: Faul
 
         def handle(job: Job) -> None:
             started.set()
-            time.sleep(2.0)  # the job's own length
+            time.sleep(2.6)  # the job's own length
 
         w = Worker(q, handle)
         t, errors = _run_in_thread(w)
         assert started.wait(5)
-        time.sleep(1.2)  # pacing: the pause covers the renewal (1.5 s) and the end (2 s)
-        fault_server.pause_for(1.2).join()
+        time.sleep(1.6)  # pacing: the pause covers the renewal (2 s) and the end (2.6 s)
+        fault_server.pause_for(1.4).join()
         _wait(lambda: w.metrics.acked + w.metrics.lost >= 1)
         w.stop()
         t.join(5)
@@ -456,13 +456,13 @@ def test_an_ack_due_with_its_extension_counts_once(kind: str, fault_server: Faul
 
             async def handle(job: Job) -> None:
                 started.set()
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(2.6)
 
             aw = AsyncWorker(aq, handle)
             task = asyncio.ensure_future(aw.run())
             await _async_wait(started.is_set)
-            await asyncio.sleep(1.2)
-            resume = fault_server.pause_for(1.2)
+            await asyncio.sleep(1.6)
+            resume = fault_server.pause_for(1.4)
             await _async_wait(lambda: not resume.is_alive())
             await _async_wait(lambda: aw.metrics.acked + aw.metrics.lost >= 1)
             aw.stop()
@@ -484,7 +484,7 @@ def test_a_hung_thread_handler_is_abandoned_and_its_job_retried_then_dead(
     """Issue 14 §8: past max_run the lease is no longer extended, the attempt fails (retry,
     then dead letter), the thread is abandoned and another takes its slot; the hung handler's
     late return changes nothing."""
-    q = Queue(client, "hang", lease=0.3)
+    q = Queue(client, "hang", lease=2.0)  # renewed at 1 s, then the limit
     q.enqueue_many([q.job("hang", max_attempts=2, backoff=0), *[q.job(f"ok{i}") for i in
                                                                 range(5)]])
     release = threading.Event()
@@ -494,7 +494,7 @@ def test_a_hung_thread_handler_is_abandoned_and_its_job_retried_then_dead(
         if job.text == "hang":
             release.wait(30)
 
-    w = Worker(q, handle, concurrency=1, max_run=0.5, prefetch=0,
+    w = Worker(q, handle, concurrency=1, max_run=1.5, prefetch=0,
                on_event=lambda e, j, i: events.append((e, j.text if j else None, i)))
     t, errors = _run_in_thread(w)
     _wait(lambda: q.stats().unfinished == 0)
@@ -516,7 +516,7 @@ def test_a_hung_thread_handler_is_abandoned_and_its_job_retried_then_dead(
 
 async def test_a_hung_async_handler_is_cancelled_and_its_job_retried(
         aclient: pyredislua.AsyncClient) -> None:
-    q = AsyncQueue(aclient, "ahang", lease=0.3)
+    q = AsyncQueue(aclient, "ahang", lease=3.0)
     await q.enqueue_many([q.job("hang", max_attempts=3, backoff=0),
                           *[q.job(f"ok{i}") for i in range(5)]])
     cancelled = 0
@@ -531,7 +531,7 @@ async def test_a_hung_async_handler_is_cancelled_and_its_job_retried(
                 cancelled += 1
                 raise
 
-    w = AsyncWorker(q, handle, concurrency=1, max_run=0.4, prefetch=0)
+    w = AsyncWorker(q, handle, concurrency=1, max_run=0.6, prefetch=0)
     task = asyncio.ensure_future(w.run())
     await _async_wait(lambda: w.metrics.acked == 6)
     w.stop()
@@ -549,14 +549,14 @@ def test_a_jobs_own_max_run_wins_over_the_workers(client: pyredislua.Client) -> 
                     q.job("default", max_attempts=1)])
 
     def handle(job: Job) -> None:
-        time.sleep(0.6)
+        time.sleep(1.5)
 
-    w = Worker(q, handle, concurrency=3, max_run=0.4)
+    w = Worker(q, handle, concurrency=3, max_run=0.5)
     t, errors = _run_in_thread(w)
     _wait(lambda: q.stats().unfinished == 0)
     w.stop()
     t.join(5)
     assert not errors
     _, dead = q.dead()
-    assert sorted(d.payload for d in dead) == [b"default", b"short"]  # 0.2 s and 0.4 s limits
+    assert sorted(d.payload for d in dead) == [b"default", b"short"]  # 0.2 s and 0.5 s limits
     assert (w.metrics.acked, w.metrics.timed_out) == (1, 2)  # "long": its own 5 s limit
