@@ -831,7 +831,8 @@ class Worker:
             return None
         self._retired.add(thread)
         self._slots.discard(thread)
-        self._start_slot()
+        if not self.core.stopping:
+            self._start_slot()  # the slot goes on with the next job
         return "left running"
 
     def wait(self, seconds: float) -> None:
@@ -989,7 +990,8 @@ class AsyncWorker:
         self._retired.add(task)
         self._slots.discard(task)
         task.cancel()
-        self._start_slot()
+        if not self.core.stopping:
+            self._start_slot()
         return "cancelled"
 
     async def wait(self, seconds: float) -> None:
