@@ -495,7 +495,8 @@ def test_a_hung_thread_handler_is_abandoned_and_its_job_retried_then_dead(
             release.wait(30)
 
     w = Worker(q, handle, concurrency=1, max_run=1.5, prefetch=0,
-               on_event=lambda e, j, i: events.append((e, j.text if j else None, i)))
+               on_event=lambda e, j, i: events.append(
+                   (e, j.text if j else None, {**i, "at": time.monotonic()})))
     t, errors = _run_in_thread(w)
     _wait(lambda: q.stats().unfinished == 0)
     m = w.metrics
@@ -505,6 +506,9 @@ def test_a_hung_thread_handler_is_abandoned_and_its_job_retried_then_dead(
     assert total == 1 and dead.payload == b"hang" and dead.reason == "max run time exceeded"
     assert [i["how"] for e, _, i in events if e == "abandoned"] == ["left running"] * 2
     assert any(e == "lease_extended" and j == "hang" for e, j, _ in events)  # until max_run
+    started = [i["at"] for e, j, i in events if e == "started" and j == "hang"]
+    timed_out = [i["at"] for e, j, i in events if e == "timed_out"]
+    assert all(0 < t - s < 1.5 + 1.0 for s, t in zip(started, timed_out))  # on time
     release.set()  # the hung handlers return now: too late, ignored
     _wait(lambda: not w.abandoned_threads)
     w.stop()

@@ -862,8 +862,8 @@ class Worker:
                 run = self.core.start(job)
                 if run:
                     self._current[job.id] = me
-                else:
-                    self._changed = True
+                if not run or job.max_run_ms or self.core.max_run is not None:
+                    self._changed = True  # a given-back job to settle, or a max run timer
                     self._cond.notify_all()
             if not run:
                 continue
@@ -1019,6 +1019,8 @@ class AsyncWorker:
             if not self.core.start(job):
                 self._changed.set()
                 continue
+            if job.max_run_ms or self.core.max_run is not None:
+                self._changed.set()  # a max run timer to wait for
             self._current[job.id] = me
             error: BaseException | None = None
             began = time.monotonic()
