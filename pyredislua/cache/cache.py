@@ -37,7 +37,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from ..engine.protocol import Command, Plan
 from ..errors import LockNotOwnedError
 from ..kit import ms
-from ..lock import AsyncLock, Lock
+from ..lock import Lock
 from ..writebehind.effects import Do, Flow, Redis, drive_async, drive_sync
 from .ops import (
     HIT,
@@ -355,7 +355,7 @@ class AsyncCache(_CacheBase):
         # a short-lived mutex per cache key: no fence is stored anywhere, so the counter is
         # ephemeral (it expires with the lock's disuse instead of staying for every key ever
         # computed)
-        return AsyncLock(self.client, self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
+        return Lock(self.client, self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
 
     async def get(self, key: str) -> Entry:
         return await self.client.run(get_call(self.keys, key))
