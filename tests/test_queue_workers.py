@@ -317,22 +317,45 @@ def _async_wait(condition: Callable[[], object], timeout: float = 10.0) -> Await
     return wait()
 
 
-def test_a_worker_started_at_maxmemory_waits_and_resumes(fault_server: FaultServer) -> None:
-    """Issue 14 §1: the first cycle at maxmemory used to raise OutOfMemoryError and end run()."""
+def test_a_worker_at_maxmemory_drains_the_queue(fault_server: FaultServer) -> None:
+    """Issue 14 §1 and §2: at maxmemory a worker used to die on its first cycle; dequeue, ack and
+    extend now run out of memory (they settle or free state), so it drains the queue."""
     client = pyredislua.Client(redis.Redis(port=fault_server.port))
     q = Queue(client, "oom")
+    q.enqueue_many([str(i) for i in range(20)])
+    w = Worker(q, lambda job: None, concurrency=2)
+    with fault_server.out_of_memory() as admin:
+        admin.config_set("maxmemory", 1)  # no headroom at all
+        t, errors = _run_in_thread(w)
+        _wait(lambda: w.metrics.acked == 20)
+        assert w.metrics.errors == 0 and not errors
+    w.stop()
+    t.join(5)
+    assert not t.is_alive() and not errors
+    assert (w.metrics.leased, w.metrics.lost) == (20, 0)
+
+
+def test_a_worker_on_a_read_only_server_waits_and_resumes(fault_server: FaultServer) -> None:
+    """A transient refusal (here READONLY: the server was demoted to a replica of an unreachable
+    primary, as in a failover) is ridden out with a growing, bounded pause, reported as an
+    ``error`` event, and work resumes once the server takes writes again."""
+    client = pyredislua.Client(redis.Redis(port=fault_server.port))
+    q = Queue(client, "readonly")
     q.enqueue_many([str(i) for i in range(20)])
     events: list[tuple[str, dict[str, Any]]] = []
     w = Worker(q, lambda job: None, concurrency=2,
                on_event=lambda e, j, i: events.append((e, i)) if j is None else None)
-    with fault_server.out_of_memory() as admin:
-        admin.config_set("maxmemory", 1)  # no headroom at all
+    admin = redis.Redis(port=fault_server.port)
+    admin.replicaof("127.0.0.1", 1)  # nothing listens there: it stays a read-only replica
+    try:
         t, errors = _run_in_thread(w)
         _wait(lambda: w.metrics.errors >= 3)
         assert t.is_alive() and not errors and w.metrics.acked == 0
-        assert all("OutOfMemoryError" in i["error"] for e, i in events if e == "error")
+        assert all("ReadOnlyError" in i["error"] for e, i in events if e == "error")
         pauses = [i["pause"] for e, i in events if e == "error"]
         assert pauses == sorted(pauses) and pauses[0] == 0.05  # growing, bounded
+    finally:
+        admin.replicaof("no", "one")
     _wait(lambda: w.metrics.acked == 20)
     assert any(e == "recovered" for e, _ in events)
     w.stop()
@@ -341,8 +364,7 @@ def test_a_worker_started_at_maxmemory_waits_and_resumes(fault_server: FaultServ
     assert (w.metrics.leased, w.metrics.lost) == (20, 0)
 
 
-async def test_an_async_worker_started_at_maxmemory_waits_and_resumes(
-        fault_server: FaultServer) -> None:
+async def test_an_async_worker_at_maxmemory_drains_the_queue(fault_server: FaultServer) -> None:
     aclient = pyredislua.AsyncClient(redis.asyncio.Redis(port=fault_server.port))
     q = AsyncQueue(aclient, "oom")
     await q.enqueue_many([str(i) for i in range(20)])
@@ -354,8 +376,32 @@ async def test_an_async_worker_started_at_maxmemory_waits_and_resumes(
     with fault_server.out_of_memory() as admin:
         admin.config_set("maxmemory", 1)
         task = asyncio.ensure_future(w.run())
+        await _async_wait(lambda: w.metrics.acked == 20)
+        assert w.metrics.errors == 0
+    w.stop()
+    await asyncio.wait_for(task, 5)
+    assert (w.metrics.leased, w.metrics.lost) == (20, 0)
+    await aclient.redis.aclose()
+
+
+async def test_an_async_worker_on_a_read_only_server_waits_and_resumes(
+        fault_server: FaultServer) -> None:
+    aclient = pyredislua.AsyncClient(redis.asyncio.Redis(port=fault_server.port))
+    q = AsyncQueue(aclient, "readonly")
+    await q.enqueue_many([str(i) for i in range(20)])
+
+    async def handle(job: Job) -> None:
+        return None
+
+    w = AsyncWorker(q, handle, concurrency=2)
+    admin = redis.Redis(port=fault_server.port)
+    admin.replicaof("127.0.0.1", 1)
+    try:
+        task = asyncio.ensure_future(w.run())
         await _async_wait(lambda: w.metrics.errors >= 3)
         assert not task.done() and w.metrics.acked == 0
+    finally:
+        admin.replicaof("no", "one")
     await _async_wait(lambda: w.metrics.acked == 20)
     w.stop()
     await asyncio.wait_for(task, 5)
