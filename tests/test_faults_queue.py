@@ -236,7 +236,8 @@ def _counts(m: WorkerMetrics) -> str:
 
 AOF, WIPED = "restart with AOF", "restart without persistence"
 PAUSE, KILL, OOM = "SIGSTOP 1.5 s (past the 1 s lease)", "CLIENT KILL", "maxmemory and back"
-REDIS_FAULTS = [AOF, WIPED, PAUSE, KILL, OOM]
+READONLY = "read-only (demoted to a replica) and back"
+REDIS_FAULTS = [AOF, WIPED, PAUSE, KILL, OOM, READONLY]
 
 
 def _inject(fault: str, server: FaultServer, runner: Any, tracker: Tracker) -> int:
@@ -259,10 +260,23 @@ def _inject(fault: str, server: FaultServer, runner: Any, tracker: Tracker) -> i
                 pass
             else:
                 raise AssertionError("an enqueue at maxmemory went through")
-            reported = tracker.errors["OutOfMemoryError"]
-            wait_for(lambda: tracker.errors["OutOfMemoryError"] >= reported + 2,
-                     what="the worker to report OOM")
+            # dequeue, ack and extend run out of memory: the worker keeps draining the queue
+            done = len(tracker.acked_at) + 20
+            wait_for(lambda: len(tracker.acked_at) >= done, what="acks at maxmemory")
+            assert tracker.errors["OutOfMemoryError"] == 0, "a worker call was refused"
             assert runner.alive(), "the worker died at maxmemory"
+        return 1
+    elif fault == READONLY:
+        admin = redis.Redis(port=server.port)
+        admin.replicaof("127.0.0.1", 1)  # an unreachable primary: it stays read-only
+        try:
+            reported = tracker.errors["ReadOnlyError"]
+            wait_for(lambda: tracker.errors["ReadOnlyError"] >= reported + 2,
+                     what="the worker to report READONLY")
+            assert runner.alive(), "the worker died on a read-only server"
+        finally:
+            admin.replicaof("no", "one")
+            admin.close()
         return 1
     return 0
 
@@ -309,12 +323,12 @@ def test_workers_through_redis_faults(fault: str, kind: str, fault_report: Fault
         assert recovered and lost == 0, never
         assert _adds_up(m), m
         assert dups <= m.lost, "every job run twice follows a lease the worker counted lost"
-        if fault in (AOF, KILL, OOM):
+        if fault in (AOF, KILL, OOM, READONLY):
             # nothing expired: no lease lost, no job run twice, and the server counted
             # exactly the acks the worker did
             assert (m.lost, dups) == (0, 0), m
             assert counters["acked"] == m.acked == len(before) + len(after)
-        if fault == OOM:
+        if fault == READONLY:
             assert tracker.events["recovered"] >= 1
 
 
