@@ -138,3 +138,14 @@ def test_sigkilled_movers_leave_the_books_balanced(redis_url: str, r: redis.Redi
     assert left == {*ACCOUNTS, *(store.key(a) for a in ACCOUNTS)}
     changed = sum(1 for e in moved.values() if e.value != str(START).encode())
     assert changed > 0, "the movers were killed before moving anything"
+
+
+@pytest.mark.perf
+def test_the_benchmark_counts_exactly(redis_url: str, r: redis.Redis) -> None:
+    from pyredislua.optimistic.bench import _run_phases
+
+    results = _run_phases(redis_url, [("cas", 1), ("watch", 1), ("lock", 1)], 3, 0.3)
+    assert [x["method"] for x in results] == ["cas", "watch", "lock"]
+    for x in results:
+        assert x["exact"] and x["failures"] == 0, x
+        assert x["increments_per_s"] > 0
