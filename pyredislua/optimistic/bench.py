@@ -4,9 +4,10 @@ compare-and-set (Versioned.update), the WATCH helper (Optimistic.transaction) an
 
 Each phase: the processes start together and, for ``--seconds``, increment a counter picked at
 random among ``--counters``; reported per method and contention level: increments per second,
-conflicts and retries per increment, Redis commands per increment (from INFO commandstats),
-and whether the counters add up exactly. INCR (atomic in Redis, no read-modify-write) is the
-ceiling.
+conflicts and retries per increment, the server's CPU time per increment (INFO cpu), fairness
+(most / fewest increments per process), increments given up (TooManyConflictsError, or any
+error) and whether the counters add up exactly. INCR (atomic in Redis, no read-modify-write)
+is the ceiling.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _worker(url: str, phases: list[tuple[str, int]], seconds: float, ready: Any,
         store = Versioned(client, "bench")
         opt = Optimistic(client, backoff=Backoff())
         locks = {n: Lock(client, f"bench-opt:{n}", ttl=10) for n in names}
-        successes = failures = 0
+        successes = 0
+        failures: dict[str, int] = {}
         ready.wait()
         go.wait()
         start = time.monotonic()
@@ -84,8 +86,9 @@ def _worker(url: str, phases: list[tuple[str, int]], seconds: float, ready: Any,
                         n = int(conn.get(name) or 0)
                         conn.set(name, n + 1)
                 successes += 1
-            except Exception:  # a give-up or an error: counted as a failure
-                failures += 1
+            except Exception as error:  # a give-up or an error: counted as a failure
+                kind = type(error).__name__
+                failures[kind] = failures.get(kind, 0) + 1
         end = time.monotonic()
         stats = store.stats if method == "cas" else opt.stats
         out.put({"method": method, "counters": counters, "successes": successes,
@@ -95,10 +98,10 @@ def _worker(url: str, phases: list[tuple[str, int]], seconds: float, ready: Any,
     conn.close()
 
 
-def _commands(r: redis.Redis) -> int:
-    stats = r.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items()
-               if k not in ("cmdstat_info", "cmdstat_config"))
+def _server_cpu(r: redis.Redis) -> float:
+    """Seconds of CPU the server used so far (its main thread and all)."""
+    cpu = r.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def _total(r: redis.Redis, method: str, counters: int) -> int:
@@ -125,10 +128,10 @@ def _run_phases(url: str, phases: list[tuple[str, int]], processes: int, seconds
         names = [_name(counters, i) for i in range(counters)]
         store = Versioned(Client(r), "bench")
         r.delete(*names, *(store.key(n) for n in names))
-        r.config_resetstat()
+        cpu = _server_cpu(r)
         go.wait(timeout=60)
         rows = [out.get(timeout=seconds + 120) for _ in procs]
-        commands = _commands(r)
+        cpu = _server_cpu(r) - cpu
         done.wait(timeout=60)
         successes = sum(x["successes"] for x in rows)
         elapsed = max(x["end"] for x in rows) - min(x["start"] for x in rows)
@@ -139,8 +142,11 @@ def _run_phases(url: str, phases: list[tuple[str, int]], processes: int, seconds
             "increments_per_s": successes / elapsed,
             "conflicts_per_increment": conflicts / successes if successes else 0.0,
             "retries_per_increment": retries / successes if successes else 0.0,
-            "commands_per_increment": commands / successes if successes else 0.0,
-            "failures": sum(x["failures"] for x in rows),
+            "server_cpu_us_per_increment": cpu * 1e6 / successes if successes else 0.0,
+            "fairness": max(x["successes"] for x in rows) / max(1, min(x["successes"]
+                                                                     for x in rows)),
+            "failures": sum(n for x in rows for n in x["failures"].values()),
+            "failure_kinds": sorted({k for x in rows for k in x["failures"]}),
             "exact": _total(r, method, counters) == successes,
             "per_process_min": min(x["successes"] for x in rows),
             "per_process_max": max(x["successes"] for x in rows),
@@ -165,14 +171,14 @@ def run(args: argparse.Namespace) -> int:
         emit_json({"results": results, "processes": args.processes, "seconds": args.seconds})
         return 0
     header = ("method", "counters", "increments/s", "conflicts/inc", "retries/inc",
-              "commands/inc", "exact", "failures")
+              "server CPU us/inc", "fairness", "gave up", "exact")
     table = [header]
     for x in results:
         table.append((LABELS[x["method"]], str(x["counters"]), f"{x['increments_per_s']:,.0f}",
                       f"{x['conflicts_per_increment']:.2f}",
                       f"{x['retries_per_increment']:.2f}",
-                      f"{x['commands_per_increment']:.1f}", "yes" if x["exact"] else "NO",
-                      str(x["failures"])))
+                      f"{x['server_cpu_us_per_increment']:.0f}", f"{x['fairness']:.1f}",
+                      str(x["failures"]), "yes" if x["exact"] else "NO"))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print(f"\n{args.processes} processes incrementing shared counters, {args.seconds:g} s per "
           "phase")
