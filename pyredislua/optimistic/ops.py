@@ -348,16 +348,29 @@ class Transacted(Generic[T]):
     conflicts: int
 
 
-def _pause(backoff: Backoff, failures: int, rng: Callable[[], float]) -> Plan[None]:
+def _pause(backoff: Backoff, failures: int, rng: Callable[[], float]) -> Plan[bool]:
+    """Sleep the backoff after ``failures`` failed tries; whether it slept."""
     seconds = backoff.delay(failures, rng)
     if seconds > 0:
         yield Sleep(seconds)
+    return seconds > 0
+
+
+def _after_refusal(backoff: Backoff, conflicts: int, rng: Callable[[], float]) -> Plan[bool]:
+    """Between compare-and-set tries: the first conflict is retried at once, with the state the
+    refusal carried (fresh: no read); later ones back off first. Whether it slept: the state the
+    refusal carried is then stale, and is read again (retrying a stale version after a sleep
+    would widen the window in which others win, and starve the one that waits)."""
+    if conflicts < 2:
+        return False
+    return (yield from _pause(backoff, conflicts - 1, rng))
 
 
 def update_plan(engine: Engine, key: str, fn: Callable[[bytes | None], Any], *, ttl_ms: int,
                 backoff: Backoff, rng: Callable[[], float], stats: Stats) -> Plan[Updated]:
     """Read, ``fn(value)`` (None when absent) -> new value, compare-and-set; on a conflict,
-    ``fn`` again on the value the refusal carried (no read), after a backoff."""
+    ``fn`` again on the value the refusal carried (no read); on further conflicts after a
+    backoff and a fresh read (see :func:`_after_refusal`)."""
     what = f"update of {key}"
     entry: Entry = yield from engine.run_one(get_call(key))
     conflicts = 0
@@ -375,8 +388,8 @@ def update_plan(engine: Engine, key: str, fn: Callable[[bytes | None], Any], *, 
         conflicts += 1
         assert written.current is not None
         entry = written.current
-        if attempt < backoff.attempts:
-            yield from _pause(backoff, attempt, rng)
+        if attempt < backoff.attempts and (yield from _after_refusal(backoff, conflicts, rng)):
+            entry = yield from engine.run_one(get_call(key))
     stats.add(conflicts=conflicts, gave_up=1)
     raise TooManyConflictsError(what, backoff.attempts, conflicts)
 
@@ -411,8 +424,8 @@ def update_many_plan(engine: Engine, keys: Mapping[str, str],
             return UpdatedMany(values, written.versions, attempt, conflicts)
         conflicts += 1
         entries = written.current
-        if attempt < backoff.attempts:
-            yield from _pause(backoff, attempt, rng)
+        if attempt < backoff.attempts and (yield from _after_refusal(backoff, conflicts, rng)):
+            entries = yield from engine.run_one(get_many_call([keys[n] for n in names], names))
     stats.add(conflicts=conflicts, gave_up=1)
     raise TooManyConflictsError(what, backoff.attempts, conflicts)
 
