@@ -357,20 +357,19 @@ def _pause(backoff: Backoff, failures: int, rng: Callable[[], float]) -> Plan[bo
 
 
 def _after_refusal(backoff: Backoff, conflicts: int, rng: Callable[[], float]) -> Plan[bool]:
-    """Between compare-and-set tries: the first conflict is retried at once, with the state the
-    refusal carried (fresh: no read); later ones back off first. Whether it slept: the state the
-    refusal carried is then stale, and is read again (retrying a stale version after a sleep
-    would widen the window in which others win, and starve the one that waits)."""
-    if conflicts < 2:
-        return False
-    return (yield from _pause(backoff, conflicts - 1, rng))
+    """Between compare-and-set tries: back off as the WATCH helper does; whether it slept. The
+    state the refusal carried is fresh only if no time passed: after a sleep it is read again
+    (retrying a version held through a sleep widens the window in which others win, and
+    starved the waiting processes in the benchmark). With a zero backoff the retry goes at once,
+    from the refusal's state, with no read."""
+    return (yield from _pause(backoff, conflicts, rng))
 
 
 def update_plan(engine: Engine, key: str, fn: Callable[[bytes | None], Any], *, ttl_ms: int,
                 backoff: Backoff, rng: Callable[[], float], stats: Stats) -> Plan[Updated]:
     """Read, ``fn(value)`` (None when absent) -> new value, compare-and-set; on a conflict,
-    ``fn`` again on the value the refusal carried (no read); on further conflicts after a
-    backoff and a fresh read (see :func:`_after_refusal`)."""
+    back off, read again and run ``fn`` again (with a zero backoff: at once, on the value the
+    refusal carried, no read; see :func:`_after_refusal`)."""
     what = f"update of {key}"
     entry: Entry = yield from engine.run_one(get_call(key))
     conflicts = 0

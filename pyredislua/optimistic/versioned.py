@@ -159,11 +159,11 @@ class Versioned(Generic[C]):
     def update(self, name: str, fn: Callable[[bytes | None], Any], *, ttl: TTL = KEEP,
                backoff: Backoff | None = None) -> Updated | Awaitable[Updated]:
         """Read-modify-write: ``fn(current value or None)`` returns the new value, stored by
-        compare-and-set; on a conflict ``fn`` runs again on the value the refusal carried (no
-        extra read) after a backoff. ``fn`` may run several times: keep it free of side
-        effects. Raises TooManyConflictsError after ``backoff.attempts`` tries, and
-        AmbiguousWriteError when a lost reply leaves the outcome unknown. On an AsyncClient
-        ``fn`` may be a coroutine function."""
+        compare-and-set; on a conflict ``fn`` runs again after a backoff and a fresh read (with
+        ``Backoff(base=0)``: at once, on the value the refusal carried, with no read). ``fn``
+        may run several times: keep it free of side effects. Raises TooManyConflictsError after
+        ``backoff.attempts`` tries, and AmbiguousWriteError when a lost reply leaves the
+        outcome unknown. On an AsyncClient ``fn`` may be a coroutine function."""
         return self.client.drive(update_plan(
             self.client.engine, self.key(name), fn, ttl_ms=ttl_arg(ttl),
             backoff=backoff or self.backoff, rng=self._rng, stats=self.stats))
