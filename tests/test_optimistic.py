@@ -29,7 +29,7 @@ from pyredislua.optimistic import (
 )
 from pyredislua.optimistic.ops import resent
 from tests.conftest import snapshot
-from tests.faultkit import FaultServer, wait_for
+from tests.faultkit import FaultOutcome, FaultReport, FaultServer, wait_for
 
 pytestmark = pytest.mark.optimistic
 
@@ -300,7 +300,8 @@ def test_after_a_lost_reply_a_write_is_resent_once_and_recognised(
 
 
 @pytest.mark.faults
-def test_a_set_whose_reply_times_out_is_applied_once(fault_server: FaultServer) -> None:
+def test_a_set_whose_reply_times_out_is_applied_once(fault_server: FaultServer,
+                                                     fault_report: FaultReport) -> None:
     conn = redis.Redis(port=fault_server.port, socket_timeout=0.3)
     client = pyredislua.Client(conn)
     store = Versioned(client, "c")
@@ -312,6 +313,9 @@ def test_a_set_whose_reply_times_out_is_applied_once(fault_server: FaultServer) 
         resume.join()
     assert w.ok
     assert store.get("n").version == w.version
+    fault_report.record(FaultOutcome(
+        "optimistic Versioned.set", "server paused past the reply timeout", True, None, "none",
+        0, 0, "sent again once with its request id: recognised, applied once"))
     conn.close()
 
 
@@ -461,7 +465,7 @@ def _killer(fault_server: FaultServer, after: threading.Event) -> threading.Thre
 
 @pytest.mark.faults
 def test_a_connection_killed_while_watching_is_retried_without_a_lost_update(
-        fault_server: FaultServer) -> None:
+        fault_server: FaultServer, fault_report: FaultReport) -> None:
     conn = redis.Redis(port=fault_server.port)
     other = redis.Redis(port=fault_server.port)
     opt = Optimistic(pyredislua.Client(conn), backoff=FAST)
@@ -484,12 +488,16 @@ def test_a_connection_killed_while_watching_is_retried_without_a_lost_update(
     assert done.attempts == 2 and done.conflicts == 0
     assert opt.stats.interrupted == 1
     assert conn.get("{c}n") == b"12"
+    fault_report.record(FaultOutcome(
+        "optimistic transaction (sync)", "connection killed while watching", True, None, "none",
+        0, 0, "retried (nothing was written); the concurrent write kept"))
     conn.close()
     other.close()
 
 
 @pytest.mark.faults
-def test_a_lost_exec_reply_is_not_retried(fault_server: FaultServer) -> None:
+def test_a_lost_exec_reply_is_not_retried(fault_server: FaultServer,
+                                          fault_report: FaultReport) -> None:
     conn = redis.Redis(port=fault_server.port, socket_timeout=0.3)
     opt = Optimistic(pyredislua.Client(conn))
     conn.set("{c}n", 0)
@@ -510,12 +518,15 @@ def test_a_lost_exec_reply_is_not_retried(fault_server: FaultServer) -> None:
     # EXEC ran once the server woke; the helper raised instead of running it a second time
     wait_for(lambda: conn.get("{c}n") == b"1", what="the EXEC sent before the pause ran")
     assert conn.get("{c}n") == b"1"
+    fault_report.record(FaultOutcome(
+        "optimistic transaction (sync)", "server paused during EXEC past the reply timeout",
+        True, None, "AmbiguousWriteError", 0, 0, "not retried: EXEC ran once, after the pause"))
     conn.close()
 
 
 @pytest.mark.faults
 async def test_asyncio_a_killed_connection_is_retried_and_a_lost_exec_is_not(
-        fault_server: FaultServer) -> None:
+        fault_server: FaultServer, fault_report: FaultReport) -> None:
     conn = redis.asyncio.Redis(port=fault_server.port, socket_timeout=0.3)
     other = redis.Redis(port=fault_server.port)
     opt = Optimistic(pyredislua.AsyncClient(conn), backoff=FAST)
@@ -550,5 +561,9 @@ async def test_asyncio_a_killed_connection_is_retried_and_a_lost_exec_is_not(
         resume.join()
     assert len(resumes) == 1
     wait_for(lambda: other.get("{c}n") == b"13", what="the EXEC sent before the pause ran")
+    fault_report.record(FaultOutcome(
+        "optimistic transaction (asyncio)", "connection killed while watching; then server "
+        "paused during EXEC", True, None, "AmbiguousWriteError (the EXEC)", 0, 0,
+        "the first retried, the second not: each applied once"))
     await conn.aclose()
     other.close()
