@@ -176,3 +176,31 @@ class DurabilityError(PyRedisLuaError):
         self.wanted = wanted
         self.confirmed = confirmed
         self.result = result
+
+
+class ConflictError(PyRedisLuaError):
+    """Base class of the optimistic-concurrency errors (pyredislua.optimistic)."""
+
+
+class TooManyConflictsError(ConflictError):
+    """An optimistic update gave up: every one of its ``attempts`` found the data changed by
+    someone else (``conflicts`` of them; the others were interrupted before writing). Nothing
+    was written by it."""
+
+    def __init__(self, what: str, attempts: int, conflicts: int) -> None:
+        super().__init__(f"{what}: gave up after {attempts} attempt(s), {conflicts} of them "
+                         "conflicting with other writers; nothing was written")
+        self.attempts = attempts
+        self.conflicts = conflicts
+
+
+class AmbiguousWriteError(ConflictError):
+    """The connection failed after a conditional write was sent, and it cannot be told whether
+    it ran: retrying as if it had not could apply it twice. ``__cause__`` is the connection
+    error; ``attempts`` and ``conflicts`` count what came before."""
+
+    def __init__(self, what: str, attempts: int = 1, conflicts: int = 0) -> None:
+        super().__init__(f"{what}: the connection failed after the write was sent; it may or may "
+                         "not have been applied (not retried: that could apply it twice)")
+        self.attempts = attempts
+        self.conflicts = conflicts
