@@ -236,7 +236,8 @@ def _counts(m: WorkerMetrics) -> str:
 
 AOF, WIPED = "restart with AOF", "restart without persistence"
 PAUSE, KILL, OOM = "SIGSTOP 1.5 s (past the 1 s lease)", "CLIENT KILL", "maxmemory and back"
-REDIS_FAULTS = [AOF, WIPED, PAUSE, KILL, OOM]
+READONLY = "demoted to a replica (READONLY) and back"
+REDIS_FAULTS = [AOF, WIPED, PAUSE, KILL, OOM, READONLY]
 
 
 def _inject(fault: str, server: FaultServer, runner: Any, tracker: Tracker) -> int:
@@ -259,11 +260,20 @@ def _inject(fault: str, server: FaultServer, runner: Any, tracker: Tracker) -> i
                 pass
             else:
                 raise AssertionError("an enqueue at maxmemory went through")
-            reported = tracker.errors["OutOfMemoryError"]
-            wait_for(lambda: tracker.errors["OutOfMemoryError"] >= reported + 2,
-                     what="the worker to report OOM")
+            # dequeue, ack and extend run out of memory: the worker drains the queue
+            acked = len(tracker.acked_at) + 40
+            wait_for(lambda: len(tracker.acked_at) >= acked, what="acks at maxmemory")
             assert runner.alive(), "the worker died at maxmemory"
         return 1
+    elif fault == READONLY:
+        with server.admin() as admin:
+            admin.replicaof("127.0.0.1", 1)  # nothing listens there: a read-only replica
+            try:
+                wait_for(lambda: tracker.errors["ReadOnlyError"] >= 2,
+                         what="the worker to report READONLY")
+                assert runner.alive(), "the worker died on a read-only server"
+            finally:
+                admin.replicaof("no", "one")
     return 0
 
 
@@ -309,12 +319,14 @@ def test_workers_through_redis_faults(fault: str, kind: str, fault_report: Fault
         assert recovered and lost == 0, never
         assert _adds_up(m), m
         assert dups <= m.lost, "every job run twice follows a lease the worker counted lost"
-        if fault in (AOF, KILL, OOM):
+        if fault in (AOF, KILL, OOM, READONLY):
             # nothing expired: no lease lost, no job run twice, and the server counted
             # exactly the acks the worker did
             assert (m.lost, dups) == (0, 0), m
             assert counters["acked"] == m.acked == len(before) + len(after)
         if fault == OOM:
+            assert not tracker.errors  # nothing refused it: it never had to back off
+        if fault == READONLY:
             assert tracker.events["recovered"] >= 1
 
 
