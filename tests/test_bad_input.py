@@ -59,8 +59,8 @@ def _cases() -> Iterator[object]:
         if not h.variadic_keys:
             n = len(h.keys)
             yield pytest.param(h, n + 1, valid, id=f"{h.name}-one-key-too-many")
-            if n > 0:
-                yield pytest.param(h, n - 1, valid, id=f"{h.name}-one-key-too-few")
+            if h.min_keys > 0:
+                yield pytest.param(h, h.min_keys - 1, valid, id=f"{h.name}-one-key-too-few")
         if h.min_args > 0:
             yield pytest.param(h, len(h.keys), valid[: h.min_args - 1],
                                id=f"{h.name}-too-few-arguments")

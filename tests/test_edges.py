@@ -235,7 +235,6 @@ def test_every_area_module_covers_all_its_operations() -> None:
         assert not unknown, f"tests/edges/{area}.py names unknown operations {sorted(unknown)}"
 
 
-@pytest.mark.xfail(strict=True, reason="the areas' scenario modules are being added")
 def test_every_area_has_a_scenario_module() -> None:
     areas = {op.header.area for op in LIBRARY.operations.values()}
     assert areas <= set(AREAS), f"no tests/edges module for {sorted(areas - set(AREAS))}"

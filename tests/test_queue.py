@@ -347,3 +347,87 @@ async def test_async_queue_roundtrip(aclient: pyredislua.AsyncClient) -> None:
     assert [j.text for j in await late] == ["late"]
     assert (await q.peek("ready")) == [] and await q.get(job.id) is None
     assert await q.purge() == 0 and await q.reap() == []
+
+
+# -- errors carry codes; -0; duplicated ids; malformed state ----------------------------------
+
+
+@pytest.mark.parametrize(("op", "args"), [
+    ("queue.dead", ("-0",)),
+    ("queue.dead", ("0", "-0")),
+    ("queue.enqueue", ("x", "-0")),
+    ("queue.enqueue_batch", ("x", "-0", "0", "1", "0", "")),
+    ("queue.nack", ("0000000000000001", "1", "", "retry", "-0")),
+])
+def test_negative_zero_is_not_an_integer(client: pyredislua.Client, r: redis.Redis, op: str,
+                                         args: tuple[str, ...]) -> None:
+    q = Queue(client, "zero")
+    q.enqueue("seed")
+    before = snapshot(r)
+    with pytest.raises(pyredislua.BadArgumentError, match="must be an integer"):
+        client.run(Call(op, q.keys.all, args))
+    assert snapshot(r) == before
+    assert {p.priority for p in q.stats().priorities or []} == {0}
+
+
+def test_purge_counts_a_duplicated_id_once(client: pyredislua.Client) -> None:
+    q = Queue(client, "dup")
+    q.enqueue_many([q.job(str(i), max_attempts=1) for i in range(3)])
+    for job in q.dequeue(3):
+        q.nack(job, action="dead")
+    _, rows = q.dead()
+    assert q.purge([rows[0].id, rows[0].id, rows[1].id, rows[0].id]) == 2
+    assert q.stats().counters["purged"] == 2 and q.dead()[0] == 1
+    assert q.requeue([rows[2].id, rows[2].id]) == [rows[2].id]
+    assert q.stats().counters["requeued"] == 1
+
+
+def test_a_malformed_job_record_is_badstate_and_changes_nothing(client: pyredislua.Client,
+                                                                r: redis.Redis) -> None:
+    q = Queue(client, "garbage")
+    job_id = q.enqueue("x").id
+    r.hset(q.keys.jobs, job_id, b"\x93\x01\x02\x03")  # valid msgpack, not a job record
+    before = snapshot(r)
+    for call in (lambda: q.get(job_id), lambda: q.peek(), lambda: q.dequeue()):
+        with pytest.raises(pyredislua.BadStateError):
+            call()
+    assert snapshot(r) == before
+
+
+def test_dequeue_with_active_of_another_type_loses_no_job(client: pyredislua.Client,
+                                                          r: redis.Redis) -> None:
+    """Issue 8: the job used to leave ready and never reach active."""
+    q = Queue(client, "lost")
+    job_id = q.enqueue("x").id
+    r.set(q.keys.active, "oops")
+    with pytest.raises(pyredislua.WrongTypeError):
+        q.dequeue()
+    r.delete(q.keys.active)
+    [job] = q.dequeue()
+    assert job.id == job_id
+
+
+def test_enqueue_with_a_bad_marker_enqueues_nothing(client: pyredislua.Client,
+                                                    r: redis.Redis) -> None:
+    """Issue 8: the job used to be enqueued while the caller got an error (a retry: twice)."""
+    q = Queue(client, "marker")
+    r.set(q.keys.marker, "oops")
+    with pytest.raises(pyredislua.WrongTypeError):
+        q.enqueue("x")
+    assert q.stats().ready == 0 and q.stats().counters == {}
+
+
+def test_lease_tokens_are_per_job_and_never_repeat(client: pyredislua.Client) -> None:
+    q = Queue(client, "tokens", backoff=0)
+    q.enqueue("x")
+    tokens = []
+    for action in ("retry", "release", "retry"):
+        [job] = q.dequeue()
+        tokens.append(job.token)
+        q.nack(job, action=action)  # type: ignore[arg-type]
+    [job] = q.dequeue()
+    tokens.append(job.token)
+    assert tokens == ["1", "2", "3", "4"]
+    with pytest.raises(pyredislua.StaleTokenError):
+        q.ack((job.id, "2"))  # the released delivery's token stays stale
+    q.ack(job)

@@ -108,7 +108,7 @@ def test_blocking_consume_wakes_on_produce(client: pyredislua.Client, redis_url:
     got: list[Entry] = []
     t = threading.Thread(target=lambda: got.extend(sq.consume(timeout=10)))
     t.start()
-    while not any(c.get("cmd") == "xreadgroup" for c in client.redis.client_list()):
+    while not any(c.get("cmd") == "xread" for c in client.redis.client_list()):
         pass
     sent = time.monotonic()
     other.produce(["hello"])
@@ -371,3 +371,23 @@ def test_sigkilled_stream_consumers_lose_nothing(redis_url: str, r: redis.Redis)
     acked = [x.decode() for x in r.lrange("prl:sq:{crash}:test:acked", 0, -1)]
     assert len(acked) == len(set(acked)), "an entry was acked twice"
     assert {x.decode() for x in r.smembers("prl:sq:{crash}:test:done")} == set(ids)
+
+
+@pytest.mark.parametrize("op", ["ack", "nack", "extend"])
+@pytest.mark.parametrize("stream_exists", [True, False], ids=["stream", "no-stream"])
+def test_an_unknown_group_is_notfound_and_changes_nothing(
+        client: pyredislua.Client, r: redis.Redis, op: str, stream_exists: bool) -> None:
+    """Issue 8: these used to reply Redis' raw NOGROUP."""
+    if stream_exists:
+        StreamQueue(client, "ng", group="real").produce(["x"])
+    sq = StreamQueue(client, "ng", group="missing", consumer="c")
+    entry = Entry("1-0", 1, b"", "c")
+    before = snapshot(r)
+    with pytest.raises(pyredislua.NotFoundError, match="no consumer group"):
+        if op == "ack":
+            sq.ack([entry])
+        elif op == "nack":
+            sq.nack(entry)
+        else:
+            sq.extend(entry)
+    assert snapshot(r) == before

@@ -6,39 +6,80 @@
 --   3 active    sorted set, member = job id, score = lease deadline (ms, server time)
 --   4 dead      sorted set, member = job id, score = server time (ms) it was dead-lettered
 --   5 jobs      hash, job id -> msgpack map {p priority, a attempts, m max attempts,
---               b backoff base ms, k idempotency key, e enqueued at ms, r last reason, t lease token}
+--               b backoff base ms, k idempotency key, e enqueued at ms, r last reason,
+--               t lease token, d deliveries (the last lease token), x max run time ms (absent: none)}
 --   6 payloads  hash, job id -> payload (opaque bytes)
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
---   9 stats     hash of counters: seq (job ids), tokens (lease tokens), enqueued, acked, retried,
---               dead, requeued, purged, reaped
+--   9 stats     hash of counters: seq (job ids; also the number enqueued), acked, retried, dead, requeued,
+--               purged, reaped (and tokens: the lease tokens of jobs enqueued before 1.7)
 --  10 marker    list an idle consumer blocks on (BLPOP): each enqueue of a ready job pushes to it
+--              (at most QUEUE_MARKERS); a dequeue that finds nothing to do deletes it
+-- and the operations that would do something twice when re-sent take an optional eleventh:
+--  11 request   string, this call's request record (a key chosen by the caller, unique per
+--               call, under the same hash tag): a call that changed something stores its reply
+--               there for QUEUE_REQUEST_TTL_MS; the same call re-sent (a client retrying after a
+--               lost reply) finds it and replies the same, changing nothing.
 --
 -- Ordering: a job id is its enqueue sequence number as 16 zero-padded decimal digits, so the
 -- byte order of ids is the enqueue order. The ready score is the bare priority (an integer in
--- -2^31..2^31-1, exact in a double) and Redis orders equal scores by member bytes: ZPOPMIN
--- returns the lowest (priority, enqueue order) at any queue size, and nothing wraps before
--- 10^16 enqueues.
+-- -2^31..2^31-1, exact in a double) and Redis orders equal scores by member bytes: the lowest
+-- (priority, enqueue order) comes first at any queue size, and nothing wraps before 10^16
+-- enqueues.
+--
+-- An error reply changes nothing: every operation reads and checks what it will use (key types,
+-- job records, counters) first, and writes only then. A key an operation writes without reading
+-- it first gets a cheap type check (HLEN, ZCARD, LLEN) unless its write is the first one (a
+-- write on a key of the wrong type fails before it changes anything).
 
 local QUEUE_MAX_BACKOFF_MS = 3600000
 local QUEUE_PROMOTE_LIMIT = 1000
 local QUEUE_MARKERS = 1000
+local QUEUE_REQUEST_TTL_MS = 120000
 
 local function queue_K(keys)
   return {ready = keys[1], delayed = keys[2], active = keys[3], dead = keys[4], jobs = keys[5],
-          payloads = keys[6], idem = keys[7], prio = keys[8], stats = keys[9], marker = keys[10]}
+          payloads = keys[6], idem = keys[7], prio = keys[8], stats = keys[9], marker = keys[10],
+          request = keys[11]}
 end
 
 local function queue_id(seq)
   return string.format('%016.0f', seq)
 end
 
-local function queue_decode(raw)
-  return cmsgpack.unpack(raw)
+local function queue_num(n)
+  return string.format('%.0f', n)
 end
 
 local function queue_encode(m)
   return cmsgpack.pack(m)
+end
+
+-- A job's record, decoded and checked: BADSTATE when it is missing or not a job record. The
+-- numeric fields are checked with one sum inside the protected decode (cheaper than a type()
+-- per field); the token and the idempotency key must be strings when present.
+local function queue_decode(raw)
+  local m = cmsgpack.unpack(raw)
+  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0)
+  return m
+end
+
+local function queue_meta(raw, id)
+  if not raw then prl_fail('BADSTATE', 'job ' .. prl_shown(id) .. ' is listed but has no record') end
+  local ok, m = pcall(queue_decode, raw)
+  if not ok or (m.t ~= nil and type(m.t) ~= 'string') or (m.k ~= nil and type(m.k) ~= 'string') then
+    prl_fail('BADSTATE', 'job ' .. prl_shown(id) .. ': its record is not a queue job record')
+  end
+  return m
+end
+
+-- A stored counter (false/nil: 0), or BADSTATE.
+local function queue_count(v, what)
+  if not v then return 0 end
+  if #v > 17 or not string.match(v, '^%-?%d+$') then
+    prl_fail('BADSTATE', what .. ' is not an integer: ' .. prl_shown(v))
+  end
+  return tonumber(v)
 end
 
 -- Run a variadic command over a long list in chunks (unpack has a stack limit).
@@ -49,37 +90,69 @@ local function queue_chunked(cmd, key, list, step)
   end
 end
 
--- The dead jobs a requeue or purge works on: the given ids that are dead (at most 1000, checked
--- before anything is written), or the `limit` oldest dead jobs when none are given.
-local function queue_dead_ids(K, argv, first, limit)
-  local n = #argv - first + 1
-  if n > 1000 then prl_fail('BADARG', 'at most 1000 ids per call, got ' .. n) end
-  for i = first, #argv do prl_str(argv, i, 'id', 1, 64, nil) end
-  if n == 0 then return redis.call('ZRANGE', K.dead, 0, limit - 1) end
-  local ids = {}
-  for i = first, #argv do
-    if redis.call('ZSCORE', K.dead, argv[i]) then ids[#ids + 1] = argv[i] end
+-- The reply a re-sent call gave on its first run, from its request record (nil: a first run).
+local function queue_recorded(K, op)
+  if not K.request then return nil end
+  local raw = redis.call('GET', K.request)
+  if not raw then return nil end
+  local ok, v = pcall(cmsgpack.unpack, raw)
+  if not ok or type(v) ~= 'table' or v.o ~= op or v.r == nil then
+    prl_fail('BADSTATE', 'the request record ' .. prl_shown(K.request) .. ' is not one of ' .. op)
   end
-  return ids
+  return v.r
 end
 
-local function queue_wake(K, n)
+-- Store a call's reply (or what rebuilds it) as its request record, after its writes.
+local function queue_record(K, op, reply)
+  if K.request then
+    redis.call('SET', K.request, cmsgpack.pack({o = op, r = reply}), 'PX', QUEUE_REQUEST_TTL_MS)
+  end
+end
+
+-- The counts of the given priorities (a table priority -> true), read and checked.
+local function queue_prio_read(K, wanted)
+  local list = {}
+  for p in pairs(wanted) do list[#list + 1] = p end
+  local counts = {}
+  if #list == 0 then return counts end
+  local raw = redis.call('HMGET', K.prio, unpack(list))
+  for i, p in ipairs(list) do counts[p] = queue_count(raw[i], 'the count of priority ' .. p) end
+  return counts
+end
+
+-- Write the counts back: changes is priority -> delta; counts what queue_prio_read read.
+local function queue_prio_write(K, counts, changes)
+  local set, del = {}, {}
+  for p, delta in pairs(changes) do
+    if delta ~= 0 then
+      local n = counts[p] + delta
+      if n > 0 then
+        set[#set + 1] = p
+        set[#set + 1] = n
+      else
+        del[#del + 1] = p
+      end
+    end
+  end
+  if #set > 0 then redis.call('HSET', K.prio, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', K.prio, unpack(del)) end
+end
+
+-- Push up to n wake-ups for idle consumers, never beyond QUEUE_MARKERS (llen: the marker's
+-- length, read before the first write).
+local function queue_wake(K, n, llen)
+  n = math.min(n, 100, QUEUE_MARKERS - llen)
   if n <= 0 then return end
   local markers = {}
-  for i = 1, math.min(n, 100) do markers[i] = '1' end
-  if redis.call('RPUSH', K.marker, unpack(markers)) > QUEUE_MARKERS then
-    redis.call('LTRIM', K.marker, -QUEUE_MARKERS, -1)
-  end
+  for i = 1, n do markers[i] = '1' end
+  redis.call('RPUSH', K.marker, unpack(markers))
 end
 
-local function queue_prio_add(K, priority, n)
-  if redis.call('HINCRBY', K.prio, priority, n) <= 0 then
-    redis.call('HDEL', K.prio, priority)
-  end
-end
-
--- Validate one job's six enqueue fields at argv[i..i+5]; returns a table or raises BADARG.
-local function queue_check_job(argv, i, label)
+-- Validate one job's six enqueue fields at argv[i..i+5] (seven with max_run, at argv[i+6]);
+-- returns a table or raises BADARG.
+local function queue_check_job(argv, i, label, with_max_run)
+  local max_run_ms = 0
+  if with_max_run then max_run_ms = prl_int(argv, i + 6, label .. 'max_run_ms', 0, 86400000, nil) end
   return {
     payload = prl_str(argv, i, label .. 'payload', 0, 16777216, nil),
     priority = prl_int(argv, i + 1, label .. 'priority', -2147483648, 2147483647, nil),
@@ -87,32 +160,109 @@ local function queue_check_job(argv, i, label)
     max_attempts = prl_int(argv, i + 3, label .. 'max_attempts', 1, 1000000, nil),
     backoff_ms = prl_int(argv, i + 4, label .. 'backoff_ms', 0, 86400000, nil),
     idem_key = prl_str(argv, i + 5, label .. 'idem_key', 0, 512, nil),
+    max_run_ms = max_run_ms,
   }
 end
 
--- Add one validated job. Returns id, created (1) or 0 when the idempotency key names a live job.
-local function queue_add(K, job, now)
-  if job.idem_key ~= '' then
-    local existing = redis.call('HGET', K.idem, job.idem_key)
-    if existing and redis.call('HEXISTS', K.jobs, existing) == 1 then
-      return existing, 0
+-- Add validated jobs: reads and checks everything first, then writes. Returns the flat reply
+-- {id1, created1, ...} and the number of jobs created (0: nothing was written). A job whose
+-- idempotency key names an unfinished job (or a job earlier in the same call) is not added:
+-- its entry is that job's id with created 0.
+local function queue_add(K, jobs, now)
+  -- read: the jobs holding the idempotency keys
+  local names, seen = {}, {}
+  for _, job in ipairs(jobs) do
+    if job.idem_key ~= '' and not seen[job.idem_key] then
+      seen[job.idem_key] = true
+      names[#names + 1] = job.idem_key
     end
   end
-  local id = queue_id(redis.call('HINCRBY', K.stats, 'seq', 1))
-  local m = {p = job.priority, a = 0, m = job.max_attempts, b = job.backoff_ms, e = now}
-  if job.idem_key ~= '' then
-    m.k = job.idem_key
-    redis.call('HSET', K.idem, job.idem_key, id)
+  local holders, jobs_checked = {}, false
+  if #names > 0 then
+    local ids = redis.call('HMGET', K.idem, unpack(names))
+    local found, owners = {}, {}
+    for i = 1, #names do
+      if ids[i] then
+        found[#found + 1] = ids[i]
+        owners[#owners + 1] = names[i]
+      end
+    end
+    if #found > 0 then
+      local exist = redis.call('HMGET', K.jobs, unpack(found))
+      jobs_checked = true
+      for i, raw in ipairs(exist) do
+        if raw then holders[owners[i]] = found[i] end
+      end
+    end
   end
-  redis.call('HSET', K.jobs, id, queue_encode(m))
-  redis.call('HSET', K.payloads, id, job.payload)
-  if job.delay_ms > 0 then
-    redis.call('ZADD', K.delayed, now + job.delay_ms, id)
-  else
-    redis.call('ZADD', K.ready, job.priority, id)
+  -- decide
+  local out, new, wanted = {}, {}, {}
+  local ready, delayed, keyed = 0, 0, false
+  for _, job in ipairs(jobs) do
+    local existing = job.idem_key ~= '' and holders[job.idem_key]
+    if existing then
+      out[#out + 1] = existing
+      out[#out + 1] = 0
+    else
+      new[#new + 1] = job
+      wanted[job.priority] = true
+      if job.delay_ms > 0 then delayed = delayed + 1 else ready = ready + 1 end
+      if job.idem_key ~= '' then
+        keyed = true
+        holders[job.idem_key] = #new  -- a later job with this key gets this one's id
+      end
+      out[#out + 1] = #new  -- replaced by the id below
+      out[#out + 1] = 1
+    end
   end
-  queue_prio_add(K, job.priority, 1)
-  return id, 1
+  if #new == 0 then return out, 0 end
+  -- read and check what the writes touch (stats: its first write fails on a bad sequence)
+  local counts = queue_prio_read(K, wanted)
+  if not jobs_checked then redis.call('HLEN', K.jobs) end
+  redis.call('HLEN', K.payloads)
+  if ready > 0 then redis.call('ZCARD', K.ready) end
+  if delayed > 0 then redis.call('ZCARD', K.delayed) end
+  local llen = ready > 0 and redis.call('LLEN', K.marker) or 0
+  -- write: the sequence first
+  local seq = redis.call('HINCRBY', K.stats, 'seq', #new) - #new
+  local records, payloads, to_ready, to_delayed, idem, changes = {}, {}, {}, {}, {}, {}
+  local ids = {}
+  for n, job in ipairs(new) do
+    local id = queue_id(seq + n)
+    ids[n] = id
+    local m = {p = job.priority, a = 0, m = job.max_attempts, b = job.backoff_ms, e = now}
+    if job.max_run_ms > 0 then m.x = job.max_run_ms end
+    if job.idem_key ~= '' then
+      m.k = job.idem_key
+      if holders[job.idem_key] == n then
+        idem[#idem + 1] = job.idem_key
+        idem[#idem + 1] = id
+      end
+    end
+    records[#records + 1] = id
+    records[#records + 1] = queue_encode(m)
+    payloads[#payloads + 1] = id
+    payloads[#payloads + 1] = job.payload
+    if job.delay_ms > 0 then
+      to_delayed[#to_delayed + 1] = now + job.delay_ms
+      to_delayed[#to_delayed + 1] = id
+    else
+      to_ready[#to_ready + 1] = job.priority
+      to_ready[#to_ready + 1] = id
+    end
+    changes[job.priority] = (changes[job.priority] or 0) + 1
+  end
+  for i = 1, #out, 2 do
+    if type(out[i]) == 'number' then out[i] = ids[out[i]] end
+  end
+  if keyed and #idem > 0 then queue_chunked('HSET', K.idem, idem) end
+  queue_chunked('HSET', K.jobs, records)
+  queue_chunked('HSET', K.payloads, payloads)
+  if #to_ready > 0 then queue_chunked('ZADD', K.ready, to_ready) end
+  if #to_delayed > 0 then queue_chunked('ZADD', K.delayed, to_delayed) end
+  queue_prio_write(K, counts, changes)
+  queue_wake(K, ready, llen)
+  return out, #new
 end
 
 -- Exponential backoff with equal jitter: half the step fixed, half random.
@@ -122,68 +272,31 @@ local function queue_backoff(m)
   return math.floor(step / 2 + math.random() * step / 2)
 end
 
-local function queue_release_idem(K, id, m)
-  if m.k and redis.call('HGET', K.idem, m.k) == id then
-    redis.call('HDEL', K.idem, m.k)
+-- The live leases of jobs ids[i] for tokens[i], else a STALE error. Returns the decoded records.
+local function queue_live(K, ids, tokens, now)
+  local raws = redis.call('HMGET', K.jobs, unpack(ids))
+  local deadlines = redis.call('ZMSCORE', K.active, unpack(ids))
+  local metas = {}
+  for i, id in ipairs(ids) do
+    if not raws[i] then prl_fail('STALE', 'job ' .. id .. ' does not exist (finished or purged)') end
+    local m = queue_meta(raws[i], id)
+    if m.t ~= tokens[i] then
+      prl_fail('STALE', 'job ' .. id .. ': token ' .. prl_shown(tokens[i]) .. ' is not its live lease')
+    end
+    local deadline = tonumber(deadlines[i] or '0')
+    if deadline <= now then
+      prl_fail('STALE', 'job ' .. id .. ': the lease expired ' .. (now - deadline) .. ' ms ago')
+    end
+    metas[i] = m
   end
+  return metas
 end
 
--- Take an active job off its lease: retry it (with backoff, or delay_ms when >= 0), put it back
--- untouched (how = 'release': the attempt is not counted) or dead-letter it (how = 'dead', or when
--- its attempts are used up). Returns the outcome ('ready'|'delayed'|'dead') and its time.
-local function queue_settle(K, id, m, now, reason, how, delay_ms)
-  redis.call('ZREM', K.active, id)
-  m.t = nil
-  m.r = reason
-  if how == 'release' then
-    m.a = math.max(m.a - 1, 0)
-    redis.call('HSET', K.jobs, id, queue_encode(m))
-    redis.call('ZADD', K.ready, m.p, id)
-    queue_wake(K, 1)
-    return 'ready', now
-  end
-  if how == 'dead' or m.a >= m.m then
-    redis.call('HSET', K.jobs, id, queue_encode(m))
-    redis.call('ZADD', K.dead, now, id)
-    queue_release_idem(K, id, m)
-    queue_prio_add(K, m.p, -1)
-    redis.call('HINCRBY', K.stats, 'dead', 1)
-    return 'dead', now
-  end
-  redis.call('HSET', K.jobs, id, queue_encode(m))
-  redis.call('HINCRBY', K.stats, 'retried', 1)
-  local delay = delay_ms
-  if delay == nil or delay < 0 then delay = queue_backoff(m) end
-  if delay > 0 then
-    redis.call('ZADD', K.delayed, now + delay, id)
-    return 'delayed', now + delay
-  end
-  redis.call('ZADD', K.ready, m.p, id)
-  queue_wake(K, 1)
-  return 'ready', now
-end
-
--- Move delayed jobs whose time has come to ready (at most QUEUE_PROMOTE_LIMIT per call).
-local function queue_promote(K, now)
-  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, QUEUE_PROMOTE_LIMIT)
-  if #due == 0 then return 0 end
-  local raws = redis.call('HMGET', K.jobs, unpack(due))
-  local pairs_ = {}
-  for i, id in ipairs(due) do
-    local m = queue_decode(raws[i])
-    pairs_[#pairs_ + 1] = m.p
-    pairs_[#pairs_ + 1] = id
-  end
-  queue_chunked('ZREM', K.delayed, due)
-  queue_chunked('ZADD', K.ready, pairs_)
-  return #due
-end
-
--- The live lease of job `id` for `token`, or a STALE error. Returns the decoded meta.
-local function queue_live(K, id, token, now)
+-- The live lease of job `id` for `token` (one job), else a STALE error. Returns its record.
+local function queue_live_one(K, id, token, now)
   local raw = redis.call('HGET', K.jobs, id)
   if not raw then prl_fail('STALE', 'job ' .. id .. ' does not exist (finished or purged)') end
-  local m = queue_decode(raw)
+  local m = queue_meta(raw, id)
   if m.t ~= token then
     prl_fail('STALE', 'job ' .. id .. ': token ' .. prl_shown(token) .. ' is not its live lease')
   end
@@ -194,7 +307,173 @@ local function queue_live(K, id, token, now)
   return m
 end
 
+-- queue_settle for one job (nack): the same decisions, reads and writes without the tables.
+local function queue_settle_one(K, id, m, now, reason, how, delay_ms)
+  m.t = nil
+  m.r = reason
+  if how == 'release' then
+    m.a = math.max(m.a - 1, 0)
+  elseif how == 'dead' or m.a >= m.m then
+    -- read and check, then write: the counter first
+    local free = m.k and redis.call('HGET', K.idem, m.k) == id
+    local count = queue_count(redis.call('HGET', K.prio, m.p), 'the count of priority ' .. m.p)
+    redis.call('ZCARD', K.dead)
+    redis.call('HINCRBY', K.stats, 'dead', 1)
+    redis.call('ZREM', K.active, id)
+    redis.call('HSET', K.jobs, id, queue_encode(m))
+    redis.call('ZADD', K.dead, now, id)
+    if free then redis.call('HDEL', K.idem, m.k) end
+    if count > 1 then redis.call('HSET', K.prio, m.p, count - 1) else redis.call('HDEL', K.prio, m.p) end
+    return 'dead', now
+  else
+    local delay = delay_ms
+    if delay == nil or delay < 0 then delay = queue_backoff(m) end
+    if delay > 0 then
+      redis.call('ZCARD', K.delayed)
+      redis.call('HINCRBY', K.stats, 'retried', 1)
+      redis.call('ZREM', K.active, id)
+      redis.call('HSET', K.jobs, id, queue_encode(m))
+      redis.call('ZADD', K.delayed, now + delay, id)
+      return 'delayed', now + delay
+    end
+    redis.call('ZCARD', K.ready)
+    local llen = redis.call('LLEN', K.marker)
+    redis.call('HINCRBY', K.stats, 'retried', 1)
+    redis.call('ZREM', K.active, id)
+    redis.call('HSET', K.jobs, id, queue_encode(m))
+    redis.call('ZADD', K.ready, m.p, id)
+    queue_wake(K, 1, llen)
+    return 'ready', now
+  end
+  -- release: back to ready at once
+  redis.call('ZCARD', K.ready)
+  local llen = redis.call('LLEN', K.marker)
+  redis.call('ZREM', K.active, id)
+  redis.call('HSET', K.jobs, id, queue_encode(m))
+  redis.call('ZADD', K.ready, m.p, id)
+  queue_wake(K, 1, llen)
+  return 'ready', now
+end
+
+-- Take active jobs off their leases: retry each (with backoff, or delay_ms when >= 0), put it
+-- back untouched (how = 'release': the attempt is not counted) or dead-letter it (how = 'dead',
+-- or when its attempts are used up). Reads and checks what it writes first. counters: extra
+-- stats counters to add (name -> n). Returns per job {outcome ('ready'|'delayed'|'dead'), at}.
+local function queue_settle(K, ids, metas, now, reason, how, delay_ms, counters)
+  -- decide
+  local results, to = {}, {ready = {}, delayed = {}, dead = {}}
+  local wanted, changes, keyed = {}, {}, {}
+  counters = counters or {}
+  for i, id in ipairs(ids) do
+    local m = metas[i]
+    m.t = nil
+    m.r = reason
+    local outcome, at = 'ready', now
+    if how == 'release' then
+      m.a = math.max(m.a - 1, 0)
+      to.ready[#to.ready + 1] = m.p
+      to.ready[#to.ready + 1] = id
+    elseif how == 'dead' or m.a >= m.m then
+      outcome = 'dead'
+      to.dead[#to.dead + 1] = now
+      to.dead[#to.dead + 1] = id
+      wanted[m.p] = true
+      changes[m.p] = (changes[m.p] or 0) - 1
+      if m.k then keyed[#keyed + 1] = i end
+      counters.dead = (counters.dead or 0) + 1
+    else
+      counters.retried = (counters.retried or 0) + 1
+      local delay = delay_ms
+      if delay == nil or delay < 0 then delay = queue_backoff(m) end
+      if delay > 0 then
+        outcome, at = 'delayed', now + delay
+        to.delayed[#to.delayed + 1] = at
+        to.delayed[#to.delayed + 1] = id
+      else
+        to.ready[#to.ready + 1] = m.p
+        to.ready[#to.ready + 1] = id
+      end
+    end
+    results[i] = {outcome, at}
+  end
+  -- read and check what the writes touch (active and jobs were read by the caller)
+  local free_keys = {}
+  if #keyed > 0 then
+    local names = {}
+    for j, i in ipairs(keyed) do names[j] = metas[i].k end
+    local holders = redis.call('HMGET', K.idem, unpack(names))
+    for j, i in ipairs(keyed) do
+      if holders[j] == ids[i] then free_keys[#free_keys + 1] = names[j] end
+    end
+  end
+  local counts = queue_prio_read(K, wanted)
+  local names = {}
+  for name in pairs(counters) do names[#names + 1] = name end
+  table.sort(names)
+  local values = {}
+  if #names > 1 then
+    local sv = redis.call('HMGET', K.stats, unpack(names))
+    for j, name in ipairs(names) do
+      values[#values + 1] = name
+      values[#values + 1] = queue_num(queue_count(sv[j], 'the ' .. name .. ' count') + counters[name])
+    end
+  end
+  local llen = 0
+  if #to.ready > 0 then
+    redis.call('ZCARD', K.ready)
+    llen = redis.call('LLEN', K.marker)
+  end
+  if #to.delayed > 0 then redis.call('ZCARD', K.delayed) end
+  if #to.dead > 0 then redis.call('ZCARD', K.dead) end
+  -- write: a single counter is the first write (it fails on a bad counter before anything)
+  if #names == 1 then
+    redis.call('HINCRBY', K.stats, names[1], counters[names[1]])
+  elseif #names > 1 then
+    redis.call('HSET', K.stats, unpack(values))
+  end
+  local records = {}
+  for i, id in ipairs(ids) do
+    records[#records + 1] = id
+    records[#records + 1] = queue_encode(metas[i])
+  end
+  queue_chunked('ZREM', K.active, ids)
+  queue_chunked('HSET', K.jobs, records)
+  for _, state in ipairs({'ready', 'delayed', 'dead'}) do
+    if #to[state] > 0 then queue_chunked('ZADD', K[state], to[state]) end
+  end
+  if #free_keys > 0 then queue_chunked('HDEL', K.idem, free_keys) end
+  queue_prio_write(K, counts, changes)
+  queue_wake(K, #to.ready / 2, llen)
+  return results
+end
+
 -- A job as a reply row: {id, state, score, priority, attempts, max_attempts, reason, payload}
 local function queue_row(id, state, score, m, payload)
   return {id, state, tonumber(score), m.p, m.a, m.m, m.r or false, payload or false}
+end
+
+-- The dead jobs a requeue or purge works on: the given ids that are dead (at most 1000, each
+-- once, checked before anything is written), or the `limit` oldest dead jobs when none are given.
+local function queue_check_ids(argv, first)
+  local n = #argv - first + 1
+  if n > 1000 then prl_fail('BADARG', 'at most 1000 ids per call, got ' .. n) end
+  for i = first, #argv do prl_str(argv, i, 'id', 1, 64, nil) end
+end
+
+local function queue_dead_ids(K, argv, first, limit)
+  local n = #argv - first + 1
+  if n == 0 then return redis.call('ZRANGE', K.dead, 0, limit - 1) end
+  local given, seen = {}, {}
+  for i = first, #argv do
+    if not seen[argv[i]] then
+      seen[argv[i]] = true
+      given[#given + 1] = argv[i]
+    end
+  end
+  local scores = redis.call('ZMSCORE', K.dead, unpack(given))
+  local ids = {}
+  for i, id in ipairs(given) do
+    if scores[i] then ids[#ids + 1] = id end
+  end
+  return ids
 end

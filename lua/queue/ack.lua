@@ -1,20 +1,22 @@
 --[[
 name: queue.ack
-version: 1.0.0
+version: 1.1.0
 summary: Finish leased jobs: each id must come with its live lease token, else nothing changes.
-flags: none
+flags: allow-oom
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
   delayed: zset; delayed job ids scored by the server time they become ready
   active: zset; leased job ids scored by their lease deadline
   dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
   payloads: hash; job id to its payload
   idem: hash; idempotency key to the id of its unfinished job
   prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, lease tokens, totals)
-  marker: list; what idle consumers block on; enqueue pushes to it
+  stats: hash; counters (job sequence, totals); durable
+  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
+  request: optional string; this call's request record, a key of your choosing under the queue's hash tag, unique per call (prl:q:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
 argv:
   pairs: rest; id, token, id, token, ... (1..1000 jobs)
 returns:
@@ -22,34 +24,67 @@ returns:
 errors:
   BADARG: the pair list or the key count is invalid (nothing changed)
   STALE: a token is not its job's live lease: finished, expired, or re-delivered (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
 local n = #ARGV - pairs_start + 1
 if n == 0 or n % 2 ~= 0 or n > 2000 then
   prl_fail('BADARG', 'pairs must be 1..1000 (id, token) pairs, got ' .. n .. ' values')
 end
+local ids, tokens, seen = {}, {}, {}
 for i = pairs_start, #ARGV, 2 do
-  prl_str(ARGV, i, 'id', 1, 64, nil)
-  prl_str(ARGV, i + 1, 'token', 1, 64, nil)
-end
-local now = prl_now_ms()
-local ids, metas, seen = {}, {}, {}
-for i = pairs_start, #ARGV, 2 do
-  local id = ARGV[i]
+  local id = prl_str(ARGV, i, 'id', 1, 64, nil)
+  tokens[#tokens + 1] = prl_str(ARGV, i + 1, 'token', 1, 64, nil)
   if seen[id] then prl_fail('BADARG', 'job ' .. id .. ' is listed twice') end
   seen[id] = true
-  metas[#metas + 1] = queue_live(K, id, ARGV[i + 1], now)
   ids[#ids + 1] = id
 end
-local by_prio = {}
-for i, id in ipairs(ids) do
-  local m = metas[i]
-  queue_release_idem(K, id, m)
-  by_prio[m.p] = (by_prio[m.p] or 0) + 1
+local first = queue_recorded(K, 'queue.ack')
+if first then return first end
+local now = prl_now_ms()
+if #ids == 1 then
+  -- one job: the same steps without the tables
+  local id = ids[1]
+  local m = queue_live_one(K, id, tokens[1], now)
+  local free = m.k and rcall('HGET', K.idem, m.k) == id
+  local count = queue_count(rcall('HGET', K.prio, m.p), 'the count of priority ' .. m.p)
+  rcall('HLEN', K.payloads)
+  rcall('HINCRBY', K.stats, 'acked', 1)
+  if free then rcall('HDEL', K.idem, m.k) end
+  if count > 1 then rcall('HSET', K.prio, m.p, count - 1) else rcall('HDEL', K.prio, m.p) end
+  rcall('ZREM', K.active, id)
+  rcall('HDEL', K.jobs, id)
+  rcall('HDEL', K.payloads, id)
+  queue_record(K, 'queue.ack', 1)
+  return 1
 end
-for p, c in pairs(by_prio) do queue_prio_add(K, p, -c) end
+local metas = queue_live(K, ids, tokens, now)
+-- read: the idempotency keys these jobs hold, the counts of their priorities
+local wanted, changes, names, owners = {}, {}, {}, {}
+for i, m in ipairs(metas) do
+  wanted[m.p] = true
+  changes[m.p] = (changes[m.p] or 0) - 1
+  if m.k then
+    names[#names + 1] = m.k
+    owners[#owners + 1] = ids[i]
+  end
+end
+local free = {}
+if #names > 0 then
+  local holders = rcall('HMGET', K.idem, unpack(names))
+  for j, name in ipairs(names) do
+    if holders[j] == owners[j] then free[#free + 1] = name end
+  end
+end
+local counts = queue_prio_read(K, wanted)
+rcall('HLEN', K.payloads)
+-- write: the counter first (it fails on a bad counter before anything changed)
+rcall('HINCRBY', K.stats, 'acked', #ids)
+if #free > 0 then queue_chunked('HDEL', K.idem, free) end
+queue_prio_write(K, counts, changes)
 queue_chunked('ZREM', K.active, ids)
 queue_chunked('HDEL', K.jobs, ids)
 queue_chunked('HDEL', K.payloads, ids)
-redis.call('HINCRBY', K.stats, 'acked', #ids)
+queue_record(K, 'queue.ack', #ids)
 return #ids

@@ -1,61 +1,154 @@
 --[[
 name: queue.dequeue
-version: 1.0.0
+version: 1.2.0
 summary: Lease up to count ready jobs, lowest (priority, enqueue order) first; due delayed jobs are made ready first.
-flags: none
+flags: allow-oom
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
   delayed: zset; delayed job ids scored by the server time they become ready
   active: zset; leased job ids scored by their lease deadline
   dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
   payloads: hash; job id to its payload
   idem: hash; idempotency key to the id of its unfinished job
   prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, lease tokens, totals)
-  marker: list; what idle consumers block on; enqueue pushes to it
+  stats: hash; counters (job sequence, totals); durable
+  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
+  request: optional string; this call's request record, a key of your choosing under the queue's hash tag, unique per call (prl:q:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
 argv:
   count: int 1..1000 = 1; most jobs to lease
   lease_ms: int 1..86400000 = 30000; lease length; ack, nack or extend before it ends
 returns:
   {now, wait_ms, {job, ...}}: now is the server time; wait_ms is 0 when jobs were leased, else
   the ms until the next delayed job is due (-1: none). job = {id, token, deadline, attempts,
-  max_attempts, priority, payload, enqueued_at}
+  max_attempts, priority, payload, enqueued_at, max_run_ms} (max_run_ms 0: none set)
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
+local first = queue_recorded(K, 'queue.dequeue')
 local now = prl_now_ms()
-queue_promote(K, now)
-local popped = redis.call('ZPOPMIN', K.ready, count)
-if #popped == 0 then
-  local nxt = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+if first then
+  -- the same call re-sent: the jobs its first run leased, those still under that lease
+  local out = {}
+  if #first > 0 then
+    local ids, tokens = {}, {}
+    for i = 1, #first, 2 do
+      ids[#ids + 1] = first[i]
+      tokens[#tokens + 1] = first[i + 1]
+    end
+    local raws = rcall('HMGET', K.jobs, unpack(ids))
+    local deadlines = rcall('ZMSCORE', K.active, unpack(ids))
+    local payloads = rcall('HMGET', K.payloads, unpack(ids))
+    for i, id in ipairs(ids) do
+      local deadline = tonumber(deadlines[i] or '0')
+      if raws[i] and deadline > now then
+        local m = queue_meta(raws[i], id)
+        if m.t == tokens[i] then out[#out + 1] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0} end
+      end
+    end
+  end
+  return {now, 0, out}
+end
+-- read: the due delayed jobs and the first ready ones (one more than count: is more left?)
+local due = rcall('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, QUEUE_PROMOTE_LIMIT)
+local top = rcall('ZRANGE', K.ready, 0, count, 'WITHSCORES')
+if #due == 0 and #top == 0 then
+  -- nothing to do: wake-ups left for idle consumers would only wake them for nothing (and
+  -- would stay behind when the queue falls idle), so they go
+  local nxt = rcall('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if rcall('LLEN', K.marker) > 0 then rcall('DEL', K.marker) end
   local wait = -1
   if #nxt > 0 then wait = math.max(tonumber(nxt[2]) - now, 1) end
   return {now, wait, {}}
 end
-local ids = {}
-for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
-local raws = redis.call('HMGET', K.jobs, unpack(ids))
-local payloads = redis.call('HMGET', K.payloads, unpack(ids))
-local last = redis.call('HINCRBY', K.stats, 'tokens', #ids)
+local chosen, metas, from_ready, promote = {}, {}, {}, {}
+local left = #top / 2 > count  -- more ready jobs than this call takes
+if #due == 0 then
+  -- the common case: the first ready jobs, in the ready set's order
+  for i = 1, math.min(#top / 2, count) do chosen[i] = top[2 * i - 1] end
+  local raws = rcall('HMGET', K.jobs, unpack(chosen))
+  for i, id in ipairs(chosen) do
+    metas[i] = queue_meta(raws[i], id)
+    from_ready[i] = id
+  end
+else
+  -- the candidates: every due job (made ready now) and the first count ready ones
+  local ids, seen, score_of = {}, {}, {}
+  for _, id in ipairs(due) do
+    if not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+    end
+  end
+  local ndue = #ids
+  for i = 1, math.min(#top / 2, count) do
+    local id = top[2 * i - 1]
+    if not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+      score_of[id] = tonumber(top[2 * i])
+    end
+  end
+  local raws = rcall('HMGET', K.jobs, unpack(ids))
+  local cands = {}
+  for i, id in ipairs(ids) do
+    local m = queue_meta(raws[i], id)
+    cands[i] = {id = id, m = m, due = i <= ndue, s = score_of[id] or m.p}
+  end
+  -- lowest (priority, id) first, as the ready set orders them
+  table.sort(cands, function(x, y)
+    if x.s ~= y.s then return x.s < y.s end
+    return x.id < y.id
+  end)
+  for i, c in ipairs(cands) do
+    if i <= count then
+      chosen[#chosen + 1] = c.id
+      metas[#metas + 1] = c.m
+      if not c.due then from_ready[#from_ready + 1] = c.id end
+    else
+      left = true
+      if c.due then
+        promote[#promote + 1] = c.m.p
+        promote[#promote + 1] = c.id
+      end
+    end
+  end
+end
+local legacy = false
+for _, m in ipairs(metas) do
+  if m.d == nil then legacy = true end
+end
+local payloads = rcall('HMGET', K.payloads, unpack(chosen))
+-- a job enqueued before lease tokens were per job continues from the old shared counter
+local base = legacy and queue_count(rcall('HGET', K.stats, 'tokens'), 'the lease token counter') or 0
+local llen = left and rcall('LLEN', K.marker) or 0
+-- write: the leases first (a wrong type of active fails there, before anything changed)
 local deadline = now + lease_ms
-local records, leases, out = {}, {}, {}
-for i, id in ipairs(ids) do
-  local m = queue_decode(raws[i])
+local leases, records, out, rec = {}, {}, {}, {}
+for i, id in ipairs(chosen) do
+  local m = metas[i]
   m.a = m.a + 1
-  m.t = tostring(last - #ids + i)
-  records[#records + 1] = id
-  records[#records + 1] = queue_encode(m)
-  leases[#leases + 1] = deadline
-  leases[#leases + 1] = id
-  out[i] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e}
+  m.d = (m.d or base) + 1
+  m.t = queue_num(m.d)
+  leases[2 * i - 1] = deadline
+  leases[2 * i] = id
+  records[2 * i - 1] = id
+  records[2 * i] = queue_encode(m)
+  out[i] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0}
+  rec[2 * i - 1] = id
+  rec[2 * i] = m.t
 end
-queue_chunked('HSET', K.jobs, records)
 queue_chunked('ZADD', K.active, leases)
--- Chain the wake-up: more work is waiting and no marker is left for an idle consumer.
-if redis.call('ZCARD', K.ready) > 0 and redis.call('LLEN', K.marker) == 0 then
-  queue_wake(K, 1)
-end
+if #due > 0 then queue_chunked('ZREM', K.delayed, due) end
+if #promote > 0 then queue_chunked('ZADD', K.ready, promote) end
+if #from_ready > 0 then queue_chunked('ZREM', K.ready, from_ready) end
+queue_chunked('HSET', K.jobs, records)
+-- chain the wake-up: more work is waiting and no marker is left for an idle consumer
+if left and llen == 0 then queue_wake(K, 1, 0) end
+queue_record(K, 'queue.dequeue', rec)
 return {now, 0, out}

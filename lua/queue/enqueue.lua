@@ -1,20 +1,22 @@
 --[[
 name: queue.enqueue
-version: 1.0.0
-summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key).
+version: 1.2.0
+summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key, max run time).
 flags: none
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
   delayed: zset; delayed job ids scored by the server time they become ready
   active: zset; leased job ids scored by their lease deadline
   dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
   payloads: hash; job id to its payload
   idem: hash; idempotency key to the id of its unfinished job
   prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, lease tokens, totals)
-  marker: list; what idle consumers block on; enqueue pushes to it
+  stats: hash; counters (job sequence, totals); durable
+  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
+  request: optional string; this call's request record, a key of your choosing under the queue's hash tag, unique per call (prl:q:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
 argv:
   payload: str 0..16777216; the job's payload (opaque bytes)
   priority: int -2147483648..2147483647 = 0; lower runs first
@@ -22,17 +24,46 @@ argv:
   max_attempts: int 1..1000000 = 3; deliveries before the job is dead-lettered
   backoff_ms: int 0..86400000 = 1000; base of the exponential retry backoff (0: retry at once)
   idem_key: str 0..512 = ""; idempotency key ("" for none)
+  max_run_ms: int 0..86400000 = 0; longest a worker may run the job per attempt (0: no limit of its own); dequeue returns it
 returns:
   {job id, 1} when added; {existing job id, 0} when the idempotency key names an unfinished job
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
+local first = queue_recorded(K, 'queue.enqueue')
+if first then return first end
 local now = prl_now_ms()
-local id, created = queue_add(K, {payload = payload, priority = priority, delay_ms = delay_ms,
-  max_attempts = max_attempts, backoff_ms = backoff_ms, idem_key = idem_key}, now)
-if created == 1 then
-  redis.call('HINCRBY', K.stats, 'enqueued', 1)
-  if delay_ms == 0 then queue_wake(K, 1) end
+-- read and check everything the writes touch
+local jobs_checked = false
+if idem_key ~= '' then
+  local holder = rcall('HGET', K.idem, idem_key)
+  if holder then
+    jobs_checked = true
+    if rcall('HEXISTS', K.jobs, holder) == 1 then return {holder, 0} end
+  end
 end
-return {id, created}
+if not jobs_checked then rcall('HLEN', K.jobs) end
+rcall('HLEN', K.payloads)
+local count = queue_count(rcall('HGET', K.prio, priority), 'the count of priority ' .. priority)
+local into = delay_ms > 0 and K.delayed or K.ready
+rcall('ZCARD', into)
+local llen = delay_ms > 0 and QUEUE_MARKERS or rcall('LLEN', K.marker)
+-- write: the sequence first (a stats key of another type, or a bad sequence, fails there)
+local id = queue_id(rcall('HINCRBY', K.stats, 'seq', 1))
+local m = {p = priority, a = 0, m = max_attempts, b = backoff_ms, e = now}
+if max_run_ms > 0 then m.x = max_run_ms end
+if idem_key ~= '' then
+  m.k = idem_key
+  rcall('HSET', K.idem, idem_key, id)
+end
+rcall('HSET', K.jobs, id, queue_encode(m))
+rcall('HSET', K.payloads, id, payload)
+rcall('ZADD', into, delay_ms > 0 and now + delay_ms or priority, id)
+rcall('HSET', K.prio, priority, count + 1)
+if llen < QUEUE_MARKERS then rcall('RPUSH', K.marker, '1') end
+local reply = {id, 1}
+queue_record(K, 'queue.enqueue', reply)
+return reply

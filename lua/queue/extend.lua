@@ -1,20 +1,21 @@
 --[[
 name: queue.extend
-version: 1.0.0
+version: 1.0.1
 summary: Extend a live lease to lease_ms from now (never resurrects an expired one).
-flags: none
+flags: allow-oom
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
   delayed: zset; delayed job ids scored by the server time they become ready
   active: zset; leased job ids scored by their lease deadline
   dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
   payloads: hash; job id to its payload
   idem: hash; idempotency key to the id of its unfinished job
   prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, lease tokens, totals)
-  marker: list; what idle consumers block on; enqueue pushes to it
+  stats: hash; counters (job sequence, totals); durable
+  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
 argv:
   id: str 1..64; the job id
   token: str 1..64; its live lease token
@@ -24,9 +25,11 @@ returns:
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
   STALE: the token is not the job's live lease (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
 local now = prl_now_ms()
-queue_live(K, id, token, now)
-redis.call('ZADD', K.active, now + lease_ms, id)
+queue_live_one(K, id, token, now)
+rcall('ZADD', K.active, now + lease_ms, id)
 return now + lease_ms

@@ -1,6 +1,6 @@
 --[[
 name: queue.get
-version: 1.0.0
+version: 1.0.1
 summary: Look up one job by id: its state, score, attempts, limits, last reason and payload.
 flags: no-writes
 includes: queue
@@ -9,12 +9,12 @@ keys:
   delayed: zset; delayed job ids scored by the server time they become ready
   active: zset; leased job ids scored by their lease deadline
   dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
   payloads: hash; job id to its payload
   idem: hash; idempotency key to the id of its unfinished job
   prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, lease tokens, totals)
-  marker: list; what idle consumers block on; enqueue pushes to it
+  stats: hash; counters (job sequence, totals); durable
+  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
 argv:
   id: str 1..64; the job id
 returns:
@@ -22,19 +22,21 @@ returns:
   attempts, max_attempts, reason, payload, backoff_ms, idem_key, enqueued_at}
 errors:
   BADARG: an argument or the key count is invalid
+  BADSTATE: a key holds something else than the queue keeps there
+  WRONGTYPE: a key holds another Redis type
 ]]
 local K = queue_K(KEYS)
-local raw = redis.call('HGET', K.jobs, id)
+local raw = rcall('HGET', K.jobs, id)
 if not raw then return nil end
-local m = queue_decode(raw)
+local m = queue_meta(raw, id)
 for _, state in ipairs({'ready', 'delayed', 'active', 'dead'}) do
-  local score = redis.call('ZSCORE', K[state], id)
+  local score = rcall('ZSCORE', K[state], id)
   if score then
-    local row = queue_row(id, state, score, m, redis.call('HGET', K.payloads, id))
+    local row = queue_row(id, state, score, m, rcall('HGET', K.payloads, id))
     row[9] = m.b
     row[10] = m.k or false
     row[11] = m.e
     return row
   end
 end
-return prl_fail('INTERNAL', 'job ' .. id .. ' is in no state')
+return prl_fail('BADSTATE', 'job ' .. id .. ' is in no state')

@@ -1,6 +1,6 @@
 --[[
 name: queue.peek
-version: 1.0.0
+version: 1.0.1
 summary: Look at the next jobs of one state in order, without leasing them.
 flags: no-writes
 includes: queue
@@ -9,12 +9,12 @@ keys:
   delayed: zset; delayed job ids scored by the server time they become ready
   active: zset; leased job ids scored by their lease deadline
   dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
   payloads: hash; job id to its payload
   idem: hash; idempotency key to the id of its unfinished job
   prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, lease tokens, totals)
-  marker: list; what idle consumers block on; enqueue pushes to it
+  stats: hash; counters (job sequence, totals); durable
+  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
 argv:
   state: enum ready|delayed|active|dead = ready; which set (ready: dequeue order; delayed: due order; active: deadline order; dead: oldest first)
   count: int 1..1000 = 10; most jobs shown
@@ -23,16 +23,18 @@ returns:
   is the priority (ready), due time (delayed), lease deadline (active) or death time (dead)
 errors:
   BADARG: an argument or the key count is invalid
+  BADSTATE: a key holds something else than the queue keeps there
+  WRONGTYPE: a key holds another Redis type
 ]]
 local K = queue_K(KEYS)
-local ids = redis.call('ZRANGE', K[state], 0, count - 1, 'WITHSCORES')
+local ids = rcall('ZRANGE', K[state], 0, count - 1, 'WITHSCORES')
 local out = {}
 if #ids == 0 then return out end
 local only = {}
 for i = 1, #ids, 2 do only[#only + 1] = ids[i] end
-local raws = redis.call('HMGET', K.jobs, unpack(only))
-local payloads = redis.call('HMGET', K.payloads, unpack(only))
+local raws = rcall('HMGET', K.jobs, unpack(only))
+local payloads = rcall('HMGET', K.payloads, unpack(only))
 for i, id in ipairs(only) do
-  out[i] = queue_row(id, state, ids[2 * i], queue_decode(raws[i]), payloads[i])
+  out[i] = queue_row(id, state, ids[2 * i], queue_meta(raws[i], id), payloads[i])
 end
 return out

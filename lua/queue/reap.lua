@@ -1,37 +1,41 @@
 --[[
 name: queue.reap
-version: 1.0.0
+version: 1.0.1
 summary: Return up to limit jobs whose lease ran out to the queue (retry with backoff, or dead letter).
-flags: none
+flags: allow-oom
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
   delayed: zset; delayed job ids scored by the server time they become ready
   active: zset; leased job ids scored by their lease deadline
   dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
   payloads: hash; job id to its payload
   idem: hash; idempotency key to the id of its unfinished job
   prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, lease tokens, totals)
-  marker: list; what idle consumers block on; enqueue pushes to it
+  stats: hash; counters (job sequence, totals); durable
+  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
 argv:
   limit: int 1..1000 = 100; most expired leases handled in this call
 returns:
   {now, {{id, outcome, at, attempts}, ...}}; outcome ready|delayed|dead
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
 local now = prl_now_ms()
-local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
+local expired = rcall('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
 local out = {}
 if #expired == 0 then return {now, out} end
-local raws = redis.call('HMGET', K.jobs, unpack(expired))
+local raws = rcall('HMGET', K.jobs, unpack(expired))
+local metas = {}
+for i, id in ipairs(expired) do metas[i] = queue_meta(raws[i], id) end
+local settled = queue_settle(K, expired, metas, now, 'lease expired', 'retry', -1,
+                             {reaped = #expired})
 for i, id in ipairs(expired) do
-  local m = queue_decode(raws[i])
-  local outcome, at = queue_settle(K, id, m, now, 'lease expired', 'retry', -1)
-  out[i] = {id, outcome, at, m.a}
+  out[i] = {id, settled[i][1], settled[i][2], metas[i].a}
 end
-redis.call('HINCRBY', K.stats, 'reaped', #expired)
 return {now, out}

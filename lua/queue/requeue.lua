@@ -1,20 +1,22 @@
 --[[
 name: queue.requeue
-version: 1.0.1
+version: 1.1.0
 summary: Put dead-lettered jobs back as ready with fresh attempts: the listed ids, else the oldest limit.
 flags: none
+resend: safe
 includes: queue
 keys:
   ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
   delayed: zset; delayed job ids scored by the server time they become ready
   active: zset; leased job ids scored by their lease deadline
   dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token)
+  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
   payloads: hash; job id to its payload
   idem: hash; idempotency key to the id of its unfinished job
   prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, lease tokens, totals)
-  marker: list; what idle consumers block on; enqueue pushes to it
+  stats: hash; counters (job sequence, totals); durable
+  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
+  request: optional string; this call's request record, a key of your choosing under the queue's hash tag, unique per call (prl:q:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
 argv:
   limit: int 1..1000 = 100; how many of the oldest dead jobs when no ids are given
   ids: rest; job ids (0..1000); ids that are not dead are skipped
@@ -22,27 +24,62 @@ returns:
   the list of requeued ids
 errors:
   BADARG: an argument, the id list or the key count is invalid (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
+queue_check_ids(ARGV, ids_start)
+local first = queue_recorded(K, 'queue.requeue')
+if first then return first end
 local ids = queue_dead_ids(K, ARGV, ids_start, limit)
-local done = {}
-for _, id in ipairs(ids) do
-  if redis.call('ZREM', K.dead, id) == 1 then
-    local m = queue_decode(redis.call('HGET', K.jobs, id))
-    m.a = 0
-    m.r = nil
-    if m.k then
-      -- the key is claimed again unless another job took it meanwhile
-      if redis.call('HSETNX', K.idem, m.k, id) == 0 then m.k = nil end
-    end
-    redis.call('HSET', K.jobs, id, queue_encode(m))
-    redis.call('ZADD', K.ready, m.p, id)
-    queue_prio_add(K, m.p, 1)
-    done[#done + 1] = id
+if #ids == 0 then return ids end
+-- read: the jobs, who holds their idempotency keys, the counts of their priorities
+local raws = rcall('HMGET', K.jobs, unpack(ids))
+local metas, wanted, changes, names = {}, {}, {}, {}
+for i, id in ipairs(ids) do
+  local m = queue_meta(raws[i], id)
+  metas[i] = m
+  wanted[m.p] = true
+  changes[m.p] = (changes[m.p] or 0) + 1
+  if m.k then names[#names + 1] = m.k end
+end
+local taken = {}
+if #names > 0 then
+  local holders = rcall('HMGET', K.idem, unpack(names))
+  for j, name in ipairs(names) do
+    if holders[j] then taken[name] = true end
   end
 end
-if #done > 0 then
-  redis.call('HINCRBY', K.stats, 'requeued', #done)
-  queue_wake(K, #done)
+local counts = queue_prio_read(K, wanted)
+rcall('ZCARD', K.ready)
+local llen = rcall('LLEN', K.marker)
+-- write: the counter first (it fails on a bad counter before anything changed)
+rcall('HINCRBY', K.stats, 'requeued', #ids)
+local records, ready, idem = {}, {}, {}
+for i, id in ipairs(ids) do
+  local m = metas[i]
+  m.a = 0
+  m.r = nil
+  if m.k then
+    -- the key is claimed again unless another job took it meanwhile
+    if taken[m.k] then
+      m.k = nil
+    else
+      taken[m.k] = true
+      idem[#idem + 1] = m.k
+      idem[#idem + 1] = id
+    end
+  end
+  records[#records + 1] = id
+  records[#records + 1] = queue_encode(m)
+  ready[#ready + 1] = m.p
+  ready[#ready + 1] = id
 end
-return done
+queue_chunked('ZREM', K.dead, ids)
+queue_chunked('HSET', K.jobs, records)
+queue_chunked('ZADD', K.ready, ready)
+if #idem > 0 then queue_chunked('HSET', K.idem, idem) end
+queue_prio_write(K, counts, changes)
+queue_wake(K, #ids, llen)
+queue_record(K, 'queue.requeue', ids)
+return ids

@@ -1,8 +1,9 @@
 --[[
 name: stream.extend
-version: 1.0.0
+version: 1.0.1
 summary: Reset a delivered entry's idle time (a heartbeat) so it is not claimed as stalled.
-flags: none
+flags: allow-oom
+resend: safe
 includes: stream
 keys:
   stream: stream; the stream of entries (payload in field p)
@@ -17,8 +18,11 @@ returns:
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
   STALE: the entry is no longer pending for this consumer with that delivery count (nothing changed)
+  NOTFOUND: the consumer group (or the stream) does not exist (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
 ]]
-if not string.match(id, '^%d+%-%d+$') then prl_fail('BADARG', 'id must look like 123-0, got ' .. prl_shown(id)) end
+stream_check_id(id)
 stream_live(stream_key, group, consumer, id, deliveries)
 rcall('XCLAIM', stream_key, group, consumer, 0, id, 'IDLE', 0, 'JUSTID')
 return 1

@@ -1,12 +1,14 @@
 --[[
 name: stream.nack
-version: 1.0.0
+version: 1.1.0
 summary: Give a delivered entry back: claimable at once by any consumer (retry), or dead-lettered now.
-flags: none
+flags: allow-oom
+resend: safe
 includes: stream
 keys:
   stream: stream; the stream of entries (payload in field p)
   dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
+  request: optional string; this call's request record, a key of your choosing under the stream's hash tag, unique per call (prl:sq:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
 argv:
   group: str 1..256; the consumer group
   consumer: str 1..256; the consumer holding the entry
@@ -19,15 +21,22 @@ returns:
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
   STALE: the entry is no longer pending for this consumer with that delivery count (nothing changed)
+  NOTFOUND: the consumer group (or the stream) does not exist (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
+  BADSTATE: a key holds something else than the queue keeps there (nothing changed)
 ]]
-if not string.match(id, '^%d+%-%d+$') then prl_fail('BADARG', 'id must look like 123-0, got ' .. prl_shown(id)) end
+stream_check_id(id)
+local first = stream_recorded(request_key, 'stream.nack')
+if first then return first end
 stream_live(stream_key, group, consumer, id, deliveries)
 if action == 'dead' then
   local entry = rcall('XRANGE', stream_key, id, id)[1]
+  -- the dead-letter XADD is the first write: a dead key of another type fails before anything
   stream_dead_letter(stream_key, dead_key, group, id, entry and stream_payload(entry[2]),
                      deliveries, reason ~= '' and reason or 'nacked')
-  return 'dead'
+else
+  -- Make it look stalled for a day: any consume claims it next (its delivery count is kept).
+  rcall('XCLAIM', stream_key, group, consumer, 0, id, 'IDLE', 86400000, 'JUSTID')
 end
--- Make it look stalled for a day: any consume claims it next (its delivery count is kept).
-rcall('XCLAIM', stream_key, group, consumer, 0, id, 'IDLE', 86400000, 'JUSTID')
-return 'retry'
+stream_record(request_key, 'stream.nack', action)
+return action

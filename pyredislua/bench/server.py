@@ -154,31 +154,43 @@ def _queue_cases() -> list[Case]:
     def k(n: str) -> q.QueueKeys:
         return q.QueueKeys(n)
 
+    # The rows without "request record" make the ten-key calls of the FCALL contract (no
+    # request record), so --against an older tree compares like with like; the Python API
+    # adds a request record to each writing call, measured in the rows that say so.
     def enqueued(c: Client, n: str) -> Any:
-        return c.run(q.enqueue_call(k(n), q.JobSpec(payload)))
+        return c.run(q.enqueue_call(k(n), q.JobSpec(payload), False))
 
     def leased(c: Client, n: str) -> Any:
         enqueued(c, n)
         enqueued(c, n)
-        return c.run(q.dequeue_call(k(n), 1, 30_000)).jobs[0]
+        return c.run(q.dequeue_call(k(n), 1, 30_000, False)).jobs[0]
 
     def dead(c: Client, n: str) -> Any:
         job = leased(c, n)
-        c.run(q.nack_call(k(n), job.id, job.token, "boom", "dead"))
+        c.run(q.nack_call(k(n), job.id, job.token, "boom", "dead", request_id=False))
         return job
 
     return [
         Case("queue.enqueue", "no idempotency key, queue in use", setup=enqueued,
+             measure=lambda c, n, _: [q.enqueue_call(k(n), q.JobSpec(payload), False)]),
+        Case("queue.enqueue", "the same, with a request record", setup=enqueued,
              measure=lambda c, n, _: [q.enqueue_call(k(n), q.JobSpec(payload))]),
         Case("queue.enqueue_batch", "10 jobs", setup=enqueued,
-             measure=lambda c, n, _: q.enqueue_batch_calls(k(n), [q.JobSpec(payload)] * 10)),
+             measure=lambda c, n, _: q.enqueue_batch_calls(k(n), [q.JobSpec(payload)] * 10,
+                                                           False)),
         Case("queue.dequeue", "count 1, jobs ready", setup=lambda c, n: (enqueued(c, n),
                                                                          enqueued(c, n)),
+             measure=lambda c, n, _: [q.dequeue_call(k(n), 1, 30_000, False)]),
+        Case("queue.dequeue", "the same, with a request record",
+             setup=lambda c, n: (enqueued(c, n), enqueued(c, n)),
              measure=lambda c, n, _: [q.dequeue_call(k(n), 1, 30_000)]),
         Case("queue.ack", "one leased job", setup=leased,
+             measure=lambda c, n, job: q.ack_calls(k(n), [(job.id, job.token)], False)),
+        Case("queue.ack", "the same, with a request record", setup=leased,
              measure=lambda c, n, job: q.ack_calls(k(n), [(job.id, job.token)])),
         Case("queue.nack", "retry with backoff", setup=leased,
-             measure=lambda c, n, job: [q.nack_call(k(n), job.id, job.token, "boom")]),
+             measure=lambda c, n, job: [q.nack_call(k(n), job.id, job.token, "boom",
+                                                    request_id=False)]),
         Case("queue.extend", "leased", setup=leased,
              measure=lambda c, n, job: [q.extend_call(k(n), job.id, job.token, 30_000)]),
         Case("queue.reap", "nothing expired", setup=leased,
@@ -192,9 +204,9 @@ def _queue_cases() -> list[Case]:
         Case("queue.dead", "one dead job", setup=dead,
              measure=lambda c, n, _: [q.dead_call(k(n), 0, 10)]),
         Case("queue.requeue", "one dead job by id", setup=dead,
-             measure=lambda c, n, job: [q.requeue_call(k(n), [job.id])]),
+             measure=lambda c, n, job: [q.requeue_call(k(n), [job.id], request_id=False)]),
         Case("queue.purge", "one dead job by id", setup=dead,
-             measure=lambda c, n, job: [q.purge_call(k(n), [job.id])]),
+             measure=lambda c, n, job: [q.purge_call(k(n), [job.id], request_id=False)]),
     ]
 
 
@@ -210,29 +222,41 @@ def _stream_cases() -> list[Case]:
         plan.close()
         return batch
 
+    # As for the queue: the rows without "request record" make the calls of the 1.0 contract
+    # (two keys; consume: three), comparable --against an older tree.
+    def bare(call: Call[Any], keep: int) -> Call[Any]:
+        return Call(call.op, call.keys[:keep], call.args[:5] if call.op == "stream.consume"
+                    else call.args, call.parse)
+
     def produced(c: Client, n: str) -> Any:
         s = sq(c, n)
-        s.produce([b"x" * 100, b"x" * 100])
+        c.run_many([bare(call, 2) for call in s._produce_calls([b"x" * 100, b"x" * 100])])
         return s
 
     def consumed(c: Client, n: str) -> Any:
         s = produced(c, n)
-        return s, s.consume(1)
+        return s, c.run(bare(s._consume_call(1), 3))
 
     def dead(c: Client, n: str) -> Any:
         s, [entry] = consumed(c, n)
-        s.nack(entry, "boom", "dead")
+        c.run(bare(s._nack_call(entry, "boom", "dead"), 2))
         return s
 
     return [
         Case("stream.produce", "one entry, group exists", setup=produced,
+             measure=lambda c, n, s: [bare(x, 2) for x in s._produce_calls([b"x" * 100])]),
+        Case("stream.produce", "the same, with a request record", setup=produced,
              measure=lambda c, n, s: first(s._produce_plan([b"x" * 100]))),
         Case("stream.consume", "count 1, new entries", setup=produced,
-             measure=lambda c, n, s: first(s._consume_plan(1, 0.0, 1.0))),
+             measure=lambda c, n, s: [bare(s._consume_call(1), 3)]),
+        Case("stream.consume", "the same, with the consumer registry and a request record",
+             setup=produced, measure=lambda c, n, s: first(s._consume_plan(1, 0.0, 1.0))),
         Case("stream.ack", "one delivered entry", setup=consumed,
+             measure=lambda c, n, se: [bare(x, 2) for x in se[0]._ack_call(se[1])]),
+        Case("stream.ack", "the same, with a request record", setup=consumed,
              measure=lambda c, n, se: se[0]._ack_call(se[1])),
         Case("stream.nack", "retry", setup=consumed,
-             measure=lambda c, n, se: [se[0]._nack_call(se[1][0], "boom", "retry")]),
+             measure=lambda c, n, se: [bare(se[0]._nack_call(se[1][0], "boom", "retry"), 2)]),
         Case("stream.extend", "one delivered entry", setup=consumed,
              measure=lambda c, n, se: [se[0]._extend_call(se[1][0])]),
         Case("stream.stats", "entries pending", setup=consumed,

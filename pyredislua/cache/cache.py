@@ -39,7 +39,7 @@ from ..client import AsyncClient, Client
 from ..engine.protocol import Call, Command, Do, Engine, Plan
 from ..errors import LockNotOwnedError
 from ..kit import as_text, ms
-from ..lock import AsyncLock, Lock
+from ..lock import Lock
 from .ops import (
     HIT,
     NEGATIVE,
@@ -168,14 +168,11 @@ class Cache(Generic[C]):
     def _lock_name(self, key: str) -> str:
         return f"cache|{self.namespace}|{key}"
 
-    def _lock(self, key: str) -> Lock | AsyncLock:
+    def _lock(self, key: str) -> Lock[Any]:
         """The key's single-flight lock: a short-lived mutex whose fences nobody stores, so its
         fence counter is ephemeral (it expires with the lock's disuse instead of staying for
         every key ever computed)."""
-        name = self._lock_name(key)
-        if isinstance(self.client, AsyncClient):
-            return AsyncLock(self.client, name, ttl=self.lock_ttl, fences="ephemeral")
-        return Lock(self.client, name, ttl=self.lock_ttl, fences="ephemeral")
+        return Lock(self.client, self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
 
     def _ttl(self, ttl: float | None, negative: bool) -> int:
         if ttl is not None:
@@ -207,7 +204,7 @@ class Cache(Generic[C]):
             self._count("discarded", key)
         return value
 
-    def _acquire(self, lock: Lock | AsyncLock, blocking: bool,
+    def _acquire(self, lock: Lock[Any], blocking: bool,
                  timeout: float | None = None) -> Plan[bool]:
         """Take the key's lock; False also when Redis refuses it (out of memory): the caller
         goes on without it, as after a wait that timed out."""
@@ -217,7 +214,7 @@ class Cache(Generic[C]):
         except REFUSED:
             return False
 
-    def _release(self, lock: Lock | AsyncLock) -> Plan[None]:
+    def _release(self, lock: Lock[Any]) -> Plan[None]:
         with contextlib.suppress(LockNotOwnedError):
             yield Do(lock.release)
 

@@ -28,6 +28,9 @@ class is built from the same file, so the two cannot disagree.
 Every key declares the Redis type it holds first: ``string``, ``hash``, ``list``, ``set``,
 ``zset``, ``stream``, or ``any`` (a key whose type depends on the caller, e.g. any limiter's key).
 Under ``keys: variadic`` the entries describe KEYS positions in order, the last one repeating.
+A key whose type reads ``optional <type>`` (``request: optional string; ...``) may be left out;
+only the last keys may be optional, so a call passes the required keys and then as many of the
+optional ones, in order, as it uses (the prologue checks the count; an absent key is ``nil``).
 
 ``resend``: ``safe`` (the default) when running the same call twice, as a client does that re-sends
 a command whose reply it lost, has the effect of running it once; ``once`` when it is not: the
@@ -68,6 +71,7 @@ class KeySpec:
     name: str
     type: str  # one of KEY_TYPES: the Redis type the key holds
     doc: str
+    optional: bool = False  # a trailing key a call may leave out
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,11 @@ class Header:
         return self.name.replace(".", "_")
 
     @property
+    def min_keys(self) -> int:
+        """How many KEYS a call must pass (the optional trailing keys not counted)."""
+        return sum(1 for k in self.keys if not k.optional)
+
+    @property
     def min_args(self) -> int:
         return sum(1 for a in self.argv if not a.optional and a.type != "rest")
 
@@ -190,11 +199,14 @@ def _parse_arg(name: str, text: str, where: str) -> ArgSpec:
 def _parse_key(name: str, text: str, where: str) -> KeySpec:
     kind, sep, doc = text.partition(";")
     kind = kind.strip()
+    optional = kind.startswith("optional ")
+    if optional:
+        kind = kind.removeprefix("optional ").strip()
     if not sep or kind not in KEY_TYPES:
         raise HeaderError(
             f"{where}: key {name!r} must open with its type ({'|'.join(KEY_TYPES)}) and ';', "
             f"got {text!r}")
-    return KeySpec(name, kind, doc.strip())
+    return KeySpec(name, kind, doc.strip(), optional)
 
 
 def key_type_at(header: Header, position: int) -> str:
@@ -310,6 +322,10 @@ def parse_header(text: str, where: str = "<lua>",
         if keyset not in (keysets or {}):
             raise HeaderError(f"{where}: no key set named {keyset!r} (lua/keysets/{keyset}.keys)")
         keys = (keysets or {})[keyset].keys
+    if any(k.optional for k in keys):
+        first = next(i for i, k in enumerate(keys) if k.optional)
+        if not all(k.optional for k in keys[first:]) or top.get("variadic_keys") == "yes":
+            raise HeaderError(f"{where}: only the last keys may be optional (not variadic ones)")
     argv = tuple(_parse_arg(k, d, where) for k, d in sections.get("argv", []))
     names = [k.name for k in keys] + [a.name for a in argv]
     for n in names:

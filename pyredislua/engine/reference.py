@@ -43,9 +43,12 @@ def render_reference(library: Library) -> str:
                 if h.variadic_keys:
                     lines += ["KEYS are variadic: the entries below in order, the last repeating.",
                               ""]
+                if h.min_keys < len(h.keys):
+                    lines += [f"KEYS: the first {h.min_keys} are required; the optional ones "
+                              "after them may be left out (a call passes them in order).", ""]
                 lines += ["| KEYS | type | role |", "|---|---|---|"]
-                lines += [f"| {i}. `{k.name}` | {k.type} | {k.doc} |"
-                          for i, k in enumerate(h.keys, 1)]
+                lines += [f"| {i}. `{k.name}` | {'optional ' if k.optional else ''}{k.type} "
+                          f"| {k.doc} |" for i, k in enumerate(h.keys, 1)]
             elif h.variadic_keys:
                 lines.append("KEYS: variadic (see the summary).")
             else:

@@ -1,11 +1,18 @@
 """Call specs of the queue's Lua operations (``lua/queue/*.lua``): pure descriptions, no I/O.
 
 Durations are seconds (floats) in the Python API and whole milliseconds on the wire.
+
+Re-sending: the calls that would do something twice when re-sent (enqueue, enqueue_batch,
+dequeue, ack, nack, requeue, purge) carry a request record key, ``prl:q:{name}:req:<id>``, with a
+new random id per call by default (``request_id=None``): redis-py re-sends the same command after
+a lost reply, the script finds the record of the first run and replies the same, changing
+nothing. ``request_id=False`` leaves the record out (the ten-key call of the FCALL contract).
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +26,16 @@ STATES: tuple[State, ...] = ("ready", "delayed", "active", "dead")
 
 MAX_BATCH = 1000  # jobs per Lua call; bigger batches are split and pipelined
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+REQUEST_TTL = 120.0  # seconds a request record lives (QUEUE_REQUEST_TTL_MS in the Lua)
+
+# None: a new random request id per call; False: no request record; str: this id.
+RequestId = str | Literal[False] | None
+
+
+def new_request_id() -> str:
+    """A call's request id: 64 random bits (not ``random``'s state, which forked processes
+    share)."""
+    return secrets.token_hex(8)
 
 
 def ms(seconds: float, *, name: str = "duration", allow_zero: bool = True) -> int:
@@ -54,13 +71,24 @@ class QueueKeys:
         self.ready, self.delayed, self.active, self.dead = self.all[:4]
         self.jobs, self.payloads, self.idem, self.prio, self.stats, self.marker = self.all[4:]
 
+    def request(self, request_id: str) -> str:
+        """The request record of one call (an optional eleventh key; expires by itself)."""
+        return f"{self.base}:req:{request_id}"
+
+    def with_request(self, request_id: RequestId = None) -> tuple[str, ...]:
+        """The keys of a call, with its request record unless ``request_id`` is False."""
+        if request_id is False:
+            return self.all
+        return (*self.all, self.request(request_id or new_request_id()))
+
 
 # -- results ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One job to enqueue. ``delay`` and ``backoff`` in seconds; ``key``: idempotency key."""
+    """One job to enqueue. ``delay`` and ``backoff`` in seconds; ``key``: idempotency key;
+    ``max_run``: longest a worker may run it per attempt, in seconds (None: the worker's limit)."""
 
     payload: bytes | str
     priority: int = 0
@@ -68,10 +96,18 @@ class JobSpec:
     max_attempts: int = 3
     backoff: float = 1.0
     key: str | None = None
+    max_run: float | None = None
 
     def wire(self) -> tuple[bytes, int, int, int, int, str]:
         return (_bytes(self.payload), int(self.priority), ms(self.delay, name="delay"),
                 int(self.max_attempts), ms(self.backoff, name="backoff"), self.key or "")
+
+    @property
+    def max_run_ms(self) -> int:
+        """The job's max run time on the wire (0: none of its own)."""
+        if self.max_run is None:
+            return 0
+        return ms(self.max_run, name="max_run", allow_zero=False)
 
 
 @dataclass(frozen=True)
@@ -93,6 +129,7 @@ class Job:
     deadline_ms: int  # lease deadline, server time
     enqueued_at_ms: int
     leased_at_ms: int  # server time of the dequeue
+    max_run_ms: int = 0  # the job's own max run time per attempt (0: none set at enqueue)
 
     @property
     def text(self) -> str:
@@ -180,7 +217,7 @@ def _parse_batch(reply: Any) -> list[Enqueued]:
 def _parse_dequeue(reply: Any) -> Dequeued:
     now = int(reply[0])
     jobs = [Job(as_text(j[0]), as_text(j[1]), _bytes(j[6]), int(j[5]), int(j[3]), int(j[4]),
-                int(j[2]), int(j[7]), now) for j in reply[2]]
+                int(j[2]), int(j[7]), now, int(j[8]) if len(j) > 8 else 0) for j in reply[2]]
     return Dequeued(now, int(reply[1]), jobs)
 
 
@@ -219,39 +256,76 @@ def _parse_dead(reply: Any) -> tuple[int, list[JobInfo]]:
 # -- call specs ---------------------------------------------------------------------------------
 
 
-def enqueue_call(keys: QueueKeys, job: JobSpec) -> Call[Enqueued]:
-    return Call("queue.enqueue", keys.all, job.wire(), _parse_enqueue)
+def _nth(request_id: RequestId, index: int) -> RequestId:
+    """The request id of the ``index``-th call of a split call."""
+    if not request_id or index == 0:
+        return request_id
+    return f"{request_id}.{index}"
 
 
-def enqueue_batch_calls(keys: QueueKeys, jobs: Sequence[JobSpec]) -> list[Call[list[Enqueued]]]:
-    calls = []
+def _batch_chunks(jobs: Sequence[JobSpec]) -> list[tuple[Sequence[JobSpec], bool]]:
+    """Chunks of at most MAX_BATCH jobs, each with whether it carries max run times: such a
+    chunk sends 7 fields per job, which the script tells from 6 by a field count that is not a
+    multiple of 6, so a chunk of 6k jobs is sent as 6k - 1 and 1."""
+    out: list[tuple[Sequence[JobSpec], bool]] = []
     for start in range(0, len(jobs), MAX_BATCH):
+        chunk = jobs[start:start + MAX_BATCH]
+        if not any(job.max_run_ms for job in chunk):
+            out.append((chunk, False))
+        elif len(chunk) % 6:
+            out.append((chunk, True))
+        else:
+            out.extend(((chunk[:-1], True), (chunk[-1:], True)))
+    return out
+
+
+def enqueue_call(keys: QueueKeys, job: JobSpec, request_id: RequestId = None
+                 ) -> Call[Enqueued]:
+    args = job.wire() if not job.max_run_ms else (*job.wire(), job.max_run_ms)
+    return Call("queue.enqueue", keys.with_request(request_id), args, _parse_enqueue)
+
+
+def enqueue_batch_calls(keys: QueueKeys, jobs: Sequence[JobSpec], request_id: RequestId = None
+                        ) -> list[Call[list[Enqueued]]]:
+    """One call per 1000 jobs, each with its own request record (``request_id``: None for new
+    random ones, False for none)."""
+    calls = []
+    for index, (chunk, with_max_run) in enumerate(_batch_chunks(jobs)):
         args: list[str | int | bytes] = []
-        for job in jobs[start:start + MAX_BATCH]:
+        for job in chunk:
             args.extend(job.wire())
-        calls.append(Call("queue.enqueue_batch", keys.all, tuple(args), _parse_batch))
+            if with_max_run:
+                args.append(job.max_run_ms)
+        calls.append(Call("queue.enqueue_batch", keys.with_request(_nth(request_id, index)),
+                          tuple(args), _parse_batch))
     return calls
 
 
-def dequeue_call(keys: QueueKeys, count: int, lease_ms: int) -> Call[Dequeued]:
-    return Call("queue.dequeue", keys.all, (count, lease_ms), _parse_dequeue)
+def dequeue_call(keys: QueueKeys, count: int, lease_ms: int, request_id: RequestId = None
+                 ) -> Call[Dequeued]:
+    return Call("queue.dequeue", keys.with_request(request_id), (count, lease_ms),
+                _parse_dequeue)
 
 
-def ack_calls(keys: QueueKeys, jobs: Iterable[tuple[str, str]]) -> list[Call[int]]:
+def ack_calls(keys: QueueKeys, jobs: Iterable[tuple[str, str]], request_id: RequestId = None
+              ) -> list[Call[int]]:
+    """One call per 1000 jobs, each with its own request record (see enqueue_batch_calls)."""
     pairs = list(jobs)
     calls = []
     for start in range(0, len(pairs), MAX_BATCH):
         args: list[str | int | bytes] = []
         for job_id, token in pairs[start:start + MAX_BATCH]:
             args.extend((job_id, token))
-        calls.append(Call("queue.ack", keys.all, tuple(args), int))
+        calls.append(Call("queue.ack", keys.with_request(_nth(request_id, start // MAX_BATCH)),
+                          tuple(args), int))
     return calls
 
 
 def nack_call(keys: QueueKeys, job_id: str, token: str, reason: str = "",
-              action: Action = "retry", delay_ms: int = -1) -> Call[Settled]:
-    return Call("queue.nack", keys.all, (job_id, token, reason, action, delay_ms),
-                _parse_settled(job_id))
+              action: Action = "retry", delay_ms: int = -1, request_id: RequestId = None
+              ) -> Call[Settled]:
+    return Call("queue.nack", keys.with_request(request_id),
+                (job_id, token, reason, action, delay_ms), _parse_settled(job_id))
 
 
 def extend_call(keys: QueueKeys, job_id: str, token: str, lease_ms: int) -> Call[int]:
@@ -279,9 +353,12 @@ def dead_call(keys: QueueKeys, offset: int = 0, count: int = 100
     return Call("queue.dead", keys.all, (offset, count), _parse_dead)
 
 
-def requeue_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100) -> Call[list[str]]:
-    return Call("queue.requeue", keys.all, (limit, *ids), lambda r: [as_text(x) for x in r])
+def requeue_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100,
+                 request_id: RequestId = None) -> Call[list[str]]:
+    return Call("queue.requeue", keys.with_request(request_id), (limit, *ids),
+                lambda r: [as_text(x) for x in r])
 
 
-def purge_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100) -> Call[int]:
-    return Call("queue.purge", keys.all, (limit, *ids), int)
+def purge_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100,
+               request_id: RequestId = None) -> Call[int]:
+    return Call("queue.purge", keys.with_request(request_id), (limit, *ids), int)

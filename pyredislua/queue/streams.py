@@ -7,8 +7,16 @@ in Lua, so a consumer whose stalled entry was claimed by another gets STALE and 
 no more than 10 x count pending entries per call; the scan resumes where the group's previous
 one stopped, the cursor kept in a declared hash), dead-letters
 those already delivered ``max_deliveries`` times (XADD to a dead-letter stream + XACK + XDEL),
-then reads new entries; with nothing to deliver it blocks in XREADGROUP (the one thing scripts
-cannot do). Acked entries are deleted, so the stream holds only unfinished work.
+then reads new entries; with nothing to deliver it waits in ``XREAD BLOCK`` for an entry the
+group has not delivered yet (the one thing scripts cannot do; XREAD only reads, so a re-sent
+wait delivers nothing to nobody) and consumes again. Acked entries are deleted, so the stream
+holds only unfinished work.
+
+Re-sending: produce, consume, ack and nack carry a request record key per call
+(``prl:sq:{name}:req:<id>``): a call re-sent after a lost reply replies as its first run did.
+Consumers: each consume records when this consumer last consumed (``prl:sq:{name}:consumers``);
+consumers idle for ``forget_idle`` seconds with nothing pending are deleted from the group, a few
+per call, so random consumer names do not pile up.
 
 Guarantee: at-least-once, as for :class:`~pyredislua.queue.Queue`.
 """
@@ -24,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..engine.protocol import Call, Command, Engine, Plan
 from ..kit import as_text, tagged_name
-from .ops import MAX_BATCH, _bytes, ms
+from .ops import MAX_BATCH, RequestId, _bytes, ms, new_request_id
 
 if TYPE_CHECKING:
     from ..client import AsyncClient, Client
@@ -37,7 +45,20 @@ class StreamKeys:
         self.stream = base + ":stream"
         self.dead = base + ":dead"
         self.cursors = base + ":cursors"
+        self.consumers = base + ":consumers"
         self.all = (self.stream, self.dead)
+        # the keys of stream.consume (its request record added per call)
+        self.consume = (self.stream, self.dead, self.cursors, self.consumers)
+
+    def request(self, request_id: str) -> str:
+        """The request record of one call (an optional last key; expires by itself)."""
+        return f"{self.base}:req:{request_id}"
+
+    def with_request(self, keys: tuple[str, ...], request_id: RequestId = None
+                     ) -> tuple[str, ...]:
+        if request_id is False:
+            return keys
+        return (*keys, self.request(request_id or new_request_id()))
 
 
 @dataclass(frozen=True)
@@ -92,16 +113,30 @@ def _parse_dead(reply: Any) -> list[DeadEntry]:
     return out
 
 
+def _last_delivered(groups: Any, group: str) -> str:
+    """The group's last-delivered-id from an XINFO GROUPS reply ("$" when unknown: the stream
+    or the group is gone, and consume will make them again)."""
+    if isinstance(groups, BaseException) or not groups:
+        return "$"
+    for info in groups:
+        fields = info if isinstance(info, dict) else _fields(info)
+        fields = {as_text(k): v for k, v in fields.items()}
+        if as_text(fields.get("name", b"")) == group:
+            return as_text(fields.get("last-delivered-id", "$"))
+    return "$"
+
+
 class _StreamBase:
     def __init__(self, engine: Engine, name: str, *, group: str = "workers",
                  consumer: str | None = None, claim_idle: float = 30.0, max_deliveries: int = 3,
-                 prefix: str = "prl") -> None:
+                 forget_idle: float = 600.0, prefix: str = "prl") -> None:
         self.name = name
         self.keys = StreamKeys(name, prefix)
         self.group = group
         self.consumer = consumer or f"c-{secrets.token_hex(6)}"
         self.claim_idle_ms = ms(claim_idle, name="claim_idle", allow_zero=False)
         self.max_deliveries = max_deliveries
+        self.forget_idle_ms = ms(forget_idle, name="forget_idle", allow_zero=False)
         self._engine = engine
 
     def _entries(self, consumer: str) -> Any:
@@ -109,48 +144,46 @@ class _StreamBase:
             return [Entry(as_text(e[0]), int(e[1]), _bytes(e[2]), consumer) for e in reply]
         return parse
 
-    def _produce_plan(self, payloads: Iterable[bytes | str]) -> Plan[list[str]]:
+    def _produce_calls(self, payloads: Iterable[bytes | str]) -> list[Call[list[str]]]:
         items = [_bytes(p) for p in payloads]
-        calls = [Call("stream.produce", self.keys.all, (self.group, *items[i:i + MAX_BATCH]),
-                      lambda r: [as_text(x) for x in r])
-                 for i in range(0, len(items), MAX_BATCH)]
+        return [Call("stream.produce", self.keys.with_request(self.keys.all),
+                     (self.group, *items[i:i + MAX_BATCH]), lambda r: [as_text(x) for x in r])
+                for i in range(0, len(items), MAX_BATCH)]
+
+    def _produce_plan(self, payloads: Iterable[bytes | str]) -> Plan[list[str]]:
+        calls = self._produce_calls(payloads)
         if not calls:
             return []
         results = yield from self._engine.run(calls)
         return [i for chunk in results for i in chunk]
+
+    def _consume_call(self, count: int, request_id: RequestId = None) -> Call[list[Entry]]:
+        return Call("stream.consume", self.keys.with_request(self.keys.consume, request_id),
+                    (self.group, self.consumer, count, self.claim_idle_ms, self.max_deliveries,
+                     self.forget_idle_ms), self._entries(self.consumer))
 
     def _consume_plan(self, count: int, timeout: float | None, max_block: float
                       ) -> Plan[list[Entry]]:
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
             raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        call: Call[list[Entry]] = Call(
-            "stream.consume", (*self.keys.all, self.keys.cursors),
-            (self.group, self.consumer, count, self.claim_idle_ms, self.max_deliveries),
-            self._entries(self.consumer))
         while True:
-            got = yield from self._engine.run_one(call)
+            got = yield from self._engine.run_one(self._consume_call(count))
             if got:
                 return got
             remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            # Scripts cannot block: wait in XREADGROUP itself, which also delivers what arrives.
+            # Scripts cannot block: wait in XREAD for an entry after the last one the group
+            # delivered (read-only, so a re-sent wait delivers nothing), then consume again.
             # Stalled entries are claimed on the next pass (at most max_block later).
             block_ms = max(1, int(min(remaining, max_block) * 1000))
-            [reply] = yield [Command(("XREADGROUP", "GROUP", self.group, self.consumer,
-                                      "BLOCK", block_ms, "COUNT", count,
-                                      "STREAMS", self.keys.stream, ">"))]
+            [groups] = yield [Command(("XINFO", "GROUPS", self.keys.stream))]
+            after = _last_delivered(groups, self.group)
+            [reply] = yield [Command(("XREAD", "BLOCK", block_ms, "COUNT", 1,
+                                      "STREAMS", self.keys.stream, after))]
             if isinstance(reply, BaseException):
                 raise reply
-            entries = []
-            for _stream, rows in reply or []:
-                for row in rows:
-                    entry_id, fields = row[0], _fields(row[1]) if row[1] is not None else {}
-                    entries.append(Entry(as_text(entry_id), 1, _bytes(fields.get("p", b"")),
-                                         self.consumer))
-            if entries:
-                return entries
 
     def _ack_call(self, entries: Iterable[Entry]) -> list[Call[int]]:
         items = list(entries)
@@ -163,11 +196,12 @@ class _StreamBase:
                 for e in chunk:
                     if e.consumer == consumer:
                         args.extend((e.id, e.deliveries))
-                calls.append(Call("stream.ack", self.keys.all, tuple(args), int))
+                calls.append(Call("stream.ack", self.keys.with_request(self.keys.all),
+                                  tuple(args), int))
         return calls
 
     def _nack_call(self, entry: Entry, reason: str, action: str) -> Call[str]:
-        return Call("stream.nack", self.keys.all,
+        return Call("stream.nack", self.keys.with_request(self.keys.all),
                     (self.group, entry.consumer, entry.id, entry.deliveries, reason, action),
                     as_text)
 
