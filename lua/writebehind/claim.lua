@@ -1,6 +1,6 @@
 --[[
 name: writebehind.claim
-version: 1.1.0
+version: 1.1.1
 summary: Claim up to count due dirty records, oldest first, with value and version, under a lease (expired claims count an attempt and return to dirty, due retries return to dirty first).
 flags: allow-oom
 resend: safe
@@ -104,9 +104,9 @@ elseif due < min_count then
     return {now, wait_hint(max_age_ms - age), due, reaped, 0, 0, {}, {}, {}}
   end
 end
-local popped = rcall('ZPOPMIN', K.dirty, take)
-local keys = {}
-for i = 1, #popped, 2 do keys[#keys + 1] = popped[i] end
+-- the members alone: ZPOPMIN would format every score of its reply as a double
+local keys = rcall('ZRANGE', K.dirty, 0, take - 1)
+rcall('ZREMRANGEBYRANK', K.dirty, 0, take - 1)
 local values = rcall('HMGET', K.values, unpack(keys))
 local versions = rcall('HMGET', K.versions, unpack(keys))
 local claims = tonumber(sv[1] or '0') + 1

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.utils import HIREDIS_AVAILABLE
 
 from ..bench._common import emit_json, print_table, server_url
 from ..client import Client
@@ -153,7 +154,9 @@ def _breakdown(client: Client, r: redis.Redis, sink: Any, n: int, size: int, bat
 def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"records": args.records, "baseline_records": args.baseline_records,
                                "batch": args.batch, "value_bytes": args.value_bytes,
-                               "flushers": args.flushers}
+                               "flushers": args.flushers,
+                               # the reply parser: pure Python, or hiredis (pyredislua[hiredis])
+                               "parser": "hiredis" if HIREDIS_AVAILABLE else "python"}
     with server_url(args.url) as url, tempfile.TemporaryDirectory() as tmp:
         r = redis.Redis.from_url(url)
         client = Client(r)
@@ -213,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
                f"{b[what + '_cpu']:.1f} us of it CPU in this process")
               for what in ("claim", "sink", "ack")),
         ]
-    print_table(f"write-behind: {args.records} records of {args.value_bytes} bytes", rows,
+    print_table(f"write-behind: {args.records} records of {args.value_bytes} bytes "
+                f"({results['parser']} reply parser)", rows,
                 ("what", "rate", "note"))
     if "postgresql_skipped" in results:
         print(f"\nPostgreSQL: {results['postgresql_skipped']}")
