@@ -22,13 +22,12 @@ from .errors import (
     StaleTokenError,
     WrongTypeError,
 )
-from .lock import AsyncLock, Lock, LockState, LockTimeoutError
+from .lock import Lock, LockState, LockTimeoutError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
-    "AsyncLock",
     "AsyncPipeline",
     "BadArgumentError",
     "BadStateError",

@@ -27,8 +27,8 @@ import os
 import threading
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import redis
 import redis.asyncio
@@ -38,6 +38,7 @@ from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
     ClusterError,
+    CrossSlotTransactionError,
     MovedError,
     ReadOnlyError,
     ResponseError,
@@ -708,6 +709,156 @@ async def _run_batch_async(conn: Any, batch: Batch) -> list[Any]:
     return _wrap_standalone(conn, batch, await pipe.execute(raise_on_error=False))
 
 
+# -- WATCH/MULTI/EXEC: one attempt on one held connection ------------------------------------
+# Plans cannot hold a connection across batches, and an optimistic transaction must: WATCH, the
+# caller's reads and computation, and MULTI/EXEC all go over one connection. So one attempt is
+# a driver call (a ``Do`` step of the retry plan in pyredislua/optimistic), performed with
+# redis-py's own transactional pipeline on the server or cluster node that owns the keys; the
+# retries, backoff and counting stay in the plan, written once.
+
+
+@dataclass(frozen=True)
+class WatchAttempt:
+    """What one WATCH/MULTI/EXEC attempt came to.
+
+    ``committed``: EXEC ran (``value``: what the function returned, ``replies``: EXEC's);
+    ``conflict``: a watched key changed, EXEC ran nothing; ``interrupted``: the connection failed,
+    or the slot moved, before EXEC was sent: nothing was written (``error``); ``unknown``: the
+    connection failed once EXEC was sent, so it may or may not have run (``error``)."""
+
+    outcome: Literal["committed", "conflict", "interrupted", "unknown"]
+    value: Any = None
+    replies: list[Any] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+# replies by which a cluster node refuses a command on a slot it does not serve now: nothing ran
+_NOT_HERE = (AskError, TryAgainError, ClusterDownError)
+
+
+def _one_slot(conn: Any, keys: Sequence[Any]) -> None:
+    if not keys:
+        raise ValueError("an optimistic transaction watches at least one key")
+    if _is_cluster(conn) and len({conn.keyslot(k) for k in keys}) > 1:
+        raise CrossSlotTransactionError(
+            "the keys of a transaction on a cluster must share one slot: give them one hash "
+            f"tag, e.g. '{{order-7}}:lines' and '{{order-7}}:total' (got {list(keys)!r})")
+
+
+def _after_exec_error(error: BaseException) -> WatchAttempt:
+    """What a WatchError from EXEC means: redis-py raises it for a conflict (EXEC replied nil)
+    and also when the connection failed while watching, EXEC sent or not (the error it caught is
+    then the WatchError's context): the latter is not a conflict, and retrying could apply the
+    transaction twice."""
+    cause = error.__context__
+    if isinstance(cause, _TRANSPORT_ERRORS):
+        return WatchAttempt("unknown", error=cause)
+    return WatchAttempt("conflict")
+
+
+def _learn_sync(conn: Any, error: BaseException) -> None:
+    """Update the slot map after a refusal: from a MOVED, or re-read after CLUSTERDOWN (an ASK
+    or TRYAGAIN only says to come back once the slot's migration moves on)."""
+    if isinstance(error, MovedError):
+        _refresh_sync(conn, error)
+    elif isinstance(error, ClusterDownError):
+        _refresh_sync(conn, None)
+
+
+def _watch_attempt_sync(conn: Any, keys: Sequence[Any], fn: Any) -> WatchAttempt:
+    _one_slot(conn, keys)
+    node = conn.get_redis_connection(conn.get_node_from_key(keys[0])) if _is_cluster(conn) \
+        else conn
+    pipe = node.pipeline(transaction=True)
+    try:
+        try:
+            pipe.watch(*keys)
+            value = fn(pipe)
+        except redis.WatchError as error:  # the connection failed while watching (before EXEC)
+            return WatchAttempt("interrupted", error=error.__context__ or error)
+        except _NOT_HERE as error:
+            _learn_sync(conn, error)
+            return WatchAttempt("interrupted", error=error)
+        if not pipe.explicit_transaction:
+            pipe.multi()  # nothing to write: EXEC still checks that the reads were consistent
+        try:
+            replies: list[Any] = pipe.execute()
+        except redis.WatchError as error:
+            return _after_exec_error(error)
+        except _NOT_HERE as error:  # refused while queueing: EXECABORT, nothing ran
+            _learn_sync(conn, error)
+            return WatchAttempt("interrupted", error=error)
+        return WatchAttempt("committed", value, replies)
+    finally:
+        pipe.reset()
+
+
+class _NodeConnections:
+    """The connection pool interface redis.asyncio's Pipeline needs, over one asyncio cluster
+    node's own connections (they stay the cluster client's, closed with it)."""
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+        self.connection_kwargs = node.connection_kwargs
+
+    def get_encoder(self) -> Any:
+        return self._node.get_encoder()
+
+    async def get_connection(self, *_: Any, **__: Any) -> Any:
+        connection = self._node.acquire_connection()
+        try:
+            await connection.connect()
+        except BaseException:
+            await connection.disconnect()
+            self._node.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        self._node.release(connection)
+
+
+async def _learn_async(conn: Any, error: BaseException) -> None:
+    if isinstance(error, MovedError):
+        await _refresh_async(conn, error)
+    elif isinstance(error, ClusterDownError):
+        await _refresh_async(conn, None)
+
+
+async def _watch_attempt_async(conn: Any, keys: Sequence[Any], fn: Any) -> WatchAttempt:
+    _one_slot(conn, keys)
+    if _is_cluster(conn):
+        await conn.initialize()
+        node = conn.get_node_from_key(keys[0])
+        pipe: Any = redis.asyncio.client.Pipeline(
+            _NodeConnections(node), node.response_callbacks, True, None)  # type: ignore[arg-type]
+    else:
+        pipe = conn.pipeline(transaction=True)
+    try:
+        try:
+            await pipe.watch(*keys)
+            value = fn(pipe)
+            if inspect.isawaitable(value):
+                value = await value
+        except redis.WatchError as error:
+            return WatchAttempt("interrupted", error=error.__context__ or error)
+        except _NOT_HERE as error:
+            await _learn_async(conn, error)
+            return WatchAttempt("interrupted", error=error)
+        if not pipe.explicit_transaction:
+            pipe.multi()
+        try:
+            replies: list[Any] = await pipe.execute()
+        except redis.WatchError as error:
+            return _after_exec_error(error)
+        except _NOT_HERE as error:
+            await _learn_async(conn, error)
+            return WatchAttempt("interrupted", error=error)
+        return WatchAttempt("committed", value, replies)
+    finally:
+        await pipe.reset()
+
+
 # -- the clients --------------------------------------------------------------------------------
 
 
@@ -825,6 +976,14 @@ class Client(_ClientBase):
         return self.drive(self.engine.run(calls, raise_on_error=raise_on_error,
                                           durability=durability))
 
+    def watch_attempt(self, fn: Any, keys: Sequence[Any]) -> WatchAttempt:
+        """One optimistic transaction attempt on one held connection: WATCH ``keys``, call
+        ``fn(pipe)`` (a redis-py transactional pipeline: commands run at once until
+        ``pipe.multi()``, then queue), then MULTI/EXEC what it queued. On a cluster the keys
+        must share a slot; the attempt runs on the node owning it. Retrying is the caller's
+        (``pyredislua.optimistic.Optimistic.transaction``)."""
+        return _watch_attempt_sync(self.redis, keys, fn)
+
     def pipeline(self) -> Pipeline:
         return Pipeline(self)
 
@@ -911,6 +1070,11 @@ class AsyncClient(_ClientBase):
     ) -> list[Any]:
         return await self.drive(self.engine.run(calls, raise_on_error=raise_on_error,
                                                 durability=durability))
+
+    async def watch_attempt(self, fn: Any, keys: Sequence[Any]) -> WatchAttempt:
+        """See :meth:`Client.watch_attempt`; ``fn`` may be a coroutine function (its commands
+        are awaited: ``await pipe.get(key)``)."""
+        return await _watch_attempt_async(self.redis, keys, fn)
 
     def pipeline(self) -> AsyncPipeline:
         return AsyncPipeline(self)

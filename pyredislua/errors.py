@@ -8,9 +8,20 @@ the code first also makes ``INFO errorstats`` count each code separately
 
 from __future__ import annotations
 
+import asyncio
 import re
 
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 ERROR_PREFIX = "PYREDISLUA:"
 _CODE_RE = re.compile(r"PYREDISLUA:([A-Z][A-Z0-9_]*)\s?(.*)", re.S)
@@ -82,16 +93,6 @@ _BY_CODE: dict[str, type[OperationError]] = {
 }
 
 
-def register_error(cls: type[OperationError]) -> type[OperationError]:
-    """Map a new error code to its exception class (used by later areas)."""
-    _BY_CODE[cls.code] = cls
-    return cls
-
-
-def error_codes() -> dict[str, type[OperationError]]:
-    return dict(_BY_CODE)
-
-
 def from_reply(error: BaseException, operation: str | None = None) -> BaseException:
     """The typed exception for an error reply, or the error itself when it is not ours."""
     m = _CODE_RE.search(str(error))
@@ -100,6 +101,30 @@ def from_reply(error: BaseException, operation: str | None = None) -> BaseExcept
     code, message = m.group(1), m.group(2).strip()
     cls = _BY_CODE.get(code, OperationError)
     return cls(message, code=code, operation=operation)
+
+
+# Error replies (first word) after which the same call may succeed: a script running too long,
+# too few replicas, a failed RDB save refusing writes, a blocking call cut off by a failover.
+_TRANSIENT_CODES = frozenset({"BUSY", "NOREPLICAS", "MISCONF", "UNBLOCKED", "LOADING",
+                              "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"})
+
+
+def transient(error: BaseException) -> bool:
+    """Whether the same call may succeed later, so a long-running loop (a worker, a flusher)
+    should back off and try again rather than stop: Redis unreachable, restarting, loading its
+    data, paused (timeouts), out of memory (``maxmemory`` with ``noeviction``), read-only or
+    failing over, busy with a long script. Not: a wrong password or a missing permission, a bad
+    argument, a key of the wrong type, a library conflict — retrying changes nothing."""
+    if isinstance(error, (AuthenticationError, AuthorizationError)):
+        return False
+    if isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError,
+                          asyncio.TimeoutError)):
+        return True  # includes LOADING (BusyLoadingError) and NotSentError
+    if isinstance(error, (OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError)):
+        return True
+    if isinstance(error, ResponseError) and not isinstance(error, OperationError):
+        return str(error).split(" ", 1)[0] in _TRANSIENT_CODES
+    return False
 
 
 class LibraryError(PyRedisLuaError):
@@ -151,3 +176,31 @@ class DurabilityError(PyRedisLuaError):
         self.wanted = wanted
         self.confirmed = confirmed
         self.result = result
+
+
+class ConflictError(PyRedisLuaError):
+    """Base class of the optimistic-concurrency errors (pyredislua.optimistic)."""
+
+
+class TooManyConflictsError(ConflictError):
+    """An optimistic update gave up: every one of its ``attempts`` found the data changed by
+    someone else (``conflicts`` of them; the others were interrupted before writing). Nothing
+    was written by it."""
+
+    def __init__(self, what: str, attempts: int, conflicts: int) -> None:
+        super().__init__(f"{what}: gave up after {attempts} attempt(s), {conflicts} of them "
+                         "conflicting with other writers; nothing was written")
+        self.attempts = attempts
+        self.conflicts = conflicts
+
+
+class AmbiguousWriteError(ConflictError):
+    """The connection failed after a conditional write was sent, and it cannot be told whether
+    it ran: retrying as if it had not could apply it twice. ``__cause__`` is the connection
+    error; ``attempts`` and ``conflicts`` count what came before."""
+
+    def __init__(self, what: str, attempts: int = 1, conflicts: int = 0) -> None:
+        super().__init__(f"{what}: the connection failed after the write was sent; it may or may "
+                         "not have been applied (not retried: that could apply it twice)")
+        self.attempts = attempts
+        self.conflicts = conflicts

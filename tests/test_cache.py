@@ -14,7 +14,7 @@ import pytest
 import redis
 
 import pyredislua
-from pyredislua.cache import HIT, MISS, NEGATIVE, STALE, AsyncCache, Cache, RawCodec, xfetch_early
+from pyredislua.cache import HIT, MISS, NEGATIVE, STALE, Cache, RawCodec, xfetch_early
 from pyredislua.engine.protocol import Call
 from pyredislua.lock import Lock
 from tests import faultkit
@@ -63,7 +63,7 @@ def test_stampede_of_50_callers_computes_once(client: pyredislua.Client) -> None
 
 
 async def test_async_stampede_computes_once(aclient: pyredislua.AsyncClient) -> None:
-    cache = AsyncCache(aclient, "astampede", ttl=60)
+    cache = Cache(aclient, "astampede", ttl=60)
     computed = []
 
     async def compute() -> str:
@@ -220,7 +220,7 @@ def test_write_through_database_first_no_stale_cache_on_failure(
 
 
 async def test_async_write_through_and_warm(aclient: pyredislua.AsyncClient) -> None:
-    cache = AsyncCache(aclient, "awt", ttl=60)
+    cache = Cache(aclient, "awt", ttl=60)
     db: dict[str, Any] = {}
 
     async def db_write(key: str, value: Any) -> None:
@@ -314,10 +314,12 @@ def test_load_data_command(redis_url: str, r: redis.Redis,
 
 def test_demo_section(client: pyredislua.Client) -> None:
     from pyredislua.cache.demo import ORDER, demo
+    from pyredislua.writebehind import demo as wb_demo
 
     lines: list[str] = []
     demo(client, lines.append)
-    assert ORDER == 40
+    wb_demo.demo(client, lines.append)
+    assert ORDER == 40 and wb_demo.ORDER == 45
     text = "\n".join(lines)
     assert "1 computation" in text and "SQLite now holds 1000 transactions" in text
 

@@ -26,7 +26,7 @@ import pyredislua
 import tests.edges
 from pyredislua.engine.header import ArgSpec, Header
 from pyredislua.engine.protocol import Call
-from pyredislua.lock import AsyncLock, Lock
+from pyredislua.lock import Lock
 from pyredislua.queue import AsyncQueue, Queue
 from pyredislua.topology import LocalCluster
 from tests.clusterkit import slot_of
@@ -199,8 +199,8 @@ def _workflows(client: pyredislua.Client, n: int) -> None:
         TokenBucket,
         hit_all,
     )
-    from pyredislua.sinks.sqlite import SQLiteSink
     from pyredislua.writebehind import WriteBehind
+    from pyredislua.writebehind.sinks.sqlite import SQLiteSink
 
     for i in range(3):
         name = f"wf{n}-{i}"
@@ -257,7 +257,7 @@ async def test_area_workflows_asyncio(cluster: LocalCluster, arc: redis.asyncio.
     client = pyredislua.AsyncClient(arc, mode=mode)  # type: ignore[arg-type]
     for i in range(3):
         name = f"awf-{i}"
-        async with AsyncLock(client, name, ttl=10) as lock:
+        async with Lock(client, name, ttl=10) as lock:
             assert lock.fence >= 1
         q = AsyncQueue(client, name)
         await q.enqueue(b"a")

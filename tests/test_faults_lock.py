@@ -29,7 +29,6 @@ import redis.asyncio
 import pyredislua
 from pyredislua.lock import (
     RELEASED_UNCONFIRMED,
-    AsyncLock,
     Lock,
     LockKeys,
     acquire_call,
@@ -120,9 +119,9 @@ def test_restart_sync(restarting: FaultServer, fault_report: FaultReport) -> Non
 async def test_restart_async(restarting: FaultServer, fault_report: FaultReport) -> None:
     persisted = restarting.aof
     aclient = _aclient(restarting, socket_timeout=2)
-    holder = AsyncLock(aclient, "f", ttl=3)
+    holder = Lock(aclient, "f", ttl=3)
     assert await holder.acquire(blocking=False)
-    waiter = AsyncLock(aclient, "f", ttl=3, auto_renew=False)
+    waiter = Lock(aclient, "f", ttl=3, auto_renew=False)
     task = asyncio.create_task(waiter.acquire(timeout=8))
     sync = _client(restarting)
     while not _waiting(sync, "f"):
@@ -246,7 +245,7 @@ async def test_pause_past_the_lease_async(fault_server: FaultServer,
     aclient = _aclient(fault_server, socket_timeout=0.3)
     await aclient.run(acquire_call(LockKeys("warm"), "t", 1000))
     lost_at: list[float] = []
-    holder = AsyncLock(aclient, "f", ttl=1, on_lost=lambda _lock: lost_at.append(time.monotonic()))
+    holder = Lock(aclient, "f", ttl=1, on_lost=lambda _lock: lost_at.append(time.monotonic()))
     inside = asyncio.Event()
 
     async def hold() -> None:
@@ -257,7 +256,7 @@ async def test_pause_past_the_lease_async(fault_server: FaultServer,
 
     holding = asyncio.create_task(hold())
     await asyncio.wait_for(inside.wait(), 5)
-    waiter = AsyncLock(aclient, "f", ttl=1, auto_renew=False)
+    waiter = Lock(aclient, "f", ttl=1, auto_renew=False)
     resume = fault_server.pause_for(3.0)
     deadline = holder.valid_until
     assert deadline is not None
@@ -314,9 +313,9 @@ def test_client_kill_sync(fault_server: FaultServer, fault_report: FaultReport) 
 
 async def test_client_kill_async(fault_server: FaultServer, fault_report: FaultReport) -> None:
     aclient = _aclient(fault_server)
-    holder = AsyncLock(aclient, "f", ttl=1)
+    holder = Lock(aclient, "f", ttl=1)
     assert await holder.acquire(blocking=False)
-    waiter = AsyncLock(aclient, "f", ttl=1, auto_renew=False)
+    waiter = Lock(aclient, "f", ttl=1, auto_renew=False)
     task = asyncio.create_task(waiter.acquire(timeout=8))
     sync = _client(fault_server)
     while not _waiting(sync, "f"):
@@ -368,9 +367,9 @@ def test_out_of_memory_sync(fault_server: FaultServer, fault_report: FaultReport
 
 async def test_out_of_memory_async(fault_server: FaultServer, fault_report: FaultReport) -> None:
     aclient = _aclient(fault_server)
-    holder = AsyncLock(aclient, "f", ttl=1)
+    holder = Lock(aclient, "f", ttl=1)
     assert await holder.acquire(blocking=False)
-    newcomer = AsyncLock(aclient, "g", ttl=5, auto_renew=False)
+    newcomer = Lock(aclient, "g", ttl=5, auto_renew=False)
     with fault_server.out_of_memory() as admin:
         admin.config_set("maxmemory", 1)  # well past the limit: no write fits, however small
         with pytest.raises(redis.exceptions.OutOfMemoryError):
@@ -404,21 +403,18 @@ def test_a_release_whose_reply_was_lost_is_not_misreported(
     client = _client(fault_server)
     lock = Lock(client, "f", ttl=5, auto_renew=False)
     assert lock.acquire(blocking=False)
-    plan, had_lease, valid = lock._start_release()
+    plan = lock._release_plan()  # what release() drives
     batch = next(plan)  # the release command, as the driver would send it
     assert isinstance(batch, list) and batch[0].args[0] == "FCALL"
     client.redis.execute_command(*batch[0].args)  # it runs...
     lost_reply = redis.exceptions.ConnectionError("Connection closed by server.")
     resent = plan.send([lost_reply])  # ...but its reply never arrives: back off, then re-send
     while not isinstance(resent, list):
-        resent = plan.send([])
-    outcome = None
-    try:
-        plan.send([client.redis.execute_command(*resent[0].args)])
-    except StopIteration as done:
-        outcome = done.value
-    assert outcome == RELEASED_UNCONFIRMED
-    lock._finish_release(outcome, had_lease, valid)  # no LockNotOwnedError
+        resent = plan.send(None)
+    repeat = client.redis.execute_command(*resent[0].args)
+    assert repeat == 0  # the repeat finds the lock gone: RELEASED_UNCONFIRMED
+    with pytest.raises(StopIteration):  # released: no LockNotOwnedError
+        plan.send([repeat])
     assert not lock.lost and not lock.locked()
     fault_report.record(FaultOutcome(
         SYNC, "release reply lost, re-sent", True, None, "none", 0, 0,

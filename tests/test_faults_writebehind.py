@@ -34,8 +34,8 @@ import redis.asyncio
 
 import pyredislua
 from pyredislua.cache import Cache
-from pyredislua.sinks import SQLiteSink
-from pyredislua.writebehind import AsyncWriteBehind, FlushEvent, Record, StopReport, WriteBehind
+from pyredislua.writebehind import FlushEvent, Record, StopReport, WriteBehind
+from pyredislua.writebehind.sinks import SQLiteSink
 from tests.faultkit import FaultOutcome, FaultReport, FaultServer, postgres_outage, wait_for
 
 pytestmark = pytest.mark.faults
@@ -99,7 +99,7 @@ def make_sink(kind: str, tmp_path: Path) -> Iterator[tuple[TrackingSink, str | N
         finally:
             inner.close()
         return
-    from pyredislua.sinks.postgres import PostgresSink
+    from pyredislua.writebehind.sinks.postgres import PostgresSink
 
     schema = f"prl_fault_{secrets.token_hex(5)}"
     inner = PostgresSink(_pg_dsn(), schema=schema)
@@ -162,8 +162,8 @@ class AsyncFlusher:
 
         async def build() -> Any:
             self.conn = redis.asyncio.Redis(port=port)
-            store = AsyncWriteBehind(pyredislua.AsyncClient(self.conn), name,
-                                     **{**CONFIG, **config})
+            store = WriteBehind(pyredislua.AsyncClient(self.conn), name,
+                                **{**CONFIG, **config})
             return store.flusher(sink, workers=2, on_flush=seen.on_flush,
                                  on_error=seen.on_error)
 
@@ -458,7 +458,7 @@ def test_stop_keeps_its_timeout_when_a_sink_hangs_for_good(
 
 FLUSHER_PROCESS = textwrap.dedent("""
     import os, sys, time, redis, pyredislua
-    from pyredislua.sinks import SQLiteSink
+    from pyredislua.writebehind.sinks import SQLiteSink
     from pyredislua.writebehind import WriteBehind
 
     port, db = int(sys.argv[1]), sys.argv[2]

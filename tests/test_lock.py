@@ -11,7 +11,7 @@ import redis
 
 import pyredislua
 import pyredislua.lock
-from pyredislua.lock import AsyncLock, Lock, LockKeys, acquire_call, release_call
+from pyredislua.lock import Lock, LockKeys, acquire_call, release_call
 
 pytestmark = pytest.mark.lock
 
@@ -169,26 +169,26 @@ def test_tokens_belong_to_lock_objects_not_threads(client: pyredislua.Client) ->
 
 
 async def test_async_lock(aclient: pyredislua.AsyncClient) -> None:
-    async with AsyncLock(aclient, "res", ttl=0.2) as lock:
+    async with Lock(aclient, "res", ttl=0.2) as lock:
         first = lock.fence
         end = time.monotonic() + 0.7
         while time.monotonic() < end:  # the watchdog task renews across several leases
             assert await lock.owned()
             await asyncio.sleep(0.02)
     assert not (await lock.inspect()).held
-    other = AsyncLock(aclient, "res")
+    other = Lock(aclient, "res")
     assert await other.acquire(blocking=False)
     assert other.fence is not None and first is not None and other.fence > first
     await other.release()
 
 
 async def test_async_waiters_are_served_in_order(aclient: pyredislua.AsyncClient) -> None:
-    holder = AsyncLock(aclient, "res", auto_renew=False)
+    holder = Lock(aclient, "res", auto_renew=False)
     assert await holder.acquire(blocking=False)
     order: list[int] = []
 
     async def wait(i: int) -> None:
-        lock = AsyncLock(aclient, "res", auto_renew=False)
+        lock = Lock(aclient, "res", auto_renew=False)
         assert await lock.acquire(timeout=10)
         order.append(i)
         await lock.release()
@@ -204,14 +204,14 @@ async def test_async_waiters_are_served_in_order(aclient: pyredislua.AsyncClient
 
 
 async def test_cancelled_release_still_releases(aclient: pyredislua.AsyncClient) -> None:
-    lock = AsyncLock(aclient, "res")
+    lock = Lock(aclient, "res")
     assert await lock.acquire(blocking=False)
     task = asyncio.create_task(lock.release())
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    probe = AsyncLock(aclient, "res")
+    probe = Lock(aclient, "res")
     assert await probe.acquire(timeout=2)  # the shielded release went through
     await probe.release()
 
@@ -240,7 +240,7 @@ async def test_async_watchdog_reports_a_lost_lease(
     aclient: pyredislua.AsyncClient, r: redis.Redis
 ) -> None:
     lost = asyncio.Event()
-    lock = AsyncLock(aclient, "res", ttl=0.3, on_lost=lambda _lock: lost.set())
+    lock = Lock(aclient, "res", ttl=0.3, on_lost=lambda _lock: lost.set())
     with pytest.raises(pyredislua.LockLostError):
         async with lock:
             r.delete(lock.keys.lock)
@@ -249,8 +249,8 @@ async def test_async_watchdog_reports_a_lost_lease(
 
 
 async def test_async_blocking_acquire_is_woken_by_release(aclient: pyredislua.AsyncClient) -> None:
-    holder = AsyncLock(aclient, "res", auto_renew=False)
-    waiter = AsyncLock(aclient, "res", auto_renew=False)
+    holder = Lock(aclient, "res", auto_renew=False)
+    waiter = Lock(aclient, "res", auto_renew=False)
     assert await holder.acquire(blocking=False)
     task = asyncio.create_task(waiter.acquire(timeout=10))
     while (await holder.inspect()).waiters == 0:
@@ -298,3 +298,32 @@ def test_a_grant_takes_the_waiters_own_lease(client: pyredislua.Client) -> None:
     assert state.owner == waiter.owner_token and state.owner.startswith("grant:")
     assert 0 < state.pttl_ms <= 5_000  # set to the waiter's 5 s, not the 20 s it was granted
     waiter.release()
+
+
+async def test_one_class_refuses_the_other_clients_with(client: pyredislua.Client,
+                                                        aclient: pyredislua.AsyncClient) -> None:
+    """``with`` on a Lock over an AsyncClient (or ``async with`` over a Client) would never
+    await its acquire: it is refused before anything is sent."""
+    with pytest.raises(TypeError, match="async with"), Lock(aclient, "res"):  # type: ignore[misc]
+        pass
+    with pytest.raises(TypeError, match="'with'"):
+        async with Lock(client, "res"):  # type: ignore[misc]
+            pass
+    assert not await Lock(aclient, "res").locked()
+
+
+async def test_async_watchdog_starts_again_after_a_lost_lease(
+    aclient: pyredislua.AsyncClient, r: redis.Redis
+) -> None:
+    lost = asyncio.Event()
+    lock = Lock(aclient, "res", ttl=0.3, on_lost=lambda _lock: lost.set())
+    assert await lock.acquire(blocking=False)
+    r.delete(lock.keys.lock)
+    await asyncio.wait_for(lost.wait(), 5)  # the renewal task found the lease gone and ended
+    assert await lock.acquire(blocking=False)  # a new hold: a new renewal task
+    end = time.monotonic() + 0.9  # three leases long
+    while time.monotonic() < end:
+        assert await lock.owned()
+        await asyncio.sleep(0.02)
+    assert lock.held
+    await lock.release()

@@ -91,7 +91,8 @@ def test_a_stream_queue_run_to_its_end_leaves_only_its_stream_and_live_consumers
     wait_for(work, what="the work to be done (the dead consumer's entries claimed)")
     last = workers[-1]
     members = r.xinfo_consumers(last.keys.stream, last.group)
-    assert len(members) == 5
+    # up to five (an idle one may already be forgotten on a slow machine), the last among them
+    assert 1 <= len(members) <= 5 and last.consumer in [m["name"].decode() for m in members]
 
     def forgotten() -> bool:
         assert last.consume() == []  # the last consumer stays; the others are forgotten

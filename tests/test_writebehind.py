@@ -16,9 +16,9 @@ import redis
 
 import pyredislua
 from pyredislua.engine.protocol import Call
-from pyredislua.sinks import SinkUnavailableError, SQLiteSink
-from pyredislua.writebehind import AsyncWriteBehind, FlushEvent, Record, WriteBehind
+from pyredislua.writebehind import FlushEvent, Record, WriteBehind
 from pyredislua.writebehind.ops import claim_call
+from pyredislua.writebehind.sinks import SinkUnavailableError, SQLiteSink
 from tests.conftest import snapshot
 
 pytestmark = pytest.mark.cache
@@ -209,7 +209,7 @@ def test_sink_unavailable_releases_without_counting_attempts(client: pyredislua.
 
 
 async def test_async_flusher(aclient: pyredislua.AsyncClient) -> None:
-    store = AsyncWriteBehind(aclient, "async", batch_size=20, max_delay=0.05)
+    store = WriteBehind(aclient, "async", batch_size=20, max_delay=0.05)
     sink = CountingSink()
     async with store.flusher(sink) as flusher:
         await store.write_many([(f"k{i}", "v") for i in range(100)])
@@ -246,7 +246,7 @@ def _pg_sink_or_skip(schema: str) -> object:
         except psycopg.OperationalError as error:
             last = error
             continue
-        from pyredislua.sinks.postgres import PostgresSink
+        from pyredislua.writebehind.sinks.postgres import PostgresSink
 
         return PostgresSink(dsn, schema=schema)
     _unavailable(f"PostgreSQL is not reachable at {PG_DSN!r}: {last}")
@@ -362,7 +362,7 @@ class AsyncSink:
 
 
 async def test_async_flusher_awaits_an_async_sink(aclient: pyredislua.AsyncClient) -> None:
-    store = AsyncWriteBehind(aclient, "asink", batch_size=5, max_delay=0.01)
+    store = WriteBehind(aclient, "asink", batch_size=5, max_delay=0.01)
     sink = AsyncSink()
     flusher = store.flusher(sink).start()
     await store.write_many([(f"k{i}", "v") for i in range(12)])
@@ -424,3 +424,27 @@ def test_concurrent_writers_and_flusher_workers_converge(client: pyredislua.Clie
         assert (rows[key].version, rows[key].value, rows[key].deleted) == (
             version, value, value is None)
     assert flusher.totals.released > 0 and store.stats().dead == 0
+
+
+def test_the_store_key_set_is_declared_once() -> None:
+    """The nine keys come from lua/keysets/writebehind.keys: the operations that take them say
+    `keys: keyset writebehind`, StoreKeys is built from the same file, and the include's name
+    table (wb_K, which the helpers look keys up in by name) lists them in the same order."""
+    import re
+    from pathlib import Path
+
+    from pyredislua.engine.render import load_keysets, lua_root, render_library
+    from pyredislua.writebehind import StoreKeys
+
+    names = [k.name for k in load_keysets()["writebehind"].keys]
+    keys = StoreKeys("orders")
+    assert keys.all == tuple(f"prl:wb:{{orders}}:{n}" for n in names)
+    lib = render_library()
+    takers = {op.name for op in lib.operations.values() if op.header.keyset == "writebehind"}
+    assert takers == {f"writebehind.{n}" for n in (
+        "ack", "claim", "dead", "fail", "reap", "release", "requeue", "stats", "write")}
+    include = (Path(lua_root()) / "includes" / "writebehind.lua").read_text()
+    body = re.search(r"local function wb_K\(keys\)\s*return \{(.*?)\}\s*end", include, re.S)
+    assert body is not None
+    table = re.findall(r"(\w+) = keys\[(\d+)\]", body.group(1))
+    assert [name for name, _ in sorted(table, key=lambda t: int(t[1]))] == names

@@ -22,9 +22,9 @@ from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
 import pyredislua
-from pyredislua.sinks import SQLiteSink
-from pyredislua.writebehind import AsyncWriteBehind, Record, WriteBehind
+from pyredislua.writebehind import Record, WriteBehind
 from pyredislua.writebehind.ops import claim_call, release_call
+from pyredislua.writebehind.sinks import SQLiteSink
 from tests.faultkit import FaultServer, wait_for
 
 pytestmark = pytest.mark.cache
@@ -232,8 +232,8 @@ async def test_async_flusher_stop_leaves_nothing_claimed_when_calls_are_resent(
         fault_server: FaultServer) -> None:
     conn = redis.asyncio.Redis(port=fault_server.port, socket_timeout=0.2,
                                retry=redis.asyncio.retry.Retry(ConstantBackoff(0.3), 3))
-    store = AsyncWriteBehind(pyredislua.AsyncClient(conn, mode="function"), "astop",
-                             batch_size=10, max_delay=0.01, lease=30)
+    store = WriteBehind(pyredislua.AsyncClient(conn, mode="function"), "astop",
+                        batch_size=10, max_delay=0.01, lease=30)
     await store.write_many([(f"k{i}", b"v") for i in range(300)])
     sink = SlowSink()
     flusher = store.flusher(sink, workers=2).start()
@@ -260,7 +260,7 @@ def _pg_sink(schema: str) -> Any:
         except psycopg.OperationalError as error:
             last = error
             continue
-        from pyredislua.sinks.postgres import PostgresSink
+        from pyredislua.writebehind.sinks.postgres import PostgresSink
 
         return PostgresSink(dsn, schema=schema)
     if os.environ.get("CI"):
@@ -390,7 +390,7 @@ def test_a_full_lifecycle_leaves_only_the_documented_durable_keys(
     store.flush(sink)
     assert store.stats().pending == 0 and store.stats().dead == 0
     assert "bad1" in sink.inner.rows()
-    names = {k: n for n, k in zip(store.keys.NAMES, store.keys.all)}
+    names = {k: k.rsplit(":", 1)[1] for k in store.keys.all}
     wait_for(lambda: all(r.pttl(k) == -1 for k in r.scan_iter("prl:wb:*")),
              what="the keys with a TTL (flusher wake-ups) to expire")
     left = {names[k.decode()] for k in r.scan_iter("prl:wb:*")}

@@ -21,10 +21,9 @@ from hypothesis.stateful import (
 )
 
 import pyredislua
-from pyredislua.sinks import SQLiteSink
 from pyredislua.writebehind import Claim, Record, WriteBehind
-from pyredislua.writebehind.effects import drive_sync
-from pyredislua.writebehind.flusher import flush_claim_flow
+from pyredislua.writebehind.core import flush_claim_plan
+from pyredislua.writebehind.sinks import SQLiteSink
 
 pytestmark = pytest.mark.cache
 
@@ -126,7 +125,7 @@ class WriteBehindMachine(RuleBasedStateMachine):
             return
         self.sink.crash_after_write = crash == "after-write"
         try:
-            event = drive_sync(self.client, flush_claim_flow(
+            event = self.client.drive(flush_claim_plan(
                 self.store.engine, self.store.keys, self.sink, claim, self.store.config))
         except Crash:
             return

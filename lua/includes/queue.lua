@@ -7,7 +7,7 @@
 --   4 dead      sorted set, member = job id, score = server time (ms) it was dead-lettered
 --   5 jobs      hash, job id -> msgpack map {p priority, a attempts, m max attempts,
 --               b backoff base ms, k idempotency key, e enqueued at ms, r last reason,
---               t lease token, d deliveries (the last lease token)}
+--               t lease token, d deliveries (the last lease token), x max run time ms (absent: none)}
 --   6 payloads  hash, job id -> payload (opaque bytes)
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
@@ -148,8 +148,11 @@ local function queue_wake(K, n, llen)
   redis.call('RPUSH', K.marker, unpack(markers))
 end
 
--- Validate one job's six enqueue fields at argv[i..i+5]; returns a table or raises BADARG.
-local function queue_check_job(argv, i, label)
+-- Validate one job's six enqueue fields at argv[i..i+5] (seven with max_run, at argv[i+6]);
+-- returns a table or raises BADARG.
+local function queue_check_job(argv, i, label, with_max_run)
+  local max_run_ms = 0
+  if with_max_run then max_run_ms = prl_int(argv, i + 6, label .. 'max_run_ms', 0, 86400000, nil) end
   return {
     payload = prl_str(argv, i, label .. 'payload', 0, 16777216, nil),
     priority = prl_int(argv, i + 1, label .. 'priority', -2147483648, 2147483647, nil),
@@ -157,6 +160,7 @@ local function queue_check_job(argv, i, label)
     max_attempts = prl_int(argv, i + 3, label .. 'max_attempts', 1, 1000000, nil),
     backoff_ms = prl_int(argv, i + 4, label .. 'backoff_ms', 0, 86400000, nil),
     idem_key = prl_str(argv, i + 5, label .. 'idem_key', 0, 512, nil),
+    max_run_ms = max_run_ms,
   }
 end
 
@@ -227,6 +231,7 @@ local function queue_add(K, jobs, now)
     local id = queue_id(seq + n)
     ids[n] = id
     local m = {p = job.priority, a = 0, m = job.max_attempts, b = job.backoff_ms, e = now}
+    if job.max_run_ms > 0 then m.x = job.max_run_ms end
     if job.idem_key ~= '' then
       m.k = job.idem_key
       if holders[job.idem_key] == n then

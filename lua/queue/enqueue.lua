@@ -1,7 +1,7 @@
 --[[
 name: queue.enqueue
-version: 1.1.0
-summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key).
+version: 1.2.0
+summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key, max run time).
 flags: none
 resend: safe
 includes: queue
@@ -24,6 +24,7 @@ argv:
   max_attempts: int 1..1000000 = 3; deliveries before the job is dead-lettered
   backoff_ms: int 0..86400000 = 1000; base of the exponential retry backoff (0: retry at once)
   idem_key: str 0..512 = ""; idempotency key ("" for none)
+  max_run_ms: int 0..86400000 = 0; longest a worker may run the job per attempt (0: no limit of its own); dequeue returns it
 returns:
   {job id, 1} when added; {existing job id, 0} when the idempotency key names an unfinished job
 errors:
@@ -53,6 +54,7 @@ local llen = delay_ms > 0 and QUEUE_MARKERS or rcall('LLEN', K.marker)
 -- write: the sequence first (a stats key of another type, or a bad sequence, fails there)
 local id = queue_id(rcall('HINCRBY', K.stats, 'seq', 1))
 local m = {p = priority, a = 0, m = max_attempts, b = backoff_ms, e = now}
+if max_run_ms > 0 then m.x = max_run_ms end
 if idem_key ~= '' then
   m.k = idem_key
   rcall('HSET', K.idem, idem_key, id)

@@ -1,6 +1,6 @@
 --[[
 name: queue.enqueue_batch
-version: 1.1.0
+version: 1.2.0
 summary: Add up to 1000 jobs in one call, all validated before the first is added.
 flags: none
 resend: safe
@@ -18,23 +18,27 @@ keys:
   marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
   request: optional string; this call's request record, a key of your choosing under the queue's hash tag, unique per call (prl:q:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
 argv:
-  items: rest; 6 fields per job: payload, priority, delay_ms, max_attempts, backoff_ms, idem_key (as queue.enqueue, all required)
+  items: rest; 6 fields per job: payload, priority, delay_ms, max_attempts, backoff_ms, idem_key (as queue.enqueue, all required); or 7, max_run_ms last, when the field count is not a multiple of 6 (7 x a job count that is not a multiple of 6)
 returns:
   a flat list {id1, created1, id2, created2, ...} in argument order (created 0: an existing job's id)
 errors:
-  BADARG: a job field, the job count (1..1000) or the key count is invalid (nothing changed)
+  BADARG: a job field, the field count (groups of 6 or 7), the job count (1..1000) or the key count is invalid (nothing changed)
   BADSTATE: a key holds something else than the queue keeps there (nothing changed)
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 local K = queue_K(KEYS)
 local n = #ARGV - items_start + 1
-if n == 0 or n % 6 ~= 0 then
-  prl_fail('BADARG', 'items must be groups of 6 fields (payload, priority, delay_ms, max_attempts, backoff_ms, idem_key), got ' .. n .. ' fields')
+-- 6 fields per job; 7 (max_run_ms last) when the count is not a multiple of 6
+local width = 6
+if n > 0 and n % 6 ~= 0 and n % 7 == 0 then width = 7 end
+if n == 0 or n % width ~= 0 then
+  prl_fail('BADARG', 'items must be groups of 6 fields (payload, priority, delay_ms, max_attempts, backoff_ms, idem_key), or of 7 with max_run_ms, got ' .. n .. ' fields')
 end
-if n / 6 > 1000 then prl_fail('BADARG', 'at most 1000 jobs per call, got ' .. (n / 6)) end
+if n / width > 1000 then prl_fail('BADARG', 'at most 1000 jobs per call, got ' .. (n / width)) end
 local batch = {}
-for i = items_start, #ARGV, 6 do
-  batch[#batch + 1] = queue_check_job(ARGV, i, 'job ' .. ((i - items_start) / 6 + 1) .. ': ')
+for i = items_start, #ARGV, width do
+  batch[#batch + 1] = queue_check_job(ARGV, i, 'job ' .. ((i - items_start) / width + 1) .. ': ',
+    width == 7)
 end
 local first = queue_recorded(K, 'queue.enqueue_batch')
 if first then return first end

@@ -4,16 +4,7 @@ version: 1.0.1
 summary: List dead-lettered records, oldest first, with their last error.
 flags: no-writes
 includes: writebehind
-keys:
-  values: hash; record key to its current value (absent: deleted)
-  versions: hash; record key to the version of its latest write (negative: a delete)
-  meta: hash; record key to its msgpack state {s, a, q, p, e, dt, z} while not clean
-  dirty: zset; due dirty keys scored by the time they turned dirty (suspects first)
-  retry: zset; keys in retry backoff scored by the time they are due
-  claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
-  dead: zset; dead-lettered keys scored by the time they died
-  stats: hash; counters, seq (the last version) and the request ids of live claims
-  signal: list; what an idle flusher blocks on (one wake-up, expires)
+keys: keyset writebehind
 argv:
   offset: int 0..1000000000 = 0; skip this many
   count: int 1..1000 = 100; most records to list

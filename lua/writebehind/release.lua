@@ -5,16 +5,7 @@ summary: Give claimed records back without counting an attempt (the sink was una
 flags: allow-oom
 resend: safe
 includes: writebehind
-keys:
-  values: hash; record key to its current value (absent: deleted)
-  versions: hash; record key to the version of its latest write (negative: a delete)
-  meta: hash; record key to its msgpack state {s, a, q, p, e, dt, z} while not clean
-  dirty: zset; due dirty keys scored by the time they turned dirty (suspects first)
-  retry: zset; keys in retry backoff scored by the time they are due
-  claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
-  dead: zset; dead-lettered keys scored by the time they died
-  stats: hash; counters, seq (the last version) and the request ids of live claims
-  signal: list; what an idle flusher blocks on (one wake-up, expires)
+keys: keyset writebehind
 argv:
   claim_id: int 1..9007199254740991; the claim id claim returned; records claimed by another claim are left alone
   delay_ms: int 0..86400000; the records are due again after this long

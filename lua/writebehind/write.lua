@@ -5,16 +5,7 @@ summary: Store values and deletes (tombstones), give each a new version and mark
 flags: none
 resend: safe
 includes: writebehind
-keys:
-  values: hash; record key to its current value (absent: deleted)
-  versions: hash; record key to the version of its latest write (negative: a delete)
-  meta: hash; record key to its msgpack state {s, a, q, p, e, dt, z} while not clean
-  dirty: zset; due dirty keys scored by the time they turned dirty (suspects first)
-  retry: zset; keys in retry backoff scored by the time they are due
-  claimed: zset; claimed keys scored by claim id (lease deadline ms * 1000 + sequence)
-  dead: zset; dead-lettered keys scored by the time they died
-  stats: hash; counters, seq (the last version) and the request ids of live claims
-  signal: list; what an idle flusher blocks on (one wake-up, expires)
+keys: keyset writebehind
 argv:
   notify_at: int 0..1000000; also wake a flusher when the dirty count reaches this (0: only when the set turns non-empty)
   items: rest; 1..1000 (op, key, value) triples; op is set or del (a del's value is ignored)

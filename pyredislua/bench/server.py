@@ -404,6 +404,33 @@ def _ratelimit_cases() -> list[Case]:
     return out
 
 
+def _optimistic_cases() -> list[Case]:
+    from ..optimistic import ops as op
+
+    def key(n: str, i: int = 0) -> str:
+        return op.item_key("bench", f"{{{n}}}:{i}")
+
+    def stored(c: Client, n: str) -> Any:
+        made = c.run(op.set_many_call([(key(n, 0), 0, b"x" * 100), (key(n, 1), 0, b"y" * 100)]))
+        return made.versions
+
+    return [
+        Case("optimistic.get", "a value of 100 bytes", setup=stored,
+             measure=lambda c, n, _: [op.get_call(key(n))]),
+        Case("optimistic.get_many", "two values", setup=stored,
+             measure=lambda c, n, _: [op.get_many_call([key(n, 0), key(n, 1)])]),
+        Case("optimistic.set", "the version matches", setup=stored,
+             measure=lambda c, n, v: [op.set_call(key(n), b"z" * 100, v[key(n)], 0, "req")]),
+        Case("optimistic.set", "refused: another version", setup=stored,
+             measure=lambda c, n, v: [op.set_call(key(n), b"z" * 100, v[key(n)] - 1)]),
+        Case("optimistic.delete", "the version matches", setup=stored,
+             measure=lambda c, n, v: [op.delete_call(key(n), v[key(n)])]),
+        Case("optimistic.set_many", "two values, the versions match", setup=stored,
+             measure=lambda c, n, v: [op.set_many_call(
+                 [(key(n, i), v[key(n, i)], b"z" * 100) for i in (0, 1)], 0, "req")]),
+    ]
+
+
 AREAS: dict[str, Callable[[], list[Case]]] = {
     "lock": _lock_cases,
     "queue": _queue_cases,
@@ -411,6 +438,7 @@ AREAS: dict[str, Callable[[], list[Case]]] = {
     "writebehind": _writebehind_cases,
     "cache": _cache_cases,
     "ratelimit": _ratelimit_cases,
+    "optimistic": _optimistic_cases,
 }
 
 

@@ -1,7 +1,7 @@
 """Cache patterns: cache-aside with single-flight and XFetch stampede protection,
 write-through, warming, negative caching and tag invalidation (see ``cache.cache``)."""
 
-from .cache import AsyncCache, Cache, CacheStats, Codec, JsonCodec, RawCodec
+from .cache import Cache, CacheStats, Codec, JsonCodec, RawCodec
 from .ops import HIT, MISS, NEGATIVE, STALE, CacheKeys, Entry, TagInvalidation, xfetch_early
 
 __all__ = [
@@ -9,7 +9,6 @@ __all__ = [
     "MISS",
     "NEGATIVE",
     "STALE",
-    "AsyncCache",
     "Cache",
     "CacheKeys",
     "CacheStats",

@@ -1,7 +1,8 @@
 """Cache patterns on Redis: cache-aside with stampede protection, write-through, warming,
-negative caching and tag invalidation. The logic is written once as flows
-(``pyredislua.writebehind.effects``) and driven by :class:`Cache` (sync) and
-:class:`AsyncCache` (asyncio).
+negative caching and tag invalidation. One class, :class:`Cache`, for sync and asyncio clients:
+its logic is written once as plans (:mod:`pyredislua.engine.protocol`: batches of commands, and
+``Do`` steps for the compute function, the database write and the key's lock) that the client
+drives.
 
 Stampede protection, two ways:
 
@@ -30,15 +31,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
-from ..engine.protocol import Command, Plan
+from ..client import AsyncClient, Client
+from ..engine.protocol import Call, Command, Do, Engine, Plan
 from ..errors import LockNotOwnedError
-from ..kit import ms
-from ..lock import AsyncLock, Lock
-from ..writebehind.effects import Do, Flow, Redis, drive_async, drive_sync
+from ..kit import as_text, ms
+from ..lock import Lock
 from .ops import (
     HIT,
     NEGATIVE,
@@ -53,8 +54,8 @@ from .ops import (
     xfetch_early,
 )
 
-if TYPE_CHECKING:
-    from ..client import AsyncClient, Client
+C = TypeVar("C", Client, AsyncClient)
+Compute = Callable[[], Any] | Callable[[], Awaitable[Any]]
 
 # Redis refused a write: out of memory, or a replica that became read-only in a failover.
 REFUSED = (OutOfMemoryError, ReadOnlyError)
@@ -114,17 +115,29 @@ def _tag_scan(keys: CacheKeys, tag: str, cursor: int, count: int) -> Plan[tuple[
     if isinstance(reply, BaseException):
         raise reply
     nxt, members = reply
-    names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    names = [as_text(m) for m in members]
     return int(nxt), list(dict.fromkeys(names))[:1000]
 
 
-class _CacheBase:
-    def __init__(self, client: Client | AsyncClient, namespace: str, *, ttl: float = 300.0,
+class Cache(Generic[C]):
+    """A cache namespace, on a sync :class:`~pyredislua.Client` (methods return values) or an
+    :class:`~pyredislua.AsyncClient` (they return awaitables; ``compute`` and ``db_write`` may
+    then be coroutine functions).
+
+    ``cache = Cache(client, "catalog", ttl=300)``;
+    ``product = cache.get_or_compute("product:42", lambda: db.load(42), tags=["products"])``.
+    ``compute`` returning None caches "not found" for ``negative_ttl``.
+    """
+
+    client: C
+
+    def __init__(self, client: C, namespace: str, *, ttl: float = 300.0,
                  negative_ttl: float = 30.0, grace: float = 0.0, beta: float = 1.0,
                  lock_ttl: float = 30.0, wait_timeout: float | None = None,
                  codec: Codec | None = None, prefix: str = "prl",
                  on_event: Callable[[str, str], None] | None = None,
                  seed: int | None = None) -> None:
+        self.client = client
         self.keys = CacheKeys(namespace, prefix)
         self.namespace = namespace
         self.ttl_ms = ms(ttl, "ttl")
@@ -139,9 +152,12 @@ class _CacheBase:
         self.stats = CacheStats()
         self.on_event = on_event
         self.rng = random.Random(seed)
-        self.engine = client.engine
 
-    # -- bookkeeping ----------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        return self.client.engine
+
+    # -- bookkeeping ------------------------------------------------------------------------------
 
     def _count(self, kind: str, key: str) -> None:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
@@ -152,6 +168,12 @@ class _CacheBase:
     def _lock_name(self, key: str) -> str:
         return f"cache|{self.namespace}|{key}"
 
+    def _lock(self, key: str) -> Lock[Any]:
+        """The key's single-flight lock: a short-lived mutex whose fences nobody stores, so its
+        fence counter is ephemeral (it expires with the lock's disuse instead of staying for
+        every key ever computed)."""
+        return Lock(self.client, self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
+
     def _ttl(self, ttl: float | None, negative: bool) -> int:
         if ttl is not None:
             return ms(ttl, "ttl")
@@ -160,10 +182,10 @@ class _CacheBase:
     def _decode(self, entry: Entry) -> Any:
         return None if entry.value is None else self.codec.loads(entry.value)
 
-    # -- flows ----------------------------------------------------------------------------------
+    # -- plans (pure until driven) ----------------------------------------------------------------
 
-    def _compute_and_set(self, key: str, compute: Callable[[], Any], ttl: float | None,
-                         tags: Sequence[str], generations: Sequence[int] | None) -> Flow[Any]:
+    def _compute_and_set(self, key: str, compute: Compute, ttl: float | None,
+                         tags: Sequence[str], generations: Sequence[int] | None) -> Plan[Any]:
         """Compute and store; ``generations``: the tags' generations read before computing,
         so a value computed across an invalidation of one of its tags is not stored."""
         self._count("computes", key)
@@ -172,9 +194,9 @@ class _CacheBase:
         delta_ms = max(1, round((time.perf_counter() - started) * 1000))
         data = None if value is None else self.codec.dumps(value)
         try:
-            stored = yield Redis(self.engine.run_one(set_call(
+            stored = yield from self.engine.run_one(set_call(
                 self.keys, key, data, self._ttl(ttl, value is None), delta_ms=delta_ms,
-                grace_ms=self.grace_ms, tags=tags, expected=generations)))
+                grace_ms=self.grace_ms, tags=tags, expected=generations))
         except REFUSED:
             self._count("not_stored", key)
             return value
@@ -182,7 +204,8 @@ class _CacheBase:
             self._count("discarded", key)
         return value
 
-    def _acquire(self, lock: Any, blocking: bool, timeout: float | None = None) -> Flow[bool]:
+    def _acquire(self, lock: Lock[Any], blocking: bool,
+                 timeout: float | None = None) -> Plan[bool]:
         """Take the key's lock; False also when Redis refuses it (out of memory): the caller
         goes on without it, as after a wait that timed out."""
         try:
@@ -191,16 +214,20 @@ class _CacheBase:
         except REFUSED:
             return False
 
-    def _get_or_compute_flow(self, key: str, compute: Callable[[], Any], ttl: float | None,
-                             tags: Sequence[str], make_lock: Callable[[str], Any]) -> Flow[Any]:
-        entry: Entry = yield Redis(self.engine.run_one(get_call(self.keys, key, tags)))
+    def _release(self, lock: Lock[Any]) -> Plan[None]:
+        with contextlib.suppress(LockNotOwnedError):
+            yield Do(lock.release)
+
+    def get_or_compute_plan(self, key: str, compute: Compute, *, ttl: float | None = None,
+                            tags: Sequence[str] = ()) -> Plan[Any]:
+        entry = yield from self.engine.run_one(get_call(self.keys, key, tags))
         if entry.found and not xfetch_early(entry.delta_ms, entry.ttl_ms, self.beta, self.rng):
             self._count("negative_hits" if entry.status == NEGATIVE else "hits", key)
             return self._decode(entry)
+        lock = self._lock(key)
         if entry.found or entry.status == STALE:
             # early recomputation, or an expired value still in grace: recompute only if no
             # one else is; otherwise serve what is there
-            lock = make_lock(key)
             if not (yield from self._acquire(lock, False)):
                 self._count("stale" if entry.status == STALE else "hits", key)
                 return self._decode(entry)
@@ -211,13 +238,12 @@ class _CacheBase:
             finally:
                 yield from self._release(lock)
         self._count("misses", key)
-        lock = make_lock(key)
         if not (yield from self._acquire(lock, True, self.wait_timeout)):
             self._count("lock_timeouts", key)
             return (yield from self._compute_and_set(key, compute, ttl, tags,
                                                      entry.generations))
         try:
-            again: Entry = yield Redis(self.engine.run_one(get_call(self.keys, key, tags)))
+            again = yield from self.engine.run_one(get_call(self.keys, key, tags))
             if again.found:  # another caller recomputed while we waited
                 self._count("waits", key)
                 return self._decode(again)
@@ -226,12 +252,9 @@ class _CacheBase:
         finally:
             yield from self._release(lock)
 
-    def _release(self, lock: Any) -> Flow[None]:
-        with contextlib.suppress(LockNotOwnedError):
-            yield Do(lock.release)
-
-    def _write_through_flow(self, key: str, value: Any, db_write: Callable[[str, Any], Any],
-                            ttl: float | None, tags: Sequence[str], lock: Any) -> Flow[None]:
+    def write_through_plan(self, key: str, value: Any, db_write: Callable[[str, Any], Any], *,
+                           ttl: float | None = None, tags: Sequence[str] = ()) -> Plan[None]:
+        lock = self._lock(key)
         try:
             locked = bool((yield Do(lock.acquire, (True, self.wait_timeout))))
             if not locked:
@@ -244,157 +267,146 @@ class _CacheBase:
         try:
             # Invalidate first: whatever fails below, the cache cannot keep a value the
             # database no longer has. The lock keeps cache-aside refills out meanwhile.
-            yield Redis(self.engine.run_one(delete_call(self.keys, key)))
+            yield from self.engine.run_one(delete_call(self.keys, key))
             yield Do(db_write, (key, value))  # the database first...
-            data = None if value is None else self.codec.dumps(value)
             try:
-                yield Redis(self.engine.run_one(set_call(  # ...then the cache
-                    self.keys, key, data, self._ttl(ttl, value is None), grace_ms=self.grace_ms,
-                    tags=tags)))
+                yield from self.engine.run_one(self.set_call(key, value, ttl=ttl, tags=tags))
             except REFUSED:  # the database has it; the cache holds nothing for the key
                 self._count("not_stored", key)
         finally:
             if locked:
                 yield from self._release(lock)
 
-    def _warm_calls(self, items: Sequence[tuple[str, Any]], ttl: float | None,
-                    tags: Sequence[str]) -> list[Any]:
-        return [set_call(self.keys, k, None if v is None else self.codec.dumps(v),
-                         self._ttl(ttl, v is None), grace_ms=self.grace_ms, tags=tags)
-                for k, v in items]
-
-    def _invalidate_tag_flow(self, tag: str, batch: int) -> Flow[TagInvalidation]:
-        cursor, members = yield Redis(_tag_scan(self.keys, tag, 0, batch))
-        first: TagInvalidation = yield Redis(self.engine.run_one(
-            invalidate_tag_call(self.keys, tag, members, bump=True)))
-        deleted, left = first.deleted, first.left
-        while cursor != 0:
-            cursor, members = yield Redis(_tag_scan(self.keys, tag, cursor, batch))
-            if members:
-                r: TagInvalidation = yield Redis(self.engine.run_one(
-                    invalidate_tag_call(self.keys, tag, members, bump=False)))
-                deleted, left = deleted + r.deleted, r.left
-        return TagInvalidation(first.generation, deleted, left)
-
-
-class Cache(_CacheBase):
-    """A cache namespace on a sync :class:`~pyredislua.Client`.
-
-    ``cache = Cache(client, "catalog", ttl=300)``;
-    ``product = cache.get_or_compute("product:42", lambda: db.load(42), tags=["products"])``.
-    ``compute`` returning None caches "not found" for ``negative_ttl``.
-    """
-
-    def __init__(self, client: Client, namespace: str, **options: Any) -> None:
-        super().__init__(client, namespace, **options)
-        self.client = client
-
-    def _lock(self, key: str) -> Any:
-        # a short-lived mutex per cache key: no fence is stored anywhere, so the counter is
-        # ephemeral (it expires with the lock's disuse instead of staying for every key ever
-        # computed)
-        return Lock(self.client, self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
-
-    def get(self, key: str) -> Entry:
-        """The raw entry (status, value bytes, delta, remaining TTL); counts nothing."""
-        return self.client.run(get_call(self.keys, key))
-
-    def get_or_compute(self, key: str, compute: Callable[[], Any], *, ttl: float | None = None,
-                       tags: Sequence[str] = ()) -> Any:
-        return drive_sync(self.client, self._get_or_compute_flow(
-            key, compute, ttl, tags, self._lock))
-
-    def set(self, key: str, value: Any, *, ttl: float | None = None, tags: Sequence[str] = ()
-            ) -> None:
-        self.client.run(self._warm_calls([(key, value)], ttl, tags)[0])
-
-    def delete(self, key: str) -> bool:
-        return self.client.run(delete_call(self.keys, key))
-
-    def write_through(self, key: str, value: Any, db_write: Callable[[str, Any], Any], *,
-                      ttl: float | None = None, tags: Sequence[str] = ()) -> None:
-        """Write ``value`` to the database (``db_write(key, value)``), then to the cache. If
-        the database write raises, the cache holds no value for the key (never a stale one)."""
-        drive_sync(self.client, self._write_through_flow(key, value, db_write, ttl, tags,
-                                                         self._lock(key)))
-
-    def warm(self, items: Iterable[tuple[str, Any]], *, ttl: float | None = None,
-             tags: Sequence[str] = (), batch: int = 500,
-             progress: Callable[[int], None] | None = None) -> int:
-        """Bulk-load entries, ``batch`` per pipelined round trip; ``progress(done)`` after each."""
+    def warm_plan(self, items: Iterable[tuple[str, Any]], *, ttl: float | None = None,
+                  tags: Sequence[str] = (), batch: int = 500,
+                  progress: Callable[[int], None] | None = None) -> Plan[int]:
         if not 1 <= batch <= 10_000:
             raise ValueError(f"batch must be 1..10000, got {batch!r}")
+        return self._warm(items, ttl, tags, batch, progress)
+
+    def _warm(self, items: Iterable[tuple[str, Any]], ttl: float | None, tags: Sequence[str],
+              batch: int, progress: Callable[[int], None] | None) -> Plan[int]:
         done = 0
         chunk: list[tuple[str, Any]] = []
         for item in [*items, None]:
             if item is not None:
                 chunk.append(item)
             if chunk and (item is None or len(chunk) >= batch):
-                self.client.run_many(self._warm_calls(chunk, ttl, tags))
+                yield from self.engine.run([self.set_call(k, v, ttl=ttl, tags=tags)
+                                            for k, v in chunk])
                 done += len(chunk)
                 chunk = []
                 if progress is not None:
                     progress(done)
         return done
 
-    def invalidate_tag(self, tag: str, *, batch: int = 500) -> TagInvalidation:
+    def invalidate_tag_plan(self, tag: str, *, batch: int = 500) -> Plan[TagInvalidation]:
+        cursor, members = yield from _tag_scan(self.keys, tag, 0, batch)
+        first = yield from self.engine.run_one(
+            invalidate_tag_call(self.keys, tag, members, bump=True))
+        deleted, left = first.deleted, first.left
+        while cursor != 0:
+            cursor, members = yield from _tag_scan(self.keys, tag, cursor, batch)
+            if members:
+                r = yield from self.engine.run_one(
+                    invalidate_tag_call(self.keys, tag, members, bump=False))
+                deleted, left = deleted + r.deleted, r.left
+        return TagInvalidation(first.generation, deleted, left)
+
+    def set_call(self, key: str, value: Any, *, ttl: float | None = None,
+                 tags: Sequence[str] = ()) -> Call[bool]:
+        return set_call(self.keys, key, None if value is None else self.codec.dumps(value),
+                        self._ttl(ttl, value is None), grace_ms=self.grace_ms, tags=tags)
+
+    # -- driven -----------------------------------------------------------------------------------
+
+    @overload
+    def get(self: Cache[Client], key: str) -> Entry: ...
+    @overload
+    def get(self: Cache[AsyncClient], key: str) -> Awaitable[Entry]: ...
+    def get(self, key: str) -> Entry | Awaitable[Entry]:
+        """The raw entry (status, value bytes, delta, remaining TTL); counts nothing."""
+        return self.client.run(get_call(self.keys, key))
+
+    @overload
+    def get_or_compute(self: Cache[Client], key: str, compute: Callable[[], Any], *,
+                       ttl: float | None = None, tags: Sequence[str] = ()) -> Any: ...
+    @overload
+    def get_or_compute(self: Cache[AsyncClient], key: str, compute: Compute, *,
+                       ttl: float | None = None, tags: Sequence[str] = ()) -> Awaitable[Any]: ...
+    def get_or_compute(self, key: str, compute: Compute, *, ttl: float | None = None,
+                       tags: Sequence[str] = ()) -> Any:
+        """The cached value, or ``compute()``'s, stored (single-flight: one caller per key
+        computes, the others wait for its value; XFetch: recomputed early now and then)."""
+        return self.client.drive(self.get_or_compute_plan(key, compute, ttl=ttl, tags=tags))
+
+    @overload
+    def set(self: Cache[Client], key: str, value: Any, *, ttl: float | None = None,
+            tags: Sequence[str] = ()) -> None: ...
+    @overload
+    def set(self: Cache[AsyncClient], key: str, value: Any, *, ttl: float | None = None,
+            tags: Sequence[str] = ()) -> Awaitable[None]: ...
+    def set(self, key: str, value: Any, *, ttl: float | None = None,
+            tags: Sequence[str] = ()) -> Awaitable[None] | None:
+        call = self.set_call(key, value, ttl=ttl, tags=tags)
+        return self.client.run(Call(call.op, call.keys, call.args, _nothing))
+
+    @overload
+    def delete(self: Cache[Client], key: str) -> bool: ...
+    @overload
+    def delete(self: Cache[AsyncClient], key: str) -> Awaitable[bool]: ...
+    def delete(self, key: str) -> bool | Awaitable[bool]:
+        return self.client.run(delete_call(self.keys, key))
+
+    @overload
+    def write_through(self: Cache[Client], key: str, value: Any,
+                      db_write: Callable[[str, Any], Any], *, ttl: float | None = None,
+                      tags: Sequence[str] = ()) -> None: ...
+    @overload
+    def write_through(self: Cache[AsyncClient], key: str, value: Any,
+                      db_write: Callable[[str, Any], Any], *, ttl: float | None = None,
+                      tags: Sequence[str] = ()) -> Awaitable[None]: ...
+    def write_through(self, key: str, value: Any, db_write: Callable[[str, Any], Any], *,
+                      ttl: float | None = None, tags: Sequence[str] = ()
+                      ) -> Awaitable[None] | None:
+        """Write ``value`` to the database (``db_write(key, value)``), then to the cache. If
+        the database write raises, the cache holds no value for the key (never a stale one)."""
+        return self.client.drive(self.write_through_plan(key, value, db_write, ttl=ttl,
+                                                         tags=tags))
+
+    @overload
+    def warm(self: Cache[Client], items: Iterable[tuple[str, Any]], *,
+             ttl: float | None = None, tags: Sequence[str] = (), batch: int = 500,
+             progress: Callable[[int], None] | None = None) -> int: ...
+    @overload
+    def warm(self: Cache[AsyncClient], items: Iterable[tuple[str, Any]], *,
+             ttl: float | None = None, tags: Sequence[str] = (), batch: int = 500,
+             progress: Callable[[int], None] | None = None) -> Awaitable[int]: ...
+    def warm(self, items: Iterable[tuple[str, Any]], *, ttl: float | None = None,
+             tags: Sequence[str] = (), batch: int = 500,
+             progress: Callable[[int], None] | None = None) -> int | Awaitable[int]:
+        """Bulk-load entries, ``batch`` per pipelined round trip; ``progress(done)`` after each."""
+        return self.client.drive(self.warm_plan(items, ttl=ttl, tags=tags, batch=batch,
+                                                progress=progress))
+
+    @overload
+    def invalidate_tag(self: Cache[Client], tag: str, *, batch: int = 500
+                       ) -> TagInvalidation: ...
+    @overload
+    def invalidate_tag(self: Cache[AsyncClient], tag: str, *, batch: int = 500
+                       ) -> Awaitable[TagInvalidation]: ...
+    def invalidate_tag(self, tag: str, *, batch: int = 500
+                       ) -> TagInvalidation | Awaitable[TagInvalidation]:
         """Invalidate every entry carrying ``tag`` (atomically: one generation bump), then
         delete them in bounded calls."""
-        return drive_sync(self.client, self._invalidate_tag_flow(tag, batch))
+        return self.client.drive(self.invalidate_tag_plan(tag, batch=batch))
+
+    def __repr__(self) -> str:
+        return f"Cache({self.namespace!r})"
 
 
-class AsyncCache(_CacheBase):
-    """A cache namespace on an :class:`~pyredislua.AsyncClient`; see :class:`Cache`.
-    ``compute`` and ``db_write`` may be coroutine functions."""
-
-    def __init__(self, client: AsyncClient, namespace: str, **options: Any) -> None:
-        super().__init__(client, namespace, **options)
-        self.client = client
-
-    def _lock(self, key: str) -> Any:
-        # a short-lived mutex per cache key: no fence is stored anywhere, so the counter is
-        # ephemeral (it expires with the lock's disuse instead of staying for every key ever
-        # computed)
-        return AsyncLock(self.client, self._lock_name(key), ttl=self.lock_ttl, fences="ephemeral")
-
-    async def get(self, key: str) -> Entry:
-        return await self.client.run(get_call(self.keys, key))
-
-    async def get_or_compute(self, key: str,
-                             compute: Callable[[], Any] | Callable[[], Awaitable[Any]], *,
-                             ttl: float | None = None, tags: Sequence[str] = ()) -> Any:
-        return await drive_async(self.client, self._get_or_compute_flow(
-            key, compute, ttl, tags, self._lock))
-
-    async def set(self, key: str, value: Any, *, ttl: float | None = None,
-                  tags: Sequence[str] = ()) -> None:
-        await self.client.run(self._warm_calls([(key, value)], ttl, tags)[0])
-
-    async def delete(self, key: str) -> bool:
-        return await self.client.run(delete_call(self.keys, key))
-
-    async def write_through(self, key: str, value: Any, db_write: Callable[[str, Any], Any], *,
-                            ttl: float | None = None, tags: Sequence[str] = ()) -> None:
-        await drive_async(self.client, self._write_through_flow(
-            key, value, db_write, ttl, tags, self._lock(key)))
-
-    async def warm(self, items: Iterable[tuple[str, Any]], *, ttl: float | None = None,
-                   tags: Sequence[str] = (), batch: int = 500,
-                   progress: Callable[[int], None] | None = None) -> int:
-        if not 1 <= batch <= 10_000:
-            raise ValueError(f"batch must be 1..10000, got {batch!r}")
-        all_items = list(items)
-        done = 0
-        for i in range(0, len(all_items), batch):
-            chunk = all_items[i:i + batch]
-            await self.client.run_many(self._warm_calls(chunk, ttl, tags))
-            done += len(chunk)
-            if progress is not None:
-                progress(done)
-        return done
-
-    async def invalidate_tag(self, tag: str, *, batch: int = 500) -> TagInvalidation:
-        return await drive_async(self.client, self._invalidate_tag_flow(tag, batch))
+def _nothing(reply: Any) -> None:
+    return None
 
 
-__all__ = ["HIT", "AsyncCache", "Cache", "CacheStats", "Codec", "JsonCodec", "RawCodec"]
+__all__ = ["HIT", "Cache", "CacheStats", "Codec", "JsonCodec", "RawCodec"]

@@ -315,15 +315,17 @@ class Engine:
         return head
 
     def command(self, call: Call[Any], *, with_body: bool = False,
-                deadline: float | None = None) -> Command:
+                deadline: float | None = None, once: bool = False) -> Command:
         """The command for a call; ``with_body``: in script mode, EVAL the script itself (after
-        NOSCRIPT: it runs and caches the script in one round trip)."""
+        NOSCRIPT: it runs and caches the script in one round trip); ``once``: never re-sent by a
+        driver, whatever the operation's ``resend`` (see :class:`Command`)."""
         op = self.operation(call.op)
+        once = once or op.header.send_once
         if with_body and self.mode == "script":
             verb = "EVAL_RO" if op.read_only else "EVAL"
             args = (verb, op.script, len(call.keys), *call.keys, *call.args)
-            return Command(args, once=op.header.send_once, deadline=deadline)
-        return Command(self.args(call), once=op.header.send_once, deadline=deadline)
+            return Command(args, once=once, deadline=deadline)
+        return Command(self.args(call), once=once, deadline=deadline)
 
     # -- running calls --------------------------------------------------------------------------
 
@@ -358,6 +360,7 @@ class Engine:
         first_replies: list[Any] | None = None,
         durability: Durability | int | None = None,
         deadline: float | None = None,
+        once: bool = False,
     ) -> Plan[list[Any]]:
         """Run calls in order, normally as one batch (one round trip).
 
@@ -370,6 +373,9 @@ class Engine:
         :data:`OFF` for none): a ``WAIT`` after each writing call, in the same batch.
         ``deadline``: see :class:`Command` (a transport error is then raised from here, like an
         error reply).
+        ``once``: no call is re-sent by the driver after a connection error or timeout, even
+        one whose operation is safe to re-send: the caller learns that its calls may have run,
+        and decides (a worker that must count exactly what it settled).
         """
         wait = self._wait_for(durability)
         results: list[Any] = [None] * len(calls)
@@ -388,7 +394,7 @@ class Engine:
                 spots: list[tuple[int, int]] = []
                 for i in pending:
                     batch.append(self.command(calls[i], with_body=with_body,
-                                              deadline=deadline))
+                                              deadline=deadline, once=once))
                     spots.append((i, len(batch) - 1))
                     if wait is not None and not self.operation(calls[i].op).read_only:
                         batch.append(Command(wait.wait_args, pinned=True))

@@ -20,7 +20,8 @@ T = TypeVar("T")
 
 
 def wait_for_signal(keys: Sequence[str], seconds: float, *, max_block: float,
-                    deadline: float | None = None) -> Plan[tuple[Any, Any] | None]:
+                    deadline: float | None = None, grain: float = TIMER_GRAIN
+                    ) -> Plan[tuple[Any, Any] | None]:
     """Block until one of the signal lists ``keys`` has an element (popped, and returned as
     ``(key, value)``) or about ``seconds`` pass (at most ``max_block`` per call, so a BLPOP never
     outlives the client's socket timeout); None when nothing came.
@@ -29,9 +30,11 @@ def wait_for_signal(keys: Sequence[str], seconds: float, *, max_block: float,
     blocking part aims that much short of ``seconds`` and a wait shorter than the grain is slept
     locally: the plan never overshoots what it was given. ``deadline``: see
     :class:`~pyredislua.engine.protocol.Command` (the BLPOP is then never re-sent, and a
-    transport error is raised from here)."""
+    transport error is raised from here). ``grain``: how far short of ``seconds`` the BLPOP aims;
+    0 for a caller whose ``seconds`` already aims short of its deadline (the lock's waits are
+    also bounded by a registration and a lease, which must not lose a grain)."""
     seconds = min(seconds, max_block)
-    block = seconds - TIMER_GRAIN
+    block = seconds - grain
     if block < 0.01:
         if seconds > 0:
             yield Sleep(seconds)

@@ -87,7 +87,8 @@ class QueueKeys:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One job to enqueue. ``delay`` and ``backoff`` in seconds; ``key``: idempotency key."""
+    """One job to enqueue. ``delay`` and ``backoff`` in seconds; ``key``: idempotency key;
+    ``max_run``: longest a worker may run it per attempt, in seconds (None: the worker's limit)."""
 
     payload: bytes | str
     priority: int = 0
@@ -95,10 +96,18 @@ class JobSpec:
     max_attempts: int = 3
     backoff: float = 1.0
     key: str | None = None
+    max_run: float | None = None
 
     def wire(self) -> tuple[bytes, int, int, int, int, str]:
         return (_bytes(self.payload), int(self.priority), ms(self.delay, name="delay"),
                 int(self.max_attempts), ms(self.backoff, name="backoff"), self.key or "")
+
+    @property
+    def max_run_ms(self) -> int:
+        """The job's max run time on the wire (0: none of its own)."""
+        if self.max_run is None:
+            return 0
+        return ms(self.max_run, name="max_run", allow_zero=False)
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,7 @@ class Job:
     deadline_ms: int  # lease deadline, server time
     enqueued_at_ms: int
     leased_at_ms: int  # server time of the dequeue
+    max_run_ms: int = 0  # the job's own max run time per attempt (0: none set at enqueue)
 
     @property
     def text(self) -> str:
@@ -207,7 +217,7 @@ def _parse_batch(reply: Any) -> list[Enqueued]:
 def _parse_dequeue(reply: Any) -> Dequeued:
     now = int(reply[0])
     jobs = [Job(as_text(j[0]), as_text(j[1]), _bytes(j[6]), int(j[5]), int(j[3]), int(j[4]),
-                int(j[2]), int(j[7]), now) for j in reply[2]]
+                int(j[2]), int(j[7]), now, int(j[8]) if len(j) > 8 else 0) for j in reply[2]]
     return Dequeued(now, int(reply[1]), jobs)
 
 
@@ -246,16 +256,33 @@ def _parse_dead(reply: Any) -> tuple[int, list[JobInfo]]:
 # -- call specs ---------------------------------------------------------------------------------
 
 
-def _nth(request_id: RequestId, start: int) -> RequestId:
-    """The request id of the chunk starting at ``start`` of a split call."""
-    if not request_id or start == 0:
+def _nth(request_id: RequestId, index: int) -> RequestId:
+    """The request id of the ``index``-th call of a split call."""
+    if not request_id or index == 0:
         return request_id
-    return f"{request_id}.{start // MAX_BATCH}"
+    return f"{request_id}.{index}"
+
+
+def _batch_chunks(jobs: Sequence[JobSpec]) -> list[tuple[Sequence[JobSpec], bool]]:
+    """Chunks of at most MAX_BATCH jobs, each with whether it carries max run times: such a
+    chunk sends 7 fields per job, which the script tells from 6 by a field count that is not a
+    multiple of 6, so a chunk of 6k jobs is sent as 6k - 1 and 1."""
+    out: list[tuple[Sequence[JobSpec], bool]] = []
+    for start in range(0, len(jobs), MAX_BATCH):
+        chunk = jobs[start:start + MAX_BATCH]
+        if not any(job.max_run_ms for job in chunk):
+            out.append((chunk, False))
+        elif len(chunk) % 6:
+            out.append((chunk, True))
+        else:
+            out.extend(((chunk[:-1], True), (chunk[-1:], True)))
+    return out
 
 
 def enqueue_call(keys: QueueKeys, job: JobSpec, request_id: RequestId = None
                  ) -> Call[Enqueued]:
-    return Call("queue.enqueue", keys.with_request(request_id), job.wire(), _parse_enqueue)
+    args = job.wire() if not job.max_run_ms else (*job.wire(), job.max_run_ms)
+    return Call("queue.enqueue", keys.with_request(request_id), args, _parse_enqueue)
 
 
 def enqueue_batch_calls(keys: QueueKeys, jobs: Sequence[JobSpec], request_id: RequestId = None
@@ -263,11 +290,13 @@ def enqueue_batch_calls(keys: QueueKeys, jobs: Sequence[JobSpec], request_id: Re
     """One call per 1000 jobs, each with its own request record (``request_id``: None for new
     random ones, False for none)."""
     calls = []
-    for start in range(0, len(jobs), MAX_BATCH):
+    for index, (chunk, with_max_run) in enumerate(_batch_chunks(jobs)):
         args: list[str | int | bytes] = []
-        for job in jobs[start:start + MAX_BATCH]:
+        for job in chunk:
             args.extend(job.wire())
-        calls.append(Call("queue.enqueue_batch", keys.with_request(_nth(request_id, start)),
+            if with_max_run:
+                args.append(job.max_run_ms)
+        calls.append(Call("queue.enqueue_batch", keys.with_request(_nth(request_id, index)),
                           tuple(args), _parse_batch))
     return calls
 
@@ -287,8 +316,8 @@ def ack_calls(keys: QueueKeys, jobs: Iterable[tuple[str, str]], request_id: Requ
         args: list[str | int | bytes] = []
         for job_id, token in pairs[start:start + MAX_BATCH]:
             args.extend((job_id, token))
-        calls.append(Call("queue.ack", keys.with_request(_nth(request_id, start)), tuple(args),
-                          int))
+        calls.append(Call("queue.ack", keys.with_request(_nth(request_id, start // MAX_BATCH)),
+                          tuple(args), int))
     return calls
 
 

@@ -88,11 +88,12 @@ class _QueueBase:
 
     def job(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
             max_attempts: int | None = None, backoff: float | None = None,
-            key: str | None = None) -> JobSpec:
-        """A job spec carrying this queue's defaults (for ``enqueue_many``)."""
+            key: str | None = None, max_run: float | None = None) -> JobSpec:
+        """A job spec carrying this queue's defaults (for ``enqueue_many``). ``max_run``: the
+        longest a worker may run it per attempt, in seconds (see :class:`Worker`)."""
         return JobSpec(payload, priority, delay,
                        self.max_attempts if max_attempts is None else max_attempts,
-                       self.backoff if backoff is None else backoff, key)
+                       self.backoff if backoff is None else backoff, key, max_run)
 
     def _specs(self, items: Iterable[JobSpec | bytes | str]) -> list[JobSpec]:
         return [i if isinstance(i, JobSpec) else self.job(i) for i in items]
@@ -139,11 +140,12 @@ class Queue(_QueueBase):
 
     def enqueue(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
                 max_attempts: int | None = None, backoff: float | None = None,
-                key: str | None = None) -> Enqueued:
+                key: str | None = None, max_run: float | None = None) -> Enqueued:
         """Add a job; with ``key``, a second enqueue while the first job is unfinished returns
-        the first job's id (``created`` False) and changes nothing."""
+        the first job's id (``created`` False) and changes nothing. ``max_run``: the longest a
+        worker may run it per attempt, in seconds (default: the worker's ``max_run``)."""
         spec = self.job(payload, priority=priority, delay=delay, max_attempts=max_attempts,
-                        backoff=backoff, key=key)
+                        backoff=backoff, key=key, max_run=max_run)
         return self.client.run(ops.enqueue_call(self.keys, spec))
 
     def enqueue_many(self, items: Iterable[JobSpec | bytes | str]) -> list[Enqueued]:
@@ -210,9 +212,9 @@ class AsyncQueue(_QueueBase):
 
     async def enqueue(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
                       max_attempts: int | None = None, backoff: float | None = None,
-                      key: str | None = None) -> Enqueued:
+                      key: str | None = None, max_run: float | None = None) -> Enqueued:
         spec = self.job(payload, priority=priority, delay=delay, max_attempts=max_attempts,
-                        backoff=backoff, key=key)
+                        backoff=backoff, key=key, max_run=max_run)
         return await self.client.run(ops.enqueue_call(self.keys, spec))
 
     async def enqueue_many(self, items: Iterable[JobSpec | bytes | str]) -> list[Enqueued]:

@@ -1,14 +1,27 @@
 """Worker loops for the priority queue: :class:`Worker` (threads), :class:`AsyncWorker` (asyncio).
 
-Both drive one sans-IO core (:class:`WorkerCore`): each *cycle* is one round trip carrying the
-acks and nacks of finished jobs, lease extensions that are due, an occasional reap, and a dequeue
-for the free slots. With nothing to do the loop blocks on the queue's enqueue marker and on a
-private wake list (BLPOP on both), which a finishing handler pushes to: no polling.
+Both run one sans-IO core (:class:`WorkerCore`): its :meth:`~WorkerCore.loop_plan` is the whole
+loop, a plan that ``client.drive`` runs on either client. Each *cycle* is one round trip carrying
+the acks and nacks of finished jobs, lease extensions that are due, an occasional reap, and a
+dequeue for the free slots; every call in it is paired with the handler of its own reply. With
+nothing to do the loop blocks on the queue's enqueue marker and on a private wake list
+(``engine/waiting.py``), which a finishing handler pushes to: no polling. What differs between
+threads and asyncio is only what the two thin drivers provide (:class:`_Host`): how a job is handed
+to a slot, how the loop waits locally, and what "giving up on a handler" means — a thread cannot
+be killed, so it is abandoned and replaced; a task is cancelled.
 
 Handlers take a :class:`~pyredislua.queue.Job`. Returning acks it; raising nacks it for a retry
-with backoff (``DeadLetter`` dead-letters it at once). Long jobs keep their lease: it is extended
-when half of it has run. ``stop()`` stops leasing, waits up to ``grace`` seconds for running jobs,
-then gives the rest back to the queue (attempt not counted); an asyncio worker cancels them.
+with backoff (``DeadLetter`` dead-letters it at once); whatever a handler raises is the job's
+failure, never the worker's. Long jobs keep their lease: it is extended when half of it has run,
+until the job's max run time (``max_run``), past which the attempt fails.
+
+Faults: errors after which the same call can succeed (:func:`~pyredislua.errors.transient`:
+connection loss, timeouts, out of memory, LOADING, READONLY, TRYAGAIN, BUSY, ...) are reported
+(``error`` event, ``metrics.errors``) and ridden out with a growing pause (50 ms doubling to
+2 s) during which leases are still extended; the first clean cycle reports ``recovered``. Any
+other Redis error ends ``run()`` with it. Cycles are never re-sent behind the worker's back
+(``once``): when a reply is lost, the worker knows which of its calls may have run, so its counts
+stay exact (see :class:`WorkerMetrics`).
 """
 
 from __future__ import annotations
@@ -20,84 +33,137 @@ import queue as stdqueue
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-import redis
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..engine.protocol import Call, Command, Plan
-from ..errors import StaleTokenError
+from ..engine.protocol import Call, Command, Do, NotSentError, NotSentTimeoutError, Plan
+from ..engine.waiting import wait_for_signal
+from ..errors import DurabilityError, StaleTokenError, transient
 from . import ops
-from .ops import Job, Settled
+from .ops import Dequeued, Job, JobInfo, Settled
 
 if TYPE_CHECKING:
     from .queue import AsyncQueue, Queue, _QueueBase
 
 EventCallback = Callable[[str, Job | None, dict[str, Any]], None]
-# Connection trouble a worker rides out (with a growing pause) instead of dying.
-RETRYABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+# The longest one cycle (or one blocking wait, beyond its own timeout) waits for its reply. A
+# paused or unreachable server costs the loop at most this before it reports and backs off.
+CYCLE_TIMEOUT = 5.0
+MAX_RUN_REASON = "max run time exceeded"
+SHUTDOWN_REASON = "worker shutdown"
+_MAX_REASON_BYTES = 1024  # queue.nack's limit on a reason
 
 
 class DeadLetter(Exception):
     """Raise from a handler to dead-letter the job now instead of retrying it."""
 
 
-class _Release(Exception):
-    """A buffered job that never started: given back on shutdown, its attempt not counted."""
-
-
-@dataclass
-class _Running:
-    job: Job
-    started: float
-    renew_at: float
-    lease_ms: int
-    abandoned: bool = False
-
-
-@dataclass
-class _Work:
-    calls: list[Call[Any]] = field(default_factory=list)
-    acks: list[_Running] = field(default_factory=list)
-    ack_batched: bool = True
-    nacks: list[tuple[_Running, str, str]] = field(default_factory=list)  # run, reason, action
-    extends: list[_Running] = field(default_factory=list)
-    reap: bool = False
-    dequeue: int = 0
-
-
 @dataclass
 class WorkerMetrics:
-    leased: int = 0
+    """What a worker did, each job counted once. After ``run()`` returns,
+    ``leased == acked + failed + lost + released + unsettled``.
+
+    ``lost`` counts a lease only when the server answered STALE to its extend, ack or nack (it
+    expired, was reaped, or is another consumer's) — not a call cut off by a connection error,
+    and not the STALE answer to a re-send of this worker's own ack or nack whose first reply was
+    lost (that one is counted as what it was: acked or failed)."""
+
+    leased: int = 0  # jobs leased by this worker's dequeues
     acked: int = 0
-    failed: int = 0  # handler raised (retried or dead-lettered)
-    dead: int = 0
-    lost: int = 0  # a lease ran out or was taken before ack/extend
+    failed: int = 0  # attempts reported failed: the handler raised, or ran past max_run
+    dead: int = 0  # of those, dead-lettered (DeadLetter, or attempts used up)
+    timed_out: int = 0  # of those, past their max run time
+    lost: int = 0  # leases the server declared stale before this worker settled them
     extended: int = 0
-    released: int = 0  # given back on shutdown
-    reaped: int = 0
+    released: int = 0  # given back on shutdown (attempt not counted)
+    unsettled: int = 0  # still held when run() gave up (Redis unreachable): reaped later
+    reaped: int = 0  # expired leases this worker's reaps returned to the queue
+    abandoned: int = 0  # handlers given up on: threads left running, asyncio tasks cancelled
+    errors: int = 0  # round trips that failed with a transient error (ridden out)
+
+
+@dataclass(eq=False)
+class _Run:
+    """One leased job, from its dequeue until the server settled it (or it was lost)."""
+
+    job: Job
+    renew_at: float
+    max_run: float | None  # seconds, counted from the handler's start; None: no limit
+    started: float | None = None  # when its handler started (None: still buffered)
+    settle: tuple[str, str] | None = None  # (ack | retry | dead | release, reason) once decided
+    call: Call[Any] | None = None  # the settle call, kept to be re-sent as it was
+    single: bool = False  # acked on its own: the batch it was in was refused as stale
+    maybe: bool = False  # a settle call for it may have run while its reply was lost
+    checking: bool = False  # a read of the job decides whether that call ran
+    abandoned: bool = False  # the worker no longer waits for (or counts) its handler
+    gone: bool = False  # accounted for: acked, failed, released, lost or unsettled
+
+
+Handler = Callable[[Any, float], list[Job] | None]
+
+
+def _may_have_run(error: BaseException) -> bool:
+    """A transport error after the command may have reached the server."""
+    return isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError,
+                              asyncio.TimeoutError)) and not isinstance(
+        error, (NotSentError, NotSentTimeoutError, BusyLoadingError))
+
+
+def _reason(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".encode()[:_MAX_REASON_BYTES]
+    return text.decode(errors="ignore")
+
+
+class _Host(Protocol):
+    """What a driver provides the loop: the parts where threads and tasks differ."""
+
+    def dispatch(self, jobs: list[Job]) -> None:
+        """Hand leased jobs to the slots (a local buffer)."""
+
+    def drain(self) -> list[Job]:
+        """Take back the buffered jobs no slot has started (on shutdown)."""
+
+    def abandon(self, job: Job) -> str | None:
+        """Stop waiting for the handler running ``job``: how (``left running``, ``cancelled``),
+        or None when no handler runs it. Its slot is freed."""
+
+    def wait(self, seconds: float) -> Awaitable[None] | None:
+        """Wait locally up to ``seconds``, returning early when a handler finished or stop()
+        was called (a ``Do`` step: the asyncio driver returns an awaitable)."""
+
+    def pass_turn(self) -> Awaitable[None] | None:
+        """Let the slots start on what was just dispatched (asyncio: one turn of the loop)."""
 
 
 class WorkerCore:
-    """Bookkeeping of one worker, with no I/O: slots, finished jobs, lease timers, events.
+    """Bookkeeping and the loop of one worker, with no I/O: leases, slots, timers, events.
 
     Not thread-safe on its own: the sync driver calls it under one lock (``guard``).
     """
 
     def __init__(self, queue: _QueueBase, *, concurrency: int, prefetch: int | None,
-                 lease_ms: int,
-                 reap_every: float, on_event: EventCallback | None,
+                 lease_ms: int, reap_every: float, max_run: float | None,
+                 grace: float, settle_timeout: float, on_event: EventCallback | None,
                  guard: AbstractContextManager[Any],
                  clock: Callable[[], float] = time.monotonic) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if prefetch is not None and prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        if max_run is not None:
+            ops.ms(max_run, name="max_run", allow_zero=False)
+        ops.ms(grace, name="grace")
+        ops.ms(settle_timeout, name="settle_timeout")
         self.queue = queue
         self.keys = queue.keys
         self.engine = queue._engine
-        if prefetch is not None and prefetch < 0:
-            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.max_prefetch = min(16 * concurrency, 512)
@@ -105,28 +171,40 @@ class WorkerCore:
         self.rtt_seconds = 0.001  # moving average of a cycle's round trip
         self.lease_ms = lease_ms
         self.reap_every = reap_every
+        self.max_run = max_run
+        self.grace = grace
+        self.settle_timeout = settle_timeout
         self.on_event = on_event
         self.guard = guard
         self.clock = clock
         self.wake_key = f"{queue.keys.base}:wake:{secrets.token_hex(6)}"
-        self.running: dict[str, _Running] = {}
-        self.done: list[tuple[_Running, str | None, str]] = []  # (run, error, action)
-        self.single_acks: list[_Running] = []
+        self.runs: dict[str, _Run] = {}  # job id -> its lease
+        self.settling: dict[str, _Run] = {}  # finished, not yet settled, in finishing order
         self.metrics = WorkerMetrics()
         self.stopping = False
-        self.blocked = False  # the loop waits in BLPOP: a finishing job must push a wake
+        self.stop_at: float | None = None  # end of the grace period
+        self.final_at: float | None = None  # past it, run() stops trying to settle
+        self.grace_over = False
+        self.blocked = False  # the loop waits on the signal lists: a finish must push a wake
         self.wait_hint_ms = -1
         self.polled_empty = False  # the last cycle asked for jobs and got none
+        self.pause = 0.0  # the current backoff after transient errors
+        self.pause_until = 0.0
+        self.trouble_since: float | None = None
+        self._errors: list[BaseException] = []  # transient errors of the current cycle
+        self._acks_again: list[tuple[Call[Any], list[_Run]]] = []  # to re-send as they were
+        self._dequeue_again: Call[Any] | None = None
+        self._fatal: BaseException | None = None
         self._next_reap = clock()
 
     # -- events -------------------------------------------------------------------------------
 
     def emit(self, event: str, job: Job | None, **info: Any) -> None:
         if self.on_event is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the caller's callback: never the loop's end
                 self.on_event(event, job, info)
 
-    # -- called by drivers --------------------------------------------------------------------
+    # -- capacity -----------------------------------------------------------------------------
 
     @property
     def capacity(self) -> int:
@@ -142,222 +220,505 @@ class WorkerCore:
 
     @property
     def free(self) -> int:
-        return 0 if self.stopping else self.capacity - len(self.running)
+        return 0 if self.stopping else self.capacity - len(self.runs)
 
-    def finished(self, job: Job, error: BaseException | None, seconds: float = 0.0) -> bool:
-        """Record a handler's end. Returns True when the loop must be woken with a push."""
-        if not isinstance(error, _Release):
-            avg = self.job_seconds
-            self.job_seconds = seconds if avg is None else 0.9 * avg + 0.1 * seconds
-        run = self.running.get(job.id)
-        if run is None or run.job.token != job.token or run.abandoned:
-            return False
-        if error is None:
-            self.done.append((run, None, "ack"))
-        elif isinstance(error, _Release):
-            self.done.append((run, "worker shutdown", "release"))
-        else:
-            action = "dead" if isinstance(error, DeadLetter) else "retry"
-            self.done.append((run, f"{type(error).__name__}: {error}"[:1000], action))
+    # -- called by the drivers' slots and stop() (under the guard) ------------------------------
+
+    def request_stop(self) -> bool:
+        """Stop leasing; the grace period starts now. Returns True when the loop waits on the
+        signal lists and must be woken with a push."""
+        if not self.stopping:
+            self.stopping = True
+            now = self.clock()
+            self.stop_at = now + self.grace
+            self.final_at = self.stop_at + self.settle_timeout
         wake, self.blocked = self.blocked, False
         return wake
 
-    def has_work(self, now: float) -> bool:
-        return bool(self.done or self.single_acks) or now >= self.next_timer()
+    def start(self, job: Job) -> bool:
+        """A slot is about to run ``job``: False when it must not (its lease was lost, or the
+        worker is stopping: then the job is given back)."""
+        run = self.runs.get(job.id)
+        if run is None or run.job is not job or run.gone or run.settle is not None:
+            return False
+        if self.stopping:
+            self._decide(run, "release", SHUTDOWN_REASON)
+            return False
+        run.started = self.clock()
+        self.emit("started", job)
+        return True
 
-    def next_timer(self) -> float:
-        t = self._next_reap
-        for run in self.running.values():
-            if not run.abandoned and run.renew_at < t:
+    def finished(self, job: Job, error: BaseException | None, seconds: float = 0.0) -> bool:
+        """Record a handler's end. Returns True when the loop must be woken with a push."""
+        avg = self.job_seconds
+        self.job_seconds = seconds if avg is None else 0.9 * avg + 0.1 * seconds
+        run = self.runs.get(job.id)  # the very lease the slot was given, not a later one
+        if run is None or run.job is not job or run.abandoned or run.settle is not None:
+            return False  # lost, timed out or given up on: a late result changes nothing
+        if error is None:
+            self._decide(run, "ack", "")
+        else:
+            self._decide(run, "dead" if isinstance(error, DeadLetter) else "retry",
+                         _reason(error))
+        wake, self.blocked = self.blocked, False
+        return wake
+
+    def fail(self, error: BaseException) -> None:
+        """An error outside the loop (a wake push) that the loop must end with."""
+        if self._fatal is None:
+            self._fatal = error
+
+    def give_back(self, jobs: Iterable[Job]) -> None:
+        """Buffered jobs that never started: released at once (attempt not counted)."""
+        for job in jobs:
+            run = self.runs.get(job.id)
+            if run is not None and run.job is job and not run.gone and run.settle is None:
+                self._decide(run, "release", SHUTDOWN_REASON)
+
+    def _decide(self, run: _Run, action: str, reason: str) -> None:
+        run.settle = (action, reason)
+        if action != "ack":
+            run.call = ops.nack_call(self.keys, run.job.id, run.job.token, reason,
+                                     action, -1)  # type: ignore[arg-type]
+        self.settling[run.job.id] = run
+
+    # -- timers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _renews(run: _Run) -> bool:
+        """Whether its lease is kept alive: until its ack or nack lands, except a handler given
+        up on before it finished, and a settle that may have run (extending would misread it)."""
+        return not (run.maybe or run.checking) and (run.settle is not None or not run.abandoned)
+
+    @staticmethod
+    def _ends_at(run: _Run) -> float:
+        """When a running handler is past its max run time (inf: no limit, or not running)."""
+        if run.max_run is None or run.started is None or run.settle is not None \
+                or run.abandoned:
+            return math.inf
+        return run.started + run.max_run
+
+    def next_timer(self, paused: bool = False) -> float:
+        """When a timer falls due: a lease to extend, a max run time, a reap (not while
+        paused), the end of the grace period, the end of trying to settle."""
+        t = math.inf if paused else self._next_reap
+        renews, ends_at = self._renews, self._ends_at
+        for run in self.runs.values():  # (hot: once per idle loop, over the held jobs)
+            if run.renew_at < t and renews(run):
                 t = run.renew_at
+            if run.max_run is not None:
+                t = min(t, ends_at(run))
+        if self.stopping and not self.grace_over and self.stop_at is not None:
+            t = min(t, self.stop_at)
+        if self.final_at is not None:
+            t = min(t, self.final_at)
         return t
 
-    def abandon(self) -> list[_Running]:
-        """Shutdown after the grace period: the still-running jobs are given back."""
-        left = [r for r in self.running.values() if not r.abandoned]
-        for run in left:
-            run.abandoned = True
-            self.done.append((run, "worker shutdown", "release"))
+    def overdue(self, now: float) -> list[_Run]:
+        """Runs past their max run time: renewal stops and the attempt fails (nack, retry with
+        backoff or dead letter when attempts are used up); the driver gives up on the handler."""
+        late = []
+        for run in self.runs.values():
+            if run.max_run is not None and now >= self._ends_at(run):
+                run.abandoned = True
+                self._decide(run, "retry", MAX_RUN_REASON)
+                self.metrics.timed_out += 1
+                self.emit("timed_out", run.job, seconds=run.max_run)
+                late.append(run)
+        return late
+
+    def shutdown(self) -> list[_Run]:
+        """The grace period is over: running jobs are given back (attempt not counted) and
+        their handlers given up on."""
+        self.grace_over = True
+        left = []
+        for run in self.runs.values():
+            if run.started is not None and run.settle is None and not run.abandoned:
+                run.abandoned = True
+                self._decide(run, "release", SHUTDOWN_REASON)
+                left.append(run)
         return left
 
-    # -- one cycle ----------------------------------------------------------------------------
+    def abandoned(self, run: _Run, how: str | None, why: str) -> None:
+        if how is not None:
+            self.metrics.abandoned += 1
+            self.emit("abandoned", run.job, how=how, reason=why)
 
-    def _prepare(self, now: float, want_jobs: bool) -> _Work:
-        work = _Work()
-        acks = [r for r, _, a in self.done if a == "ack"]
-        work.nacks = [(r, e or "", a) for r, e, a in self.done if a != "ack"]
-        self.done = []
-        if self.single_acks:  # a batch failed on a stale token: ack one by one this time
-            work.acks, work.ack_batched, self.single_acks = self.single_acks + acks, False, []
-            for run in work.acks:
-                work.calls.extend(ops.ack_calls(self.keys, [(run.job.id, run.job.token)]))
-        elif acks:
-            work.acks = acks
-            work.calls.extend(ops.ack_calls(self.keys, [(r.job.id, r.job.token) for r in acks]))
-        for run, reason, action in work.nacks:
-            work.calls.append(ops.nack_call(self.keys, run.job.id, run.job.token, reason,
-                                            action, -1))  # type: ignore[arg-type]
-        for run in self.running.values():
-            if not run.abandoned and run.renew_at <= now:
-                work.extends.append(run)
-                work.calls.append(ops.extend_call(self.keys, run.job.id, run.job.token,
-                                                  run.lease_ms))
-        if now >= self._next_reap:
-            work.reap = True
+    def give_up(self) -> None:
+        """run() ends with Redis unreachable: what is still held returns when its lease ends."""
+        for run in list(self.runs.values()):
+            if not run.gone:
+                run.gone = True
+                self.metrics.unsettled += 1
+                self.emit("unsettled", run.job, settle=run.settle[0] if run.settle else None)
+        self.runs.clear()
+        self.settling.clear()
+
+    # -- one cycle: each call paired with the handler of its reply -----------------------------
+
+    def _prepare(self, now: float) -> list[tuple[Call[Any], Handler]]:
+        pairs: list[tuple[Call[Any], Handler]] = []
+        paused = now < self.pause_until
+        # Extensions first: a lease is kept alive until its ack or nack lands (one refused at
+        # maxmemory is sent again), and an extension never follows its own job's ack.
+        for run in self.runs.values():
+            if run.renew_at <= now and self._renews(run):
+                call = ops.extend_call(self.keys, run.job.id, run.job.token, self.lease_ms)
+                pairs.append((call, self._extend_handler(run)))
+        # A call that may have run is sent again as it was: with its request record, the
+        # server replies as it did the first time.
+        again, self._acks_again = self._acks_again, []
+        for call, chunk in again:
+            pairs.append((call, self._acks_handler(call, chunk)))
+        resent = {id(r) for _, chunk in again for r in chunk}
+        batch = [r for r in self.settling.values()
+                 if r.settle is not None and r.settle[0] == "ack" and not r.single
+                 and not r.checking and not (resent and id(r) in resent)]
+        for start in range(0, len(batch), ops.MAX_BATCH):
+            chunk = batch[start:start + ops.MAX_BATCH]
+            [call] = ops.ack_calls(self.keys, [(r.job.id, r.job.token) for r in chunk])
+            pairs.append((call, self._acks_handler(call, chunk)))
+        settled_here = len(batch) + len(resent)
+        for run in self.settling.values():
+            if run.checking:
+                pairs.append((ops.get_call(self.keys, run.job.id), self._check_handler(run)))
+            elif run.settle is not None and (run.settle[0] != "ack" or run.single):
+                if run.call is None:
+                    [run.call] = ops.ack_calls(self.keys, [(run.job.id, run.job.token)])
+                pairs.append((run.call, self._settle_handler(run)))
+                settled_here += 1
+        if not paused and now >= self._next_reap:
             self._next_reap = now + self.reap_every
-            work.calls.append(ops.reap_call(self.keys, 100))
-        # Slots of jobs acked or nacked in this very round trip count as free: the calls run
-        # in order, so the dequeue sees them finished.
-        free = 0 if self.stopping else (
-            self.capacity - len(self.running) + len(work.acks) + len(work.nacks))
+            pairs.append((ops.reap_call(self.keys, 100), self._on_reap))
+        # Slots of jobs settled in this very round trip count as free: the calls run in order,
+        # so the dequeue sees them finished.
         self.polled_empty = False
-        if want_jobs and free > 0:
-            work.dequeue = free
-            work.calls.append(ops.dequeue_call(self.keys, work.dequeue, self.lease_ms))
-        return work
+        free = self.free + settled_here
+        if not paused and self._dequeue_again is not None:
+            pairs.append((self._dequeue_again, self._dequeue_handler(self._dequeue_again)))
+        elif not paused and not self.stopping and free > 0:
+            dequeue = ops.dequeue_call(self.keys, min(free, ops.MAX_BATCH), self.lease_ms)
+            pairs.append((dequeue, self._dequeue_handler(dequeue)))
+        return pairs
 
-    def _apply(self, work: _Work, results: list[Any], now: float) -> list[Job]:
-        i = 0
-        if work.ack_batched:
-            n_calls = -(-len(work.acks) // ops.MAX_BATCH)
-            chunks = results[i:i + n_calls]
-            i += n_calls
-            if any(isinstance(r, StaleTokenError) for r in chunks):
-                self.single_acks.extend(work.acks)  # retried one by one next cycle
-                work.acks = []
-            elif any(isinstance(r, BaseException) for r in chunks):
-                raise next(r for r in chunks if isinstance(r, BaseException))
-            for run in work.acks:
-                self._forget(run)
-                self.metrics.acked += 1
-                self.emit("acked", run.job, seconds=now - run.started)
-        else:
-            for run in work.acks:
-                reply = results[i]
-                i += 1
-                self._forget(run)
-                if isinstance(reply, StaleTokenError):
-                    self.metrics.lost += 1
-                    self.emit("lease_lost", run.job, error=str(reply))
-                elif isinstance(reply, BaseException):
-                    raise reply
-                else:
-                    self.metrics.acked += 1
-                    self.emit("acked", run.job, seconds=now - run.started)
-        for run, reason, action in work.nacks:
-            reply = results[i]
-            i += 1
-            self._forget(run)
-            if isinstance(reply, StaleTokenError):
-                self.metrics.lost += 1
-                self.emit("lease_lost", run.job, error=str(reply))
-            elif isinstance(reply, BaseException):
-                raise reply
-            elif action == "release":
-                self.metrics.released += 1
-                self.emit("released", run.job)
-            else:
-                settled: Settled = reply
-                self.metrics.failed += 1
-                self.metrics.dead += settled.outcome == "dead"
-                self.emit("failed", run.job, error=reason, outcome=settled.outcome,
-                          at_ms=settled.at_ms)
-        for run in work.extends:
-            reply = results[i]
-            i += 1
-            if isinstance(reply, StaleTokenError):
-                run.abandoned = True  # its ack would fail: the job belongs to someone else now
-                self._forget(run)
-                self.metrics.lost += 1
-                self.emit("lease_lost", run.job, error=str(reply))
-            elif isinstance(reply, BaseException):
-                run.renew_at = now + min(1.0, run.lease_ms / 4000)  # try again soon
-            else:
-                run.renew_at = now + run.lease_ms / 2000
-                self.metrics.extended += 1
-                self.emit("lease_extended", run.job, deadline_ms=int(reply))
-        if work.reap:
-            reply = results[i]
-            i += 1
-            if not isinstance(reply, BaseException):
-                self.metrics.reaped += len(reply)
-                for s in reply:
-                    self.emit("reaped", None, id=s.id, outcome=s.outcome, attempts=s.attempts)
+    def _apply(self, pairs: list[tuple[Call[Any], Handler]], replies: list[Any],
+               now: float) -> list[Job]:
         jobs: list[Job] = []
-        if work.dequeue:
-            reply = results[i]
-            if isinstance(reply, BaseException):
-                raise reply
-            self.wait_hint_ms = reply.wait_ms
-            self.polled_empty = not reply.jobs
-            for job in reply.jobs:
-                self.running[job.id] = _Running(job, now, now + self.lease_ms / 2000,
-                                                self.lease_ms)
-                self.metrics.leased += 1
-                self.emit("leased", job)
-            jobs = reply.jobs
+        for (_call, handler), reply in zip(pairs, replies):
+            if isinstance(reply, DurabilityError):
+                reply = reply.result  # it ran; the shortfall is the client's to report
+            got = handler(reply, now)
+            if got:
+                jobs.extend(got)
         return jobs
 
-    def _restore(self, work: _Work, now: float) -> None:
-        """The round trip failed (connection trouble): keep its acks and nacks for the next one.
-        A dequeue that did run on the server leased jobs nobody runs: they expire and are
-        reaped (at-least-once still holds)."""
-        if work.ack_batched:
-            self.done = [(r, None, "ack") for r in work.acks] + self.done
+    def _error(self, reply: BaseException) -> None:
+        """Sort an error reply: transient ones are ridden out, anything else ends the loop."""
+        if transient(reply):
+            self._errors.append(reply)
+        elif self._fatal is None:
+            self._fatal = reply
+
+    def _forget(self, run: _Run) -> None:
+        run.gone = True
+        if self.runs.get(run.job.id) is run:
+            del self.runs[run.job.id]
+        if self.settling.get(run.job.id) is run:
+            del self.settling[run.job.id]
+
+    def _acked(self, run: _Run, now: float) -> None:
+        if run.gone:
+            return
+        self._forget(run)
+        self.metrics.acked += 1
+        self.emit("acked", run.job, seconds=now - (run.started or now))
+
+    def _settled(self, run: _Run, outcome: str, at_ms: int | None) -> None:
+        if run.gone or run.settle is None:
+            return
+        self._forget(run)
+        action, reason = run.settle
+        if action == "release":
+            self.metrics.released += 1
+            self.emit("released", run.job)
+            return
+        self.metrics.failed += 1
+        self.metrics.dead += outcome == "dead"
+        self.emit("failed", run.job, error=reason, outcome=outcome, at_ms=at_ms)
+
+    def _lost(self, run: _Run, error: object) -> None:
+        if run.gone:
+            return
+        run.abandoned = True
+        self._forget(run)
+        self.metrics.lost += 1
+        self.emit("lease_lost", run.job, error=str(error))
+
+    def _stale(self, run: _Run, reply: StaleTokenError) -> None:
+        """STALE for a settle call: the lease is lost, unless this is the echo of the worker's
+        own earlier call whose reply was lost — a read of the job tells which."""
+        if run.maybe:
+            run.checking = True
         else:
-            self.single_acks = work.acks + self.single_acks
-        self.done = [(r, reason, action) for r, reason, action in work.nacks] + self.done
-        if work.reap:
-            self._next_reap = now
+            self._lost(run, reply)
 
-    def _forget(self, run: _Running) -> None:
-        if self.running.get(run.job.id) is run:
-            del self.running[run.job.id]
+    def _transport(self, runs: Iterable[_Run], reply: BaseException) -> None:
+        self._error(reply)
+        if _may_have_run(reply):
+            for run in runs:
+                run.maybe = True
 
-    def cycle_plan(self, want_jobs: bool = True) -> Plan[list[Job]]:
-        """One round trip: flush results, extend leases, maybe reap, lease jobs for free slots."""
+    def _acks_handler(self, call: Call[Any], chunk: list[_Run]) -> Handler:
+        def handle(reply: Any, now: float) -> None:
+            if isinstance(reply, StaleTokenError):
+                for run in chunk:  # all or nothing: ack them one by one to see which
+                    run.single = True
+            elif isinstance(reply, BaseException):
+                self._transport(chunk, reply)
+                if any(run.maybe for run in chunk):
+                    self._acks_again.append((call, chunk))
+            else:
+                for run in chunk:
+                    self._acked(run, now)
+        return handle
+
+    def _settle_handler(self, run: _Run) -> Handler:
+        def handle(reply: Any, now: float) -> None:
+            if isinstance(reply, StaleTokenError):
+                self._stale(run, reply)
+            elif isinstance(reply, BaseException):
+                self._transport([run], reply)
+            elif run.settle is not None and run.settle[0] == "ack":
+                self._acked(run, now)
+            else:
+                settled: Settled = reply
+                self._settled(run, settled.outcome, settled.at_ms)
+        return handle
+
+    def _check_handler(self, run: _Run) -> Handler:
+        def handle(reply: Any, now: float) -> None:
+            if isinstance(reply, BaseException):
+                self._error(reply)
+                return
+            info: JobInfo | None = reply
+            if run.settle is None or run.gone:
+                return
+            action, reason = run.settle
+            if action == "ack":
+                if info is None:  # the first ack ran: the job is gone
+                    self._acked(run, now)
+                else:
+                    self._lost(run, "the lease was lost before the ack")
+            elif info is not None and info.reason == reason:  # the first nack ran
+                self._settled(run, info.state if info.state == "dead" else "retry", None)
+            else:
+                self._lost(run, f"the lease was lost before the {action}")
+        return handle
+
+    def _extend_handler(self, run: _Run) -> Handler:
+        def handle(reply: Any, now: float) -> None:
+            if run.gone:
+                return
+            if isinstance(reply, StaleTokenError):
+                self._lost(run, reply)  # its handler's result will change nothing
+            elif isinstance(reply, BaseException):
+                self._error(reply)
+                run.renew_at = now + min(1.0, self.lease_ms / 4000)  # try again soon
+            else:
+                run.renew_at = now + self.lease_ms / 2000
+                self.metrics.extended += 1
+                self.emit("lease_extended", run.job, deadline_ms=int(reply))
+        return handle
+
+    def _on_reap(self, reply: Any, now: float) -> None:
+        if isinstance(reply, BaseException):
+            self._error(reply)
+            self._next_reap = now  # again with the next cycle
+            return
+        self.metrics.reaped += len(reply)
+        for s in reply:
+            self.emit("reaped", None, id=s.id, outcome=s.outcome, attempts=s.attempts)
+
+    def _dequeue_handler(self, call: Call[Any]) -> Handler:
+        def handle(reply: Any, now: float) -> list[Job]:
+            if isinstance(reply, BaseException):
+                self._error(reply)
+                if _may_have_run(reply) or call is self._dequeue_again:
+                    # sent again as it was: its request record returns the jobs it leased
+                    # (a server without one leases others; those expire and are reaped)
+                    self._dequeue_again = call
+                return []
+            self._dequeue_again = None
+            return self._leased(reply, now)
+        return handle
+
+    def _leased(self, reply: Any, now: float) -> list[Job]:
+        got: Dequeued = reply
+        self.wait_hint_ms = got.wait_ms
+        self.polled_empty = not got.jobs
+        for job in got.jobs:
+            old = self.runs.get(job.id)
+            if old is not None:  # leased again: the server gave the old lease up
+                self._lost(old, "the job was leased again")
+            limit = job.max_run_ms / 1000 if job.max_run_ms else self.max_run
+            self.runs[job.id] = _Run(job, now + self.lease_ms / 2000, limit)
+            self.metrics.leased += 1
+            self.emit("leased", job)
+        return got.jobs
+
+    def _take_errors(self) -> list[BaseException]:
+        errors, self._errors = self._errors, []
+        return errors
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def cycle_plan(self) -> Plan[list[Job]]:
+        """One round trip: flush results, extend leases, maybe reap, lease jobs for free slots.
+        Transient errors are kept for the loop to back off; any other is raised once every
+        reply of the round trip has been applied."""
         with self.guard:
             now = self.clock()
-            work = self._prepare(now, want_jobs)
-        if not work.calls:
+            pairs = self._prepare(now)
+        if not pairs:
             return []
+        deadline = now + CYCLE_TIMEOUT
+        if self.final_at is not None:
+            deadline = min(deadline, max(self.final_at, now + 0.05))
+        calls = [call for call, _ in pairs]
         try:
-            results = yield from self.engine.run(work.calls, raise_on_error=False)
-        except BaseException:
-            with self.guard:
-                self._restore(work, now)
-            raise
+            replies = yield from self.engine.run(calls, raise_on_error=False, once=True,
+                                                 deadline=deadline)
+        except Exception as error:
+            if not transient(error):
+                raise
+            replies = [error] * len(calls)  # cut off: each call may or may not have run
         with self.guard:
             done = self.clock()
             self.rtt_seconds = 0.9 * self.rtt_seconds + 0.1 * (done - now)
-            return self._apply(work, results, done)
+            jobs = self._apply(pairs, replies, done)
+            fatal = self._fatal
+        if fatal is not None:
+            self._fatal = None
+            raise fatal
+        return jobs
 
-    def block_plan(self, max_block: float) -> Plan[None]:
-        """Wait for a new job (enqueue marker) or a finished handler (wake list)."""
+    def _trouble(self, errors: list[BaseException], now: float) -> None:
+        self.metrics.errors += 1
+        self.pause = min(max(self.pause * 2, 0.05), 2.0)
+        self.pause_until = now + self.pause
+        if self.trouble_since is None:
+            self.trouble_since = now
+        self.emit("error", None, error=f"{type(errors[0]).__name__}: {errors[0]}",
+                  errors=len(errors), pause=self.pause)
+
+    def _clean(self, now: float) -> None:
+        if self.trouble_since is not None:
+            self.emit("recovered", None, after=now - self.trouble_since)
+        self.trouble_since = None
+        self.pause = self.pause_until = 0.0
+
+    def loop_plan(self, host: _Host, max_block: float) -> Plan[WorkerMetrics]:
+        """The worker's loop until stop(): cycles, waits, shutdown. See the module docstring."""
+        try:
+            while True:
+                with self.guard:
+                    if self._step(host):
+                        break
+                    fatal, self._fatal = self._fatal, None
+                if fatal is not None:
+                    raise fatal
+                jobs = yield from self.cycle_plan()
+                with self.guard:
+                    now = self.clock()
+                    errors = self._take_errors()
+                    if errors:
+                        self._trouble(errors, now)
+                    elif now >= self.pause_until:
+                        self._clean(now)
+                    if jobs:
+                        host.dispatch(jobs)
+                if jobs:
+                    yield Do(host.pass_turn)
+                    continue
+                yield from self._idle(host, max_block)
+        except Exception:
+            yield from self._cleanup()
+            raise
+        yield from self._cleanup()
+        return self.metrics
+
+    def _step(self, host: _Host) -> bool:
+        """Shutdown and max run time, before a cycle; True when the loop is over."""
+        now = self.clock()
+        if self.stopping:
+            self.give_back(host.drain())
+            if not self.grace_over and self.stop_at is not None and now >= self.stop_at:
+                for run in self.shutdown():
+                    self.abandoned(run, host.abandon(run.job), SHUTDOWN_REASON)
+            if not self.runs and self._dequeue_again is None:  # (its jobs are given back)
+                return True
+            if self.final_at is not None and now >= self.final_at:
+                self.give_up()
+                return True
+        for run in self.overdue(now):
+            self.abandoned(run, host.abandon(run.job), MAX_RUN_REASON)
+        return False
+
+    def _cleanup(self) -> Plan[None]:
+        if self.metrics.unsettled:
+            return  # Redis is out of reach: the wake list expires on its own
+        try:  # best effort, as above
+            yield [Command(("DEL", self.wake_key), deadline=self.clock() + 0.5)]
+        except Exception:
+            return
+
+    def _idle(self, host: _Host, max_block: float) -> Plan[None]:
+        """Between cycles: go on at once, wait locally, or block on the signal lists."""
+        while True:
+            with self.guard:
+                now = self.clock()
+                if now >= self.pause_until or self.stopping:
+                    break
+                # backing off: only a timer (a lease to extend, a max run time) or stop()
+                # cuts the pause short; finished jobs wait for the next cycle
+                until = min(self.next_timer(paused=True), self.pause_until)
+                if now >= until:
+                    return
+            yield Do(host.wait, (min(until - now, max_block),))
         with self.guard:
             now = self.clock()
-            if self.has_work(now):
+            due = self.next_timer()
+            if self.settling or now >= due:
                 return
-            wait = min(max_block, self.next_timer() - now)
-            if self.wait_hint_ms >= 0:
-                wait = min(wait, self.wait_hint_ms / 1000)
-            if wait < 0.01:
+            if self.free > 0 and not self.polled_empty:
                 return
-            keys = (self.keys.marker,) if self.free > 0 else ()
-            self.blocked = True
+            wait = due - now
+            if self.free == 0:  # all slots busy, or stopping: only a local change matters
+                block = False
+            else:
+                block = True
+                if self.wait_hint_ms >= 0:
+                    wait = min(wait, self.wait_hint_ms / 1000)
+                self.blocked = True
+            wait = min(wait, max_block)
+        if not block:
+            yield Do(host.wait, (wait,))
+            return
         try:
-            [reply] = yield [Command(("BLPOP", *keys, self.wake_key, round(wait, 3)))]
+            yield from wait_for_signal((self.keys.marker, self.wake_key), wait,
+                                       max_block=max_block, deadline=now + wait + CYCLE_TIMEOUT)
+        except Exception as error:
+            if not transient(error):
+                raise
+            with self.guard:
+                self._trouble([error], self.clock())
         finally:
             with self.guard:
                 self.blocked = False
-        if isinstance(reply, BaseException):
-            raise reply
 
     def wake_plan(self) -> Plan[None]:
-        yield [Command(("RPUSH", self.wake_key, "1")), Command(("PEXPIRE", self.wake_key, 60000))]
-
-    def cleanup_plan(self) -> Plan[None]:
-        yield [Command(("DEL", self.wake_key))]
+        yield [Command(("RPUSH", self.wake_key, "1"), deadline=self.clock() + 1.0),
+               Command(("PEXPIRE", self.wake_key, 60000), deadline=self.clock() + 1.0)]
 
 
 def _reap_every(lease_ms: int, reap_every: float | None) -> float:
@@ -365,12 +726,22 @@ def _reap_every(lease_ms: int, reap_every: float | None) -> float:
 
 
 def _core(queue: _QueueBase, concurrency: int, prefetch: int | None, lease: float | None,
-          reap_every: float | None, on_event: EventCallback | None,
+          reap_every: float | None, max_run: float | None, grace: float,
+          settle_timeout: float, on_event: EventCallback | None,
           guard: AbstractContextManager[Any]) -> WorkerCore:
-    lease_ms = queue.lease_ms if lease is None else ops.ms(lease, allow_zero=False)
-    return WorkerCore(queue, concurrency=concurrency, prefetch=prefetch,
-                      lease_ms=lease_ms, reap_every=_reap_every(lease_ms, reap_every),
-                      on_event=on_event, guard=guard)
+    lease_ms = queue.lease_ms if lease is None else ops.ms(lease, name="lease",
+                                                           allow_zero=False)
+    return WorkerCore(queue, concurrency=concurrency, prefetch=prefetch, lease_ms=lease_ms,
+                      reap_every=_reap_every(lease_ms, reap_every), max_run=max_run,
+                      grace=grace, settle_timeout=settle_timeout, on_event=on_event,
+                      guard=guard)
+
+
+def _wake_failed(core: WorkerCore, error: BaseException) -> None:
+    """A wake push that failed: harmless when transient (the loop's wait times out within
+    ``max_block`` and the next cycle carries the result); anything else ends the loop."""
+    if not transient(error):
+        core.fail(error)
 
 
 class Worker:
@@ -381,259 +752,311 @@ class Worker:
     round trip fetches and acks several; their leases are extended like running ones, and a
     shutdown gives them back at once. By default the buffer adapts to about one round trip's
     worth of work (deep for tiny jobs, empty for long ones); ``prefetch=0`` turns it off.
-    ``on_event(event, job, info)`` is called for leased, started, acked, failed,
-    lease_extended, lease_lost, released and reaped.
+
+    ``max_run`` (seconds): the longest a handler may run one job (a job's own ``max_run``, set
+    at enqueue, takes precedence). Past it the lease is no longer extended, the attempt fails
+    (nack: retried with backoff, or dead-lettered when attempts are used up), and the handler's
+    thread — which Python cannot stop — is abandoned: a new thread takes its slot, and whatever
+    the old one returns later is ignored (``abandoned`` event and metric).
+
+    ``stop()`` stops leasing, gives buffered jobs back at once, waits up to ``grace`` seconds for
+    running handlers, then gives their jobs back (attempt not counted) and abandons them.
+    ``run()`` returns once every job it held is settled, or ``settle_timeout`` seconds after
+    the grace period when Redis cannot be reached (``unsettled``: those return when their
+    lease ends). ``on_event(event, job, info)`` is called for leased, started, acked, failed,
+    lease_extended, lease_lost, released, reaped, timed_out, abandoned, unsettled, error and
+    recovered; counters in :attr:`metrics`.
     """
 
     def __init__(self, queue: Queue, handler: Callable[[Job], Any], *, concurrency: int = 1,
                  prefetch: int | None = None, lease: float | None = None, grace: float = 30.0,
-                 reap_every: float | None = None, on_event: EventCallback | None = None) -> None:
+                 reap_every: float | None = None, max_run: float | None = None,
+                 settle_timeout: float = 5.0, on_event: EventCallback | None = None) -> None:
         self.queue = queue
         self.handler = handler
         self.grace = grace
         self._cond = threading.Condition(threading.RLock())
-        self.core = _core(queue, concurrency, prefetch, lease, reap_every, on_event, self._cond)
+        self.core = _core(queue, concurrency, prefetch, lease, reap_every, max_run, grace,
+                          settle_timeout, on_event, self._cond)
         self._buffer: stdqueue.SimpleQueue[Job | None] = stdqueue.SimpleQueue()
-        self._stop_at: float | None = None
+        self._changed = False
+        self._slots: set[threading.Thread] = set()
+        self._current: dict[str, threading.Thread] = {}  # job id -> the slot running it
+        self._retired: set[threading.Thread] = set()  # abandoned with their handler
 
     @property
     def metrics(self) -> WorkerMetrics:
         return self.core.metrics
 
+    @property
+    def abandoned_threads(self) -> list[threading.Thread]:
+        """Threads still running a handler the worker gave up on (max run time, shutdown)."""
+        return [t for t in self._retired if t.is_alive()]
+
     def stop(self) -> None:
         """Ask the loop to stop (safe from any thread or a signal handler)."""
         with self._cond:
-            if self._stop_at is None:
-                self._stop_at = time.monotonic() + self.grace
-                self.core.stopping = True
-            self._cond.notify_all()
-        with contextlib.suppress(Exception):
-            self.queue.client.drive(self.core.wake_plan())
-
-    def _finish(self, job: Job, error: BaseException | None, seconds: float = 0.0) -> None:
-        with self._cond:
-            wake = self.core.finished(job, error, seconds)
+            wake = self.core.request_stop()
+            self._changed = True
             self._cond.notify_all()
         if wake:
-            with contextlib.suppress(Exception):
-                self.queue.client.drive(self.core.wake_plan())
+            self._wake()
 
-    def _slot(self) -> None:
-        while True:
-            job = self._buffer.get()
-            if job is None:
-                return
-            if self.core.stopping:
-                self._finish(job, _Release())
-                continue
-            self.core.emit("started", job)
-            error: BaseException | None = None
-            began = time.monotonic()
-            try:
-                self.handler(job)
-            except BaseException as e:  # reported to the queue, never lost
-                error = e
-            self._finish(job, error, time.monotonic() - began)
-
-    def run(self) -> WorkerMetrics:
-        client = self.queue.client
-        core = self.core
-        slots = [threading.Thread(target=self._slot, name=f"pyredislua-worker-{i}", daemon=True)
-                 for i in range(core.concurrency)]
-        for t in slots:
-            t.start()
-        pause = 0.0
+    def _wake(self) -> None:
         try:
-            client.drive(core.cleanup_plan())
-            while True:
-                with self._cond:
-                    stopping = core.stopping
-                    if stopping:
-                        self._drain()
-                        if self._stop_at is not None and time.monotonic() >= self._stop_at:
-                            core.abandon()
-                    if stopping and not core.running and not core.done and not core.single_acks:
-                        break
-                try:
-                    jobs = client.drive(core.cycle_plan(want_jobs=not stopping))
-                except RETRYABLE as error:
-                    pause = self._trouble(error, pause)
-                    with self._cond:
-                        self._cond.wait(pause)
-                    continue
-                pause = 0.0
-                for job in jobs:
-                    self._buffer.put(job)
-                if jobs:
-                    continue
-                with self._cond:
-                    if core.free > 0 and not core.polled_empty and not core.stopping:
-                        continue
-                    if core.free == 0 or core.stopping:
-                        now = time.monotonic()
-                        if not core.has_work(now):
-                            until = core.next_timer()
-                            if self._stop_at is not None:
-                                until = min(until, self._stop_at)
-                            self._cond.wait(max(0.0, min(until - now, client.max_block)))
-                        continue
-                try:
-                    client.drive(core.block_plan(client.max_block))
-                except RETRYABLE as error:
-                    pause = self._trouble(error, pause)
-                    with self._cond:
-                        self._cond.wait(pause)
-        finally:
-            for _ in slots:
-                self._buffer.put(None)
-            with contextlib.suppress(Exception):
-                client.drive(core.cleanup_plan())
-        return core.metrics
+            self.queue.client.drive(self.core.wake_plan())
+        except Exception as error:
+            with self._cond:
+                _wake_failed(self.core, error)
 
-    def _trouble(self, error: BaseException, pause: float) -> float:
-        self.core.emit("error", None, error=repr(error))
-        return min(max(pause * 2, 0.05), 2.0)
+    # -- the host ---------------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        """On shutdown: buffered jobs that never started go back at once."""
+    def dispatch(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._buffer.put(job)
+
+    def drain(self) -> list[Job]:
+        jobs: list[Job] = []
         while True:
             try:
                 job = self._buffer.get_nowait()
             except stdqueue.Empty:
+                return jobs
+            if job is not None:
+                jobs.append(job)
+
+    def abandon(self, job: Job) -> str | None:
+        thread = self._current.pop(job.id, None)
+        if thread is None:
+            return None
+        self._retired.add(thread)
+        self._slots.discard(thread)
+        if not self.core.stopping:
+            self._start_slot()  # the slot goes on with the next job
+        return "left running"
+
+    def wait(self, seconds: float) -> None:
+        with self._cond:
+            if not self._changed and seconds > 0:
+                self._cond.wait(seconds)
+            self._changed = False
+
+    def pass_turn(self) -> None:
+        return None
+
+    # -- slots ------------------------------------------------------------------------------
+
+    def _start_slot(self) -> None:
+        thread = threading.Thread(target=self._slot, daemon=True,
+                                  name=f"pyredislua-worker-{len(self._slots)}")
+        self._slots.add(thread)
+        thread.start()
+
+    def _slot(self) -> None:
+        me = threading.current_thread()
+        while True:
+            job = self._buffer.get()
+            if job is None:
                 return
-            if job is None:  # pragma: no cover - only run() puts None, after the loop
+            with self._cond:
+                run = self.core.start(job)
+                if run:
+                    self._current[job.id] = me
+                if not run or job.max_run_ms or self.core.max_run is not None:
+                    self._changed = True  # a given-back job to settle, or a max run timer
+                    self._cond.notify_all()
+            if not run:
                 continue
-            self.core.finished(job, _Release())
+            error: BaseException | None = None
+            began = time.monotonic()
+            try:
+                self.handler(job)
+            except BaseException as e:  # the job's failure, reported to the queue
+                error = e
+            with self._cond:
+                if self._current.get(job.id) is me:
+                    del self._current[job.id]
+                wake = self.core.finished(job, error, time.monotonic() - began)
+                self._changed = True
+                self._cond.notify_all()
+                retired = me in self._retired
+            if wake:
+                self._wake()
+            if retired:
+                return  # another thread took this slot when the handler was abandoned
+
+    def run(self) -> WorkerMetrics:
+        client = self.queue.client
+        with self._cond:
+            for _ in range(self.core.concurrency):
+                self._start_slot()
+        try:
+            return client.drive(self.core.loop_plan(self, client.max_block))
+        finally:
+            with self._cond:
+                slots = list(self._slots)
+            for _ in slots:
+                self._buffer.put(None)
+            until = time.monotonic() + 1.0  # idle slots end at once; busy ones are reported
+            for thread in slots:
+                thread.join(max(0.0, until - time.monotonic()))
 
 
 class AsyncWorker:
     """Run ``await handler(job)`` in ``concurrency`` tasks; see :class:`Worker`.
 
-    ``await worker.run()``; ``worker.stop()`` (sync, callable from a signal handler) ends it.
-    After ``grace`` seconds still-running handlers are cancelled and their jobs given back.
+    ``await worker.run()``; ``worker.stop()`` (sync, callable from a signal handler or another
+    thread) ends it. A handler past its max run time, or still running after the grace period,
+    is cancelled (``abandoned`` with how ``cancelled``) and a new task takes its slot.
     """
 
     def __init__(self, queue: AsyncQueue, handler: Callable[[Job], Awaitable[Any]], *,
                  concurrency: int = 1, prefetch: int | None = None, lease: float | None = None,
                  grace: float = 30.0, reap_every: float | None = None,
+                 max_run: float | None = None, settle_timeout: float = 5.0,
                  on_event: EventCallback | None = None) -> None:
         self.queue = queue
         self.handler = handler
         self.grace = grace
-        self.core = _core(queue, concurrency, prefetch, lease, reap_every, on_event,
-                          contextlib.nullcontext())
+        self.core = _core(queue, concurrency, prefetch, lease, reap_every, max_run, grace,
+                          settle_timeout, on_event, contextlib.nullcontext())
         self._buffer: asyncio.Queue[Job] | None = None
         self._changed: asyncio.Event | None = None
-        self._stop_at: float | None = None
-        self._blocker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: set[asyncio.Task[None]] = set()
+        self._current: dict[str, asyncio.Task[None]] = {}
+        self._retired: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._wakes: set[asyncio.Task[None]] = set()
+        self.left_running: list[asyncio.Task[None]] = []  # ignored cancellation at the end
 
     @property
     def metrics(self) -> WorkerMetrics:
         return self.core.metrics
 
     def stop(self) -> None:
-        if self._stop_at is None:
-            self._stop_at = time.monotonic() + self.grace
-            self.core.stopping = True
+        """Ask the loop to stop (safe from a signal handler or another thread)."""
+        loop = self._loop
+        if loop is None:
+            self.core.request_stop()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._stop()
+        else:
+            loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        wake = self.core.request_stop()
         if self._changed is not None:
             self._changed.set()
+        if wake:
+            self._spawn_wake()
+
+    def _spawn_wake(self) -> None:
+        task = asyncio.ensure_future(self._wake())
+        self._wakes.add(task)
+        task.add_done_callback(self._wakes.discard)
+
+    async def _wake(self) -> None:
+        try:
+            await self.queue.client.drive(self.core.wake_plan())
+        except Exception as error:
+            _wake_failed(self.core, error)
+            assert self._changed is not None
+            self._changed.set()
+
+    # -- the host ---------------------------------------------------------------------------
+
+    def dispatch(self, jobs: list[Job]) -> None:
+        assert self._buffer is not None
+        for job in jobs:
+            self._buffer.put_nowait(job)
+
+    def drain(self) -> list[Job]:
+        assert self._buffer is not None
+        jobs = []
+        while not self._buffer.empty():
+            jobs.append(self._buffer.get_nowait())
+        return jobs
+
+    def abandon(self, job: Job) -> str | None:
+        task = self._current.pop(job.id, None)
+        if task is None:
+            return None
+        self._retired.add(task)
+        self._slots.discard(task)
+        task.cancel()
+        if not self.core.stopping:
+            self._start_slot()
+        return "cancelled"
+
+    async def wait(self, seconds: float) -> None:
+        assert self._changed is not None
+        if not self._changed.is_set() and seconds > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), seconds)
+        self._changed.clear()
+
+    async def pass_turn(self) -> None:
+        await asyncio.sleep(0)
+
+    # -- slots ------------------------------------------------------------------------------
+
+    def _start_slot(self) -> None:
+        task = asyncio.ensure_future(self._slot())
+        self._slots.add(task)
 
     async def _slot(self) -> None:
         assert self._buffer is not None and self._changed is not None
+        me = asyncio.current_task()
+        assert me is not None
         while True:
             job = await self._buffer.get()
-            if self.core.stopping:
-                self.core.finished(job, _Release())
+            if not self.core.start(job):
                 self._changed.set()
                 continue
-            self.core.emit("started", job)
+            if job.max_run_ms or self.core.max_run is not None:
+                self._changed.set()  # a max run timer to wait for
+            self._current[job.id] = me
             error: BaseException | None = None
             began = time.monotonic()
             try:
                 await self.handler(job)
             except asyncio.CancelledError:
-                raise  # cancelled on shutdown: the job was already given back
-            except Exception as e:
+                if me in self._retired or self._closing:
+                    raise  # given up on: its job was settled without it
+                error = asyncio.CancelledError("the handler was cancelled")
+            except Exception as e:  # the job's failure, reported to the queue
                 error = e
-            self.core.finished(job, error, time.monotonic() - began)
+            if self._current.get(job.id) is me:
+                del self._current[job.id]
+            if self.core.finished(job, error, time.monotonic() - began):
+                self._spawn_wake()
             self._changed.set()
-
-    def _drain(self) -> None:
-        assert self._buffer is not None
-        while not self._buffer.empty():
-            self.core.finished(self._buffer.get_nowait(), _Release())
+            if me in self._retired:
+                return
 
     async def run(self) -> WorkerMetrics:
         client = self.queue.client
-        core = self.core
+        self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         self._buffer = asyncio.Queue()
-        slots = [asyncio.ensure_future(self._slot()) for _ in range(core.concurrency)]
-        pause = 0.0
+        self._closing = False
+        if self.core.stopping:
+            self._changed.set()
+        for _ in range(self.core.concurrency):
+            self._start_slot()
         try:
-            await client.drive(core.cleanup_plan())
-            while True:
-                if core.stopping:
-                    self._drain()
-                    stop_at = self._stop_at
-                    if stop_at is not None and time.monotonic() >= stop_at and core.abandon():
-                        for task in slots:
-                            task.cancel()
-                if core.stopping and not core.running and not core.done and not core.single_acks:
-                    break
-                self._changed.clear()
-                try:
-                    jobs = await client.drive(core.cycle_plan(want_jobs=not core.stopping))
-                except RETRYABLE as error:
-                    core.emit("error", None, error=repr(error))
-                    pause = min(max(pause * 2, 0.05), 2.0)
-                    await asyncio.sleep(pause)
-                    continue
-                pause = 0.0
-                for job in jobs:
-                    self._buffer.put_nowait(job)
-                if jobs or core.has_work(time.monotonic()):
-                    await asyncio.sleep(0)  # let the slots start on what arrived
-                    continue
-                if core.free > 0 and not core.polled_empty and not core.stopping:
-                    continue
-                now = time.monotonic()
-                until = core.next_timer()
-                if self._stop_at is not None:
-                    until = min(until, self._stop_at)
-                wait = max(0.0, min(until - now, client.max_block))
-                if core.free > 0 and not core.stopping:
-                    await self._wait_marker_or_change(wait)
-                else:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), wait)
+            return await client.drive(self.core.loop_plan(self, client.max_block))
         finally:
-            if self._blocker is not None:
-                self._blocker.cancel()
-            for task in slots:
+            self._closing = True
+            tasks = [*self._slots, *self._wakes]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*slots, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await client.drive(core.cleanup_plan())
-        return core.metrics
-
-    async def _wait_marker_or_change(self, wait: float) -> None:
-        """Wait for the enqueue marker (BLPOP on its own connection) or a local change."""
-        assert self._changed is not None
-        if self._blocker is None or self._blocker.done():
-            hint = self.core.wait_hint_ms
-            block = wait if hint < 0 else min(wait, hint / 1000)
-            self._blocker = asyncio.ensure_future(self._blpop(block))
-        changed = asyncio.ensure_future(self._changed.wait())
-        try:
-            await asyncio.wait({self._blocker, changed}, timeout=wait + 1.0,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            changed.cancel()
-
-    async def _blpop(self, block: float) -> None:
-        if block >= 0.01:
-            with contextlib.suppress(Exception):
-                await self.queue.client.redis.blpop([self.queue.keys.marker], round(block, 3))
-        else:
-            await asyncio.sleep(max(block, 0.001))
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=1.0)
+                self.left_running = [t for t in pending if t in self._slots]

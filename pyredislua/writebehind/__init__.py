@@ -1,6 +1,11 @@
 """Write-behind: applications write to Redis now; a flusher writes to a database later, in
 batches.
 
+Layout: :mod:`.ops` (the call specs of ``lua/writebehind/*.lua`` and the store's key set),
+:mod:`.core` (the flush logic as sans-IO plans), :mod:`.store` (:class:`WriteBehind`, one class
+for sync and asyncio clients), :mod:`.flusher` (the background drivers: threads or asyncio
+tasks), :mod:`.sinks` (where flushed records end up: SQLite, PostgreSQL, or your own).
+
 Guarantee
 ---------
 * **At-least-once to the sink.** A write Redis accepted stays dirty until a sink write of its
@@ -31,13 +36,13 @@ Guarantee
   after a write narrows the failover window.
 """
 
-from .flusher import AsyncFlusher, FlushConfig, Flusher, FlusherTotals, FlushEvent, StopReport
+from .core import FlushConfig, FlusherTotals, FlushEvent, StopReport
+from .flusher import AsyncFlusher, Flusher
 from .ops import Claim, DeadRecord, Record, StoreKeys, StoreStats
-from .store import AsyncWriteBehind, WriteBehind
+from .store import WriteBehind
 
 __all__ = [
     "AsyncFlusher",
-    "AsyncWriteBehind",
     "Claim",
     "DeadRecord",
     "FlushConfig",

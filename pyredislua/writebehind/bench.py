@@ -1,6 +1,8 @@
 """Write-behind throughput: records/s reaching PostgreSQL (and SQLite) through write-behind
 batches versus one write-through statement per record, in the same run; writes/s accepted by
-Redis; flush lag. Target: batches reach the sink at >= 20x the per-record rate.
+Redis; flush lag; where a flushed record's time goes (claim, sink write, ack: wall and CPU time
+in this process, and time inside Redis). Target: batches reach the sink at >= 20x the
+per-record rate.
 
 PostgreSQL: --pg DSN (default host=127.0.0.1 dbname=test, user postgres or root); a uniquely
 named schema is created and dropped. Skipped, with the reason, when unreachable.
@@ -13,14 +15,15 @@ import os
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from ..bench._common import emit_json, print_table, server_url
 from ..client import Client
-from ..sinks import SQLiteSink
 from ..writebehind import FlushEvent, Record, WriteBehind
+from .sinks import SQLiteSink
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +45,7 @@ def _pg_sink(dsn: str) -> tuple[Any, str | None]:
     try:
         import psycopg
 
-        from ..sinks.postgres import PostgresSink
+        from .sinks.postgres import PostgresSink
     except ImportError:
         return None, 'psycopg not installed (pip install "psycopg[binary]")'
     error = ""
@@ -105,6 +108,48 @@ def _through_write_behind(client: Client, sink: Any, n: int, size: int, batch: i
             "lag_ms_max": float(lags[-1])}
 
 
+def _redis_usec(r: redis.Redis) -> float:
+    """Microseconds Redis spent inside FCALL and EVALSHA so far (INFO commandstats)."""
+    stats = r.info("commandstats")
+    return float(sum(stats.get(f"cmdstat_{verb}", {}).get("usec", 0)
+                     for verb in ("fcall", "evalsha", "eval")))
+
+
+def _breakdown(client: Client, r: redis.Redis, sink: Any, n: int, size: int, batch: int,
+               name: str) -> dict[str, float]:
+    """Where a flushed record's time goes: batch after batch in this thread, the claim, the
+    sink write and the ack, each as wall time and as this process's CPU time, and the time
+    Redis spent inside the claim and ack calls; microseconds per record."""
+    store = WriteBehind(client, name, batch_size=batch, max_delay=60)
+    value = os.urandom(size // 2).hex().encode()
+    for i in range(0, n, 500):
+        store.write_many([(f"bd:{j}", value) for j in range(i, min(n, i + 500))])
+    spent = {"claim": [0.0, 0.0], "sink": [0.0, 0.0], "ack": [0.0, 0.0]}
+
+    def timed(what: str, step: Callable[..., Any], *args: Any) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = step(*args)
+        spent[what][0] += time.perf_counter() - wall
+        spent[what][1] += time.process_time() - cpu
+        return out
+
+    inside = _redis_usec(r)
+    records = 0
+    while True:
+        claim = timed("claim", store.claim, batch)
+        if not claim.records:
+            break
+        timed("sink", sink.write, claim.records)
+        timed("ack", store.ack, claim)
+        records += len(claim.records)
+    inside = _redis_usec(r) - inside
+    out = {f"{what}_{kind}": seconds * 1e6 / max(records, 1)
+           for what, pair in spent.items() for kind, seconds in zip(("wall", "cpu"), pair)}
+    out["redis"] = inside / max(records, 1)
+    out["total_wall"] = sum(pair[0] for pair in spent.values()) * 1e6 / max(records, 1)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"records": args.records, "baseline_records": args.baseline_records,
                                "batch": args.batch, "value_bytes": args.value_bytes,
@@ -124,9 +169,13 @@ def run(args: argparse.Namespace) -> int:
             for name, sink in sinks.items():
                 per_record = _per_record(sink, _records(args.baseline_records,
                                                         args.value_bytes, 10**9))
-                wb = _through_write_behind(client, sink, args.records, args.value_bytes,
-                                           args.batch, f"bench-{name}", args.flushers)
+                wb: dict[str, Any] = _through_write_behind(
+                    client, sink, args.records, args.value_bytes, args.batch, f"bench-{name}",
+                    args.flushers)
                 wb["per_record_statements_per_s"] = per_record
+                wb["breakdown_us_per_record"] = _breakdown(
+                    client, r, sink, min(args.records, 10_000), args.value_bytes, args.batch,
+                    f"bench-{name}-breakdown")
                 wb["ratio"] = wb["flush_records_per_s"] / per_record
                 results[name] = wb
         finally:
@@ -155,6 +204,14 @@ def run(args: argparse.Namespace) -> int:
              "write_many"),
             (f"{name}: lag while flushing", f"{m['lag_ms_median']:.0f} ms median",
              f"{m['lag_ms_max']:.0f} ms max (max_delay 50 ms)"),
+        ]
+        b = m["breakdown_us_per_record"]
+        rows += [
+            (f"{name}: a flushed record, one worker", f"{b['total_wall']:.1f} us",
+             f"inside Redis {b['redis']:.1f} us (claim + ack)"),
+            *((f"{name}:   {what}", f"{b[what + '_wall']:.1f} us",
+               f"{b[what + '_cpu']:.1f} us of it CPU in this process")
+              for what in ("claim", "sink", "ack")),
         ]
     print_table(f"write-behind: {args.records} records of {args.value_bytes} bytes", rows,
                 ("what", "rate", "note"))

@@ -7,28 +7,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..engine.keysets import KeySet
 from ..engine.protocol import Call
-from ..kit import as_text, tagged_name
+from ..kit import as_bytes, as_text
 
 MAX_BATCH = 1000  # records per Lua call; bigger batches are split and pipelined
 MAX_ERROR = 4096  # bytes of error text kept with a failed record
 MAX_KEY = 1024
 
 
-class StoreKeys:
-    """The nine keys of one write-behind store, all under one hash tag (one cluster slot)."""
+class StoreKeys(KeySet, keyset="writebehind"):
+    """The nine keys of one write-behind store, all under one hash tag (one cluster slot):
+    ``prl:wb:{<name>}:<key>``, declared once in ``lua/keysets/writebehind.keys``."""
 
-    NAMES = ("values", "versions", "meta", "dirty", "retry", "claimed", "dead", "stats",
-             "signal")
-
-    def __init__(self, name: str, prefix: str = "prl") -> None:
-        if not name:
-            raise ValueError("a write-behind store needs a name")
-        self.name = name
-        self.base = f"{prefix}:wb:{tagged_name(name)}"
-        self.all: tuple[str, ...] = tuple(f"{self.base}:{n}" for n in self.NAMES)
-        (self.values, self.versions, self.meta, self.dirty, self.retry, self.claimed, self.dead,
-         self.stats, self.signal) = self.all
+    values: str
+    versions: str
+    meta: str
+    dirty: str
+    retry: str
+    claimed: str
+    dead: str
+    stats: str
+    signal: str
 
 
 class Record(NamedTuple):
@@ -100,18 +100,6 @@ def _key(key: str) -> str:
     return key
 
 
-def value_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    raise TypeError(f"a value must be bytes or str, got {type(value).__name__}")
-
-
-def _b(value: Any) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)
-
-
 def _ints(reply: Any) -> list[int]:
     return [int(x) for x in reply]
 
@@ -127,10 +115,8 @@ def write_call(keys: StoreKeys, items: Sequence[tuple[str, str, bytes]], notify_
 
 def _parse_claim(reply: Any) -> Claim:
     now, wait, left, reaped, claim_id, oldest, keys, values, versions = reply
-    records = [Record(key.decode() if isinstance(key, bytes) else str(key),
-                      version if version > 0 else -version,
-                      None if version < 0 or value is None else (
-                          value if isinstance(value, bytes) else _b(value)))
+    records = [Record(as_text(key), version if version > 0 else -version,
+                      None if version < 0 or value is None else as_bytes(value))
                for key, value, version in zip(keys, values, versions)]
     return Claim(int(claim_id), int(now), int(wait), int(left), int(reaped), records,
                  int(oldest))
@@ -200,5 +186,5 @@ def stats_call(keys: StoreKeys) -> Call[StoreStats]:
 def get_call(keys: StoreKeys, record_keys: Sequence[str]
              ) -> Call[list[tuple[bytes | None, int]]]:
     def parse(reply: Any) -> list[tuple[bytes | None, int]]:
-        return [(None if r[0] is None else _b(r[0]), abs(int(r[1]))) for r in reply]
+        return [(None if r[0] is None else as_bytes(r[0]), abs(int(r[1]))) for r in reply]
     return Call("writebehind.get", (keys.values, keys.versions), tuple(record_keys), parse)

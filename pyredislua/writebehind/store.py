@@ -1,15 +1,21 @@
 """The write-behind store: applications write to Redis now, a flusher writes to the database
-later, in batches. See the package docstring for the guarantee."""
+later, in batches. See the package docstring for the guarantee.
+
+One class for sync and asyncio: :class:`WriteBehind` is bound to a
+:class:`~pyredislua.Client` (its methods return values) or an :class:`~pyredislua.AsyncClient`
+(they return awaitables); each method builds a call or a plan (pure) and hands it to the client.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Generic, TypeVar, overload
 
-from ..engine.protocol import Call
-from ..sinks.base import Sink
-from .effects import drive_async, drive_sync
-from .flusher import AsyncFlusher, FlushConfig, Flusher, FlushEvent, drain_flow, ms
+from ..client import AsyncClient, Client
+from ..engine.protocol import Call, Engine, Plan
+from ..kit import as_bytes, ms
+from .core import FlushConfig, FlushEvent, drain_plan
+from .flusher import AsyncFlusher, Flusher
 from .ops import (
     MAX_BATCH,
     Claim,
@@ -27,193 +33,272 @@ from .ops import (
     release_call,
     requeue_call,
     stats_call,
-    value_bytes,
     write_call,
 )
+from .sinks.base import Sink
 
-if TYPE_CHECKING:
-    from ..client import AsyncClient, Client
-
+C = TypeVar("C", Client, AsyncClient)
+T = TypeVar("T")
 Item = tuple[str, "bytes | str | None"]
+_DEFAULT = FlushConfig()
 
 
-def _chunks(seq: Sequence[Any], n: int = MAX_BATCH) -> list[Sequence[Any]]:
-    return [seq[i:i + n] for i in range(0, len(seq), n)] or []
+def _chunks(seq: Sequence[T], n: int = MAX_BATCH) -> list[Sequence[T]]:
+    return [seq[i:i + n] for i in range(0, len(seq), n)]
 
 
-class _StoreBase:
-    def __init__(self, client: Client | AsyncClient, name: str, *,
-                 config: FlushConfig | None = None, prefix: str = "prl", **options: Any
-                 ) -> None:
+def _joined(engine: Engine, calls: Sequence[Call[list[T]]]) -> Plan[list[T]]:
+    """Run the calls in one pipelined round trip and join their lists in order."""
+    if not calls:
+        return []
+    parts = yield from engine.run(calls)
+    return [v for part in parts for v in part]
+
+
+def _first(call: Call[list[T]]) -> Call[T]:
+    parse = call.parse
+    return Call(call.op, call.keys, call.args, lambda reply: parse(reply)[0])
+
+
+class WriteBehind(Generic[C]):
+    """A write-behind store.
+
+    ``store = WriteBehind(client, "orders", batch_size=200, max_delay=0.5)``;
+    ``store.set("order:1", b"...")`` (returns the version); ``store.delete("order:2")``;
+    ``with store.flusher(SQLiteSink("app.db")): ...``. On an asyncio client the same methods
+    return awaitables, and ``async with store.flusher(sink): ...`` runs asyncio tasks.
+
+    Flushing (see :class:`~pyredislua.writebehind.FlushConfig`): ``batch_size`` records per sink
+    batch, flushed when that many are due or the oldest has waited ``max_delay`` seconds;
+    ``lease``: a claim not acked within it returns to dirty; ``max_attempts`` failed attempts
+    before a record is dead-lettered, retried after ``backoff`` doubling up to ``max_backoff``;
+    ``unavailable_delay``: retry delay of a batch the sink could not take at all. ``config``: a
+    whole :class:`FlushConfig` instead.
+    """
+
+    client: C
+
+    def __init__(self, client: C, name: str, *, config: FlushConfig | None = None,
+                 prefix: str = "prl", batch_size: int = _DEFAULT.batch_size,
+                 max_delay: float = _DEFAULT.max_delay, lease: float = _DEFAULT.lease,
+                 max_attempts: int = _DEFAULT.max_attempts, backoff: float = _DEFAULT.backoff,
+                 max_backoff: float = _DEFAULT.max_backoff,
+                 unavailable_delay: float = _DEFAULT.unavailable_delay) -> None:
+        if not name:
+            raise ValueError("a write-behind store needs a name")
+        self.client = client
         self.keys = StoreKeys(name, prefix)
-        self.config = config or FlushConfig(**options)
-        self.engine = client.engine
+        self.config = config or FlushConfig(
+            batch_size=batch_size, max_delay=max_delay, lease=lease, max_attempts=max_attempts,
+            backoff=backoff, max_backoff=max_backoff, unavailable_delay=unavailable_delay)
 
-    # -- call building (pure) -------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        return self.client.engine
 
-    def _write_calls(self, items: Iterable[Item]) -> list[Call[list[int]]]:
+    # -- pure: call specs and plans ---------------------------------------------------------------
+
+    def write_calls(self, items: Iterable[Item]) -> list[Call[list[int]]]:
+        """The write calls for (key, value) pairs (value None: delete), 1000 records each."""
         triples: list[tuple[str, str, bytes]] = []
         for key, value in items:
             _key(key)
             triples.append(("del", key, b"") if value is None
-                           else ("set", key, value_bytes(value)))
-        if not triples:
-            return []
-        return [write_call(self.keys, list(chunk), self.config.batch_size)
+                           else ("set", key, as_bytes(value)))
+        return [write_call(self.keys, chunk, self.config.batch_size)
                 for chunk in _chunks(triples)]
 
-    def _claim_call(self, count: int | None, lease: float | None) -> Call[Claim]:
+    def claim_call(self, count: int | None = None, lease: float | None = None) -> Call[Claim]:
         n = self.config.batch_size if count is None else count
-        lease_ms = ms(self.config.lease if lease is None else lease, "lease", allow_zero=False)
+        lease_ms = self.config.lease_ms if lease is None else ms(lease, "lease")
         return claim_call(self.keys, n, lease_ms, max_attempts=self.config.max_attempts)
 
-    def _ack_call(self, claim: Claim, records: Sequence[Record] | None) -> Call[list[int]]:
+    def ack_call(self, claim: Claim, records: Sequence[Record] | None = None
+                 ) -> Call[list[int]]:
         return ack_call(self.keys, claim.token, claim.records if records is None else records)
 
-    def _fail_call(self, claim: Claim, failures: Sequence[tuple[Record, str]]
-                   ) -> Call[list[int]]:
+    def fail_call(self, claim: Claim, failures: Sequence[tuple[Record, str]]
+                  ) -> Call[list[int]]:
         c = self.config
-        return fail_call(self.keys, claim.token, failures,
-                         max_attempts=c.max_attempts, backoff_ms=ms(c.backoff, "backoff"),
-                         max_backoff_ms=ms(c.max_backoff, "max_backoff"))
+        return fail_call(self.keys, claim.token, failures, max_attempts=c.max_attempts,
+                         backoff_ms=c.backoff_ms, max_backoff_ms=c.max_backoff_ms)
 
+    def release_call(self, claim: Claim, records: Sequence[Record] | None = None,
+                     delay: float = 0.0) -> Call[int]:
+        recs = claim.records if records is None else records
+        return release_call(self.keys, claim.token, [r.key for r in recs],
+                            ms(delay, "delay", allow_zero=True))
 
-class WriteBehind(_StoreBase):
-    """A write-behind store on a sync :class:`~pyredislua.Client`.
+    def flush_plan(self, sink: Sink, max_batches: int | None = None) -> Plan[list[FlushEvent]]:
+        return drain_plan(self.engine, self.keys, sink, self.config, max_batches)
 
-    ``store = WriteBehind(client, "orders", batch_size=200, max_delay=0.5)``;
-    ``store.set("order:1", b"...")`` (returns the version); ``store.delete("order:2")``;
-    ``with store.flusher(SQLiteSink("app.db")): ...``.
-    """
+    # -- driven -----------------------------------------------------------------------------------
 
-    def __init__(self, client: Client, name: str, **options: Any) -> None:
-        super().__init__(client, name, **options)
-        self.client = client
-
-    def set(self, key: str, value: bytes | str) -> int:
+    @overload
+    def set(self: WriteBehind[Client], key: str, value: bytes | str) -> int: ...
+    @overload
+    def set(self: WriteBehind[AsyncClient], key: str, value: bytes | str) -> Awaitable[int]: ...
+    def set(self, key: str, value: bytes | str) -> int | Awaitable[int]:
         """Store ``value`` and mark the key dirty; returns its new version (one round trip)."""
-        return self.write_many([(key, value)])[0]
+        return self.client.run(_first(self.write_calls([(key, value)])[0]))
 
-    def delete(self, key: str) -> int:
+    @overload
+    def delete(self: WriteBehind[Client], key: str) -> int: ...
+    @overload
+    def delete(self: WriteBehind[AsyncClient], key: str) -> Awaitable[int]: ...
+    def delete(self, key: str) -> int | Awaitable[int]:
         """Delete the key (a tombstone, flushed like any write); returns its new version."""
-        return self.write_many([(key, None)])[0]
+        return self.client.run(_first(self.write_calls([(key, None)])[0]))
 
-    def write_many(self, items: Iterable[Item]) -> list[int]:
+    @overload
+    def write_many(self: WriteBehind[Client], items: Iterable[Item]) -> list[int]: ...
+    @overload
+    def write_many(self: WriteBehind[AsyncClient], items: Iterable[Item]
+                   ) -> Awaitable[list[int]]: ...
+    def write_many(self, items: Iterable[Item]) -> list[int] | Awaitable[list[int]]:
         """Write (key, value) pairs (value None: delete), atomically per 1000 records, all in
         one pipelined round trip; returns the versions in order."""
-        calls = self._write_calls(items)
-        return [v for chunk in self.client.run_many(calls) for v in chunk] if calls else []
+        return self.client.drive(_joined(self.engine, self.write_calls(items)))
 
-    def get(self, key: str) -> bytes | None:
-        return self.get_many([key])[0][0]
+    @overload
+    def get(self: WriteBehind[Client], key: str) -> bytes | None: ...
+    @overload
+    def get(self: WriteBehind[AsyncClient], key: str) -> Awaitable[bytes | None]: ...
+    def get(self, key: str) -> bytes | Awaitable[bytes | None] | None:
+        """The key's current value (None: deleted or never written), flushed or not."""
+        call = get_call(self.keys, [_key(key)])
+        return self.client.run(Call(call.op, call.keys, call.args,
+                                    lambda reply: call.parse(reply)[0][0]))
 
-    def get_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, int]]:
+    @overload
+    def get_many(self: WriteBehind[Client], keys: Sequence[str]
+                 ) -> list[tuple[bytes | None, int]]: ...
+    @overload
+    def get_many(self: WriteBehind[AsyncClient], keys: Sequence[str]
+                 ) -> Awaitable[list[tuple[bytes | None, int]]]: ...
+    def get_many(self, keys: Sequence[str]
+                 ) -> list[tuple[bytes | None, int]] | Awaitable[list[tuple[bytes | None, int]]]:
         """(value, version) per key: value None when deleted or never written."""
         calls = [get_call(self.keys, [_key(k) for k in chunk]) for chunk in _chunks(keys)]
-        return [p for part in self.client.run_many(calls) for p in part] if calls else []
+        return self.client.drive(_joined(self.engine, calls))
 
-    def claim(self, count: int | None = None, lease: float | None = None) -> Claim:
+    @overload
+    def claim(self: WriteBehind[Client], count: int | None = None,
+              lease: float | None = None) -> Claim: ...
+    @overload
+    def claim(self: WriteBehind[AsyncClient], count: int | None = None,
+              lease: float | None = None) -> Awaitable[Claim]: ...
+    def claim(self, count: int | None = None, lease: float | None = None
+              ) -> Claim | Awaitable[Claim]:
         """Claim up to ``count`` due records (oldest first) under a lease; flush, then ack.
 
         Safe to re-send: a claim repeated after a lost reply returns the same records. A claim
         that expires counts as a failed attempt of its records (``max_attempts`` dead-letters
         them); records back from an expired claim are claimed one at a time until written."""
-        return self.client.run(self._claim_call(count, lease))
+        return self.client.run(self.claim_call(count, lease))
 
-    def ack(self, claim: Claim, records: Sequence[Record] | None = None) -> list[int]:
+    @overload
+    def ack(self: WriteBehind[Client], claim: Claim,
+            records: Sequence[Record] | None = None) -> list[int]: ...
+    @overload
+    def ack(self: WriteBehind[AsyncClient], claim: Claim,
+            records: Sequence[Record] | None = None) -> Awaitable[list[int]]: ...
+    def ack(self, claim: Claim, records: Sequence[Record] | None = None
+            ) -> list[int] | Awaitable[list[int]]:
         """Ack records written to the sink (default: the whole claim): 1 clean, 0 written
         since the claim (stays dirty), 2 already clean."""
-        return self.client.run(self._ack_call(claim, records))
+        return self.client.run(self.ack_call(claim, records))
 
-    def fail(self, claim: Claim, failures: Sequence[tuple[Record, str]]) -> list[int]:
+    @overload
+    def fail(self: WriteBehind[Client], claim: Claim,
+             failures: Sequence[tuple[Record, str]]) -> list[int]: ...
+    @overload
+    def fail(self: WriteBehind[AsyncClient], claim: Claim,
+             failures: Sequence[tuple[Record, str]]) -> Awaitable[list[int]]: ...
+    def fail(self, claim: Claim, failures: Sequence[tuple[Record, str]]
+             ) -> list[int] | Awaitable[list[int]]:
         """Report records the sink rejected: 1 retry scheduled, 2 dead-lettered, 3 rewritten
         since the claim, 0 not claimed by this claim."""
-        return self.client.run(self._fail_call(claim, failures))
+        return self.client.run(self.fail_call(claim, failures))
 
+    @overload
+    def release(self: WriteBehind[Client], claim: Claim,
+                records: Sequence[Record] | None = None, delay: float = 0.0) -> int: ...
+    @overload
+    def release(self: WriteBehind[AsyncClient], claim: Claim,
+                records: Sequence[Record] | None = None,
+                delay: float = 0.0) -> Awaitable[int]: ...
     def release(self, claim: Claim, records: Sequence[Record] | None = None,
-                delay: float = 0.0) -> int:
-        recs = claim.records if records is None else records
-        return self.client.run(release_call(self.keys, claim.token, [r.key for r in recs],
-                                            ms(delay, "delay")))
+                delay: float = 0.0) -> int | Awaitable[int]:
+        """Give claimed records back without counting an attempt, due after ``delay``."""
+        return self.client.run(self.release_call(claim, records, delay))
 
-    def reap(self, limit: int = 100) -> int:
+    @overload
+    def reap(self: WriteBehind[Client], limit: int = 100) -> int: ...
+    @overload
+    def reap(self: WriteBehind[AsyncClient], limit: int = 100) -> Awaitable[int]: ...
+    def reap(self, limit: int = 100) -> int | Awaitable[int]:
+        """Return expired claims to dirty (an attempt each) and make due retries dirty."""
         return self.client.run(reap_call(self.keys, limit, self.config.max_attempts))
 
-    def dead(self, offset: int = 0, count: int = 100) -> list[DeadRecord]:
+    @overload
+    def dead(self: WriteBehind[Client], offset: int = 0, count: int = 100
+             ) -> list[DeadRecord]: ...
+    @overload
+    def dead(self: WriteBehind[AsyncClient], offset: int = 0, count: int = 100
+             ) -> Awaitable[list[DeadRecord]]: ...
+    def dead(self, offset: int = 0, count: int = 100
+             ) -> list[DeadRecord] | Awaitable[list[DeadRecord]]:
+        """Dead-lettered records, oldest first, with their last error."""
         return self.client.run(dead_call(self.keys, offset, count))
 
-    def requeue(self, keys: Sequence[str] = (), limit: int = 100) -> int:
+    @overload
+    def requeue(self: WriteBehind[Client], keys: Sequence[str] = (), limit: int = 100
+                ) -> int: ...
+    @overload
+    def requeue(self: WriteBehind[AsyncClient], keys: Sequence[str] = (), limit: int = 100
+                ) -> Awaitable[int]: ...
+    def requeue(self, keys: Sequence[str] = (), limit: int = 100) -> int | Awaitable[int]:
+        """Make dead-lettered records dirty again: ``keys``, or the oldest ``limit``."""
         return self.client.run(requeue_call(self.keys, [_key(k) for k in keys], limit))
 
-    def stats(self) -> StoreStats:
+    @overload
+    def stats(self: WriteBehind[Client]) -> StoreStats: ...
+    @overload
+    def stats(self: WriteBehind[AsyncClient]) -> Awaitable[StoreStats]: ...
+    def stats(self) -> StoreStats | Awaitable[StoreStats]:
         return self.client.run(stats_call(self.keys))
 
-    def flush(self, sink: Sink, max_batches: int | None = None) -> list[FlushEvent]:
-        """Flush every due record into ``sink`` now, in this thread."""
-        return drive_sync(self.client, drain_flow(self.engine, self.keys, sink, self.config,
-                                                  max_batches))
+    @overload
+    def flush(self: WriteBehind[Client], sink: Sink, max_batches: int | None = None
+              ) -> list[FlushEvent]: ...
+    @overload
+    def flush(self: WriteBehind[AsyncClient], sink: Sink, max_batches: int | None = None
+              ) -> Awaitable[list[FlushEvent]]: ...
+    def flush(self, sink: Sink, max_batches: int | None = None
+              ) -> list[FlushEvent] | Awaitable[list[FlushEvent]]:
+        """Flush every due record into ``sink`` now, in the caller's thread or task."""
+        return self.client.drive(self.flush_plan(sink, max_batches))
 
-    def flusher(self, sink: Sink, **options: Any) -> Flusher:
-        """A background flusher thread (start it, or use it as a context manager)."""
-        return Flusher(self, sink, **options)
+    @overload
+    def flusher(self: WriteBehind[Client], sink: Sink, *,
+                on_flush: Callable[[FlushEvent], None] | None = None,
+                on_error: Callable[[BaseException], None] | None = None,
+                workers: int = 1) -> Flusher: ...
+    @overload
+    def flusher(self: WriteBehind[AsyncClient], sink: Sink, *,
+                on_flush: Callable[[FlushEvent], None] | None = None,
+                on_error: Callable[[BaseException], None] | None = None,
+                workers: int = 1) -> AsyncFlusher: ...
+    def flusher(self, sink: Sink, *, on_flush: Callable[[FlushEvent], None] | None = None,
+                on_error: Callable[[BaseException], None] | None = None,
+                workers: int = 1) -> Flusher | AsyncFlusher:
+        """A background flusher (start it, or use it as a context manager): threads on a sync
+        client (:class:`Flusher`), asyncio tasks on an asyncio one (:class:`AsyncFlusher`)."""
+        if isinstance(self.client, AsyncClient):
+            return AsyncFlusher(self, sink, on_flush=on_flush, on_error=on_error,
+                                workers=workers)
+        return Flusher(self, sink, on_flush=on_flush, on_error=on_error, workers=workers)
 
-
-class AsyncWriteBehind(_StoreBase):
-    """A write-behind store on an :class:`~pyredislua.AsyncClient`; see :class:`WriteBehind`."""
-
-    def __init__(self, client: AsyncClient, name: str, **options: Any) -> None:
-        super().__init__(client, name, **options)
-        self.client = client
-
-    async def set(self, key: str, value: bytes | str) -> int:
-        return (await self.write_many([(key, value)]))[0]
-
-    async def delete(self, key: str) -> int:
-        return (await self.write_many([(key, None)]))[0]
-
-    async def write_many(self, items: Iterable[Item]) -> list[int]:
-        calls = self._write_calls(items)
-        if not calls:
-            return []
-        return [v for chunk in await self.client.run_many(calls) for v in chunk]
-
-    async def get(self, key: str) -> bytes | None:
-        return (await self.get_many([key]))[0][0]
-
-    async def get_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, int]]:
-        calls = [get_call(self.keys, [_key(k) for k in chunk]) for chunk in _chunks(keys)]
-        return [p for part in await self.client.run_many(calls) for p in part] if calls else []
-
-    async def claim(self, count: int | None = None, lease: float | None = None) -> Claim:
-        return await self.client.run(self._claim_call(count, lease))
-
-    async def ack(self, claim: Claim, records: Sequence[Record] | None = None) -> list[int]:
-        return await self.client.run(self._ack_call(claim, records))
-
-    async def fail(self, claim: Claim, failures: Sequence[tuple[Record, str]]) -> list[int]:
-        return await self.client.run(self._fail_call(claim, failures))
-
-    async def release(self, claim: Claim, records: Sequence[Record] | None = None,
-                      delay: float = 0.0) -> int:
-        recs = claim.records if records is None else records
-        return await self.client.run(release_call(self.keys, claim.token,
-                                                  [r.key for r in recs], ms(delay, "delay")))
-
-    async def reap(self, limit: int = 100) -> int:
-        return await self.client.run(reap_call(self.keys, limit, self.config.max_attempts))
-
-    async def dead(self, offset: int = 0, count: int = 100) -> list[DeadRecord]:
-        return await self.client.run(dead_call(self.keys, offset, count))
-
-    async def requeue(self, keys: Sequence[str] = (), limit: int = 100) -> int:
-        return await self.client.run(requeue_call(self.keys, [_key(k) for k in keys], limit))
-
-    async def stats(self) -> StoreStats:
-        return await self.client.run(stats_call(self.keys))
-
-    async def flush(self, sink: Sink, max_batches: int | None = None) -> list[FlushEvent]:
-        return await drive_async(self.client, drain_flow(self.engine, self.keys, sink,
-                                                         self.config, max_batches))
-
-    def flusher(self, sink: Sink, **options: Any) -> AsyncFlusher:
-        return AsyncFlusher(self, sink, **options)
+    def __repr__(self) -> str:
+        return f"WriteBehind({self.keys.name!r})"

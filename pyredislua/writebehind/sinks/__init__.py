@@ -1,4 +1,4 @@
-"""Sinks for write-behind: where flushed records end up (see ``pyredislua.sinks.base``)."""
+"""Sinks for write-behind: where flushed records end up (see ``.base`` for the protocol)."""
 
 from .base import Sink, SinkRow, SinkUnavailableError, latest_per_key
 from .sqlite import SQLiteSink

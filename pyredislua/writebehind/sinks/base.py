@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ..writebehind.ops import Record
+    from ..ops import Record
 
 
 class SinkUnavailableError(Exception):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .base import SinkRow, SinkUnavailableError, latest_per_key
 
 if TYPE_CHECKING:
-    from ..writebehind.ops import Record
+    from ..ops import Record
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 

@@ -16,7 +16,7 @@ from .base import SinkRow, SinkUnavailableError, latest_per_key
 from .sqlite import check_identifier
 
 if TYPE_CHECKING:
-    from ..writebehind.ops import Record
+    from ..ops import Record
 
 
 def _psycopg() -> Any:

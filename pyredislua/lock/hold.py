@@ -1,0 +1,297 @@
+"""What one ``Lock`` object knows of its hold, and the plans that change it: no I/O.
+
+A :class:`Hold` keeps the owner token, the fence, the local estimate of the lease (a lower bound
+of the server's), why the hold was lost, and whether the object is still a registered waiter. Its
+methods build the call or plan for each step of the lock (acquire, release, extend, one watchdog
+renewal) and settle the state from what came back. :class:`~pyredislua.lock.Lock` runs them on a
+sync or an asyncio client; the watchdogs (:mod:`.watchdog`) run the renewals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine.protocol import Call, Engine, Plan
+from ..errors import LockError, LockLostError, LockNotOwnedError
+from ..kit import ms
+from .ops import (
+    RELEASED_GRANTED,
+    RELEASED_UNCONFIRMED,
+    FenceDurability,
+    LockKeys,
+    acquire_call,
+    extend_call,
+    fence_ttl_ms,
+    parse_acquire,
+    release_call,
+)
+from .plans import REPLY_GRACE, TRANSPORT_ERRORS, Acquired, acquire_plan, release_plan
+
+# After a release that granted the lock to a waiter, the releaser stays registered this long, so
+# an acquire soon after goes straight to waiting (one round trip fewer per contended hold).
+REQUEUE_MS = 1000
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """A blocking acquire did not get the lock within its timeout."""
+
+
+@dataclass(slots=True)
+class Lease:
+    """When to renew a held lock and for how long; pure bookkeeping, no I/O."""
+
+    ttl_ms: int
+    valid_until: float  # local time by which the server-side lease surely has not ended
+    cap_at: float | None  # max_hold: renewal never extends past this instant
+
+    @property
+    def renew_every(self) -> float:
+        return self.ttl_ms / 3000
+
+    def next_renewal_ttl(self, now: float) -> int | None:
+        """The TTL to renew with now, or None when the hold cap leaves nothing to renew."""
+        if self.cap_at is None:
+            return self.ttl_ms
+        left_ms = math.floor((self.cap_at - now) * 1000)
+        return min(self.ttl_ms, left_ms) if left_ms > 0 else None
+
+
+class Hold:
+    """The sans-IO core of a lock object; see the module docstring and :class:`Lock`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        *,
+        ttl: float = 30.0,
+        auto_renew: bool = True,
+        max_hold: float | None = None,
+        on_lost: Callable[[Any], None] | None = None,
+        blocking_timeout: float | None = None,
+        token: str | None = None,
+        prefix: str = "prl",
+        handoff: float = 0.1,
+        requeue: bool | None = None,
+        fences: FenceDurability = "durable",
+    ) -> None:
+        self.name = name
+        self.keys = LockKeys(name, prefix)
+        self.token = token or secrets.token_hex(16)
+        self.ttl_ms = ms(ttl)
+        self.handoff_ms = ms(handoff)
+        self.auto_renew = auto_renew
+        self.max_hold = None if max_hold is None else float(max_hold)
+        # the very first lease must not outlive the hold cap either
+        self._first_ttl_ms = self.ttl_ms if max_hold is None else min(self.ttl_ms, ms(max_hold))
+        self.fences: FenceDurability = fences
+        self.fence_ttl_ms = fence_ttl_ms(fences, self.ttl_ms)
+        self.on_lost = on_lost
+        self.blocking_timeout = blocking_timeout
+        self.requeue = requeue
+        self.fence: int | None = None
+        self.lost_reason: str | None = None
+        self._engine = engine
+        self._lease: Lease | None = None
+        self._hold_token = self.token  # a hold that came from a popped grant has its token
+        self._releases = 0
+        # (sent, until): this object is a registered waiter (its release requeued it, or a wait
+        # ended without ending its registration); the next acquire may wait for a grant first
+        self._registered: tuple[float, float] | None = None
+
+    # -- what this object believes (no round trip) --------------------------------------------
+
+    @property
+    def owner_token(self) -> str:
+        """The owner token of the current hold: ``token``, or the grant this object popped."""
+        return self._hold_token
+
+    @property
+    def lost(self) -> bool:
+        """True once this holder may no longer hold the lock although it did not release it:
+        renewal failed, or the lease ran out by the local clock (the server's lease may last a
+        little longer; the local estimate is a lower bound), whether or not a call is pending."""
+        if self.lost_reason is not None:
+            return True
+        lease = self._lease
+        return lease is not None and time.monotonic() >= lease.valid_until
+
+    @property
+    def held(self) -> bool:
+        """Whether this object believes it holds the lock (no round trip; see ``owned()``)."""
+        return self._lease is not None and not self.lost
+
+    @property
+    def valid_until(self) -> float | None:
+        """``time.monotonic()`` by which the current lease has surely not ended (None: not
+        held). Work done before it is inside the lease."""
+        lease = self._lease
+        return None if lease is None or self.lost_reason is not None else lease.valid_until
+
+    def _mark_lost(self, reason: str) -> None:
+        if self.lost_reason is None:
+            self.lost_reason = reason
+            if self.on_lost is not None:
+                with contextlib.suppress(Exception):
+                    self.on_lost(self)
+
+    def _on_acquired(self) -> None:
+        """Called once a hold begins (the façade starts its watchdog)."""
+
+    # -- acquire ---------------------------------------------------------------------------------
+
+    def _acquire_token(self) -> str:
+        # while this object holds, a repeated acquire is an idempotent retry of its own hold
+        return self._hold_token if self.held else self.token
+
+    def _registration(self) -> tuple[float, float] | None:
+        registered = self._registered
+        if registered is not None and registered[1] <= time.monotonic():
+            registered = self._registered = None
+        return registered
+
+    def _try_call(self) -> Call[bool]:
+        """A non-blocking acquire: one call (the hot path, no plan machinery), whose reply
+        settles the hold. The lease is counted from now, before the call is sent."""
+        token = self._acquire_token()
+        registered = self._registration()
+        self._registered = None
+        call = acquire_call(self.keys, token, self._first_ttl_ms, 0 if registered else None,
+                            self.fence_ttl_ms)
+        sent_at = time.monotonic()
+
+        def settle(reply: Any) -> bool:
+            return self._settle(Acquired(parse_acquire(reply), sent_at, None), token)
+
+        return Call(call.op, call.keys, call.args, settle)
+
+    def _acquire_plan(self, timeout: float | None, max_block: float) -> Plan[bool]:
+        """A blocking acquire (see :func:`~pyredislua.lock.plans.acquire_plan`)."""
+        token = self._acquire_token()
+        acquired = yield from acquire_plan(
+            self._engine, self.keys, token, self._first_ttl_ms, blocking=True, timeout=timeout,
+            max_block=max_block, fence_ttl_ms=self.fence_ttl_ms, registered=self._registration())
+        return self._settle(acquired, token)
+
+    def _settle(self, acquired: Acquired, token: str) -> bool:
+        result = acquired.result
+        self._registered = acquired.registered
+        if not result.acquired:
+            return False
+        self._hold_token = result.token or token
+        self.fence = result.fence
+        self.lost_reason = None
+        since = acquired.since
+        cap = None if self.max_hold is None else since + self.max_hold
+        self._lease = Lease(self.ttl_ms, since + result.pttl_ms / 1000, cap)
+        self._on_acquired()
+        return True
+
+    # -- release ---------------------------------------------------------------------------------
+
+    def _release_plan(self) -> Plan[None]:
+        """Release; raises LockNotOwnedError if this token no longer holds the lock (and marks
+        the hold lost when it was held). A release whose reply was lost is re-sent; finding the
+        lock gone then counts as released if the lease was still valid when release was asked
+        for (the work done under it stayed inside it)."""
+        lease, self._lease = self._lease, None  # stops the watchdog before the lock is gone
+        now = time.monotonic()
+        valid = lease is not None and self.lost_reason is None and now < lease.valid_until
+        hold, self._hold_token = self._hold_token, self.token
+        waiter = self.token if hold != self.token else ""
+        # by default only a Lock used again (a loop) requeues: one used once would leave a
+        # registration nobody answers for a second, and a grant to it would wait unpopped
+        requeue = self.requeue if self.requeue is not None else self._releases > 0
+        self._releases += 1
+        self._registered = None
+        call = release_call(self.keys, hold, self.ttl_ms, self.handoff_ms, waiter,
+                            REQUEUE_MS if requeue else 0)
+        give_up_at = max(lease.valid_until if lease is not None else now, now + REPLY_GRACE)
+        released = yield from release_plan(self._engine, call, give_up_at)
+        if released == RELEASED_GRANTED and requeue:
+            self._registered = (now, now + REQUEUE_MS / 1000)
+        if released == RELEASED_UNCONFIRMED and valid:
+            return  # released (or expired) after the work was done inside the lease
+        if released in (0, RELEASED_UNCONFIRMED):
+            if lease is not None:
+                self._mark_lost("the lease expired before release")
+            raise LockNotOwnedError(f"lock {self.name!r} is not held by this owner")
+
+    # -- extend and renew ------------------------------------------------------------------------
+
+    def _extend_plan(self, ttl_ms: int) -> Plan[None]:
+        """Renew the lease to ``ttl_ms`` from now, awaiting the reply until the local lease
+        runs out and no longer."""
+        if self.lost_reason is None and self.lost:
+            self._mark_lost("the lease ran out before extend")
+        if self.lost:
+            raise LockLostError(f"lock {self.name!r} was lost while held: {self.lost_reason}")
+        lease = self._lease
+        deadline = None if lease is None else lease.valid_until
+        sent_at = time.monotonic()
+        try:
+            extended = yield from self._engine.run_one(
+                extend_call(self.keys, self._hold_token, ttl_ms), deadline=deadline)
+        except TRANSPORT_ERRORS as error:
+            if self._lease is not None and time.monotonic() >= self._lease.valid_until:
+                self._mark_lost(f"could not extend before the lease ran out: {error!r}")
+            raise
+        if not extended:
+            if self._lease is not None:
+                self._mark_lost("the lease expired or was taken over before extend")
+            raise LockNotOwnedError(f"lock {self.name!r} is not held by this owner")
+        if self._lease is not None and self.lost_reason is None:
+            self._lease.valid_until = sent_at + ttl_ms / 1000
+
+    def _renew_plan(self, now: float, cap: float | None = None) -> Plan[float | None]:
+        """One watchdog step: renew, or mark lost. Returns when to run next (None: stop).
+
+        The renewal's reply is awaited until the lease ends by the local clock (or ``cap``, when
+        another lock's lease ends sooner) and no longer: a holder learns of a lost lease at its
+        local deadline even while Redis is paused or unreachable."""
+        lease = self._lease
+        if lease is None or self.lost_reason is not None:
+            return None
+        ttl_ms = lease.next_renewal_ttl(now)
+        if ttl_ms is None:
+            # The hold cap is reached: the lease was renewed up to the cap and ends there.
+            if now >= lease.valid_until:
+                self._mark_lost(f"max_hold of {self.max_hold:g}s reached; the lease expired")
+                return None
+            return lease.valid_until
+        if now >= lease.valid_until:
+            self._mark_lost("the lease ran out before it could be renewed")
+            return None
+        deadline = lease.valid_until if cap is None else min(lease.valid_until, cap)
+        try:
+            renewed = yield from self._engine.run_one(
+                extend_call(self.keys, self._hold_token, ttl_ms), deadline=deadline)
+        except TRANSPORT_ERRORS as error:  # retry until the lease runs out
+            if time.monotonic() >= lease.valid_until:
+                self._mark_lost(f"could not renew before the lease ran out: {error!r}")
+                return None
+            return min(time.monotonic() + lease.renew_every / 3, lease.valid_until)
+        if not renewed:
+            self._mark_lost("the lease expired or was taken over before it could be renewed")
+            return None
+        lease.valid_until = now + ttl_ms / 1000
+        return min(now + lease.renew_every, lease.valid_until)
+
+    # -- context managers ------------------------------------------------------------------------
+
+    def _timeout_error(self) -> LockTimeoutError:
+        return LockTimeoutError(f"lock {self.name!r} not acquired within {self.blocking_timeout}s")
+
+    def _exit_error(self, exc_type: type[BaseException] | None) -> LockLostError | None:
+        if self.lost and exc_type is None:
+            return LockLostError(f"lock {self.name!r} was lost while held: {self.lost_reason}")
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} fence={self.fence} held={self.held}>"

@@ -1,0 +1,227 @@
+"""The lock façade: one class, on a sync or an asyncio client."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+from ..client import AsyncClient, Client
+from ..engine.protocol import Call
+from ..errors import LockNotOwnedError
+from ..kit import ms
+from .hold import Hold
+from .ops import FenceDurability, LockState, inspect_call, parse_state
+from .watchdog import TaskWatchdog, ThreadWatchdog
+
+C = TypeVar("C", Client, AsyncClient)
+T = TypeVar("T")
+
+
+def _asked(call: Call[LockState], answer: Callable[[LockState], T]) -> Call[T]:
+    """``call`` with its reply read as ``answer`` of the lock's state."""
+    return Call(call.op, call.keys, call.args, lambda reply: answer(parse_state(reply)))
+
+
+class Lock(Hold, Generic[C]):
+    """A distributed lock with fencing tokens, fair hand-off and an auto-renewal watchdog, on a
+    sync :class:`~pyredislua.Client` or an asyncio :class:`~pyredislua.AsyncClient`::
+
+        with Lock(client, "orders", ttl=10) as lock:          # Client: values
+            write(..., fence=lock.fence)
+        async with Lock(aclient, "orders", ttl=10) as lock:   # AsyncClient: awaitables
+            ...
+        lock = Lock(client, "orders"); lock.acquire(timeout=2); ...; lock.release()
+
+    Guarantee, and its limits
+    -------------------------
+    On a single Redis primary, at most one owner token holds the lock at a time, for the length
+    of its lease. What a holder believes is a lower bound of that lease: ``lock.valid_until`` is
+    counted from a local time provably before the lease began, so ``held`` turns false (and
+    ``lost`` true) no later than Redis lets the lease go, whether or not a call is pending.
+    Every acquisition returns a **fencing token** (``lock.fence``) from a counter that never goes
+    backwards, not on release, not on expiry (``fences="durable"``, the default).
+
+    What the lock does **not** guarantee:
+
+    * **A lease is time-bound.** A holder that stalls (GC pause, swapped process, network
+      partition) past its lease can resume and act as if it still held the lock while another
+      holder runs. The lock tells it (``held``, ``lost``, ``on_lost``,
+      :class:`~pyredislua.errors.LockLostError` on leaving ``with``) but cannot stop a write
+      under way. That is what fences are for: pass ``lock.fence`` with every write to the
+      protected resource and have it reject a fence lower than the highest it has seen.
+    * **Failover, restarts without persistence.** Redis replicates asynchronously. If the
+      primary fails after granting a lock and before a replica received it, the promoted
+      replica does not know the lock is held and grants it again (and its fence counter may be
+      behind); a restart without persistence forgets both too. ``WAIT`` narrows this window, it
+      does not close it.
+    * **Eviction.** Run Redis with ``maxmemory-policy noeviction``: an LRU policy may silently
+      delete a held lock or the fence counter.
+    * **Clock jumps.** Leases expire on the server's wall clock; holders count on their
+      monotonic clock. The lower bound assumes both run at the same rate.
+
+    Waiting is not polling: a blocking acquire registers as a waiter and blocks on a signal list
+    (BLPOP). A release that finds a live waiter grants the lock directly to the longest-blocked
+    one (first come, first served: the releaser cannot barge back in) by pushing it a grant,
+    which is the new owner token and carries the next fence and a lease no longer than any
+    registered waiter asked for, so the waiter holds the lock without another round trip and a
+    crashed holder delays waiters by its own TTL at most. The grant expires with its lock. A
+    grant nobody popped (its waiter was between calls, or died) is taken over by the next waiter
+    that registers, or by anyone after ``handoff``.
+
+    Options
+    -------
+    ttl: lease length in seconds. auto_renew: a watchdog renews the lease every ttl/3 while held
+    (a thread per sync client, a task per lock under asyncio; see :mod:`.watchdog`).
+    max_hold: cap on total hold time (seconds); renewal stops there and the lease lapses.
+    on_lost: called (from the watchdog) when the lease is lost while held, at the latest when it
+    runs out by the local clock, even while a renewal call hangs on a paused server.
+    blocking_timeout: how long ``with`` waits (None: forever). token: the owner token (default:
+    random per Lock object; the token belongs to this object, not to a thread or task).
+    handoff: how long a grant nobody popped stays reserved for registered waiters (then anyone
+    may take it). requeue: after a release that granted the lock to a waiter, stay registered as
+    a waiter for a second, so that the next acquire goes straight to waiting (for loops). None
+    (default): from this object's second release on, so a Lock used once leaves no registration
+    that nobody answers (a grant to it would wait, unpopped, for a registered waiter).
+    fences: ``"durable"`` (default): the fence counter never expires, fences increase for the
+    life of the Redis data set. ``"ephemeral"``: the counter expires ``max(100 x ttl, 1 h)``
+    after the last acquire or grant of this lock, so a lock that is not used for that long
+    leaves no key behind, and its fences then restart at 1. While the counter exists (holds
+    that start less than that apart) fences increase as for a durable lock, with one exception:
+    if a single hold is renewed for longer than the counter's TTL and its holder then dies
+    without releasing, the next fence may restart at 1. Every user of one lock name must use the
+    same setting. For short-lived mutexes whose fences nobody stores (the cache's single-flight).
+
+    Every method is one call or one plan (:mod:`.ops`, :mod:`.plans`, :mod:`.hold`), returned as
+    the client makes it: a value on a ``Client``, an awaitable on an ``AsyncClient``.
+    """
+
+    def __init__(
+        self,
+        client: C,
+        name: str,
+        *,
+        ttl: float = 30.0,
+        auto_renew: bool = True,
+        max_hold: float | None = None,
+        on_lost: Callable[[Any], None] | None = None,
+        blocking_timeout: float | None = None,
+        token: str | None = None,
+        prefix: str = "prl",
+        handoff: float = 0.1,
+        requeue: bool | None = None,
+        fences: FenceDurability = "durable",
+    ) -> None:
+        super().__init__(client.engine, name, ttl=ttl, auto_renew=auto_renew, max_hold=max_hold,
+                         on_lost=on_lost, blocking_timeout=blocking_timeout, token=token,
+                         prefix=prefix, handoff=handoff, requeue=requeue, fences=fences)
+        self._client: C = client
+        self._watchdog: ThreadWatchdog | TaskWatchdog = (
+            TaskWatchdog(client, self) if isinstance(client, AsyncClient)
+            else ThreadWatchdog(client, self))
+
+    @property
+    def client(self) -> C:
+        return self._client
+
+    def _on_acquired(self) -> None:
+        if self.auto_renew:
+            self._watchdog.start()
+
+    @overload
+    def acquire(self: Lock[Client], blocking: bool = True, timeout: float | None = None
+                ) -> bool: ...
+    @overload
+    def acquire(self: Lock[AsyncClient], blocking: bool = True, timeout: float | None = None
+                ) -> Awaitable[bool]: ...
+    def acquire(self, blocking: bool = True, timeout: float | None = None
+                ) -> bool | Awaitable[bool]:
+        """Acquire; ``timeout`` in seconds (None: wait forever), honoured to the millisecond,
+        also while Redis is paused or restarting (connection errors are retried until then).
+        Not blocking: one round trip. Acquiring again while holding renews the same hold."""
+        if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
+            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+        if not blocking:
+            return self._client.run(self._try_call())
+        return self._client.drive(self._acquire_plan(timeout, self._client.max_block))
+
+    @overload
+    def release(self: Lock[Client]) -> None: ...
+    @overload
+    def release(self: Lock[AsyncClient]) -> Awaitable[None]: ...
+    def release(self) -> Awaitable[None] | None:
+        """Release; raises LockNotOwnedError if this token no longer holds the lock (and marks
+        the hold lost when it was held). A release whose reply was lost is re-sent; finding the
+        lock gone then counts as released if the lease was still valid when release was asked
+        for. Renewal stops first; on an AsyncClient the release is shielded from cancellation."""
+        return self._watchdog.release(self._release_plan())
+
+    @overload
+    def extend(self: Lock[Client], ttl: float | None = None) -> None: ...
+    @overload
+    def extend(self: Lock[AsyncClient], ttl: float | None = None) -> Awaitable[None]: ...
+    def extend(self, ttl: float | None = None) -> Awaitable[None] | None:
+        """Renew the lease to ``ttl`` seconds (default: the lock's ttl) from now. Raises
+        LockNotOwnedError if the lock is no longer held, LockLostError if the local lease ran
+        out first (the renewal is awaited until then and no longer)."""
+        ttl_ms = self.ttl_ms if ttl is None else ms(ttl)
+        return self._watchdog.exclusive(self._extend_plan(ttl_ms))
+
+    @overload
+    def inspect(self: Lock[Client]) -> LockState: ...
+    @overload
+    def inspect(self: Lock[AsyncClient]) -> Awaitable[LockState]: ...
+    def inspect(self) -> LockState | Awaitable[LockState]:
+        """The lock's state on the server (one read-only call)."""
+        return self._client.run(inspect_call(self.keys))
+
+    @overload
+    def owned(self: Lock[Client]) -> bool: ...
+    @overload
+    def owned(self: Lock[AsyncClient]) -> Awaitable[bool]: ...
+    def owned(self) -> bool | Awaitable[bool]:
+        """Whether this token holds the lock, asked of the server."""
+        token = self._hold_token
+        return self._client.run(_asked(inspect_call(self.keys), lambda s: s.owner == token))
+
+    @overload
+    def locked(self: Lock[Client]) -> bool: ...
+    @overload
+    def locked(self: Lock[AsyncClient]) -> Awaitable[bool]: ...
+    def locked(self) -> bool | Awaitable[bool]:
+        """Whether anyone holds the lock, asked of the server."""
+        return self._client.run(_asked(inspect_call(self.keys), lambda s: s.held))
+
+    # -- ``with`` on a Client, ``async with`` on an AsyncClient ----------------------------------
+
+    def __enter__(self: Lock[Client]) -> Lock[Client]:
+        if isinstance(self._client, AsyncClient):
+            raise TypeError("a Lock on an AsyncClient is entered with 'async with'")
+        if not self.acquire(blocking=True, timeout=self.blocking_timeout):
+            raise self._timeout_error()
+        return self
+
+    def __exit__(self: Lock[Client], exc_type: type[BaseException] | None,
+                 exc: BaseException | None, tb: TracebackType | None) -> None:
+        with contextlib.suppress(LockNotOwnedError):
+            self.release()
+        error = self._exit_error(exc_type)
+        if error is not None:
+            raise error
+
+    async def __aenter__(self: Lock[AsyncClient]) -> Lock[AsyncClient]:
+        if not isinstance(self._client, AsyncClient):
+            raise TypeError("a Lock on a sync Client is entered with 'with'")
+        if not await self.acquire(blocking=True, timeout=self.blocking_timeout):
+            raise self._timeout_error()
+        return self
+
+    async def __aexit__(self: Lock[AsyncClient], exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        with contextlib.suppress(LockNotOwnedError):
+            await self.release()
+        error = self._exit_error(exc_type)
+        if error is not None:
+            raise error

@@ -1,0 +1,222 @@
+"""The lock's multi-step plans: a blocking acquire (register, wait for a grant on the signal list,
+try again) and a release re-sent after a lost reply. Sans-IO: both drivers, sync and asyncio, run
+them; every wait is bounded by the caller's deadline, its registration and the holder's lease.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import redis
+
+from ..engine.protocol import Call, Engine, NotSentError, NotSentTimeoutError, Plan, Sleep
+from ..engine.waiting import wait_for_signal
+from ..kit import TIMER_GRAIN, as_text
+from .ops import (
+    RELEASED_UNCONFIRMED,
+    AcquireResult,
+    LockKeys,
+    acquire_call,
+    extend_call,
+    parse_grant,
+)
+
+# A waiter's registration outlives its BLPOP by this much, covering the round trip back: a
+# waiter blocks only while it is surely registered.
+REGISTRATION_SLACK_MS = 250
+# A call made this close to a blocking acquire's deadline (the final try is sent at the deadline)
+# has this long for its reply; any other call's reply is awaited until the deadline and no longer.
+REPLY_GRACE = 0.25
+# A BLPOP ends by itself (its timeout, resolved on Redis' cron tick); a reply later than this
+# past its timeout means the server is not answering: the connection is dropped, the wait redone.
+BLPOP_GRACE = 1.0
+# Connection errors inside a blocking acquire, release or renewal are retried with this backoff.
+RETRY_FIRST, RETRY_MAX = 0.01, 0.25
+
+TRANSPORT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+NOT_SENT_ERRORS = (NotSentError, NotSentTimeoutError)
+
+
+def registration_ms(max_block: float) -> int:
+    """How long a waiting acquire registers for: its longest BLPOP plus the slack. Every such
+    registration of a client lasts the same, so the order in which they end is the order in
+    which they were made, which is the order in which BLPOP serves the waiters: the registration
+    a grant consumes (the one that ends first) is normally its popper's. When it is not (a
+    requeue registration is shorter, a reply overtook another), the popper's release names its
+    waiter token and the server puts the consumed registration back."""
+    return math.ceil(max_block * 1000) + REGISTRATION_SLACK_MS
+
+
+def backoff(attempt: int) -> float:
+    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** attempt)
+
+
+class Acquired(NamedTuple):
+    """What a blocking acquire ended with."""
+
+    result: AcquireResult
+    since: float  # local time before the lease began: the lease ends no earlier than since + it
+    registered: tuple[float, float] | None  # (since, until): still a registered waiter
+
+
+def acquire_plan(
+    engine: Engine,
+    keys: LockKeys,
+    token: str,
+    ttl_ms: int,
+    *,
+    blocking: bool,
+    timeout: float | None,
+    max_block: float,
+    fence_ttl_ms: int = 0,
+    registered: tuple[float, float] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Plan[Acquired]:
+    """Try to acquire; while blocking, register as a waiter and wait on the signal list (BLPOP)
+    for a grant between tries. Sleeps locally only for the last stretch before the deadline,
+    which Redis' timer grain cannot resolve.
+
+    ``registered``: (sent, until) when the caller is a registered waiter already (its release
+    requeued it): it may wait for a grant before trying.
+
+    The lease is counted from a local time that is provably before the lease began: the send
+    time of the acquire that won, or, for a popped grant, of the call that registered the waiter
+    (a grant found already waiting at registration is taken over by that call instead of popped
+    later, so a popped grant was always made after its popper registered).
+
+    The timeout is kept under pauses and restarts: with a timeout, every call waits for its
+    reply until the deadline (the final try, sent at the deadline, ``REPLY_GRACE``), connection
+    errors are retried until the deadline, and a wait that hits the deadline ends the acquire:
+    not acquired (a paused server included), or the last connection error when Redis could not
+    be reached at all. The last call's outcome may then be unknown: the server may still grant
+    it when it wakes, and the lock then stays taken until its lease (``ttl``) runs out.
+    """
+    deadline = None if timeout is None else clock() + timeout
+    window_ms = registration_ms(max_block)
+    since, until = registered if registered is not None else (0.0, 0.0)
+    if blocking and registered is not None:
+        block = _block_for(deadline, max_block, until, math.inf, clock)
+        if block >= 0.001:
+            popped = yield from _wait_for_grant(keys, ttl_ms, engine, block, since, deadline,
+                                                clock)
+            if popped is not None:
+                return popped
+    failures, answered = 0, False
+    while True:
+        remaining = math.inf if deadline is None else deadline - clock()
+        waiting = blocking and remaining > 0
+        # register only to block: a waiter so close to its deadline that it sleeps the rest out
+        # instead would be granted the lock while it sleeps, or take the place of one that blocks
+        blocks = waiting and remaining - TIMER_GRAIN >= 0.001
+        wait_ms: int | None = window_ms if blocks else (0 if until else None)
+        sent_at = clock()
+        call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
+        try:
+            result = yield from engine.run_one(
+                acquire_call(keys, token, ttl_ms, wait_ms, fence_ttl_ms), deadline=call_deadline)
+        except TRANSPORT_ERRORS as error:
+            # the outcome is unknown: the retry (acquire is idempotent for its token) tells
+            if deadline is None:
+                raise
+            if clock() >= deadline:
+                if not answered and not isinstance(error, redis.exceptions.TimeoutError):
+                    raise  # Redis could not be reached at all: an outage, not a busy lock
+                busy = AcquireResult(False, None, 0)
+                return Acquired(busy, sent_at, (since, until) if until else None)
+            yield Sleep(min(backoff(failures), max(0.0, deadline - clock())))
+            failures += 1
+            continue
+        failures, answered = 0, True
+        if wait_ms is not None:
+            since, until = (sent_at, sent_at + wait_ms / 1000) if wait_ms else (0.0, 0.0)
+        if result.acquired:
+            return Acquired(result, sent_at, None)
+        if not waiting:
+            return Acquired(result, sent_at, (since, until) if until else None)
+        free_in = max(result.pttl_ms, 1) / 1000 + 0.001
+        block = _block_for(deadline, max_block, until, free_in, clock)
+        if block >= 0.001:
+            popped = yield from _wait_for_grant(keys, ttl_ms, engine, block, since, deadline,
+                                                clock)
+            if popped is not None:
+                return popped
+        else:
+            remaining = math.inf if deadline is None else deadline - clock()
+            if remaining > 0:
+                # The last stretch: sleep it out, then one final try, which takes over a grant
+                # pushed meanwhile (a registered waiter may take one that nobody popped).
+                yield Sleep(min(remaining, free_in))
+
+
+def _block_for(deadline: float | None, max_block: float, registered_until: float,
+               free_in: float, clock: Callable[[], float]) -> float:
+    """How long the next BLPOP may block: within the caller's deadline (less the timer grain),
+    within its registration (a waiter blocks only while surely registered), and no longer than
+    until the lease runs out (a crashed holder then frees the lock)."""
+    now = clock()
+    remaining = math.inf if deadline is None else deadline - now - TIMER_GRAIN
+    registered = registered_until - now - REGISTRATION_SLACK_MS / 1000
+    return min(remaining, max_block, registered, free_in)
+
+
+def _wait_for_grant(keys: LockKeys, ttl_ms: int, engine: Engine, block: float, since: float,
+                    deadline: float | None, clock: Callable[[], float]
+                    ) -> Plan[Acquired | None]:
+    """Block on the signal list for ``block`` seconds (aimed short of the deadline already:
+    no timer grain taken off again); a popped grant makes the caller the holder. ``since``: the
+    send time of the call that registered the caller, before the grant was made."""
+    blpop_deadline = clock() + block + BLPOP_GRACE
+    if deadline is not None:  # the BLPOP itself ends (block) before the deadline
+        blpop_deadline = min(blpop_deadline, max(deadline, clock() + block + 0.05))
+    try:
+        popped = yield from wait_for_signal((keys.signal,), block, max_block=block,
+                                            deadline=blpop_deadline, grain=0.0)
+    except TRANSPORT_ERRORS:
+        return None  # the next acquire call retries (and backs off) or gives up at the deadline
+    if popped is None:
+        return None
+    grant = parse_grant(as_text(popped[1]))
+    assert grant.token is not None
+    ends = since + grant.pttl_ms / 1000  # the lease, counted from before the grant was made
+    if grant.pttl_ms == ttl_ms and ends - clock() > REPLY_GRACE:
+        return Acquired(grant, since, None)
+    # The grant carries the shortest lease any waiter registered with, or so much of it went by
+    # while this waiter blocked that what it may count on is nearly over: set its own lease,
+    # counted from now (the grant's lease may still run on the server).
+    extend_sent = clock()
+    try:
+        extended = yield from engine.run_one(extend_call(keys, grant.token, ttl_ms),
+                                             deadline=max(ends, extend_sent + REPLY_GRACE))
+    except TRANSPORT_ERRORS:
+        return Acquired(grant, since, None)  # hold with what is left of the grant's lease
+    if extended:
+        return Acquired(AcquireResult(True, grant.fence, ttl_ms, grant.token), extend_sent, None)
+    return None  # the grant's lease ran out before it could be extended
+
+
+def release_plan(engine: Engine, call: Call[int], give_up_at: float,
+                 clock: Callable[[], float] = time.monotonic) -> Plan[int]:
+    """Release, sent once (``resend: once``) and re-sent here when its reply was lost, until
+    ``give_up_at`` (when the lease is over by itself).
+
+    A release that ran but whose reply was lost replies 0 when re-sent; a 0 after a lost reply is
+    therefore RELEASED_UNCONFIRMED (released, or the lease ran out meanwhile: either way not held
+    and not lost while the work ran, if the lease was valid when release was asked for)."""
+    lost_reply = False
+    failures = 0
+    while True:
+        try:
+            released = yield from engine.run_one(call, deadline=give_up_at + REPLY_GRACE)
+        except TRANSPORT_ERRORS as error:
+            lost_reply = lost_reply or not isinstance(error, NOT_SENT_ERRORS)
+            if clock() >= give_up_at:
+                return RELEASED_UNCONFIRMED
+            yield Sleep(min(backoff(failures), max(0.0, give_up_at - clock())))
+            failures += 1
+            continue
+        if released == 0 and lost_reply:
+            return RELEASED_UNCONFIRMED
+        return released

@@ -1,0 +1,173 @@
+"""The lock's watchdog: renewing held leases in the background. The one place where the lock is
+written twice, because threads and asyncio tasks really differ here; both drivers are thin and
+run the same sans-IO renewal step (:meth:`Hold._renew_plan <.hold.Hold._renew_plan>`).
+
+* :class:`ThreadWatchdog` (a :class:`~pyredislua.Client`): one daemon thread per client renews
+  every held lock of that client, earliest first. A renewal and a release or extend of the same
+  lock must not interleave (a renewal after release would report a spurious lost lease), so the
+  thread and the caller serialise on a per-lock mutex.
+* :class:`TaskWatchdog` (an :class:`~pyredislua.AsyncClient`): one task per held lock. Tasks
+  cannot block each other on a mutex without stalling the loop; instead release cancels the task
+  first, and is shielded from cancellation, so a cancelled caller never leaves the lock held
+  until it expires.
+
+Each also says how a release and an extend run against its renewals (``exclusive``,
+``release``): that is the only other difference between a sync and an asyncio lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
+
+from ..engine.protocol import Plan
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient, Client
+    from .hold import Hold
+
+T = TypeVar("T")
+
+
+class ThreadWatchdog:
+    """Renews one lock held through a sync client, from the client's renewer thread."""
+
+    __slots__ = ("_client", "_hold", "_mutex", "_scheduled")
+
+    def __init__(self, client: Client, hold: Hold) -> None:
+        self._client = client
+        self._hold = hold
+        # Serialises the lock's calls with its renewals: a renewal never runs after release.
+        self._mutex = threading.Lock()
+        self._scheduled = False
+
+    def start(self) -> None:
+        """A hold began: renew it a third of a lease from now."""
+        _renewer_for(self._client).schedule(self, time.monotonic() + self._hold.ttl_ms / 3000)
+
+    def exclusive(self, plan: Plan[T]) -> T:
+        """Run a plan of the lock (extend) with no renewal of it under way."""
+        with self._mutex:
+            return self._client.drive(plan)
+
+    # the release plan drops the lease first, so no renewal follows it
+    release = exclusive
+
+    def renew(self, cap: float | None) -> float | None:
+        """One renewal step; when to run the next (None: stop)."""
+        with self._mutex:
+            return self._client.drive(self._hold._renew_plan(time.monotonic(), cap))
+
+
+class _Renewer:
+    """One watchdog thread per client renews every held lock of that client.
+
+    A lock has at most one entry in the queue; an entry that outlived its lease (the lock was
+    released and taken again) only renews early, which is harmless. A renewal waits for its
+    reply no longer than until the first lease in the queue runs out, so a hanging call never
+    delays another lock's lost-lease report.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, ThreadWatchdog]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="pyredislua-renewer", daemon=True)
+        self._thread.start()
+
+    def schedule(self, watch: ThreadWatchdog, when: float) -> None:
+        with self._cond:
+            if watch._scheduled:
+                return
+            watch._scheduled = True
+            heapq.heappush(self._heap, (when, next(self._seq), watch))
+            if self._heap[0][2] is watch:
+                self._cond.notify()
+
+    def _earliest_end(self) -> float | None:
+        ends = [w._hold._lease.valid_until for _, _, w in self._heap if w._hold._lease is not None]
+        return min(ends) if ends else None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                _, _, watch = heapq.heappop(self._heap)
+                watch._scheduled = False
+                cap = self._earliest_end()
+            hold = watch._hold
+            if hold._lease is None or hold.lost_reason is not None:
+                continue
+            try:
+                nxt = watch.renew(cap)
+            except Exception as error:
+                hold._mark_lost(f"renewal failed: {error!r}")
+                continue
+            if nxt is not None:
+                self.schedule(watch, nxt)
+
+
+_renewers_guard = threading.Lock()
+
+
+def _renewer_for(client: Client) -> _Renewer:
+    with _renewers_guard:
+        renewer: _Renewer | None = getattr(client, "_renewer", None)
+        if renewer is None:
+            renewer = _Renewer()
+            client._renewer = renewer  # type: ignore[attr-defined]
+        return renewer
+
+
+class TaskWatchdog:
+    """Renews one lock held through an asyncio client, from a task of its own."""
+
+    __slots__ = ("_client", "_hold", "_task")
+
+    def __init__(self, client: AsyncClient, hold: Hold) -> None:
+        self._client = client
+        self._hold = hold
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """A hold began: start the renewal task (one per lock; it ends with the hold)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        hold = self._hold
+        nxt: float | None = time.monotonic() + hold.ttl_ms / 3000
+        while nxt is not None:
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+            try:
+                nxt = await self._client.drive(hold._renew_plan(time.monotonic()))
+            except Exception as error:
+                hold._mark_lost(f"renewal failed: {error!r}")
+                return
+
+    def exclusive(self, plan: Plan[T]) -> Awaitable[T]:
+        """Run a plan of the lock (extend); a renewal may run beside it on the loop."""
+        return self._client.drive(plan)
+
+    def release(self, plan: Plan[T]) -> Awaitable[T]:
+        """Run the release plan after stopping the renewal task, shielded from cancellation."""
+        return self._shielded(plan)
+
+    async def _shielded(self, plan: Plan[T]) -> T:
+        return await asyncio.shield(self._stop_then(plan))
+
+    async def _stop_then(self, plan: Plan[T]) -> T:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return await self._client.drive(plan)
