@@ -544,21 +544,26 @@ def test_a_hung_thread_handler_is_abandoned_and_its_job_retried_then_dead(
                on_event=lambda e, j, i: events.append(
                    (e, j.text if j else None, {**i, "at": time.monotonic()})))
     t, errors = _run_in_thread(w)
-    _wait(lambda: q.stats().unfinished == 0)
-    m = w.metrics
-    assert (m.timed_out, m.failed, m.dead, m.abandoned, m.acked) == (2, 2, 1, 2, 5)
-    assert len(w.abandoned_threads) == 2  # each attempt's thread still hangs
-    [(total, [dead])] = [q.dead()]
-    assert total == 1 and dead.payload == b"hang" and dead.reason == "max run time exceeded"
-    assert [i["how"] for e, _, i in events if e == "abandoned"] == ["left running"] * 2
-    assert any(e == "lease_extended" and j == "hang" for e, j, _ in events)  # until max_run
-    started = [i["at"] for e, j, i in events if e == "started" and j == "hang"]
-    timed_out = [i["at"] for e, j, i in events if e == "timed_out"]
-    assert all(0 < t - s < 1.5 + 1.0 for s, t in zip(started, timed_out))  # on time
-    release.set()  # the hung handlers return now: too late, ignored
-    _wait(lambda: not w.abandoned_threads)
-    w.stop()
-    t.join(5)
+    try:
+        # the worker's own counts (the server's settle lands before the worker reads it)
+        _wait(lambda: w.metrics.acked == 5 and w.metrics.dead == 1)
+        m = w.metrics
+        assert (m.timed_out, m.failed, m.dead, m.abandoned, m.acked) == (2, 2, 1, 2, 5)
+        assert len(w.abandoned_threads) == 2  # each attempt's thread still hangs
+        [(total, [dead])] = [q.dead()]
+        assert total == 1 and dead.payload == b"hang"
+        assert dead.reason == "max run time exceeded"
+        assert [i["how"] for e, _, i in events if e == "abandoned"] == ["left running"] * 2
+        assert any(e == "lease_extended" and j == "hang" for e, j, _ in events)  # until max_run
+        started = [i["at"] for e, j, i in events if e == "started" and j == "hang"]
+        timed_out = [i["at"] for e, j, i in events if e == "timed_out"]
+        assert all(0 < t - s < 1.5 + 1.0 for s, t in zip(started, timed_out))  # on time
+        release.set()  # the hung handlers return now: too late, ignored
+        _wait(lambda: not w.abandoned_threads)
+    finally:
+        release.set()
+        w.stop()
+        t.join(5)
     assert not t.is_alive() and not errors
     assert (w.metrics.acked, w.metrics.lost, w.metrics.failed) == (5, 0, 2)
     assert not [th for th in threading.enumerate() if th.name.startswith("pyredislua-worker")]
