@@ -221,7 +221,8 @@ def test_pause_past_the_lease_sync(fault_server: FaultServer, fault_report: Faul
         w.join(3)
         assert w.error is None and w.got is False, (w.error, w.got)
         took = w.ended_at - w.started_at
-        assert took < 1.5 + 0.1, f"acquire(timeout=1.5) took {took:.2f}s on a paused server"
+        # kept to within scheduling noise (a busy 2-core machine), not redis-py's 5 s re-sends
+        assert took < 1.5 + 0.25, f"acquire(timeout=1.5) took {took:.2f}s on a paused server"
     resume.join()
     back = time.monotonic()
     holding.join(10)
