@@ -20,6 +20,12 @@ local function lock_int(arg, n)
   return n
 end
 
+-- The same for an integer the library stored (a hash field), `n` being what it reads as.
+local function lock_stored(s, n)
+  if string.find(s, '^[1-9]%d*$') then return s end
+  return n
+end
+
 -- The same for minus `n`.
 local function lock_neg(arg, n)
   if arg ~= nil and string.byte(arg) ~= 48 then return '-' .. arg end

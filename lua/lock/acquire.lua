@@ -75,14 +75,16 @@ if owner then
   -- Take over the unpopped grant: nobody ever held with its fence, so the taker gets it.
   local fence = tonumber(held[1])
   if not fence then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
+  local fence_arg = lock_stored(held[1], fence)
   local registered = rcall('ZSCORE', waiters_key, token)
   if fence_ttl_ms > 0 then rcall('GET', fence_key) end
   rcall('DEL', signal_key, lock_key)
   if fence_ttl_ms > 0 then
-    rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fence_ttl_ms)
-    rcall('PEXPIRE', fence_key, fence_ttl_ms)
+    local fttl = lock_int(ARGV[4], fence_ttl_ms)
+    rcall('HSET', lock_key, 'owner', token, 'fence', fence_arg, 'fttl', fttl)
+    rcall('PEXPIRE', fence_key, fttl)
   else
-    rcall('HSET', lock_key, 'owner', token, 'fence', fence)
+    rcall('HSET', lock_key, 'owner', token, 'fence', fence_arg)
   end
   rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
   if registered then rcall('ZREM', waiters_key, token) end
@@ -103,8 +105,9 @@ end
 local registered = waits and rcall('ZSCORE', waiters_key, token)
 local fence = rcall('INCR', fence_key)
 if fence_ttl_ms > 0 then
-  rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fence_ttl_ms)
-  rcall('PEXPIRE', fence_key, fence_ttl_ms)
+  local fttl = lock_int(ARGV[4], fence_ttl_ms)
+  rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fttl)
+  rcall('PEXPIRE', fence_key, fttl)
 else
   rcall('HSET', lock_key, 'owner', token, 'fence', fence)
 end

@@ -94,9 +94,10 @@ local grant = 'grant:' .. fence .. ':' .. lease
 local me = waiter ~= '' and waiter or token
 local fence_ttl = tonumber(held[3])
 if fence_ttl and fence_ttl > 0 then
+  local fttl = lock_stored(held[3], fence_ttl)
   rcall('HSET', lock_key, 'owner', grant, 'fence', fence, 'grant_until', now + handoff_ms,
-        'granted_by', me, 'gw', next_waiter, 'gd', next_until_arg, 'fttl', fence_ttl)
-  rcall('PEXPIRE', fence_key, fence_ttl)
+        'granted_by', me, 'gw', next_waiter, 'gd', next_until_arg, 'fttl', fttl)
+  rcall('PEXPIRE', fence_key, fttl)
 else
   rcall('HSET', lock_key, 'owner', grant, 'fence', fence, 'grant_until', now + handoff_ms,
         'granted_by', me, 'gw', next_waiter, 'gd', next_until_arg)
