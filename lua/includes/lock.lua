@@ -12,13 +12,34 @@
 --            (tokens are never empty) scored by minus the shortest lease a waiter registered
 --            with since the set was created: a grant carries no longer a lease than that.
 
--- Register `member` as a waiter until `deadline` (server ms) asking for leases of `lease_ms`,
--- and keep the set alive at least that long. The caller has checked the key's type already
--- (an earlier read of it in the same call), so nothing here can fail halfway.
-local function lock_register(waiters_key, member, deadline, lease_ms, now)
+-- Integer arguments for redis.call: Redis formats a Lua number with snprintf on every call and
+-- takes a string as it is, so an operation passes its caller's own digits when they are canonical
+-- (no leading zero). `arg` is the ARGV string `n` was checked from (n >= 1; nil when defaulted).
+local function lock_int(arg, n)
+  if arg ~= nil and string.byte(arg) ~= 48 then return arg end
+  return n
+end
+
+-- The same for an integer the library stored (a hash field), `n` being what it reads as.
+local function lock_stored(s, n)
+  if string.find(s, '^[1-9]%d*$') then return s end
+  return n
+end
+
+-- The same for minus `n`.
+local function lock_neg(arg, n)
+  if arg ~= nil and string.byte(arg) ~= 48 then return '-' .. arg end
+  return -n
+end
+
+-- Register `member` as a waiter until `deadline` (server ms, `ttl` ms from now) asking for leases
+-- of `-floor` ms (the lease floor '' keeps the shortest asked for), and keep the set alive at
+-- least that long; `floor` and `ttl` as lock_neg and lock_int make them. The caller has checked
+-- the key's type already (an earlier read of it in the same call), so nothing here can fail
+-- halfway.
+local function lock_register(waiters_key, member, deadline, floor, ttl)
   redis.call('ZADD', waiters_key, deadline, member)
-  redis.call('ZADD', waiters_key, 'GT', -lease_ms, '')
-  local ttl = deadline - now
+  redis.call('ZADD', waiters_key, 'GT', floor, '')
   if redis.call('PEXPIRE', waiters_key, ttl, 'GT') == 0 and redis.call('PTTL', waiters_key) < 0 then
     redis.call('PEXPIRE', waiters_key, ttl)
   end

@@ -1,6 +1,6 @@
 --[[
 name: lock.acquire
-version: 1.1.0
+version: 1.1.1
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
 resend: safe
@@ -20,14 +20,14 @@ errors:
   BADSTATE: the lock hash or the fence counter holds something else than this operation keeps there (nothing changed)
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
-local held = rcall('HMGET', lock_key, 'owner', 'fence', 'grant_until', 'granted_by', 'gw', 'gd')
-local owner = held[1]
+-- The hot paths read one field: a free lock, and a busy one with no grant, need no other.
+local owner = rcall('HGET', lock_key, 'owner')
 
 if owner == token then
   -- A repeat by the holder (a call re-sent after a lost reply, or a renewal): same fence.
-  local fence = tonumber(held[2])
+  local fence = tonumber(rcall('HGET', lock_key, 'fence'))
   if not fence then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
-  rcall('PEXPIRE', lock_key, ttl_ms)
+  rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
   return {1, fence, ttl_ms}
 end
 
@@ -36,20 +36,24 @@ local waits = wait_ms >= 0
 if owner then
   local now = prl_now_ms()
   local takeover = false
-  if held[3] and rcall('LINDEX', signal_key, 0) == owner then
+  -- Only a release's grant makes the owner a 'grant:' token (a token chosen so has no grant
+  -- fields, and stays busy as before).
+  local held = string.sub(owner, 1, 6) == 'grant:' and
+    rcall('HMGET', lock_key, 'fence', 'grant_until', 'granted_by', 'gw', 'gd')
+  if held and held[2] and rcall('LINDEX', signal_key, 0) == owner then
     -- A grant still in the signal list: no waiter was blocked when it was made (BLPOP would have
     -- taken it at once) and none has popped it since. A waiter registering now takes it over
     -- instead of popping it later: its lease would then be counted from after the grant was made.
     -- A registered waiter other than the releaser may take it too, anyone once it is no longer
     -- reserved (its waiter died, or gave up).
-    local reserved_until, consumed_until = tonumber(held[3]), tonumber(held[6] or '0')
+    local reserved_until, consumed_until = tonumber(held[2]), tonumber(held[5] or '0')
     if not reserved_until or not consumed_until then
       prl_fail('BADSTATE', 'the lock hash holds a malformed grant')
     end
     if now >= reserved_until or wait_ms > 0 then
       takeover = true
-    elseif token ~= held[4] then
-      if token == held[5] and consumed_until > now then
+    elseif token ~= held[3] then
+      if token == held[4] and consumed_until > now then
         takeover = true
       elseif waits then
         takeover = tonumber(rcall('ZSCORE', waiters_key, token) or '0') > now
@@ -61,27 +65,30 @@ if owner then
       -- A few expired registrations go with every new one: they never pile up.
       local gone = rcall('ZRANGEBYSCORE', waiters_key, 0, now, 'LIMIT', 0, 4)
       if #gone > 0 then rcall('ZREM', waiters_key, unpack(gone)) end
-      lock_register(waiters_key, token, now + wait_ms, ttl_ms, now)
+      lock_register(waiters_key, token, now + wait_ms, lock_neg(ARGV[2], ttl_ms),
+                    lock_int(ARGV[3], wait_ms))
     elseif waits then
       rcall('ZREM', waiters_key, token)
     end
     return {0, rcall('PTTL', lock_key)}
   end
   -- Take over the unpopped grant: nobody ever held with its fence, so the taker gets it.
-  local fence = tonumber(held[2])
+  local fence = tonumber(held[1])
   if not fence then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
+  local fence_arg = lock_stored(held[1], fence)
   local registered = rcall('ZSCORE', waiters_key, token)
   if fence_ttl_ms > 0 then rcall('GET', fence_key) end
   rcall('DEL', signal_key, lock_key)
   if fence_ttl_ms > 0 then
-    rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fence_ttl_ms)
-    rcall('PEXPIRE', fence_key, fence_ttl_ms)
+    local fttl = lock_int(ARGV[4], fence_ttl_ms)
+    rcall('HSET', lock_key, 'owner', token, 'fence', fence_arg, 'fttl', fttl)
+    rcall('PEXPIRE', fence_key, fttl)
   else
-    rcall('HSET', lock_key, 'owner', token, 'fence', fence)
+    rcall('HSET', lock_key, 'owner', token, 'fence', fence_arg)
   end
-  rcall('PEXPIRE', lock_key, ttl_ms)
+  rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
   if registered then rcall('ZREM', waiters_key, token) end
-  local consumed, consumed_until = held[5], tonumber(held[6] or '0')
+  local consumed, consumed_until = held[4], tonumber(held[5] or '0')
   if consumed and consumed ~= token and consumed_until > now then
     -- The waiter the grant was meant for is still waiting: it keeps its place.
     rcall('ZADD', waiters_key, 'NX', consumed_until, consumed)
@@ -98,11 +105,12 @@ end
 local registered = waits and rcall('ZSCORE', waiters_key, token)
 local fence = rcall('INCR', fence_key)
 if fence_ttl_ms > 0 then
-  rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fence_ttl_ms)
-  rcall('PEXPIRE', fence_key, fence_ttl_ms)
+  local fttl = lock_int(ARGV[4], fence_ttl_ms)
+  rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fttl)
+  rcall('PEXPIRE', fence_key, fttl)
 else
   rcall('HSET', lock_key, 'owner', token, 'fence', fence)
 end
-rcall('PEXPIRE', lock_key, ttl_ms)
+rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
 if registered then rcall('ZREM', waiters_key, token) end
 return {1, fence, ttl_ms}

@@ -1,9 +1,10 @@
 --[[
 name: lock.extend
-version: 1.1.0
+version: 1.1.1
 summary: Renew the lease of a held lock to ttl_ms from now; only the owner can, and an expired lock stays expired.
 flags: allow-oom
 resend: safe
+includes: lock
 keys:
   lock: hash; {owner, fence}
 argv:
@@ -16,5 +17,5 @@ errors:
   BADARG: an argument or the key count is invalid (nothing changed)
 ]]
 if rcall('HGET', lock_key, 'owner') ~= token then return 0 end
-rcall('PEXPIRE', lock_key, ttl_ms)
+rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
 return 1

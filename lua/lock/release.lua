@@ -1,6 +1,6 @@
 --[[
 name: lock.release
-version: 1.1.0
+version: 1.1.1
 summary: Release a held lock (owner only); if a live waiter is registered, grant the lock to it directly.
 flags: allow-oom
 resend: once
@@ -22,12 +22,14 @@ errors:
   BADSTATE: the fence counter holds something else than a counter (nothing changed)
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
-local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl', 'gw', 'gd')
-if held[1] ~= token then return 0 end
+-- Nobody waiting (the hot path): one field of the lock is all it reads.
 if rcall('ZCARD', waiters_key) == 0 then
+  if rcall('HGET', lock_key, 'owner') ~= token then return 0 end
   rcall('DEL', lock_key)
   return 1
 end
+local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl', 'gw', 'gd')
+if held[1] ~= token then return 0 end
 
 local now = prl_now_ms()
 -- A holder through a grant may name the token it registered with (waiter). If its grant consumed
@@ -43,18 +45,29 @@ if waiter ~= '' and waiter ~= token and held[4] and held[4] ~= waiter then
     restore, restore_until = held[4], consumed_until
   end
 end
-local gone = rcall('ZRANGEBYSCORE', waiters_key, 0, now, 'LIMIT', 0, 16)
+-- Up to 16 expired registrations, and with them in the same read the lease floor '' (scored
+-- below every registration: minus the shortest lease a waiter asked for).
+local low = rcall('ZRANGEBYSCORE', waiters_key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 17)
+local shortest, gone = 0, {}
+for i = 1, #low, 2 do
+  if low[i] == '' then
+    shortest = tonumber(low[i + 1])
+  elseif #gone < 16 then
+    gone[#gone + 1] = low[i]
+  end
+end
 local live = rcall('ZRANGEBYSCORE', waiters_key, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 3)
-local next_waiter, next_until
+local next_waiter, next_until, next_until_arg
 for i = 1, #live, 2 do
   if live[i] ~= token and not (standing and live[i] == waiter) then
-    next_waiter, next_until = live[i], tonumber(live[i + 1])
+    next_waiter, next_until, next_until_arg = live[i], tonumber(live[i + 1]), live[i + 1]
     break
   end
 end
 if restore and (not next_waiter or restore_until < next_until or
     (restore_until == next_until and restore < next_waiter)) then
-  next_waiter, next_until, restore = restore, restore_until, nil  -- consumed again at once
+  -- consumed again at once
+  next_waiter, next_until, next_until_arg, restore = restore, restore_until, restore_until, nil
 end
 if not next_waiter then
   -- Nobody else waits: free. What is left of the set is over (or the releaser's own), so it goes,
@@ -68,7 +81,6 @@ end
 -- The grant string is the new owner token; it carries its fence and lease. The lease is the
 -- shortest any registered waiter asked for, so whoever pops it holds no longer than it asked.
 local lease = ttl_ms
-local shortest = tonumber(rcall('ZSCORE', waiters_key, '') or '0')
 if shortest and shortest <= -1 then lease = math.floor(-shortest) end
 local pending = rcall('LLEN', signal_key)
 local fence = rcall('INCR', fence_key)
@@ -82,16 +94,17 @@ local grant = 'grant:' .. fence .. ':' .. lease
 local me = waiter ~= '' and waiter or token
 local fence_ttl = tonumber(held[3])
 if fence_ttl and fence_ttl > 0 then
+  local fttl = lock_stored(held[3], fence_ttl)
   rcall('HSET', lock_key, 'owner', grant, 'fence', fence, 'grant_until', now + handoff_ms,
-        'granted_by', me, 'gw', next_waiter, 'gd', next_until, 'fttl', fence_ttl)
-  rcall('PEXPIRE', fence_key, fence_ttl)
+        'granted_by', me, 'gw', next_waiter, 'gd', next_until_arg, 'fttl', fttl)
+  rcall('PEXPIRE', fence_key, fttl)
 else
   rcall('HSET', lock_key, 'owner', grant, 'fence', fence, 'grant_until', now + handoff_ms,
-        'granted_by', me, 'gw', next_waiter, 'gd', next_until)
+        'granted_by', me, 'gw', next_waiter, 'gd', next_until_arg)
 end
 -- The lock and its grant expire at the same instant (one absolute time, not two relative ones
 -- that read the clock apart): a grant can never be popped after its lock is gone.
-local ends = now + lease
+local ends = string.format('%d', now + lease)  -- formatted once for both
 rcall('PEXPIREAT', lock_key, ends)
 if pending > 0 then rcall('DEL', signal_key) end
 rcall('RPUSH', signal_key, grant)
@@ -109,6 +122,7 @@ if restore then
 end
 if requeue_ms > 0 then
   -- The releaser queues up behind the waiters at once, saving its next acquire a round trip.
-  lock_register(waiters_key, me, now + requeue_ms, ttl_ms, now)
+  lock_register(waiters_key, me, now + requeue_ms, lock_neg(ARGV[2], ttl_ms),
+                lock_int(ARGV[5], requeue_ms))
 end
 return 2
