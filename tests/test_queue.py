@@ -431,3 +431,17 @@ def test_lease_tokens_are_per_job_and_never_repeat(client: pyredislua.Client) ->
     with pytest.raises(pyredislua.StaleTokenError):
         q.ack((job.id, "2"))  # the released delivery's token stays stale
     q.ack(job)
+
+
+def test_a_job_record_with_a_non_numeric_field_is_badstate(client: pyredislua.Client,
+                                                           r: redis.Redis) -> None:
+    """Every numeric field of a job record is checked when it is read (max_run_ms included)."""
+    q = Queue(client, "fields")
+    job_id = q.enqueue("x").id
+    record = r.eval("local m = cmsgpack.unpack(redis.call('HGET', KEYS[1], ARGV[1])) "
+                    "m.x = 'soon' return cmsgpack.pack(m)", 1, q.keys.jobs, job_id)
+    r.hset(q.keys.jobs, job_id, record)
+    before = snapshot(r)
+    with pytest.raises(pyredislua.BadStateError):
+        q.dequeue()
+    assert snapshot(r) == before

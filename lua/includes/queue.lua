@@ -60,7 +60,7 @@ end
 -- per field); the token and the idempotency key must be strings when present.
 local function queue_decode(raw)
   local m = cmsgpack.unpack(raw)
-  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0)
+  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0) + (m.x or 0)
   return m
 end
 
