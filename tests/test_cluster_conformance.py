@@ -27,7 +27,7 @@ import tests.edges
 from pyredislua.engine.header import ArgSpec, Header
 from pyredislua.engine.protocol import Call
 from pyredislua.lock import Lock
-from pyredislua.queue import AsyncQueue, Queue
+from pyredislua.queue import Queue
 from pyredislua.topology import LocalCluster
 from tests.clusterkit import slot_of
 
@@ -259,7 +259,7 @@ async def test_area_workflows_asyncio(cluster: LocalCluster, arc: redis.asyncio.
         name = f"awf-{i}"
         async with Lock(client, name, ttl=10) as lock:
             assert lock.fence >= 1
-        q = AsyncQueue(client, name)
+        q = Queue(client, name)
         await q.enqueue(b"a")
         [job] = await q.dequeue(count=1, timeout=0)
         await q.ack(job)

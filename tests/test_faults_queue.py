@@ -36,7 +36,7 @@ import redis
 import redis.asyncio
 
 import pyredislua
-from pyredislua.queue import AsyncQueue, AsyncWorker, Job, Queue, Worker, WorkerMetrics
+from pyredislua.queue import AsyncWorker, Job, Queue, Worker, WorkerMetrics
 from tests.faultkit import FaultOutcome, FaultReport, FaultServer, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.queue]
@@ -148,7 +148,7 @@ class AsyncRunner:
 
         async def build() -> AsyncWorker:
             self.conn = redis.asyncio.Redis(port=port)
-            queue = AsyncQueue(pyredislua.AsyncClient(self.conn), NAME, lease=lease)
+            queue = Queue(pyredislua.AsyncClient(self.conn), NAME, lease=lease)
             return AsyncWorker(queue, handle or default, on_event=tracker.on_event, **options)
 
         self.worker: AsyncWorker = self._call(build())
@@ -426,7 +426,7 @@ def test_a_handler_that_hangs_past_its_max_run_time(kind: str,
 
 WORKER_PROCESS = textwrap.dedent("""
     import asyncio, os, sys, redis, redis.asyncio, pyredislua
-    from pyredislua.queue import AsyncQueue, AsyncWorker, Queue, Worker
+    from pyredislua.queue import AsyncWorker, Queue, Worker
 
     port, kind = int(sys.argv[1]), sys.argv[2]
     r = redis.Redis(port=port)
@@ -451,7 +451,7 @@ WORKER_PROCESS = textwrap.dedent("""
         t.join(10)
     else:
         async def main():
-            aq = AsyncQueue(pyredislua.AsyncClient(redis.asyncio.Redis(port=port)), "faults",
+            aq = Queue(pyredislua.AsyncClient(redis.asyncio.Redis(port=port)), "faults",
                             lease=0.3)
 
             async def handle(job):

@@ -24,9 +24,8 @@ from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
 import pyredislua
-from pyredislua.queue import AsyncQueue, Entry, Queue, StreamQueue
+from pyredislua.queue import Entry, Queue, StreamQueue
 from pyredislua.queue import ops as qops
-from pyredislua.queue.streams import _StreamBase
 from tests.faultkit import FaultOutcome, FaultReport, FaultServer, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.queue]
@@ -134,7 +133,7 @@ def test_a_resent_async_enqueue_adds_one_job(fault_server: FaultServer) -> None:
     async def main() -> None:
         conn = redis.asyncio.Redis(port=fault_server.port, socket_timeout=0.2,
                                    retry=redis.asyncio.retry.Retry(ConstantBackoff(0.3), 3))
-        q = AsyncQueue(pyredislua.AsyncClient(conn, mode="function"), "aresend")
+        q = Queue(pyredislua.AsyncClient(conn, mode="function"), "aresend")
         await q.client.load()
         with fault_server.admin() as admin:
             admin.config_resetstat()
@@ -252,7 +251,7 @@ def test_every_queue_and_stream_operation_is_safe_to_resend() -> None:
     calls = [qops.enqueue_call(k, qops.JobSpec("x")), *qops.enqueue_batch_calls(
         k, [qops.JobSpec("x")]), qops.dequeue_call(k, 1, 1000), *qops.ack_calls(k, [("1", "1")]),
         qops.nack_call(k, "1", "1"), qops.requeue_call(k), qops.purge_call(k)]
-    sq = _StreamBase(None, "s")  # type: ignore[arg-type]  # call specs only: no engine needed
+    sq = StreamQueue(pyredislua.Client(redis.Redis(port=1)), "s")  # call specs only: no I/O
     entry = Entry("1-0", 1, b"", "c")
     calls += [*sq._produce_calls(["x"]), sq._consume_call(1), *sq._ack_call([entry]),
               sq._nack_call(entry, "", "retry")]

@@ -12,7 +12,7 @@ import redis
 
 import pyredislua
 from pyredislua.engine.protocol import Call
-from pyredislua.queue import AsyncQueue, JobSpec, Queue
+from pyredislua.queue import JobSpec, Queue
 from pyredislua.queue.ops import QueueKeys
 from tests.conftest import snapshot
 
@@ -326,7 +326,7 @@ def test_python_side_rejects_bad_durations(client: pyredislua.Client) -> None:
 
 
 async def test_async_queue_roundtrip(aclient: pyredislua.AsyncClient) -> None:
-    q = AsyncQueue(aclient, "async")
+    q = Queue(aclient, "async")
     await q.enqueue_many(["b", q.job("a", priority=-1)])
     waiter = asyncio.ensure_future(q.dequeue(3, timeout=5))
     jobs = await waiter

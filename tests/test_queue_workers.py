@@ -19,7 +19,7 @@ import redis
 import redis.asyncio
 
 import pyredislua
-from pyredislua.queue import AsyncQueue, Job, Queue
+from pyredislua.queue import Job, Queue
 from pyredislua.queue.worker import AsyncWorker, DeadLetter, Worker, WorkerMetrics
 from tests.faultkit import FaultServer
 
@@ -170,7 +170,7 @@ def test_shutdown_returns_unfinished_jobs(client: pyredislua.Client) -> None:
 
 
 async def test_async_worker_processes_and_stops(aclient: pyredislua.AsyncClient) -> None:
-    q = AsyncQueue(aclient, "aw")
+    q = Queue(aclient, "aw")
     seen: list[str] = []
     block = asyncio.Event()
 
@@ -366,7 +366,7 @@ def test_a_worker_on_a_read_only_server_waits_and_resumes(fault_server: FaultSer
 
 async def test_an_async_worker_at_maxmemory_drains_the_queue(fault_server: FaultServer) -> None:
     aclient = pyredislua.AsyncClient(redis.asyncio.Redis(port=fault_server.port))
-    q = AsyncQueue(aclient, "oom")
+    q = Queue(aclient, "oom")
     await q.enqueue_many([str(i) for i in range(20)])
 
     async def handle(job: Job) -> None:
@@ -387,7 +387,7 @@ async def test_an_async_worker_at_maxmemory_drains_the_queue(fault_server: Fault
 async def test_an_async_worker_on_a_read_only_server_waits_and_resumes(
         fault_server: FaultServer) -> None:
     aclient = pyredislua.AsyncClient(redis.asyncio.Redis(port=fault_server.port))
-    q = AsyncQueue(aclient, "readonly")
+    q = Queue(aclient, "readonly")
     await q.enqueue_many([str(i) for i in range(20)])
 
     async def handle(job: Job) -> None:
@@ -448,7 +448,7 @@ def test_a_handler_error_is_never_a_worker_error(kind: str, client: pyredislua.C
         metrics = w.metrics
     else:
         async def main() -> WorkerMetrics:
-            aq = AsyncQueue(pyredislua.AsyncClient(redis.asyncio.Redis.from_url(redis_url),
+            aq = Queue(pyredislua.AsyncClient(redis.asyncio.Redis.from_url(redis_url),
                                                    mode=client.mode), "herr")
 
             async def handle(job: Job) -> None:
@@ -496,7 +496,7 @@ def test_an_ack_due_with_its_extension_counts_once(kind: str, fault_server: Faul
         metrics = w.metrics
     else:
         async def main() -> WorkerMetrics:
-            aq = AsyncQueue(pyredislua.AsyncClient(redis.asyncio.Redis(port=fault_server.port)),
+            aq = Queue(pyredislua.AsyncClient(redis.asyncio.Redis(port=fault_server.port)),
                             "once", **q_args)
             await aq.enqueue("a")
 
@@ -571,7 +571,7 @@ def test_a_hung_thread_handler_is_abandoned_and_its_job_retried_then_dead(
 
 async def test_a_hung_async_handler_is_cancelled_and_its_job_retried(
         aclient: pyredislua.AsyncClient) -> None:
-    q = AsyncQueue(aclient, "ahang", lease=3.0)
+    q = Queue(aclient, "ahang", lease=3.0)
     await q.enqueue_many([q.job("hang", max_attempts=3, backoff=0),
                           *[q.job(f"ok{i}") for i in range(5)]])
     cancelled = 0

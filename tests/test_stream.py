@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import pyredislua
 from pyredislua.engine.protocol import Call
-from pyredislua.queue import AsyncStreamQueue, Entry, StreamQueue
+from pyredislua.queue import Entry, StreamQueue
 from tests.conftest import snapshot
 
 pytestmark = pytest.mark.queue
@@ -140,7 +140,7 @@ def test_stream_bad_input_changes_nothing(client: pyredislua.Client, r: redis.Re
 
 
 async def test_async_stream_queue(aclient: pyredislua.AsyncClient) -> None:
-    sq = AsyncStreamQueue(aclient, "aev", max_deliveries=1)
+    sq = StreamQueue(aclient, "aev", max_deliveries=1)
     await sq.produce(["a", "b"])
     got = await sq.consume(2)
     assert [e.text for e in got] == ["a", "b"]

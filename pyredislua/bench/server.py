@@ -213,7 +213,7 @@ def _queue_cases() -> list[Case]:
 def _stream_cases() -> list[Case]:
     from ..queue.streams import StreamQueue
 
-    def sq(c: Client, n: str) -> StreamQueue:
+    def sq(c: Client, n: str) -> StreamQueue[Client]:
         return StreamQueue(c, n, group="g", consumer="c")
 
     def first(plan: Any) -> list[Command]:

@@ -1,6 +1,6 @@
-"""Reliable queues: a priority queue with leases, retries and dead letters (:class:`Queue`,
-:class:`AsyncQueue`, :class:`Worker`, :class:`AsyncWorker`), and a Redis Streams variant
-(:class:`StreamQueue`, :class:`AsyncStreamQueue`)."""
+"""Reliable queues: a priority queue with leases, retries and dead letters (:class:`Queue`, on a
+sync or an asyncio client; :class:`Worker`, :class:`AsyncWorker`), and a Redis Streams variant
+(:class:`StreamQueue`)."""
 
 from .ops import (
     Enqueued,
@@ -12,13 +12,11 @@ from .ops import (
     QueueStats,
     Settled,
 )
-from .queue import AsyncQueue, Queue
-from .streams import AsyncStreamQueue, DeadEntry, Entry, StreamQueue, StreamStats
+from .queue import Queue
+from .streams import DeadEntry, Entry, StreamQueue, StreamStats
 from .worker import AsyncWorker, DeadLetter, Worker, WorkerMetrics
 
 __all__ = [
-    "AsyncQueue",
-    "AsyncStreamQueue",
     "AsyncWorker",
     "DeadEntry",
     "DeadLetter",

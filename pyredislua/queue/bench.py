@@ -59,7 +59,7 @@ def _rate(n: int, seconds: float) -> float:
 
 def _bench_pyredislua(url: str, n: int, single: int) -> dict[str, float]:
     import pyredislua
-    from pyredislua.queue import AsyncQueue, AsyncWorker, Queue, Worker
+    from pyredislua.queue import AsyncWorker, Queue, Worker
 
     r = redis.Redis.from_url(url)
     r.flushall()
@@ -93,7 +93,7 @@ def _bench_pyredislua(url: str, n: int, single: int) -> dict[str, float]:
 
     async def run_async() -> None:
         conn = redis.asyncio.Redis.from_url(url)
-        aq = AsyncQueue(pyredislua.AsyncClient(conn, mode="function"), "bench")
+        aq = Queue(pyredislua.AsyncClient(conn, mode="function"), "bench")
 
         async def handler(job: Any) -> None:
             return None

@@ -6,11 +6,12 @@ import argparse
 from typing import Any
 
 from .. import cli
+from ..client import Client
 from .ops import JobInfo
 from .queue import Queue
 
 
-def _queue(args: argparse.Namespace) -> Queue:
+def _queue(args: argparse.Namespace) -> Queue[Client]:
     client = cli.connect(args.url, args.mode, cluster=args.cluster)
     return Queue(client, args.queue, prefix=args.prefix)
 

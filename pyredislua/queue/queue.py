@@ -1,4 +1,4 @@
-"""The reliable priority queue: Queue (sync) and AsyncQueue (asyncio) as thin drivers of plans.
+"""The reliable priority queue: one class, on a sync or an asyncio client, a thin driver of plans.
 
 Guarantee: **at-least-once**. A job leaves the queue only when a consumer acks it with its live
 lease token, or when it is dead-lettered after ``max_attempts`` deliveries. A consumer that dies
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar, overload
 
+from ..client import AsyncClient, Client
 from ..engine.protocol import Call, Command, Engine, Plan, Sleep
 from . import ops
 from .ops import (
@@ -29,9 +30,7 @@ from .ops import (
     ms,
 )
 
-if TYPE_CHECKING:
-    from ..client import AsyncClient, Client
-
+C = TypeVar("C", Client, AsyncClient)
 JobRef = Job | tuple[str, str]
 
 
@@ -69,22 +68,39 @@ def dequeue_plan(
             yield Sleep(max(block, 0.001))
 
 
-class _QueueBase:
-    """Options and plans shared by Queue and AsyncQueue.
+def _discard(plan: Plan[Any]) -> Plan[None]:
+    yield from plan
+
+
+class Queue(Generic[C]):
+    """A reliable priority queue, on a sync :class:`~pyredislua.Client` or an asyncio
+    :class:`~pyredislua.AsyncClient`::
+
+        q = Queue(client, "emails"); q.enqueue(b"...", priority=1)       # Client: values
+        for job in q.dequeue(count=10, timeout=5): ...; q.ack(job)
+        aq = Queue(aclient, "emails"); await aq.enqueue(b"...")         # AsyncClient: awaitables
 
     name: the queue (its keys live under ``prl:q:{name}:``). lease: default lease in seconds.
     Defaults for enqueue: priority 0 (lower first), max_attempts 3, backoff 1 s (exponential with
     jitter, capped at one hour).
+
+    Every method is one call or one plan (:mod:`.ops`), returned as the client makes it: a value
+    on a ``Client``, an awaitable on an ``AsyncClient``.
     """
 
-    def __init__(self, engine: Engine, name: str, *, prefix: str = "prl", lease: float = 30.0,
+    def __init__(self, client: C, name: str, *, prefix: str = "prl", lease: float = 30.0,
                  max_attempts: int = 3, backoff: float = 1.0) -> None:
         self.name = name
         self.keys = QueueKeys(name, prefix)
         self.lease_ms = ms(lease, name="lease", allow_zero=False)
         self.max_attempts = max_attempts
         self.backoff = backoff
-        self._engine = engine
+        self._engine: Engine = client.engine
+        self._client: C = client
+
+    @property
+    def client(self) -> C:
+        return self._client
 
     def job(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
             max_attempts: int | None = None, backoff: float | None = None,
@@ -112,6 +128,13 @@ class _QueueBase:
         lease_ms = self.lease_ms if lease is None else ms(lease, name="lease", allow_zero=False)
         return dequeue_plan(self._engine, self.keys, count, lease_ms, timeout, max_block)
 
+    def _ack_plan(self, jobs: Iterable[JobRef]) -> Plan[int]:
+        calls = ops.ack_calls(self.keys, [_ref(j) for j in jobs])
+        if not calls:
+            return 0
+        results = yield from self._engine.run(calls)
+        return sum(results)
+
     def _nack_call(self, job: JobRef, reason: str, action: Action, delay: float | None
                    ) -> Call[Settled]:
         job_id, token = _ref(job)
@@ -123,139 +146,149 @@ class _QueueBase:
         lease_ms = self.lease_ms if lease is None else ms(lease, name="lease", allow_zero=False)
         return ops.extend_call(self.keys, job_id, token, lease_ms)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
-
-
-class Queue(_QueueBase):
-    """A reliable priority queue on a sync :class:`~pyredislua.Client`.
-
-    ``q = Queue(client, "emails"); q.enqueue(b"...", priority=1)``;
-    ``for job in q.dequeue(count=10, timeout=5): ...; q.ack(job)``.
-    """
-
-    def __init__(self, client: Client, name: str, **options: Any) -> None:
-        super().__init__(client.engine, name, **options)
-        self.client = client
-
+    @overload
+    def enqueue(self: Queue[Client], payload: bytes | str, *, priority: int = 0,
+                delay: float = 0.0, max_attempts: int | None = None,
+                backoff: float | None = None, key: str | None = None,
+                max_run: float | None = None) -> Enqueued: ...
+    @overload
+    def enqueue(self: Queue[AsyncClient], payload: bytes | str, *, priority: int = 0,
+                delay: float = 0.0, max_attempts: int | None = None,
+                backoff: float | None = None, key: str | None = None,
+                max_run: float | None = None) -> Awaitable[Enqueued]: ...
     def enqueue(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
                 max_attempts: int | None = None, backoff: float | None = None,
-                key: str | None = None, max_run: float | None = None) -> Enqueued:
+                key: str | None = None, max_run: float | None = None
+                ) -> Enqueued | Awaitable[Enqueued]:
         """Add a job; with ``key``, a second enqueue while the first job is unfinished returns
         the first job's id (``created`` False) and changes nothing. ``max_run``: the longest a
         worker may run it per attempt, in seconds (default: the worker's ``max_run``)."""
         spec = self.job(payload, priority=priority, delay=delay, max_attempts=max_attempts,
                         backoff=backoff, key=key, max_run=max_run)
-        return self.client.run(ops.enqueue_call(self.keys, spec))
+        return self._client.run(ops.enqueue_call(self.keys, spec))
 
-    def enqueue_many(self, items: Iterable[JobSpec | bytes | str]) -> list[Enqueued]:
+    @overload
+    def enqueue_many(self: Queue[Client], items: Iterable[JobSpec | bytes | str]
+                     ) -> list[Enqueued]: ...
+    @overload
+    def enqueue_many(self: Queue[AsyncClient], items: Iterable[JobSpec | bytes | str]
+                     ) -> Awaitable[list[Enqueued]]: ...
+    def enqueue_many(self, items: Iterable[JobSpec | bytes | str]
+                     ) -> list[Enqueued] | Awaitable[list[Enqueued]]:
         """Add many jobs in one round trip (1000 per Lua call; each call all-or-nothing)."""
-        return self.client.drive(self._enqueue_many_plan(items))
+        return self._client.drive(self._enqueue_many_plan(items))
 
+    @overload
+    def dequeue(self: Queue[Client], count: int = 1, *, lease: float | None = None,
+                timeout: float | None = 0.0) -> list[Job]: ...
+    @overload
+    def dequeue(self: Queue[AsyncClient], count: int = 1, *, lease: float | None = None,
+                timeout: float | None = 0.0) -> Awaitable[list[Job]]: ...
     def dequeue(self, count: int = 1, *, lease: float | None = None,
-                timeout: float | None = 0.0) -> list[Job]:
+                timeout: float | None = 0.0) -> list[Job] | Awaitable[list[Job]]:
         """Lease up to ``count`` ready jobs, lowest (priority, enqueue order) first.
         ``timeout``: seconds to wait for one (0: do not wait; None: forever)."""
-        return self.client.drive(self._dequeue_plan(count, lease, timeout, self.client.max_block))
+        return self._client.drive(
+            self._dequeue_plan(count, lease, timeout, self._client.max_block))
 
-    def ack(self, job: JobRef) -> None:
+    @overload
+    def ack(self: Queue[Client], job: JobRef) -> None: ...
+    @overload
+    def ack(self: Queue[AsyncClient], job: JobRef) -> Awaitable[None]: ...
+    def ack(self, job: JobRef) -> Awaitable[None] | None:
         """Finish a job; raises StaleTokenError (changing nothing) if its lease is not live."""
-        self.client.run_many(ops.ack_calls(self.keys, [_ref(job)]))
+        return self._client.drive(_discard(self._ack_plan([job])))
 
-    def ack_many(self, jobs: Iterable[JobRef]) -> int:
+    @overload
+    def ack_many(self: Queue[Client], jobs: Iterable[JobRef]) -> int: ...
+    @overload
+    def ack_many(self: Queue[AsyncClient], jobs: Iterable[JobRef]) -> Awaitable[int]: ...
+    def ack_many(self, jobs: Iterable[JobRef]) -> int | Awaitable[int]:
         """Finish jobs in one round trip; a stale token fails its whole chunk of 1000."""
-        calls = ops.ack_calls(self.keys, [_ref(j) for j in jobs])
-        return sum(self.client.run_many(calls)) if calls else 0
+        return self._client.drive(self._ack_plan(jobs))
 
+    @overload
+    def nack(self: Queue[Client], job: JobRef, reason: str = "", *, action: Action = "retry",
+             delay: float | None = None) -> Settled: ...
+    @overload
+    def nack(self: Queue[AsyncClient], job: JobRef, reason: str = "", *,
+             action: Action = "retry", delay: float | None = None) -> Awaitable[Settled]: ...
     def nack(self, job: JobRef, reason: str = "", *, action: Action = "retry",
-             delay: float | None = None) -> Settled:
+             delay: float | None = None) -> Settled | Awaitable[Settled]:
         """Give a job back: ``retry`` (after ``delay``, default exponential backoff), ``dead``
         (dead-letter now) or ``release`` (back at once, the attempt not counted)."""
-        return self.client.run(self._nack_call(job, reason, action, delay))
+        return self._client.run(self._nack_call(job, reason, action, delay))
 
-    def extend(self, job: JobRef, lease: float | None = None) -> int:
+    @overload
+    def extend(self: Queue[Client], job: JobRef, lease: float | None = None) -> int: ...
+    @overload
+    def extend(self: Queue[AsyncClient], job: JobRef, lease: float | None = None
+               ) -> Awaitable[int]: ...
+    def extend(self, job: JobRef, lease: float | None = None) -> int | Awaitable[int]:
         """Extend a live lease to ``lease`` seconds from now; returns the new deadline (ms)."""
-        return self.client.run(self._extend_call(job, lease))
+        return self._client.run(self._extend_call(job, lease))
 
-    def reap(self, limit: int = 100) -> list[Settled]:
+    @overload
+    def reap(self: Queue[Client], limit: int = 100) -> list[Settled]: ...
+    @overload
+    def reap(self: Queue[AsyncClient], limit: int = 100) -> Awaitable[list[Settled]]: ...
+    def reap(self, limit: int = 100) -> list[Settled] | Awaitable[list[Settled]]:
         """Return up to ``limit`` jobs whose lease ran out to the queue (or dead letters)."""
-        return self.client.run(ops.reap_call(self.keys, limit))
+        return self._client.run(ops.reap_call(self.keys, limit))
 
-    def stats(self) -> QueueStats:
-        return self.client.run(ops.stats_call(self.keys))
+    @overload
+    def stats(self: Queue[Client]) -> QueueStats: ...
+    @overload
+    def stats(self: Queue[AsyncClient]) -> Awaitable[QueueStats]: ...
+    def stats(self) -> QueueStats | Awaitable[QueueStats]:
+        return self._client.run(ops.stats_call(self.keys))
 
-    def peek(self, state: State = "ready", count: int = 10) -> list[JobInfo]:
-        return self.client.run(ops.peek_call(self.keys, state, count))
+    @overload
+    def peek(self: Queue[Client], state: State = "ready", count: int = 10) -> list[JobInfo]: ...
+    @overload
+    def peek(self: Queue[AsyncClient], state: State = "ready", count: int = 10
+             ) -> Awaitable[list[JobInfo]]: ...
+    def peek(self, state: State = "ready", count: int = 10
+             ) -> list[JobInfo] | Awaitable[list[JobInfo]]:
+        return self._client.run(ops.peek_call(self.keys, state, count))
 
-    def get(self, job_id: str) -> JobInfo | None:
-        return self.client.run(ops.get_call(self.keys, job_id))
+    @overload
+    def get(self: Queue[Client], job_id: str) -> JobInfo | None: ...
+    @overload
+    def get(self: Queue[AsyncClient], job_id: str) -> Awaitable[JobInfo | None]: ...
+    def get(self, job_id: str) -> JobInfo | Awaitable[JobInfo | None] | None:
+        return self._client.run(ops.get_call(self.keys, job_id))
 
-    def dead(self, offset: int = 0, count: int = 100) -> tuple[int, list[JobInfo]]:
+    @overload
+    def dead(self: Queue[Client], offset: int = 0, count: int = 100
+             ) -> tuple[int, list[JobInfo]]: ...
+    @overload
+    def dead(self: Queue[AsyncClient], offset: int = 0, count: int = 100
+             ) -> Awaitable[tuple[int, list[JobInfo]]]: ...
+    def dead(self, offset: int = 0, count: int = 100
+             ) -> tuple[int, list[JobInfo]] | Awaitable[tuple[int, list[JobInfo]]]:
         """(total, oldest dead letters from ``offset``)."""
-        return self.client.run(ops.dead_call(self.keys, offset, count))
+        return self._client.run(ops.dead_call(self.keys, offset, count))
 
-    def requeue(self, ids: Sequence[str] = (), *, limit: int = 100) -> list[str]:
+    @overload
+    def requeue(self: Queue[Client], ids: Sequence[str] = (), *, limit: int = 100
+                ) -> list[str]: ...
+    @overload
+    def requeue(self: Queue[AsyncClient], ids: Sequence[str] = (), *, limit: int = 100
+                ) -> Awaitable[list[str]]: ...
+    def requeue(self, ids: Sequence[str] = (), *, limit: int = 100
+                ) -> list[str] | Awaitable[list[str]]:
         """Dead letters back to ready with fresh attempts: ``ids``, else the oldest ``limit``."""
-        return self.client.run(ops.requeue_call(self.keys, ids, limit))
+        return self._client.run(ops.requeue_call(self.keys, ids, limit))
 
-    def purge(self, ids: Sequence[str] = (), *, limit: int = 100) -> int:
+    @overload
+    def purge(self: Queue[Client], ids: Sequence[str] = (), *, limit: int = 100) -> int: ...
+    @overload
+    def purge(self: Queue[AsyncClient], ids: Sequence[str] = (), *, limit: int = 100
+              ) -> Awaitable[int]: ...
+    def purge(self, ids: Sequence[str] = (), *, limit: int = 100) -> int | Awaitable[int]:
         """Delete dead letters: ``ids``, else the oldest ``limit``."""
-        return self.client.run(ops.purge_call(self.keys, ids, limit))
+        return self._client.run(ops.purge_call(self.keys, ids, limit))
 
-
-class AsyncQueue(_QueueBase):
-    """The queue on an :class:`~pyredislua.AsyncClient`; see :class:`Queue`."""
-
-    def __init__(self, client: AsyncClient, name: str, **options: Any) -> None:
-        super().__init__(client.engine, name, **options)
-        self.client = client
-
-    async def enqueue(self, payload: bytes | str, *, priority: int = 0, delay: float = 0.0,
-                      max_attempts: int | None = None, backoff: float | None = None,
-                      key: str | None = None, max_run: float | None = None) -> Enqueued:
-        spec = self.job(payload, priority=priority, delay=delay, max_attempts=max_attempts,
-                        backoff=backoff, key=key, max_run=max_run)
-        return await self.client.run(ops.enqueue_call(self.keys, spec))
-
-    async def enqueue_many(self, items: Iterable[JobSpec | bytes | str]) -> list[Enqueued]:
-        return await self.client.drive(self._enqueue_many_plan(items))
-
-    async def dequeue(self, count: int = 1, *, lease: float | None = None,
-                      timeout: float | None = 0.0) -> list[Job]:
-        return await self.client.drive(
-            self._dequeue_plan(count, lease, timeout, self.client.max_block))
-
-    async def ack(self, job: JobRef) -> None:
-        await self.client.run_many(ops.ack_calls(self.keys, [_ref(job)]))
-
-    async def ack_many(self, jobs: Iterable[JobRef]) -> int:
-        calls = ops.ack_calls(self.keys, [_ref(j) for j in jobs])
-        return sum(await self.client.run_many(calls)) if calls else 0
-
-    async def nack(self, job: JobRef, reason: str = "", *, action: Action = "retry",
-                   delay: float | None = None) -> Settled:
-        return await self.client.run(self._nack_call(job, reason, action, delay))
-
-    async def extend(self, job: JobRef, lease: float | None = None) -> int:
-        return await self.client.run(self._extend_call(job, lease))
-
-    async def reap(self, limit: int = 100) -> list[Settled]:
-        return await self.client.run(ops.reap_call(self.keys, limit))
-
-    async def stats(self) -> QueueStats:
-        return await self.client.run(ops.stats_call(self.keys))
-
-    async def peek(self, state: State = "ready", count: int = 10) -> list[JobInfo]:
-        return await self.client.run(ops.peek_call(self.keys, state, count))
-
-    async def get(self, job_id: str) -> JobInfo | None:
-        return await self.client.run(ops.get_call(self.keys, job_id))
-
-    async def dead(self, offset: int = 0, count: int = 100) -> tuple[int, list[JobInfo]]:
-        return await self.client.run(ops.dead_call(self.keys, offset, count))
-
-    async def requeue(self, ids: Sequence[str] = (), *, limit: int = 100) -> list[str]:
-        return await self.client.run(ops.requeue_call(self.keys, ids, limit))
-
-    async def purge(self, ids: Sequence[str] = (), *, limit: int = 100) -> int:
-        return await self.client.run(ops.purge_call(self.keys, ids, limit))
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -26,16 +26,16 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
+from ..client import AsyncClient, Client
 from ..engine.protocol import Call, Command, Engine, Plan
 from ..kit import as_text, tagged_name
 from .ops import MAX_BATCH, RequestId, _bytes, ms, new_request_id
 
-if TYPE_CHECKING:
-    from ..client import AsyncClient, Client
+C = TypeVar("C", Client, AsyncClient)
 
 
 class StreamKeys:
@@ -126,8 +126,24 @@ def _last_delivered(groups: Any, group: str) -> str:
     return "$"
 
 
-class _StreamBase:
-    def __init__(self, engine: Engine, name: str, *, group: str = "workers",
+def _texts(reply: Any) -> list[str]:
+    return [as_text(x) for x in reply]
+
+
+def _discarded(call: Call[Any]) -> Call[None]:
+    """``call`` with its reply dropped."""
+    return Call(call.op, call.keys, call.args, lambda reply: None)
+
+
+class StreamQueue(Generic[C]):
+    """The Streams queue, on a sync :class:`~pyredislua.Client` or an asyncio
+    :class:`~pyredislua.AsyncClient` (values on the first, awaitables on the second)::
+
+        sq = StreamQueue(client, "events", group="billing", consumer="worker-1")
+        sq.produce([b"..."]); for e in sq.consume(10, timeout=5): ...; sq.ack([e])
+    """
+
+    def __init__(self, client: C, name: str, *, group: str = "workers",
                  consumer: str | None = None, claim_idle: float = 30.0, max_deliveries: int = 3,
                  forget_idle: float = 600.0, prefix: str = "prl") -> None:
         self.name = name
@@ -137,7 +153,12 @@ class _StreamBase:
         self.claim_idle_ms = ms(claim_idle, name="claim_idle", allow_zero=False)
         self.max_deliveries = max_deliveries
         self.forget_idle_ms = ms(forget_idle, name="forget_idle", allow_zero=False)
-        self._engine = engine
+        self._engine: Engine = client.engine
+        self._client: C = client
+
+    @property
+    def client(self) -> C:
+        return self._client
 
     def _entries(self, consumer: str) -> Any:
         def parse(reply: Any) -> list[Entry]:
@@ -146,9 +167,14 @@ class _StreamBase:
 
     def _produce_calls(self, payloads: Iterable[bytes | str]) -> list[Call[list[str]]]:
         items = [_bytes(p) for p in payloads]
-        return [Call("stream.produce", self.keys.with_request(self.keys.all),
-                     (self.group, *items[i:i + MAX_BATCH]), lambda r: [as_text(x) for x in r])
-                for i in range(0, len(items), MAX_BATCH)]
+        calls: list[Call[list[str]]] = []
+        for start in range(0, len(items), MAX_BATCH):
+            chunk: list[str | bytes] = [self.group]
+            chunk.extend(items[start:start + MAX_BATCH])
+            args = tuple(chunk)
+            calls.append(Call("stream.produce", self.keys.with_request(self.keys.all), args,
+                              _texts))
+        return calls
 
     def _produce_plan(self, payloads: Iterable[bytes | str]) -> Plan[list[str]]:
         calls = self._produce_calls(payloads)
@@ -215,69 +241,68 @@ class _StreamBase:
     def _dead_call(self, count: int) -> Call[list[DeadEntry]]:
         return Call("stream.dead", self.keys.all, (count,), _parse_dead)
 
-
-class StreamQueue(_StreamBase):
-    """The Streams queue on a sync :class:`~pyredislua.Client`.
-
-    ``sq = StreamQueue(client, "events", group="billing", consumer="worker-1")``;
-    ``sq.produce([b"..."])``; ``for e in sq.consume(10, timeout=5): ...; sq.ack([e])``.
-    """
-
-    def __init__(self, client: Client, name: str, **options: Any) -> None:
-        super().__init__(client.engine, name, **options)
-        self.client = client
-
-    def produce(self, payloads: Iterable[bytes | str]) -> list[str]:
-        return self.client.drive(self._produce_plan(payloads))
-
-    def consume(self, count: int = 1, *, timeout: float | None = 0.0) -> list[Entry]:
-        return self.client.drive(self._consume_plan(count, timeout, self.client.max_block))
-
-    def ack(self, entries: Iterable[Entry]) -> int:
+    def _ack_plan(self, entries: Iterable[Entry]) -> Plan[int]:
         calls = self._ack_call(entries)
-        return sum(self.client.run_many(calls)) if calls else 0
+        if not calls:
+            return 0
+        results = yield from self._engine.run(calls)
+        return sum(results)
 
+    @overload
+    def produce(self: StreamQueue[Client], payloads: Iterable[bytes | str]) -> list[str]: ...
+    @overload
+    def produce(self: StreamQueue[AsyncClient], payloads: Iterable[bytes | str]
+                ) -> Awaitable[list[str]]: ...
+    def produce(self, payloads: Iterable[bytes | str]) -> list[str] | Awaitable[list[str]]:
+        return self._client.drive(self._produce_plan(payloads))
+
+    @overload
+    def consume(self: StreamQueue[Client], count: int = 1, *, timeout: float | None = 0.0
+                ) -> list[Entry]: ...
+    @overload
+    def consume(self: StreamQueue[AsyncClient], count: int = 1, *,
+                timeout: float | None = 0.0) -> Awaitable[list[Entry]]: ...
+    def consume(self, count: int = 1, *, timeout: float | None = 0.0
+                ) -> list[Entry] | Awaitable[list[Entry]]:
+        return self._client.drive(self._consume_plan(count, timeout, self._client.max_block))
+
+    @overload
+    def ack(self: StreamQueue[Client], entries: Iterable[Entry]) -> int: ...
+    @overload
+    def ack(self: StreamQueue[AsyncClient], entries: Iterable[Entry]) -> Awaitable[int]: ...
+    def ack(self, entries: Iterable[Entry]) -> int | Awaitable[int]:
+        return self._client.drive(self._ack_plan(entries))
+
+    @overload
+    def nack(self: StreamQueue[Client], entry: Entry, reason: str = "",
+             action: Literal["retry", "dead"] = "retry") -> str: ...
+    @overload
+    def nack(self: StreamQueue[AsyncClient], entry: Entry, reason: str = "",
+             action: Literal["retry", "dead"] = "retry") -> Awaitable[str]: ...
     def nack(self, entry: Entry, reason: str = "",
-             action: Literal["retry", "dead"] = "retry") -> str:
-        return self.client.run(self._nack_call(entry, reason, action))
+             action: Literal["retry", "dead"] = "retry") -> str | Awaitable[str]:
+        return self._client.run(self._nack_call(entry, reason, action))
 
-    def extend(self, entry: Entry) -> None:
-        self.client.run(self._extend_call(entry))
+    @overload
+    def extend(self: StreamQueue[Client], entry: Entry) -> None: ...
+    @overload
+    def extend(self: StreamQueue[AsyncClient], entry: Entry) -> Awaitable[None]: ...
+    def extend(self, entry: Entry) -> Awaitable[None] | None:
+        return self._client.run(_discarded(self._extend_call(entry)))
 
-    def stats(self) -> StreamStats:
-        return self.client.run(self._stats_call())
+    @overload
+    def stats(self: StreamQueue[Client]) -> StreamStats: ...
+    @overload
+    def stats(self: StreamQueue[AsyncClient]) -> Awaitable[StreamStats]: ...
+    def stats(self) -> StreamStats | Awaitable[StreamStats]:
+        return self._client.run(self._stats_call())
 
-    def dead(self, count: int = 100) -> list[DeadEntry]:
-        return self.client.run(self._dead_call(count))
+    @overload
+    def dead(self: StreamQueue[Client], count: int = 100) -> list[DeadEntry]: ...
+    @overload
+    def dead(self: StreamQueue[AsyncClient], count: int = 100) -> Awaitable[list[DeadEntry]]: ...
+    def dead(self, count: int = 100) -> list[DeadEntry] | Awaitable[list[DeadEntry]]:
+        return self._client.run(self._dead_call(count))
 
-
-class AsyncStreamQueue(_StreamBase):
-    """The Streams queue on an :class:`~pyredislua.AsyncClient`; see :class:`StreamQueue`."""
-
-    def __init__(self, client: AsyncClient, name: str, **options: Any) -> None:
-        super().__init__(client.engine, name, **options)
-        self.client = client
-
-    async def produce(self, payloads: Iterable[bytes | str]) -> list[str]:
-        return await self.client.drive(self._produce_plan(payloads))
-
-    async def consume(self, count: int = 1, *, timeout: float | None = 0.0) -> list[Entry]:
-        return await self.client.drive(
-            self._consume_plan(count, timeout, self.client.max_block))
-
-    async def ack(self, entries: Iterable[Entry]) -> int:
-        calls = self._ack_call(entries)
-        return sum(await self.client.run_many(calls)) if calls else 0
-
-    async def nack(self, entry: Entry, reason: str = "",
-                   action: Literal["retry", "dead"] = "retry") -> str:
-        return await self.client.run(self._nack_call(entry, reason, action))
-
-    async def extend(self, entry: Entry) -> None:
-        await self.client.run(self._extend_call(entry))
-
-    async def stats(self) -> StreamStats:
-        return await self.client.run(self._stats_call())
-
-    async def dead(self, count: int = 100) -> list[DeadEntry]:
-        return await self.client.run(self._dead_call(count))
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -49,7 +49,8 @@ from . import ops
 from .ops import Dequeued, Job, JobInfo, Settled
 
 if TYPE_CHECKING:
-    from .queue import AsyncQueue, Queue, _QueueBase
+    from ..client import AsyncClient, Client
+    from .queue import Queue
 
 EventCallback = Callable[[str, Job | None, dict[str, Any]], None]
 
@@ -148,7 +149,7 @@ class WorkerCore:
     Not thread-safe on its own: the sync driver calls it under one lock (``guard``).
     """
 
-    def __init__(self, queue: _QueueBase, *, concurrency: int, prefetch: int | None,
+    def __init__(self, queue: Queue[Any], *, concurrency: int, prefetch: int | None,
                  lease_ms: int, reap_every: float, max_run: float | None,
                  grace: float, settle_timeout: float, on_event: EventCallback | None,
                  guard: AbstractContextManager[Any],
@@ -725,7 +726,7 @@ def _reap_every(lease_ms: int, reap_every: float | None) -> float:
     return reap_every if reap_every is not None else max(0.05, min(5.0, lease_ms / 2000))
 
 
-def _core(queue: _QueueBase, concurrency: int, prefetch: int | None, lease: float | None,
+def _core(queue: Queue[Any], concurrency: int, prefetch: int | None, lease: float | None,
           reap_every: float | None, max_run: float | None, grace: float,
           settle_timeout: float, on_event: EventCallback | None,
           guard: AbstractContextManager[Any]) -> WorkerCore:
@@ -768,9 +769,9 @@ class Worker:
     recovered; counters in :attr:`metrics`.
     """
 
-    def __init__(self, queue: Queue, handler: Callable[[Job], Any], *, concurrency: int = 1,
-                 prefetch: int | None = None, lease: float | None = None, grace: float = 30.0,
-                 reap_every: float | None = None, max_run: float | None = None,
+    def __init__(self, queue: Queue[Client], handler: Callable[[Job], Any], *,
+                 concurrency: int = 1, prefetch: int | None = None, lease: float | None = None,
+                 grace: float = 30.0, reap_every: float | None = None, max_run: float | None = None,
                  settle_timeout: float = 5.0, on_event: EventCallback | None = None) -> None:
         self.queue = queue
         self.handler = handler
@@ -910,7 +911,8 @@ class AsyncWorker:
     is cancelled (``abandoned`` with how ``cancelled``) and a new task takes its slot.
     """
 
-    def __init__(self, queue: AsyncQueue, handler: Callable[[Job], Awaitable[Any]], *,
+    def __init__(self, queue: Queue[AsyncClient],
+                 handler: Callable[[Job], Awaitable[Any]], *,
                  concurrency: int = 1, prefetch: int | None = None, lease: float | None = None,
                  grace: float = 30.0, reap_every: float | None = None,
                  max_run: float | None = None, settle_timeout: float = 5.0,
