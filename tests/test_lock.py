@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis
 
 import pyredislua
 import pyredislua.lock
+from pyredislua.engine.protocol import Call
 from pyredislua.lock import Lock, LockKeys, acquire_call, release_call
 
 pytestmark = pytest.mark.lock
@@ -327,3 +329,25 @@ async def test_async_watchdog_starts_again_after_a_lost_lease(
         await asyncio.sleep(0.02)
     assert lock.held
     await lock.release()
+
+
+def test_integer_arguments_with_leading_zeros_mean_their_numbers(client: pyredislua.Client,
+                                                                 r: redis.Redis) -> None:
+    """The Lua passes canonical integer arguments on to Redis as given (no number formatting);
+    non-canonical ones ("030000", accepted as 30000) must still reach Redis as their numbers."""
+    keys = LockKeys("res")
+
+    def raw(op: str, *args: str | int) -> Any:
+        return client.run(Call(op, keys.all if op != "lock.extend" else (keys.lock,), args))
+
+    assert raw("lock.acquire", "tok", "030000", "-1", "03600000")[0] == 1
+    assert 29_000 < r.pttl(keys.lock) <= 30_000
+    assert 3_500_000 < r.pttl(keys.fence) <= 3_600_000
+    assert raw("lock.extend", "tok", "060000") == 1
+    assert 59_000 < r.pttl(keys.lock) <= 60_000
+    assert raw("lock.acquire", "w", "05000", "02250")[0] == 0  # registers
+    assert r.zscore(keys.waiters, "") == -5000
+    assert 2_000 < r.pttl(keys.waiters) <= 2_250
+    assert raw("lock.release", "tok", "030000", "0100", "", "01000") == 2  # grants, requeues
+    assert r.zscore(keys.waiters, "tok") is not None
+    assert r.zscore(keys.waiters, "") == -5000  # the shortest lease asked for stays the floor

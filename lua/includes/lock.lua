@@ -12,6 +12,15 @@
 --            (tokens are never empty) scored by minus the shortest lease a waiter registered
 --            with since the set was created: a grant carries no longer a lease than that.
 
+-- The server time in ms (prl_now_ms), and the same as a string of TIME's own digits, for the calls
+-- that take it as an argument (a number would be formatted with snprintf on each).
+local function lock_now()
+  local t = redis.call('TIME')
+  local us = t[2]
+  local ms = string.sub('000' .. string.sub(us, 1, -4), -3)  -- whole ms of the micros, 3 digits
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(us) / 1000), t[1] .. ms
+end
+
 -- Integer arguments for redis.call: Redis formats a Lua number with snprintf on every call and
 -- takes a string as it is, so an operation passes its caller's own digits when they are canonical
 -- (no leading zero). `arg` is the ARGV string `n` was checked from (n >= 1; nil when defaulted).

@@ -1,6 +1,6 @@
 --[[
 name: lock.acquire
-version: 1.1.1
+version: 1.1.2
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
 resend: safe
@@ -34,7 +34,7 @@ end
 local waits = wait_ms >= 0
 
 if owner then
-  local now = prl_now_ms()
+  local now, now_arg = lock_now()
   local takeover = false
   -- Only a release's grant makes the owner a 'grant:' token (a token chosen so has no grant
   -- fields, and stays busy as before).
@@ -63,7 +63,7 @@ if owner then
   if not takeover then
     if wait_ms > 0 then
       -- A few expired registrations go with every new one: they never pile up.
-      local gone = rcall('ZRANGEBYSCORE', waiters_key, 0, now, 'LIMIT', 0, 4)
+      local gone = rcall('ZRANGEBYSCORE', waiters_key, 0, now_arg, 'LIMIT', 0, 4)
       if #gone > 0 then rcall('ZREM', waiters_key, unpack(gone)) end
       lock_register(waiters_key, token, now + wait_ms, lock_neg(ARGV[2], ttl_ms),
                     lock_int(ARGV[3], wait_ms))

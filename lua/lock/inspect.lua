@@ -1,8 +1,9 @@
 --[[
 name: lock.inspect
-version: 1.0.0
+version: 1.0.1
 summary: Report whether the lock is held, by whom, for how long, its fence and how many wait.
 flags: no-writes
+includes: lock
 keys:
   lock: hash; {owner, fence} while held
   fence: string; fencing counter
@@ -15,7 +16,8 @@ errors:
   BADARG: the key count is invalid
 ]]
 local held = rcall('HMGET', lock_key, 'owner', 'fence')
-local waiting = rcall('ZCOUNT', waiters_key, '(' .. prl_now_ms(), '+inf')
+local _, now_arg = lock_now()
+local waiting = rcall('ZCOUNT', waiters_key, '(' .. now_arg, '+inf')
 if held[1] then
   return {1, held[1], rcall('PTTL', lock_key), tonumber(held[2]), waiting}
 end

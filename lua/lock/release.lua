@@ -1,6 +1,6 @@
 --[[
 name: lock.release
-version: 1.1.1
+version: 1.1.2
 summary: Release a held lock (owner only); if a live waiter is registered, grant the lock to it directly.
 flags: allow-oom
 resend: once
@@ -31,7 +31,7 @@ end
 local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl', 'gw', 'gd')
 if held[1] ~= token then return 0 end
 
-local now = prl_now_ms()
+local now, now_arg = lock_now()
 -- A holder through a grant may name the token it registered with (waiter). If its grant consumed
 -- another waiter's registration (BLPOP served this one first), this one's still stands, in place
 -- of the other's: the other's is put back (unless it registered again), so the count of
@@ -45,18 +45,8 @@ if waiter ~= '' and waiter ~= token and held[4] and held[4] ~= waiter then
     restore, restore_until = held[4], consumed_until
   end
 end
--- Up to 16 expired registrations, and with them in the same read the lease floor '' (scored
--- below every registration: minus the shortest lease a waiter asked for).
-local low = rcall('ZRANGEBYSCORE', waiters_key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 17)
-local shortest, gone = 0, {}
-for i = 1, #low, 2 do
-  if low[i] == '' then
-    shortest = tonumber(low[i + 1])
-  elseif #gone < 16 then
-    gone[#gone + 1] = low[i]
-  end
-end
-local live = rcall('ZRANGEBYSCORE', waiters_key, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 3)
+local live = rcall('ZRANGEBYSCORE', waiters_key, '(' .. now_arg, '+inf', 'WITHSCORES', 'LIMIT', 0,
+                   3)
 local next_waiter, next_until, next_until_arg
 for i = 1, #live, 2 do
   if live[i] ~= token and not (standing and live[i] == waiter) then
@@ -74,6 +64,18 @@ if not next_waiter then
   -- and with it the lease floor of its waiters.
   rcall('DEL', lock_key, waiters_key)
   return 1
+end
+
+-- Up to 16 expired registrations go with the grant; the same read finds the lease floor ''
+-- (scored below every registration: minus the shortest lease a waiter asked for).
+local low = rcall('ZRANGEBYSCORE', waiters_key, '-inf', now_arg, 'WITHSCORES', 'LIMIT', 0, 17)
+local shortest, gone = 0, {}
+for i = 1, #low, 2 do
+  if low[i] == '' then
+    shortest = tonumber(low[i + 1])
+  elseif #gone < 16 then
+    gone[#gone + 1] = low[i]
+  end
 end
 
 -- Hand the lock straight to the longest-blocked waiter: BLPOP serves blocked clients first come,
