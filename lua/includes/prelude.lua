@@ -79,11 +79,15 @@ local function prl_arity(op, keys, argv, nkeys, min_args, max_args)
 end
 
 -- Milliseconds since the epoch from the server clock; never from a client.
--- (TIME replies decimal strings; arithmetic converts each once, and us - us % 1000 is exact)
+-- TIME replies decimal strings: arithmetic converts each once (tonumber converts twice), the
+-- seconds only when they changed since the last call (strings compare by identity), and
+-- us - us % 1000 is exact.
+local prl_last_s, prl_last_s_ms = nil, 0
 local function prl_now_ms()
   local t = redis.call('TIME')
-  local us = t[2] + 0
-  return t[1] * 1000 + (us - us % 1000) / 1000
+  local s, us = t[1], t[2] + 0
+  if s ~= prl_last_s then prl_last_s, prl_last_s_ms = s, s * 1000 end
+  return prl_last_s_ms + (us - us % 1000) / 1000
 end
 
 -- Runs an operation and turns what it raised into an error reply that always carries a code.
