@@ -253,6 +253,22 @@ def test_state_without_its_marker_is_refused(client: pyredislua.Client, r: redis
     assert snapshot(r) == before
 
 
+def test_marked_state_that_cannot_be_used_is_refused(client: pyredislua.Client,
+                                                     r: redis.Redis) -> None:
+    """A GCRA limit or a token-bucket period of 0 in stored state would be divided by: refused
+    (BADSTATE, naming it malformed), on the one-limit and the generic path, nothing changed."""
+    r.set("{s}:g", "gcra:99999999999999:1:0", px=60_000)
+    r.set("{s}:t", "tb:1:1:0", px=60_000)
+    before = snapshot(r)
+    for call in (_state_call("gcra", "{s}:g"), _state_call("gcra", "{s}:g", peek=True),
+                 _state_call("token_bucket", "{s}:t"),
+                 decide_call([Limit("gcra", Rate(5, 1000), "{s}:g"),
+                              Limit("token_bucket", Rate(5, 1000), "{s}:t")], 1)):
+        with pytest.raises(RateLimiterStateError, match="malformed"):
+            client.run(call)
+    assert snapshot(r) == before
+
+
 def test_reset_deletes_only_limiter_state(client: pyredislua.Client, r: redis.Redis) -> None:
     keys = ["{s}:a", "{s}:b", "{s}:c", "{s}:d"]
     client.run(_state_call("gcra", keys[0]))

@@ -27,8 +27,10 @@ local RATELIMIT_SLOTS_MARK =
   '~pyredislua:concurrency:~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'
 
 local function ratelimit_div(a, b)
-  -- floor(a / b) for integers 0 <= a < 2^53, 1 <= b < 2^53, exactly.
-  local q = math.floor(a / b)
+  -- floor(a / b) for integers 0 <= a < 2^53, 1 <= b < 2^53, exactly. (q - q % 1 floors a
+  -- non-negative q without a call to math.floor.)
+  local q = a / b
+  q = q - q % 1
   while q * b > a do q = q - 1 end
   while (q + 1) * b <= a do q = q + 1 end
   return q
@@ -46,16 +48,23 @@ local function ratelimit_ceil_div(a, b)
 end
 
 -- What a stored value is, for error messages (the slow path only).
-local function ratelimit_kind_of(stored)
+local function ratelimit_kind_of(stored, algo)
   local prefix = string.match(stored, '^(%l+):')
   local names = {gcra = 'gcra', tb = 'token_bucket', fw = 'fixed_window', sw = 'sliding_window'}
-  if prefix and names[prefix] then return names[prefix] .. ' state' end
+  local name = prefix and names[prefix]
+  if name == algo then return 'malformed ' .. algo .. ' state' end
+  if name then return name .. ' state' end
   return 'something else'
 end
 
 local function ratelimit_not_mine(key, algo, what)
   prl_fail('BADSTATE', 'key ' .. prl_shown(key) .. ' holds ' .. what .. ', not ' .. algo ..
     ' rate limiter state (nothing changed)')
+end
+
+-- A string that is not this algorithm's state (the slow path only).
+local function ratelimit_bad_string(key, algo, stored)
+  ratelimit_not_mine(key, algo, ratelimit_kind_of(stored, algo))
 end
 
 -- A zset without its marker: absent (false) or someone else's (BADSTATE). Only reached when the
@@ -74,8 +83,8 @@ local function ratelimit_gcra(s, cost, now)
   local d = 0 -- (tat - now) * L, clamped at 0: how far the bucket is drained
   local stored = redis.call('GET', s.key)
   if stored then
-    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):(%d+)$')
-    if not ms then ratelimit_not_mine(s.key, 'gcra', ratelimit_kind_of(stored)) end
+    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):([1-9]%d*)$')
+    if not ms then ratelimit_bad_string(s.key, 'gcra', stored) end
     ms, frac, lim = ms + 0, frac + 0, lim + 0
     if lim ~= L then frac = math.ceil(frac * L / lim) end -- the limit changed: rescale
     local ahead = math.min(ms - now, ratelimit_ceil_div(B * P, L) + 1)
@@ -108,8 +117,8 @@ local function ratelimit_token_bucket(s, cost, now)
   local u, ts = cap, now
   local stored = redis.call('GET', s.key)
   if stored then
-    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):(%d+)$')
-    if not su then ratelimit_not_mine(s.key, 'token_bucket', ratelimit_kind_of(stored)) end
+    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):([1-9]%d*)$')
+    if not su then ratelimit_bad_string(s.key, 'token_bucket', stored) end
     u, ts = su + 0, sts + 0
     local p = sp + 0
     if p ~= P then u = math.floor(u / p * P) end -- the period changed: rescale
@@ -231,10 +240,10 @@ local function ratelimit_window_state(s, now, sliding)
     local w, c, p
     if sliding then
       w, c, p = string.match(stored, '^sw:(%d+):(%d+):(%d+)$')
-      if not w then ratelimit_not_mine(s.key, 'sliding_window', ratelimit_kind_of(stored)) end
+      if not w then ratelimit_bad_string(s.key, 'sliding_window', stored) end
     else
       w, c = string.match(stored, '^fw:(%d+):(%d+)$')
-      if not w then ratelimit_not_mine(s.key, 'fixed_window', ratelimit_kind_of(stored)) end
+      if not w then ratelimit_bad_string(s.key, 'fixed_window', stored) end
     end
     w = w + 0
     if w == idx then
@@ -425,8 +434,8 @@ local function ratelimit_gcra_one(key, cost, L, P, B, ls, now, write)
   local d = 0 -- (tat - now) * L, clamped at 0: how far the bucket is drained
   local stored = redis.call('GET', key)
   if stored then
-    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):(%d+)$')
-    if not ms then ratelimit_not_mine(key, 'gcra', ratelimit_kind_of(stored)) end
+    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):([1-9]%d*)$')
+    if not ms then ratelimit_bad_string(key, 'gcra', stored) end
     frac = frac + 0
     if lim ~= ls then -- written for another limit (or spelt otherwise): rescale if it differs
       lim = lim + 0
@@ -462,8 +471,8 @@ local function ratelimit_token_bucket_one(key, cost, L, P, B, ps, now, write)
   local u, ts = cap, now
   local stored = redis.call('GET', key)
   if stored then
-    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):(%d+)$')
-    if not su then ratelimit_not_mine(key, 'token_bucket', ratelimit_kind_of(stored)) end
+    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):([1-9]%d*)$')
+    if not su then ratelimit_bad_string(key, 'token_bucket', stored) end
     u, ts = su + 0, sts + 0
     if sp ~= ps then -- written for another period (or spelt otherwise): rescale if it differs
       local p = sp + 0
@@ -501,7 +510,7 @@ local function ratelimit_fixed_window_one(key, cost, L, P, now, write)
   if stored then
     local c
     w, c = string.match(stored, '^fw:(%d+):(%d+)$')
-    if not w then ratelimit_not_mine(key, 'fixed_window', ratelimit_kind_of(stored)) end
+    if not w then ratelimit_bad_string(key, 'fixed_window', stored) end
     if w + 0 == idx then cur = c + 0 else w = nil end
   end
   if cost <= L then
@@ -529,7 +538,7 @@ local function ratelimit_sliding_window_one(key, cost, L, P, now, write)
   local stored = redis.call('GET', key)
   if stored then
     w, c, p = string.match(stored, '^sw:(%d+):(%d+):(%d+)$')
-    if not w then ratelimit_not_mine(key, 'sliding_window', ratelimit_kind_of(stored)) end
+    if not w then ratelimit_bad_string(key, 'sliding_window', stored) end
     local wn = w + 0
     if wn == idx then
       cur, prev = c + 0, p + 0
