@@ -96,12 +96,15 @@ class _Policy:
     hot path then builds one call per hit or check (no wrapped calls, no closures per check).
     Decides exactly as :func:`guarded` does."""
 
-    __slots__ = ("failure", "fallback")
+    __slots__ = ("failure", "fallback", "recover_check")
 
     def __init__(self, failure: Failure, limits: int) -> None:
         self.failure = failure
         self.fallback: Callable[[BaseException], Decision] = (
             lambda error: failure.decision(error, limits))
+        # what a check's call recovers with (None: the error is raised as is)
+        self.recover_check: Callable[[Exception], Decision | Call[Decision]] | None = (
+            None if failure.mode == "raise" else self.check)
 
     def check(self, error: Exception) -> Decision | Call[Decision]:
         return _recover(error, self.failure, self.fallback, None)
@@ -145,6 +148,7 @@ class Limiter(Generic[C]):
         self._key_mid = f"}}:{self.algorithm}:{name}:"
         self._tail = tuple(a for r in self.rates
                            for a in Limit(self.algorithm, r, "").args())
+        self._args1 = (1, *self._tail)  # the arguments of the usual cost, 1
         self._ops = (f"ratelimit.{self.algorithm}", f"ratelimit.{self.algorithm}_peek")
         self._policy: _Policy | None = None
 
@@ -166,10 +170,10 @@ class Limiter(Generic[C]):
         t = identity if tag is None else tag
         if not t or "{" in t or "}" in t:
             hash_tag(t)  # raises the explanatory ValueError
-        base = self._key_head + t + self._key_mid + identity
         periods = self._periods
         if len(periods) == 1:
-            return (base + periods[0],)
+            return (f"{self._key_head}{t}{self._key_mid}{identity}{periods[0]}",)
+        base = f"{self._key_head}{t}{self._key_mid}{identity}"
         return tuple([base + p for p in periods])
 
     def _call(self, identity: str, cost: int, tag: str | None, peek: bool) -> Call[Decision]:
@@ -216,7 +220,8 @@ class Limiter(Generic[C]):
         failure = failure or self.failure
         if cost.__class__ is not int or not 1 <= cost <= MAX_COST:
             check_cost(cost, False)
-        keys, args = self._keys(identity, tag), (cost, *self._tail)
+        keys = self._keys(identity, tag)
+        args = self._args1 if cost == 1 else (cost, *self._tail)
         if failure.mode == "raise":
             return self.client.run(Call(self._ops[0], keys, args, parse_decision))
         policy, peek_op = self._policy_for(failure), self._ops[1]
@@ -236,10 +241,12 @@ class Limiter(Generic[C]):
         ``on_failure`` mode decides."""
         if cost.__class__ is not int or not 0 <= cost <= MAX_COST:
             check_cost(cost, True)
-        failure = self.failure
-        recover = None if failure.mode == "raise" else self._policy_for(failure).check
+        policy = self._policy
+        if policy is None or policy.failure is not self.failure:
+            policy = self._policy_for(self.failure)
         return self.client.run(Call(self._ops[1], self._keys(identity, tag),
-                                    (cost, *self._tail), parse_decision, recover))
+                                    self._args1 if cost == 1 else (cost, *self._tail),
+                                    parse_decision, policy.recover_check))
 
     @overload
     def reset(self: Limiter[Client], identity: str, *, tag: str | None = None) -> int: ...
