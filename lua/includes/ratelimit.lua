@@ -657,46 +657,48 @@ local function ratelimit_sliding_log_one(key, cost, L, P, ps, now, write)
   return 0, L - count, retry_score and (retry_score + P - now) or -1, reset
 end
 
--- Per-limit argument strings already checked, by kind (string -> number): a limiter sends the
--- same limit, period and burst on every call, so after its first call they cost three table
--- reads instead of a pattern match and three conversions. Only plain digits in range are kept
--- (limit and period without leading zeros: their strings are then the numbers' own spelling,
--- written as they came); at most RATELIMIT_SEEN_MAX of them, all forgotten when full. A cache
--- lives as long as the library (a script starts from empty on every call and only fills it).
+-- Argument strings already seen to be plain digits without leading zeros (or '0'), with their
+-- numbers: a limiter sends the same limit, period and burst on every call, so after its first
+-- call they cost three table reads and the range checks instead of a pattern match and three
+-- conversions. Such a string is its number's own spelling, so limit and period are written as
+-- they came. At most RATELIMIT_SEEN_MAX strings, all forgotten when full. The table lives as
+-- long as the library; a script's would live for one call, so scripts never fill it (the
+-- library's main chunk runs once, at FUNCTION LOAD, where redis.register_function exists; a
+-- script's runs on every call, where it does not).
 local RATELIMIT_SEEN_MAX = 1024
-local ratelimit_seen_limit, ratelimit_seen_period, ratelimit_seen_burst = {}, {}, {}
-local ratelimit_seen = 0
+local ratelimit_seen, ratelimit_seen_n = {}, 0
+local ratelimit_remembers = redis.register_function ~= nil
+
+local function ratelimit_remember(ls, limit, ps, period, bs, burst)
+  if ratelimit_seen_n >= RATELIMIT_SEEN_MAX then ratelimit_seen, ratelimit_seen_n = {}, 0 end
+  local seen = ratelimit_seen
+  seen[ls], seen[ps] = limit, period
+  -- (a burst other than 0 with a leading zero is not its number's spelling)
+  if #bs == 1 or string.find(bs, '^[1-9]') then seen[bs] = burst end
+  ratelimit_seen_n = ratelimit_seen_n + 3
+end
 
 -- The reply of a one-limit decision: as ratelimit_decide's, whose totals are this limit's own.
 -- Arguments that are not plain digits in range are checked by prl_int, argument by argument in
 -- order, with its messages, exactly as before.
 local function ratelimit_one(key, argv, algo, cost, write)
   local ls, ps, bs = argv[2], argv[3], argv[4]
-  local limit, period, burst =
-    ratelimit_seen_limit[ls], ratelimit_seen_period[ps], ratelimit_seen_burst[bs]
+  local seen = ratelimit_seen
+  local limit, period, burst = seen[ls], seen[ps], seen[bs]
   if not (limit and period and burst) then
-    limit = nil
+    limit, period, burst = nil, nil, nil
     if #ls <= 7 and #ps <= 10 and #bs <= 7 and
         string.find(ls .. ' ' .. ps .. ' ' .. bs, '^[1-9]%d* [1-9]%d* %d+$') then
       limit, period, burst = ls + 0, ps + 0, bs + 0
-      if limit > 1000000 or period > 2678400000 or burst > 1000000 then
-        limit = nil
-      else
-        if ratelimit_seen >= RATELIMIT_SEEN_MAX then
-          ratelimit_seen_limit, ratelimit_seen_period, ratelimit_seen_burst = {}, {}, {}
-          ratelimit_seen = 0
-        end
-        ratelimit_seen = ratelimit_seen + 1
-        ratelimit_seen_limit[ls], ratelimit_seen_period[ps], ratelimit_seen_burst[bs] =
-          limit, period, burst
-      end
+      if ratelimit_remembers then ratelimit_remember(ls, limit, ps, period, bs, burst) end
     end
-    if not limit then
-      limit = prl_int(argv, 2, 'limit', 1, 1000000, nil)
-      period = prl_int(argv, 3, 'period_ms', 1, 2678400000, nil)
-      burst = prl_int(argv, 4, 'burst', 0, 1000000, nil)
-      ls, ps = ratelimit_int(limit), ratelimit_int(period)
-    end
+  end
+  if not limit or limit < 1 or limit > 1000000 or period < 1 or period > 2678400000 or
+      burst > 1000000 then
+    limit = prl_int(argv, 2, 'limit', 1, 1000000, nil)
+    period = prl_int(argv, 3, 'period_ms', 1, 2678400000, nil)
+    burst = prl_int(argv, 4, 'burst', 0, 1000000, nil)
+    ls, ps = ratelimit_int(limit), ratelimit_int(period)
   end
   if algo == 'sliding_log' and limit > 10000 then
     prl_fail('BADARG', 'limit of a sliding log must be in 1..10000, got ' .. limit)
