@@ -114,7 +114,9 @@ def main() -> int:
             r = cg.r
             r.function_load(
                 "#!lua name=prlbench\nredis.register_function{function_name='prlbench_empty',"
-                " callback=function() return 1 end, flags={'no-writes'}}", replace=True)
+                " callback=function() return 1 end, flags={'no-writes'}}\n"
+                "redis.register_function{function_name='prlbench_floor', callback="
+                f"function(KEYS) {bench._CHECK_FLOOR} end}}", replace=True)
             variants = [bench.Variant("this", r, args.mode, render_library())]
             if args.against is not None:
                 other = render_library(args.against.resolve() / "lua")
@@ -147,6 +149,17 @@ def main() -> int:
             ret1 = [("EVALSHA", sha, 0)] * len(names)
             rows.append(("EVALSHA 'return 1'", "reference",
                          [f"{per_op(cg, ret1, len(names)) / 1000:.1f}k"]))
+            for label, path, verb, name in (
+                    ("FCALL of a check's commands only", "TIME, GET, SET PX, 10-number reply",
+                     "FCALL", "prlbench_floor"),
+                    ("EVALSHA of a check's commands only", "the same, in the scripts' Lua",
+                     "EVALSHA", r.script_load(bench._CHECK_FLOOR))):
+                r.flushall()
+                keys = [f"{{{n}}}:floor" for n in names]
+                bench._pipeline(r, [("SET", k, "gcra:1764000000123:123456:1000", "PX",
+                                     3_600_000) for k in keys])
+                rows.append((label, path, [
+                    f"{per_op(cg, [(verb, name, 1, k) for k in keys], len(names)) / 1000:.1f}k"]))
             if not args.no_peers:
                 url = f"redis://127.0.0.1:{cg.port}/0"
                 for peer in bench.peers():
