@@ -33,9 +33,14 @@ local function prl_int(argv, i, name, lo, hi, default)
   end
   -- The common case costs one anchored find and one conversion: plain digits (no sign, so never
   -- '-0') of at most 17 characters, in range. Arithmetic converts such a string exactly as
-  -- tonumber does, once (tonumber converts twice). Anything else gets the full check above,
-  -- which accepts or rejects exactly as it always did, with its message.
-  if #v <= 17 and string.find(v, '^%d+$') then
+  -- tonumber does, once (tonumber converts twice); a single digit (a cost of 1, a flag) is read
+  -- from its byte. Anything else gets the full check above, which accepts or rejects exactly as
+  -- it always did, with its message.
+  local len = #v
+  if len == 1 then
+    local n = string.byte(v) - 48
+    if n >= 0 and n <= 9 and n >= lo and n <= hi then return n end
+  elseif len <= 17 and string.find(v, '^%d+$') then
     local n = v + 0
     if n >= lo and n <= hi then return n end
   end
