@@ -253,6 +253,22 @@ def test_state_without_its_marker_is_refused(client: pyredislua.Client, r: redis
     assert snapshot(r) == before
 
 
+def test_marked_state_that_cannot_be_used_is_refused(client: pyredislua.Client,
+                                                     r: redis.Redis) -> None:
+    """A GCRA limit or a token-bucket period of 0 in stored state would be divided by: refused
+    (BADSTATE, naming it malformed), on the one-limit and the generic path, nothing changed."""
+    r.set("{s}:g", "gcra:99999999999999:1:0", px=60_000)
+    r.set("{s}:t", "tb:1:1:0", px=60_000)
+    before = snapshot(r)
+    for call in (_state_call("gcra", "{s}:g"), _state_call("gcra", "{s}:g", peek=True),
+                 _state_call("token_bucket", "{s}:t"),
+                 decide_call([Limit("gcra", Rate(5, 1000), "{s}:g"),
+                              Limit("token_bucket", Rate(5, 1000), "{s}:t")], 1)):
+        with pytest.raises(RateLimiterStateError, match="malformed"):
+            client.run(call)
+    assert snapshot(r) == before
+
+
 def test_reset_deletes_only_limiter_state(client: pyredislua.Client, r: redis.Redis) -> None:
     keys = ["{s}:a", "{s}:b", "{s}:c", "{s}:d"]
     client.run(_state_call("gcra", keys[0]))
@@ -418,6 +434,39 @@ def test_bad_calls_change_nothing(client: pyredislua.Client, r: redis.Redis, op:
     with pytest.raises(pyredislua.BadArgumentError):
         client.run(Call(op, keys, args))
     assert snapshot(r) == before
+
+
+def test_one_limit_argument_checks_hold_after_warm_calls(client: pyredislua.Client,
+                                                         r: redis.Redis) -> None:
+    """The one-limit paths remember argument strings they have checked (per kind: limit, period,
+    burst). A string accepted as one kind is checked afresh as another; the checks after the
+    cache (sliding-log limit, burst on a window) still apply; leading zeros are accepted and
+    written canonically; and past the cache's size every call still decides as the first."""
+    def run(op: str, key: str, *args: str) -> Any:
+        return client.run(Call(f"ratelimit.{op}", (f"{{t}}:{key}",), ("1", *args)))
+
+    run("gcra", "warm", "20000", "2678400000", "5")  # remembered, each as its kind
+    run("gcra", "warm2", "1000", "1000", "0")
+    r.delete("{t}:warm", "{t}:warm2")  # (short periods: they expire while we look)
+    before = _seed(r)
+    for op, args in [  # every string below was remembered, as some kind
+        ("gcra", ("2678400000", "1000", "0")),  # a good period is no good limit
+        ("gcra", ("1000", "1000", "2678400000")),  # ... nor a good burst
+        ("gcra", ("0", "1000", "0")),  # a good burst is no good limit
+        ("sliding_log", ("20000", "1000", "0")),  # a remembered limit, too big for a log
+        ("fixed_window", ("1000", "1000", "5")),  # a remembered burst, on a window
+        ("sliding_window", ("20000", "2678400000", "5")),
+    ]:
+        with pytest.raises(pyredislua.BadArgumentError):
+            run(op, "b", *args)
+    assert snapshot(r) == before
+    run("gcra", "z", "0005", "01000", "0")
+    run("gcra", "z", "5", "1000", "0")
+    assert r.get("{t}:z").split(b":")[-1] == b"5"  # limit written as 5, not 0005
+    for limit in range(1, 1200):  # more distinct limits than the cache keeps
+        assert run("fixed_window", f"n{limit % 3}", str(limit), "60000", "0")[0] == 1
+    with pytest.raises(pyredislua.BadArgumentError):
+        run("fixed_window", "b", "1000001", "60000", "0")
 
 
 def test_python_side_validation(client: pyredislua.Client) -> None:

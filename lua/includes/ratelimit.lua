@@ -27,8 +27,10 @@ local RATELIMIT_SLOTS_MARK =
   '~pyredislua:concurrency:~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'
 
 local function ratelimit_div(a, b)
-  -- floor(a / b) for integers 0 <= a < 2^53, 1 <= b < 2^53, exactly.
-  local q = math.floor(a / b)
+  -- floor(a / b) for integers 0 <= a < 2^53, 1 <= b < 2^53, exactly. (q - q % 1 floors a
+  -- non-negative q without a call to math.floor.)
+  local q = a / b
+  q = q - q % 1
   while q * b > a do q = q - 1 end
   while (q + 1) * b <= a do q = q + 1 end
   return q
@@ -46,16 +48,23 @@ local function ratelimit_ceil_div(a, b)
 end
 
 -- What a stored value is, for error messages (the slow path only).
-local function ratelimit_kind_of(stored)
+local function ratelimit_kind_of(stored, algo)
   local prefix = string.match(stored, '^(%l+):')
   local names = {gcra = 'gcra', tb = 'token_bucket', fw = 'fixed_window', sw = 'sliding_window'}
-  if prefix and names[prefix] then return names[prefix] .. ' state' end
+  local name = prefix and names[prefix]
+  if name == algo then return 'malformed ' .. algo .. ' state' end
+  if name then return name .. ' state' end
   return 'something else'
 end
 
 local function ratelimit_not_mine(key, algo, what)
   prl_fail('BADSTATE', 'key ' .. prl_shown(key) .. ' holds ' .. what .. ', not ' .. algo ..
     ' rate limiter state (nothing changed)')
+end
+
+-- A string that is not this algorithm's state (the slow path only).
+local function ratelimit_bad_string(key, algo, stored)
+  ratelimit_not_mine(key, algo, ratelimit_kind_of(stored, algo))
 end
 
 -- A zset without its marker: absent (false) or someone else's (BADSTATE). Only reached when the
@@ -74,9 +83,9 @@ local function ratelimit_gcra(s, cost, now)
   local d = 0 -- (tat - now) * L, clamped at 0: how far the bucket is drained
   local stored = redis.call('GET', s.key)
   if stored then
-    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):(%d+)$')
-    if not ms then ratelimit_not_mine(s.key, 'gcra', ratelimit_kind_of(stored)) end
-    ms, frac, lim = tonumber(ms), tonumber(frac), tonumber(lim)
+    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):([1-9]%d*)$')
+    if not ms then ratelimit_bad_string(s.key, 'gcra', stored) end
+    ms, frac, lim = ms + 0, frac + 0, lim + 0
     if lim ~= L then frac = math.ceil(frac * L / lim) end -- the limit changed: rescale
     local ahead = math.min(ms - now, ratelimit_ceil_div(B * P, L) + 1)
     if ahead > 0 then d = math.min(ahead * L + frac, B * P) elseif ahead == 0 then d = frac end
@@ -90,7 +99,7 @@ local function ratelimit_gcra(s, cost, now)
       r.commit = function()
         local q = ratelimit_div(nd, L)
         redis.call('SET', s.key, string.format('gcra:%d:%d:%d', now + q, nd - q * L, L),
-          'PX', math.max(1, ratelimit_ceil_div(nd, L)))
+          'PX', ratelimit_int(math.max(1, ratelimit_ceil_div(nd, L))))
       end
     else
       r.retry = ratelimit_ceil_div(nd - B * P, L)
@@ -108,10 +117,10 @@ local function ratelimit_token_bucket(s, cost, now)
   local u, ts = cap, now
   local stored = redis.call('GET', s.key)
   if stored then
-    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):(%d+)$')
-    if not su then ratelimit_not_mine(s.key, 'token_bucket', ratelimit_kind_of(stored)) end
-    u, ts = tonumber(su), tonumber(sts)
-    local p = tonumber(sp)
+    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):([1-9]%d*)$')
+    if not su then ratelimit_bad_string(s.key, 'token_bucket', stored) end
+    u, ts = su + 0, sts + 0
+    local p = sp + 0
     if p ~= P then u = math.floor(u / p * P) end -- the period changed: rescale
     if now > ts then
       local elapsed = math.min(now - ts, ratelimit_ceil_div(cap, L) + 1)
@@ -128,7 +137,7 @@ local function ratelimit_token_bucket(s, cost, now)
       r.ok, r.retry, after = true, 0, u - need
       r.commit = function()
         redis.call('SET', s.key, string.format('tb:%d:%d:%d', after, ts, P),
-          'PX', math.max(1, (ts - now) + ratelimit_ceil_div(cap - after, L)))
+          'PX', ratelimit_int(math.max(1, (ts - now) + ratelimit_ceil_div(cap - after, L))))
       end
     else
       r.retry = (ts - now) + ratelimit_ceil_div(need - u, L)
@@ -156,12 +165,12 @@ local function ratelimit_sliding_log(s, cost, now)
   local count, exact = total, total == 0 -- the live entries; an upper bound while not exact
   local function count_live()
     if not exact then
-      count = redis.call('ZCOUNT', s.key, '(' .. floor_score, '+inf')
+      count = redis.call('ZCOUNT', s.key, string.format('(%d', floor_score), '+inf')
       exact = true
     end
   end
   local function newest()
-    return tonumber(redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')[2])
+    return redis.call('ZRANGE', s.key, '-1', '-1', 'WITHSCORES')[2] + 0
   end
   local r = {ok = false, retry = -1, reset = 0}
   local retry_score = nil -- the entry whose leaving admits this cost
@@ -169,10 +178,10 @@ local function ratelimit_sliding_log(s, cost, now)
     count_live()
   elseif count + cost > L then
     -- the (count + cost - L)-th oldest live entry sits at rank total + cost - L (the marker is 0)
-    local rank = total + cost - L
-    local e = redis.call('ZRANGE', s.key, rank, rank, 'WITHSCORES')
-    if tonumber(e[2]) > floor_score then
-      retry_score = tonumber(e[2])
+    local rank = ratelimit_int(total + cost - L)
+    local score = redis.call('ZRANGE', s.key, rank, rank, 'WITHSCORES')[2] + 0
+    if score > floor_score then
+      retry_score = score
       -- denied: count >= L - cost + 1; with cost 1 nothing remains, else count them
       if cost == 1 then count, exact = L, true else count_live() end
     else
@@ -193,22 +202,24 @@ local function ratelimit_sliding_log(s, cost, now)
     r.commit = function()
       local args = {}
       if total > 0 then
-        count, exact = total - redis.call('ZREMRANGEBYSCORE', s.key, '(0', floor_score), true
+        count, exact = total - redis.call('ZREMRANGEBYSCORE', s.key, '(0',
+          ratelimit_int(floor_score)), true
       else
-        args[1], args[2] = 0, ''
+        args[1], args[2] = '0', ''
       end
       -- members "<ms>:<n>": n counts on from the live entries, so members of one ms never repeat
+      local stamp = ratelimit_int(now)
       local seq = count
       for i = 1, cost do
         seq = seq + 1
-        args[#args + 1] = ratelimit_int(now)
-        args[#args + 1] = ratelimit_int(now) .. ':' .. seq
+        args[#args + 1] = stamp
+        args[#args + 1] = string.format('%s:%d', stamp, seq)
         if #args >= 1000 or i == cost then
           redis.call('ZADD', s.key, unpack(args))
           args = {}
         end
       end
-      redis.call('PEXPIRE', s.key, P)
+      redis.call('PEXPIRE', s.key, ratelimit_int(P))
       r.remaining = L - count - cost
     end
     return r
@@ -224,37 +235,42 @@ end
 local function ratelimit_window_state(s, now, sliding)
   local idx = math.floor(now / s.period)
   local stored = redis.call('GET', s.key)
-  local cur, prev = 0, 0
+  local cur, prev, same = 0, 0, false
   if stored then
     local w, c, p
     if sliding then
       w, c, p = string.match(stored, '^sw:(%d+):(%d+):(%d+)$')
-      if not w then ratelimit_not_mine(s.key, 'sliding_window', ratelimit_kind_of(stored)) end
+      if not w then ratelimit_bad_string(s.key, 'sliding_window', stored) end
     else
       w, c = string.match(stored, '^fw:(%d+):(%d+)$')
-      if not w then ratelimit_not_mine(s.key, 'fixed_window', ratelimit_kind_of(stored)) end
+      if not w then ratelimit_bad_string(s.key, 'fixed_window', stored) end
     end
-    w = tonumber(w)
+    w = w + 0
     if w == idx then
-      cur, prev = tonumber(c), tonumber(p or 0)
+      cur, prev, same = c + 0, (p or 0) + 0, true
     elseif w == idx - 1 then
-      prev = tonumber(c)
+      prev = c + 0
     end
   end
-  return idx, now - idx * s.period, cur, prev
+  return idx, now - idx * s.period, cur, prev, same
 end
 
 -- Fixed window: at most `limit` per aligned window, but up to 2*limit across a boundary.
 local function ratelimit_fixed_window(s, cost, now)
   local L, P = s.limit, s.period
-  local idx, e, cur = ratelimit_window_state(s, now, false)
+  local idx, e, cur, _, same = ratelimit_window_state(s, now, false)
   local r = {ok = false, retry = -1}
   local after = cur
   if cost <= L then
     if cur + cost <= L then
       r.ok, r.retry, after = true, 0, cur + cost
-      r.commit = function()
-        redis.call('SET', s.key, string.format('fw:%d:%d', idx, after), 'PX', P - e)
+      r.commit = function() -- (this window's key already expires at its end)
+        if same then
+          redis.call('SET', s.key, string.format('fw:%d:%d', idx, after), 'KEEPTTL')
+        else
+          redis.call('SET', s.key, string.format('fw:%d:%d', idx, after), 'PX',
+            ratelimit_int(P - e))
+        end
       end
     else
       r.retry = P - e
@@ -269,14 +285,19 @@ end
 -- prev * (P - e) + (cur + cost) * P <= L * P.
 local function ratelimit_sliding_window(s, cost, now)
   local L, P = s.limit, s.period
-  local idx, e, cur, prev = ratelimit_window_state(s, now, true)
+  local idx, e, cur, prev, same = ratelimit_window_state(s, now, true)
   local r = {ok = false, retry = -1}
   local after = cur
   if cost <= L then
     if prev * (P - e) + (cur + cost) * P <= L * P then
       r.ok, r.retry, after = true, 0, cur + cost
-      r.commit = function()
-        redis.call('SET', s.key, string.format('sw:%d:%d:%d', idx, after, prev), 'PX', 2 * P - e)
+      r.commit = function() -- (this window's key already expires at the end of the next)
+        if same then
+          redis.call('SET', s.key, string.format('sw:%d:%d:%d', idx, after, prev), 'KEEPTTL')
+        else
+          redis.call('SET', s.key, string.format('sw:%d:%d:%d', idx, after, prev), 'PX',
+            ratelimit_int(2 * P - e))
+        end
       end
     else
       -- first instant e2 >= e in this window with prev*(P-e2) <= (L-cur-cost)*P ...
@@ -397,17 +418,30 @@ end
 -- the same order (arguments, then TIME, then read and check the state, then write) and the same
 -- replies as ratelimit_decide with one key; each function returns allowed (1|0), remaining,
 -- retry_after_ms and reset_after_ms, and writes the charge itself when admitted and `write`.
+--
+-- What a call costs inside Redis is mostly fixed (the FCALL, TIME, one read, one write, the
+-- reply), so these paths spend little besides: no tables but the reply, no closures, numbers
+-- turned into strings with one string.format each (Lua's own number-to-string conversion, also
+-- used for a number passed to redis.call, is a slower %.14g/%.17g), strings into numbers by
+-- arithmetic (one conversion; tonumber makes two), the limit and period written from their
+-- argument strings, and stored fields compared as strings where equality is all that matters.
+-- A window's first write sets its key's expiry to the end of the window (fixed) or of the next
+-- one (sliding); a later write in the same window is `SET ... KEEPTTL`, which keeps that very
+-- expiry (re-setting it would write the same instant at twice the cost).
 
-local function ratelimit_gcra_one(key, cost, L, P, B, now, write)
+local function ratelimit_gcra_one(key, cost, L, P, B, ls, now, write)
   local BP = B * P
   local d = 0 -- (tat - now) * L, clamped at 0: how far the bucket is drained
   local stored = redis.call('GET', key)
   if stored then
-    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):(%d+)$')
-    if not ms then ratelimit_not_mine(key, 'gcra', ratelimit_kind_of(stored)) end
-    frac, lim = tonumber(frac), tonumber(lim)
-    if lim ~= L then frac = math.ceil(frac * L / lim) end -- the limit changed: rescale
-    local ahead = tonumber(ms) - now
+    local ms, frac, lim = string.match(stored, '^gcra:(%-?%d+):(%d+):([1-9]%d*)$')
+    if not ms then ratelimit_bad_string(key, 'gcra', stored) end
+    frac = frac + 0
+    if lim ~= ls then -- written for another limit (or spelt otherwise): rescale if it differs
+      lim = lim + 0
+      if lim ~= L then frac = math.ceil(frac * L / lim) end
+    end
+    local ahead = ms - now
     if ahead > 0 then
       d = ahead * L + frac -- a float far above BP when ahead is huge: clamped all the same
       if d > BP then d = BP end
@@ -422,8 +456,8 @@ local function ratelimit_gcra_one(key, cost, L, P, B, now, write)
       local reset = q
       if q * L < nd then reset = q + 1 end
       if write then
-        redis.call('SET', key, string.format('gcra:%d:%d:%d', now + q, nd - q * L, L), 'PX',
-          reset > 1 and reset or 1)
+        redis.call('SET', key, string.format('gcra:%d:%d:%s', now + q, nd - q * L, ls), 'PX',
+          reset > 1 and string.format('%d', reset) or '1')
       end
       return 1, ratelimit_div(BP - nd, P), 0, reset
     end
@@ -432,16 +466,18 @@ local function ratelimit_gcra_one(key, cost, L, P, B, now, write)
   return 0, ratelimit_div(BP - d, P), -1, ratelimit_ceil_div(d, L)
 end
 
-local function ratelimit_token_bucket_one(key, cost, L, P, B, now, write)
+local function ratelimit_token_bucket_one(key, cost, L, P, B, ps, now, write)
   local cap = B * P
   local u, ts = cap, now
   local stored = redis.call('GET', key)
   if stored then
-    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):(%d+)$')
-    if not su then ratelimit_not_mine(key, 'token_bucket', ratelimit_kind_of(stored)) end
-    u, ts = tonumber(su), tonumber(sts)
-    local p = tonumber(sp)
-    if p ~= P then u = math.floor(u / p * P) end -- the period changed: rescale
+    local su, sts, sp = string.match(stored, '^tb:(%d+):(%d+):([1-9]%d*)$')
+    if not su then ratelimit_bad_string(key, 'token_bucket', stored) end
+    u, ts = su + 0, sts + 0
+    if sp ~= ps then -- written for another period (or spelt otherwise): rescale if it differs
+      local p = sp + 0
+      if p ~= P then u = math.floor(u / p * P) end
+    end
     if now > ts then
       u = u + (now - ts) * L -- a float far above cap after a long idle: clamped all the same
       ts = now
@@ -459,26 +495,33 @@ local function ratelimit_token_bucket_one(key, cost, L, P, B, now, write)
   end
   local reset = (ts - now) + ratelimit_ceil_div(cap - after, L)
   if ok == 1 and write then
-    redis.call('SET', key, string.format('tb:%d:%d:%d', after, ts, P), 'PX',
-      reset > 1 and reset or 1)
+    redis.call('SET', key, string.format('tb:%d:%d:%s', after, ts, ps), 'PX',
+      reset > 1 and string.format('%d', reset) or '1')
   end
   return ok, ratelimit_div(after, P), retry, reset > 0 and reset or 0
 end
 
 local function ratelimit_fixed_window_one(key, cost, L, P, now, write)
-  local idx = math.floor(now / P)
-  local left = P - (now - idx * P) -- ms until the window ends
-  local cur = 0
+  local e = now % P -- exact: now < 2^53 (and so is idx * P below)
+  local idx = (now - e) / P
+  local left = P - e -- ms until the window ends
+  local cur, w = 0, nil
   local stored = redis.call('GET', key)
   if stored then
-    local w, c = string.match(stored, '^fw:(%d+):(%d+)$')
-    if not w then ratelimit_not_mine(key, 'fixed_window', ratelimit_kind_of(stored)) end
-    if tonumber(w) == idx then cur = tonumber(c) end
+    local c
+    w, c = string.match(stored, '^fw:(%d+):(%d+)$')
+    if not w then ratelimit_bad_string(key, 'fixed_window', stored) end
+    if w + 0 == idx then cur = c + 0 else w = nil end
   end
   if cost <= L then
     if cur + cost <= L then
       if write then
-        redis.call('SET', key, string.format('fw:%d:%d', idx, cur + cost), 'PX', left)
+        if w then -- this window's key already expires at its end
+          redis.call('SET', key, string.format('fw:%s:%d', w, cur + cost), 'KEEPTTL')
+        else
+          redis.call('SET', key, string.format('fw:%d:%d', idx, cur + cost), 'PX',
+            string.format('%d', left))
+        end
       end
       return 1, L - cur - cost, 0, (cur + cost > 0) and left or 0
     end
@@ -488,18 +531,20 @@ local function ratelimit_fixed_window_one(key, cost, L, P, now, write)
 end
 
 local function ratelimit_sliding_window_one(key, cost, L, P, now, write)
-  local idx = math.floor(now / P)
-  local e = now - idx * P
+  local e = now % P -- exact, as above
+  local idx = (now - e) / P
   local cur, prev = 0, 0
+  local w, c, p -- the stored strings; w stays set only when the state is of this window
   local stored = redis.call('GET', key)
   if stored then
-    local w, c, p = string.match(stored, '^sw:(%d+):(%d+):(%d+)$')
-    if not w then ratelimit_not_mine(key, 'sliding_window', ratelimit_kind_of(stored)) end
-    w = tonumber(w)
-    if w == idx then
-      cur, prev = tonumber(c), tonumber(p)
-    elseif w == idx - 1 then
-      prev = tonumber(c)
+    w, c, p = string.match(stored, '^sw:(%d+):(%d+):(%d+)$')
+    if not w then ratelimit_bad_string(key, 'sliding_window', stored) end
+    local wn = w + 0
+    if wn == idx then
+      cur, prev = c + 0, p + 0
+    else
+      if wn == idx - 1 then prev = c + 0 end
+      w = nil
     end
   end
   local ok, retry, after = 0, -1, cur
@@ -507,7 +552,12 @@ local function ratelimit_sliding_window_one(key, cost, L, P, now, write)
     if prev * (P - e) + (cur + cost) * P <= L * P then
       ok, retry, after = 1, 0, cur + cost
       if write then
-        redis.call('SET', key, string.format('sw:%d:%d:%d', idx, after, prev), 'PX', 2 * P - e)
+        if w then -- this window's key already expires at the end of the next
+          redis.call('SET', key, string.format('sw:%s:%d:%s', w, after, p), 'KEEPTTL')
+        else
+          redis.call('SET', key, string.format('sw:%d:%d:%d', idx, after, prev), 'PX',
+            string.format('%d', 2 * P - e))
+        end
       end
     else
       local room = L - cur - cost
@@ -525,11 +575,12 @@ local function ratelimit_sliding_window_one(key, cost, L, P, now, write)
   end
   local reset = 0
   if after > 0 then reset = 2 * P - e elseif prev > 0 then reset = P - e end
-  return ok, math.max(0, ratelimit_div(math.max(0, L * P - prev * (P - e) - after * P), P)),
-    retry, reset
+  local remaining = L * P - prev * (P - e) - after * P
+  if remaining > 0 then remaining = ratelimit_div(remaining, P) else remaining = 0 end
+  return ok, remaining, retry, reset
 end
 
-local function ratelimit_sliding_log_one(key, cost, L, P, now, write)
+local function ratelimit_sliding_log_one(key, cost, L, P, ps, now, write)
   local floor_score = now - P -- entries scored <= floor_score have left the window
   local total = redis.call('ZREVRANK', key, '')
   if not total then
@@ -540,26 +591,26 @@ local function ratelimit_sliding_log_one(key, cost, L, P, now, write)
   local retry_score = nil -- the entry whose leaving admits this cost
   if cost > L then
     if not exact then
-      count, exact = redis.call('ZCOUNT', key, '(' .. floor_score, '+inf'), true
+      count, exact = redis.call('ZCOUNT', key, string.format('(%d', floor_score), '+inf'), true
     end
   elseif count + cost > L then
     -- the (count + cost - L)-th oldest live entry sits at rank total + cost - L (the marker is 0)
-    local rank = total + cost - L
-    local score = tonumber(redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')[2])
+    local rank = string.format('%d', total + cost - L)
+    local score = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')[2] + 0
     if score > floor_score then
       retry_score = score
       -- denied: count >= L - cost + 1; with cost 1 nothing remains, else count them
       if cost == 1 then
         count, exact = L, true
       else
-        count, exact = redis.call('ZCOUNT', key, '(' .. floor_score, '+inf'), true
+        count, exact = redis.call('ZCOUNT', key, string.format('(%d', floor_score), '+inf'), true
       end
     else
       count = L - cost -- at most this many are live: admitted (counted below if need be)
     end
   end
   if not write and not exact then
-    count, exact = redis.call('ZCOUNT', key, '(' .. floor_score, '+inf'), true
+    count, exact = redis.call('ZCOUNT', key, string.format('(%d', floor_score), '+inf'), true
   end
   if cost <= L and not retry_score then
     if not write then
@@ -567,48 +618,88 @@ local function ratelimit_sliding_log_one(key, cost, L, P, now, write)
       if cost > 0 then
         reset = P
       elseif count > 0 then
-        reset = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) + P - now
+        reset = redis.call('ZRANGE', key, '-1', '-1', 'WITHSCORES')[2] + P - now
       end
       return 1, L - count - cost, 0, reset
     end
-    local stamp = ratelimit_int(now)
+    local stamp = string.format('%d', now)
     if total > 0 then
-      count = total - redis.call('ZREMRANGEBYSCORE', key, '(0', floor_score)
+      count = total - redis.call('ZREMRANGEBYSCORE', key, '(0', string.format('%d', floor_score))
       if cost == 1 then
-        redis.call('ZADD', key, stamp, stamp .. ':' .. (count + 1))
+        redis.call('ZADD', key, stamp, string.format('%s:%d', stamp, count + 1))
       end
     elseif cost == 1 then
-      redis.call('ZADD', key, 0, '', stamp, stamp .. ':1')
+      redis.call('ZADD', key, '0', '', stamp, stamp .. ':1')
     end
     if cost > 1 then
       -- members "<ms>:<n>": n counts on from the live entries, so members of one ms never repeat
-      local args = total > 0 and {} or {0, ''}
+      local args = total > 0 and {} or {'0', ''}
       local seq = count
       for i = 1, cost do
         seq = seq + 1
         args[#args + 1] = stamp
-        args[#args + 1] = stamp .. ':' .. seq
+        args[#args + 1] = string.format('%s:%d', stamp, seq)
         if #args >= 1000 or i == cost then
           redis.call('ZADD', key, unpack(args))
           args = {}
         end
       end
     end
-    redis.call('PEXPIRE', key, P)
+    redis.call('PEXPIRE', key, ps)
     return 1, L - count - cost, 0, P
   end
   local reset = 0
   if count > 0 then
-    reset = math.max(0, tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) + P - now)
+    reset = redis.call('ZRANGE', key, '-1', '-1', 'WITHSCORES')[2] + P - now
+    if reset < 0 then reset = 0 end
   end
-  return 0, math.max(0, L - count), retry_score and (retry_score + P - now) or -1, reset
+  if count > L then count = L end
+  return 0, L - count, retry_score and (retry_score + P - now) or -1, reset
+end
+
+-- Argument strings already seen to be plain digits without leading zeros (or '0'), with their
+-- numbers: a limiter sends the same limit, period and burst on every call, so after its first
+-- call they cost three table reads and the range checks instead of a pattern match and three
+-- conversions. Such a string is its number's own spelling, so limit and period are written as
+-- they came. At most RATELIMIT_SEEN_MAX strings, all forgotten when full. The table lives as
+-- long as the library; a script's would live for one call, so scripts never fill it (the
+-- library's main chunk runs once, at FUNCTION LOAD, where redis.register_function exists; a
+-- script's runs on every call, where it does not).
+local RATELIMIT_SEEN_MAX = 1024
+local ratelimit_seen, ratelimit_seen_n = {}, 0
+local ratelimit_remembers = redis.register_function ~= nil
+
+local function ratelimit_remember(ls, limit, ps, period, bs, burst)
+  if ratelimit_seen_n >= RATELIMIT_SEEN_MAX then ratelimit_seen, ratelimit_seen_n = {}, 0 end
+  local seen = ratelimit_seen
+  seen[ls], seen[ps] = limit, period
+  -- (a burst other than 0 with a leading zero is not its number's spelling)
+  if #bs == 1 or string.find(bs, '^[1-9]') then seen[bs] = burst end
+  ratelimit_seen_n = ratelimit_seen_n + 3
 end
 
 -- The reply of a one-limit decision: as ratelimit_decide's, whose totals are this limit's own.
+-- Arguments that are not plain digits in range are checked by prl_int, argument by argument in
+-- order, with its messages, exactly as before.
 local function ratelimit_one(key, argv, algo, cost, write)
-  local limit = prl_int(argv, 2, 'limit', 1, 1000000, nil)
-  local period = prl_int(argv, 3, 'period_ms', 1, 2678400000, nil)
-  local burst = prl_int(argv, 4, 'burst', 0, 1000000, nil)
+  local ls, ps, bs = argv[2], argv[3], argv[4]
+  local seen = ratelimit_seen
+  local limit, period, burst = seen[ls], seen[ps], seen[bs]
+  if not (limit and period and burst) then
+    limit, period, burst = nil, nil, nil
+    if #ls <= 7 and #ps <= 10 and #bs <= 7 and
+        string.find(ls .. ' ' .. ps .. ' ' .. bs, '^[1-9]%d* [1-9]%d* %d+$') then
+      limit, period, burst = ls + 0, ps + 0, bs + 0
+      if ratelimit_remembers then ratelimit_remember(ls, limit, ps, period, bs, burst) end
+    end
+  end
+  if not limit or limit < 1 or limit > 1000000 or period < 1 or period > 2678400000 or
+      burst > 1000000 then
+    limit = prl_int(argv, 2, 'limit', 1, 1000000, nil)
+    period = prl_int(argv, 3, 'period_ms', 1, 2678400000, nil)
+    burst = prl_int(argv, 4, 'burst', 0, 1000000, nil)
+    ls, ps = ratelimit_int(limit), ratelimit_int(period)
+  end
   if algo == 'sliding_log' and limit > 10000 then
     prl_fail('BADARG', 'limit of a sliding log must be in 1..10000, got ' .. limit)
   end
@@ -619,17 +710,19 @@ local function ratelimit_one(key, argv, algo, cost, write)
   local now = prl_now_ms()
   local ok, remaining, retry, reset
   if algo == 'gcra' then
-    ok, remaining, retry, reset = ratelimit_gcra_one(key, cost, limit, period, burst, now, write)
-  elseif algo == 'token_bucket' then
-    ok, remaining, retry, reset = ratelimit_token_bucket_one(key, cost, limit, period, burst, now,
+    ok, remaining, retry, reset = ratelimit_gcra_one(key, cost, limit, period, burst, ls, now,
       write)
+  elseif algo == 'token_bucket' then
+    ok, remaining, retry, reset = ratelimit_token_bucket_one(key, cost, limit, period, burst, ps,
+      now, write)
   elseif algo == 'fixed_window' then
     ok, remaining, retry, reset = ratelimit_fixed_window_one(key, cost, limit, period, now, write)
   elseif algo == 'sliding_window' then
     ok, remaining, retry, reset = ratelimit_sliding_window_one(key, cost, limit, period, now,
       write)
   else
-    ok, remaining, retry, reset = ratelimit_sliding_log_one(key, cost, limit, period, now, write)
+    ok, remaining, retry, reset = ratelimit_sliding_log_one(key, cost, limit, period, ps, now,
+      write)
   end
   return {ok, remaining, retry, reset > 0 and reset or 0, now, 1, ok, remaining, retry, reset}
 end

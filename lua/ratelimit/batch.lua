@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.batch
-version: 1.1.0
+version: 1.1.1
 summary: Many independent single-limit decisions in one call (e.g. one tenant's users): each key admitted or denied on its own.
 flags: none
 resend: once

@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.fixed_window
-version: 1.1.1
+version: 1.1.2
 summary: Charge a request against one or more fixed window (up to 2*limit across a window boundary) limits, all or none.
 flags: none
 resend: once

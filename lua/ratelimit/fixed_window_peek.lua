@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.fixed_window_peek
-version: 1.1.1
+version: 1.1.2
 summary: Report what a fixed window (up to 2*limit across a window boundary) hit of this cost would decide, without charging anything.
 flags: no-writes
 includes: ratelimit

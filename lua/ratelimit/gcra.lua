@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.gcra
-version: 1.1.1
+version: 1.1.2
 summary: Charge a request against one or more GCRA (generic cell rate algorithm) limits, all or none.
 flags: none
 resend: once

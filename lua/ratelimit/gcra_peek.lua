@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.gcra_peek
-version: 1.1.1
+version: 1.1.2
 summary: Report what a GCRA (generic cell rate algorithm) hit of this cost would decide, without charging anything.
 flags: no-writes
 includes: ratelimit

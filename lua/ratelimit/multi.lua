@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.multi
-version: 1.1.0
+version: 1.1.1
 summary: Charge a request against several limits of mixed algorithms (e.g. per user and per tenant), all or none.
 flags: none
 resend: once

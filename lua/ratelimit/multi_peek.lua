@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.multi_peek
-version: 1.1.0
+version: 1.1.1
 summary: Report what a hit against several limits of mixed algorithms would decide, without charging.
 flags: no-writes
 includes: ratelimit

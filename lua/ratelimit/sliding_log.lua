@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.sliding_log
-version: 1.1.1
+version: 1.1.2
 summary: Charge a request against one or more sliding log (exact: never more than limit in any period) limits, all or none.
 flags: none
 resend: once

@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.sliding_log_peek
-version: 1.1.1
+version: 1.1.2
 summary: Report what a sliding log (exact: never more than limit in any period) hit of this cost would decide, without charging anything.
 flags: no-writes
 includes: ratelimit

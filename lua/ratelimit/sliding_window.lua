@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.sliding_window
-version: 1.1.1
+version: 1.1.2
 summary: Charge a request against one or more sliding window counter (approximate: see docs/ratelimit.md for its bound) limits, all or none.
 flags: none
 resend: once

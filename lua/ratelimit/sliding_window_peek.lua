@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.sliding_window_peek
-version: 1.1.1
+version: 1.1.2
 summary: Report what a sliding window counter (approximate: see docs/ratelimit.md for its bound) hit of this cost would decide, without charging anything.
 flags: no-writes
 includes: ratelimit

@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.token_bucket
-version: 1.1.1
+version: 1.1.2
 summary: Charge a request against one or more token bucket limits, all or none.
 flags: none
 resend: once

@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.token_bucket_peek
-version: 1.1.1
+version: 1.1.2
 summary: Report what a token bucket hit of this cost would decide, without charging anything.
 flags: no-writes
 includes: ratelimit

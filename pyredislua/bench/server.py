@@ -343,7 +343,9 @@ def _ratelimit_cases() -> list[Case]:
     from ..ratelimit import ops as rl
 
     def limit(algo: str, n: str, i: int = 0, big: bool = True) -> Any:
-        size = (10_000 if algo == "sliding_log" else 1_000_000) if big else 5
+        # 1,000 an hour: one unit keeps a GCRA or token bucket key for 3.6 s (with a million an
+        # hour it expired 3.6 ms after the setup's hit, and "state exists" measured a fresh key)
+        size = 1_000 if big else 5
         return rl.Limit(algo, rl.Rate(size, HOUR * (i + 1)), f"{{{n}}}:{algo}:{i}")
 
     def hit(algo: str, n: str, *, peek: bool = False, big: bool = True) -> Call[Any]:
@@ -684,11 +686,32 @@ def _peer_sample(peer: Peer, url: str, r: redis.Redis, names: Sequence[str]) -> 
     return sample
 
 
+# What a one-limit rate-limit check cannot do without: the server clock, one read, one write
+# with its expiry, the 10-number reply; no argument checks, no arithmetic, no parsing.
+_CHECK_FLOOR = ("local t = redis.call('TIME') local v = redis.call('GET', KEYS[1]) "
+                "redis.call('SET', KEYS[1], 'gcra:1764000000123:123456:1000', 'PX', '3600000') "
+                "return {1, 999, 0, 3600, 1764000000123, 1, 1, 999, 0, 3600}")
+_REFERENCES = [
+    ("FCALL of an empty function", "reference", "fcall"),
+    ("EVALSHA 'return 1'", "reference", "evalsha"),
+    ("FCALL of a check's commands only", "TIME, GET, SET PX, 10-number reply", "floor-fcall"),
+    ("EVALSHA of a check's commands only", "the same, in the scripts' Lua", "floor-evalsha"),
+]
+
+
 def _reference_sample(r: redis.Redis, what: str, names: Sequence[str]) -> Sample:
     if what == "fcall":
         command: tuple[Any, ...] = ("FCALL", "prlbench_empty", 0)
-    else:
+    elif what == "evalsha":
         command = ("EVALSHA", r.script_load("return 1"), 0)
+    else:
+        r.flushall()
+        keys = [f"{{{n}}}:floor" for n in names]
+        _pipeline(r, [("SET", k, "gcra:1764000000123:123456:1000", "PX", 3_600_000)
+                      for k in keys])
+        verb, name = (("FCALL", "prlbench_floor") if what == "floor-fcall" else
+                      ("EVALSHA", r.script_load(_CHECK_FLOOR)))
+        return _measure(r, [(verb, name, 1, k) for k in keys], len(names))
     return _measure(r, [command] * len(names), len(names))
 
 
@@ -759,7 +782,9 @@ def measure(url: str, args: argparse.Namespace, progress: Callable[[str], None] 
             ) -> dict[str, Any]:
     r = redis.Redis.from_url(url)
     r.function_load("#!lua name=prlbench\nredis.register_function{function_name='prlbench_empty',"
-                    " callback=function() return 1 end, flags={'no-writes'}}", replace=True)
+                    " callback=function() return 1 end, flags={'no-writes'}}\n"
+                    "redis.register_function{function_name='prlbench_floor', callback="
+                    f"function(KEYS) {_CHECK_FLOOR} end}}", replace=True)
     this = render_library()
     variants = [Variant("this", r, args.mode, this)]
     if args.against is not None:
@@ -770,9 +795,9 @@ def measure(url: str, args: argparse.Namespace, progress: Callable[[str], None] 
     for c in all_cases:
         rows.setdefault((c.row, c.path), Row(c.row, c.path, "pyredislua"))
     peer_list = [] if args.no_peers else [p for p in peers() if _selected(p.row, args.only)]
-    refs = [("FCALL of an empty function", "fcall"), ("EVALSHA 'return 1'", "evalsha")]
-    for label, _ in refs:
-        rows[(label, "reference")] = Row(label, "reference", "reference")
+    refs = _REFERENCES
+    for label, path, _ in refs:
+        rows[(label, path)] = Row(label, path, "reference")
     for p in peer_list:
         rows[(p.row, p.path)] = Row(p.row, p.path, "peer")
     names = _instances(args.calls, "b")
@@ -789,8 +814,8 @@ def measure(url: str, args: argparse.Namespace, progress: Callable[[str], None] 
         if progress:
             progress(f"round {rnd + 1}/{args.rounds}")
         order = variants if rnd % 2 == 0 else variants[::-1]
-        for label, what in refs:
-            rows[(label, "reference")].samples.setdefault("this", []).append(
+        for label, path, what in refs:
+            rows[(label, path)].samples.setdefault("this", []).append(
                 _reference_sample(r, what, names))
         for c in all_cases:
             row = rows[(c.row, c.path)]

@@ -60,6 +60,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 Peek = Callable[[], Call[Decision]]
 
 
+def _recover(error: Exception, failure: Failure, fallback: Callable[[BaseException], T],
+             peek: Peek | None) -> T | Call[T]:
+    """What :func:`guarded` makes of ``error``: raise it, decide it, or ask ``peek()``."""
+    if not failure.handles(error):
+        raise error
+    if peek is None or not refused(error):
+        return fallback(error)
+    asked = peek()
+
+    def read(reply: Any) -> T:
+        checked = asked.parse(reply)
+        return checked if not checked.allowed else fallback(error)  # type: ignore[return-value]
+
+    def unreachable(again: Exception) -> T:
+        if not failure.handles(again):
+            raise again
+        return fallback(error)
+
+    return Call(asked.op, asked.keys, asked.args, read, unreachable)
+
+
 def guarded(call: Call[T], failure: Failure, fallback: Callable[[BaseException], T],
             peek: Peek | None = None) -> Call[T]:
     """``call`` with the failure policy: when Redis is unreachable or refuses it and ``failure``
@@ -67,26 +88,31 @@ def guarded(call: Call[T], failure: Failure, fallback: Callable[[BaseException],
     is followed by the read-only call ``peek()`` builds (allowed at maxmemory and on replicas):
     a denial it reports is the result as is. Pure: the policy is data on the call
     (:attr:`Call.recover`), the same for sync and asyncio clients."""
+    return call.recovering(lambda error: _recover(error, failure, fallback, peek))
 
-    def recover(error: Exception) -> T | Call[T]:
-        if not failure.handles(error):
-            raise error
-        if peek is None or not refused(error):
-            return fallback(error)
-        asked = peek()
 
-        def read(reply: Any) -> T:
-            checked = asked.parse(reply)
-            return checked if not checked.allowed else fallback(error)  # type: ignore[return-value]
+class _Policy:
+    """A limiter's failure policy for its single decisions, built once per failure mode: the
+    hot path then builds one call per hit or check (no wrapped calls, no closures per check).
+    Decides exactly as :func:`guarded` does."""
 
-        def unreachable(again: Exception) -> T:
-            if not failure.handles(again):
-                raise again
-            return fallback(error)
+    __slots__ = ("failure", "fallback", "recover_check")
 
-        return Call(asked.op, asked.keys, asked.args, read, unreachable)
+    def __init__(self, failure: Failure, limits: int) -> None:
+        self.failure = failure
+        self.fallback: Callable[[BaseException], Decision] = (
+            lambda error: failure.decision(error, limits))
+        # what a check's call recovers with (None: the error is raised as is)
+        self.recover_check: Callable[[Exception], Decision | Call[Decision]] | None = (
+            None if failure.mode == "raise" else self.check)
 
-    return call.recovering(recover)
+    def check(self, error: Exception) -> Decision | Call[Decision]:
+        return _recover(error, self.failure, self.fallback, None)
+
+    def hit(self, error: Exception, peek_op: str, keys: tuple[str, ...],
+            args: tuple[int | str, ...]) -> Decision | Call[Decision]:
+        return _recover(error, self.failure, self.fallback,
+                        lambda: Call(peek_op, keys, args, parse_decision))
 
 
 class Limiter(Generic[C]):
@@ -118,9 +144,13 @@ class Limiter(Generic[C]):
         self._check_rates()
         # precomputed for the hot path (hit_call/check_call)
         self._periods = tuple(f":{r.period_ms}" for r in self.rates)
+        self._key_head = f"{prefix}:{{"
+        self._key_mid = f"}}:{self.algorithm}:{name}:"
         self._tail = tuple(a for r in self.rates
                            for a in Limit(self.algorithm, r, "").args())
+        self._args1 = (1, *self._tail)  # the arguments of the usual cost, 1
         self._ops = (f"ratelimit.{self.algorithm}", f"ratelimit.{self.algorithm}_peek")
+        self._policy: _Policy | None = None
 
     def _check_rates(self) -> None:
         pass
@@ -140,14 +170,25 @@ class Limiter(Generic[C]):
         t = identity if tag is None else tag
         if not t or "{" in t or "}" in t:
             hash_tag(t)  # raises the explanatory ValueError
-        base = f"{self.prefix}:{{{t}}}:{self.algorithm}:{self.name}:{identity}"
-        return tuple([base + p for p in self._periods])
+        periods = self._periods
+        if len(periods) == 1:
+            return (f"{self._key_head}{t}{self._key_mid}{identity}{periods[0]}",)
+        base = f"{self._key_head}{t}{self._key_mid}{identity}"
+        return tuple([base + p for p in periods])
 
     def _call(self, identity: str, cost: int, tag: str | None, peek: bool) -> Call[Decision]:
         if cost.__class__ is not int or not (0 if peek else 1) <= cost <= MAX_COST:
             check_cost(cost, peek)
         return Call(self._ops[peek], self._keys(identity, tag), (cost, *self._tail),
                     parse_decision)
+
+    def _policy_for(self, failure: Failure) -> _Policy:
+        policy = self._policy
+        if policy is None or policy.failure is not failure:
+            policy = _Policy(failure, len(self.rates))
+            if failure is self.failure:
+                self._policy = policy
+        return policy
 
     def hit_call(self, identity: str, cost: int = 1, *, tag: str | None = None) -> Call[Decision]:
         return self._call(identity, cost, tag, False)
@@ -177,12 +218,15 @@ class Limiter(Generic[C]):
                     failure: Failure | None = None) -> Decision | Awaitable[Decision]:
         """:meth:`hit` with another failure mode than the limiter's (middleware, decorators)."""
         failure = failure or self.failure
-        call = self._call(identity, cost, tag, False)
+        if cost.__class__ is not int or not 1 <= cost <= MAX_COST:
+            check_cost(cost, False)
+        keys = self._keys(identity, tag)
+        args = self._args1 if cost == 1 else (cost, *self._tail)
         if failure.mode == "raise":
-            return self.client.run(call)
-        n = len(self.rates)
-        return self.client.run(guarded(call, failure, lambda e: failure.decision(e, n),
-                                       lambda: self._call(identity, cost, tag, True)))
+            return self.client.run(Call(self._ops[0], keys, args, parse_decision))
+        policy, peek_op = self._policy_for(failure), self._ops[1]
+        return self.client.run(Call(self._ops[0], keys, args, parse_decision,
+                                    lambda error: policy.hit(error, peek_op, keys, args)))
 
     @overload
     def check(self: Limiter[Client], identity: str, cost: int = 1, *,
@@ -195,12 +239,14 @@ class Limiter(Generic[C]):
         """What a hit of ``cost`` would decide now, charging nothing (read-only; ``cost=0``
         reports the current state). Runs at maxmemory and on replicas; unreachable, the
         ``on_failure`` mode decides."""
-        call = self.check_call(identity, cost, tag=tag)
-        if self.failure.mode == "raise":
-            return self.client.run(call)
-        n = len(self.rates)
-        return self.client.run(guarded(call, self.failure,
-                                       lambda e: self.failure.decision(e, n)))
+        if cost.__class__ is not int or not 0 <= cost <= MAX_COST:
+            check_cost(cost, True)
+        policy = self._policy
+        if policy is None or policy.failure is not self.failure:
+            policy = self._policy_for(self.failure)
+        return self.client.run(Call(self._ops[1], self._keys(identity, tag),
+                                    self._args1 if cost == 1 else (cost, *self._tail),
+                                    parse_decision, policy.recover_check))
 
     @overload
     def reset(self: Limiter[Client], identity: str, *, tag: str | None = None) -> int: ...

@@ -134,18 +134,37 @@ class Decision:
     what remains (``remaining`` 0) and ``now_ms`` is the client's clock.
     """
 
-    __slots__ = ("_reply", "allowed", "binding", "error", "now_ms", "remaining",
-                 "reset_after_ms", "retry_after_ms")
+    # The figures are read from the reply when asked for: building a decision is two stores
+    # (this is on every hit's and check's path).
+    __slots__ = ("_reply", "error")
 
     def __init__(self, reply: list[int], error: BaseException | None = None) -> None:
         self._reply = reply
         self.error = error
-        self.allowed = reply[0] == 1
-        self.remaining = reply[1]
-        self.retry_after_ms = reply[2]
-        self.reset_after_ms = reply[3]
-        self.now_ms = reply[4]
-        self.binding = reply[5] - 1
+
+    @property
+    def allowed(self) -> bool:
+        return self._reply[0] == 1
+
+    @property
+    def remaining(self) -> int:
+        return self._reply[1]
+
+    @property
+    def retry_after_ms(self) -> int:
+        return self._reply[2]
+
+    @property
+    def reset_after_ms(self) -> int:
+        return self._reply[3]
+
+    @property
+    def now_ms(self) -> int:
+        return self._reply[4]
+
+    @property
+    def binding(self) -> int:
+        return self._reply[5] - 1
 
     @property
     def limits(self) -> tuple[LimitDecision, ...]:
@@ -168,7 +187,7 @@ class Decision:
         return self.error is not None
 
     def __bool__(self) -> bool:
-        return self.allowed
+        return self._reply[0] == 1
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Decision) and other._reply == self._reply
