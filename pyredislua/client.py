@@ -62,6 +62,7 @@ from .engine.protocol import (
     Sleep,
 )
 from .engine.render import Library, render_library
+from .kit import within
 
 T = TypeVar("T")
 
@@ -681,7 +682,7 @@ async def _run_by_deadline_async(conn: Any, batch: Batch, deadline: float) -> li
     try:
         if left <= 0:
             raise _late(deadline)
-        return await asyncio.wait_for(_send_once_async(conn, [c.args for c in batch]), left)
+        return await within(_send_once_async(conn, [c.args for c in batch]), left)
     except asyncio.TimeoutError:
         return [_late(deadline)] * len(batch)
     except _TRANSPORT_ERRORS as error:

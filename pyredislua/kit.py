@@ -6,8 +6,13 @@ rules cannot drift between areas.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import Any
+import sys
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # Redis resolves BLPOP timeouts on its cron tick (100 ms at the default hz 10): a blocking wait
 # aims this much short of a deadline and the last stretch is slept locally.
@@ -51,6 +56,19 @@ def ms(seconds: float, name: str = "duration", *, allow_zero: bool = False) -> i
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
                          f"number of seconds, got {seconds!r}")
     return max(0 if seconds == 0 else 1, math.ceil(seconds * 1000 - 1e-9))
+
+
+async def within(awaitable: Awaitable[T], seconds: float) -> T:
+    """Await ``awaitable`` for at most ``seconds`` (``asyncio.TimeoutError`` after that).
+
+    Not ``asyncio.wait_for``: before Python 3.12 it swallows a cancellation of the caller that
+    arrives as the awaited call completes, so a task cancelled in that instant runs on (a lock's
+    renewal task kept renewing, and the release awaiting it hung). ``asyncio.timeout`` (3.11+)
+    keeps the cancellation."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
 # -- bytes and text -------------------------------------------------------------------------------

@@ -351,3 +351,27 @@ def test_integer_arguments_with_leading_zeros_mean_their_numbers(client: pyredis
     assert raw("lock.release", "tok", "030000", "0100", "", "01000") == 2  # grants, requeues
     assert r.zscore(keys.waiters, "tok") is not None
     assert r.zscore(keys.waiters, "") == -5000  # the shortest lease asked for stays the floor
+
+
+def test_renewer_thread_ends_when_nothing_is_held_and_comes_back(
+        client: pyredislua.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One renewer thread per client, ended once nothing is held (it leaked per client before)."""
+    from pyredislua.lock import watchdog
+
+    monkeypatch.setattr(watchdog, "IDLE_END", 0.05)
+    renewer_threads = lambda: {t for t in threading.enumerate()  # noqa: E731
+                               if t.name == "pyredislua-renewer" and t.is_alive()}
+    before = renewer_threads()
+    lock = Lock(client, "idle", ttl=0.3)
+    assert lock.acquire(blocking=False)
+    lock.release()
+    deadline = time.monotonic() + 5
+    while renewer_threads() - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not renewer_threads() - before
+    assert lock.acquire(blocking=False)  # a new hold starts a thread again, which renews it
+    end = time.monotonic() + 0.9  # three leases
+    while time.monotonic() < end:
+        assert lock.owned()
+        time.sleep(0.02)
+    lock.release()

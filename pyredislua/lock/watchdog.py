@@ -65,6 +65,10 @@ class ThreadWatchdog:
             return self._client.drive(self._hold._renew_plan(time.monotonic(), cap))
 
 
+# A renewer thread with no lock to renew ends after this many seconds (the next hold starts one).
+IDLE_END = 5.0
+
+
 class _Renewer:
     """One watchdog thread per client renews every held lock of that client.
 
@@ -78,8 +82,7 @@ class _Renewer:
         self._heap: list[tuple[float, int, ThreadWatchdog]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="pyredislua-renewer", daemon=True)
-        self._thread.start()
+        self._running = False  # a thread serves the queue; it ends after IDLE_END with none
 
     def schedule(self, watch: ThreadWatchdog, when: float) -> None:
         with self._cond:
@@ -87,7 +90,10 @@ class _Renewer:
                 return
             watch._scheduled = True
             heapq.heappush(self._heap, (when, next(self._seq), watch))
-            if self._heap[0][2] is watch:
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="pyredislua-renewer", daemon=True).start()
+            elif self._heap[0][2] is watch:
                 self._cond.notify()
 
     def _earliest_end(self) -> float | None:
@@ -98,8 +104,13 @@ class _Renewer:
         while True:
             with self._cond:
                 while not self._heap or self._heap[0][0] > time.monotonic():
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(timeout)
+                    if not self._heap:
+                        # nothing held: end the thread rather than keep one per client forever
+                        if not self._cond.wait(IDLE_END) and not self._heap:
+                            self._running = False
+                            return
+                        continue
+                    self._cond.wait(self._heap[0][0] - time.monotonic())
                 _, _, watch = heapq.heappop(self._heap)
                 watch._scheduled = False
                 cap = self._earliest_end()
@@ -144,9 +155,14 @@ class TaskWatchdog:
 
     async def _watch(self) -> None:
         hold = self._hold
+        me = asyncio.current_task()
         nxt: float | None = time.monotonic() + hold.ttl_ms / 3000
-        while nxt is not None:
+        # A task no longer this lock's own (release took it) ends even if its cancellation was
+        # lost in a library's timeout helper: it must never renew a lock being released.
+        while nxt is not None and self._task is me:
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+            if self._task is not me:
+                return
             try:
                 nxt = await self._client.drive(hold._renew_plan(time.monotonic()))
             except Exception as error:

@@ -45,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..engine.protocol import Call, Command, Do, NotSentError, NotSentTimeoutError, Plan
 from ..engine.waiting import wait_for_signal
 from ..errors import DurabilityError, StaleTokenError, transient
+from ..kit import within
 from . import ops
 from .ops import Dequeued, Job, JobInfo, Settled
 
@@ -1000,7 +1001,7 @@ class AsyncWorker:
         assert self._changed is not None
         if not self._changed.is_set() and seconds > 0:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), seconds)
+                await within(self._changed.wait(), seconds)
         self._changed.clear()
 
     async def pass_turn(self) -> None:

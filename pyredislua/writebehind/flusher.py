@@ -22,6 +22,7 @@ from typing import Generic, Protocol, TypeVar
 
 from ..client import AsyncClient, Client
 from ..engine.protocol import Plan
+from ..kit import within
 from .core import (
     FlushConfig,
     FlusherTotals,
@@ -220,8 +221,7 @@ class AsyncFlusher(_FlusherBase[AsyncClient]):
         leftovers = None
         if not pending:  # what is left in the store, if Redis answers in time
             with contextlib.suppress(Exception):
-                leftovers = await asyncio.wait_for(self.client.drive(self._leftovers()),
-                                                   self._remaining())
+                leftovers = await within(self.client.drive(self._leftovers()), self._remaining())
         return self._report(len(pending), leftovers)
 
     @property
