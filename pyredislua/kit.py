@@ -58,8 +58,9 @@ def ms(seconds: float, name: str = "duration", *, allow_zero: bool = False) -> i
     return max(0 if seconds == 0 else 1, math.ceil(seconds * 1000 - 1e-9))
 
 
-async def within(awaitable: Awaitable[T], seconds: float) -> T:
-    """Await ``awaitable`` for at most ``seconds`` (``asyncio.TimeoutError`` after that).
+async def within(awaitable: Awaitable[T], seconds: float | None) -> T:
+    """Await ``awaitable`` for at most ``seconds`` (``asyncio.TimeoutError`` after that; None:
+    no limit).
 
     Not ``asyncio.wait_for``: before Python 3.12 it swallows a cancellation of the caller that
     arrives as the awaited call completes, so a task cancelled in that instant runs on (a lock's
