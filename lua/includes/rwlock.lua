@@ -1,0 +1,123 @@
+-- Helpers of the read-write lock operations (lua/rwlock/*.lua).
+--
+-- A read-write lock keeps six keys under one hash tag (lua/keysets/rwlock.keys):
+--   rwlock     hash {owner, fence}: the writer (its token) and its fence; expires with its lease.
+--              A waiting writer granted the lock is its owner at once, with a lease that ends when
+--              its registration would: it claims it (sets its own lease) on its next call.
+--   readers    zset: reader token -> server ms its lease ends (granted waiting readers likewise);
+--              expired members are pruned by the next promotion; the key expires no earlier
+--              than the last lease it was given.
+--   fence      string counter: one fence per writer hold (or grant); never expires.
+--   queue      zset: 'r:<token>' / 'w:<token>' -> arrival number (FIFO; restarts when empty).
+--   deadlines  zset: the same members -> server ms the registration ends (a waiter renews it on
+--              every call while it waits). Both sets expire with their last registration.
+--   signal     list: wake-ups; a grant pushes one per registered waiter (capped), every blocked
+--              waiter wakes and asks again; expires when the grants it announces do.
+
+local RW_SCAN = 64   -- queue entries one promotion looks at (the run of readers it may grant)
+local RW_WAKE = 1000 -- wake-ups one grant pushes at most
+local RW_PRUNE = 16  -- lapsed registrations removed per promotion
+
+-- Keep `key` alive at least until `at` (server ms, in the future): never shortens its life.
+local function rw_keep(key, at)
+  if redis.call('PEXPIREAT', key, at, 'GT') == 0 and redis.call('PTTL', key) < 0 then
+    redis.call('PEXPIREAT', key, at)
+  end
+end
+
+-- The fence counter's value (0 when absent); BADSTATE unless it is a counter this library can
+-- keep incrementing. Operations that may grant a writer call it before their first write.
+local function rw_counter(fence_key)
+  local v = redis.call('GET', fence_key)
+  if not v then return 0 end
+  if not string.find(v, '^%d+$') or #v > 15 then
+    prl_fail('BADSTATE', 'the fence counter holds ' .. prl_shown(v) .. ', not a counter')
+  end
+  return tonumber(v)
+end
+
+-- How long until a holder's lease ends by itself (a crashed holder frees the lock then): what a
+-- waiter may block for at most before it asks again. `fallback` when nobody holds.
+local function rw_busy_for(K, now, fallback)
+  local pttl = redis.call('PTTL', K.rwlock)
+  if pttl > 0 then return pttl end
+  local first = redis.call('ZRANGEBYSCORE', K.readers, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT',
+                           0, 1)
+  if #first > 0 then return math.max(1, tonumber(first[2]) - now) end
+  return fallback
+end
+
+-- Grant the head of the queue what it may hold now: the first live waiting writer when nobody
+-- holds, or the run of live waiting readers before the first waiting writer when no writer
+-- holds. A grant lasts until the grantee's registration would have ended (the grantee is due
+-- back by then; its next call claims it with its own lease), so a grant to a waiter that died
+-- lapses as its registration would have. Expired readers and up to RW_PRUNE lapsed
+-- registrations go first; dead or malformed entries met at the head are dropped.
+-- The caller has read every key (types checked) and the fence counter (rw_counter) before its
+-- first write, so nothing here can fail halfway. `me`: the caller's own queue member (it needs
+-- no wake-up). Returns the number of grants made.
+local function rw_promote(K, now, me)
+  local rcall = redis.call
+  rcall('ZREMRANGEBYSCORE', K.readers, '-inf', now)
+  local lapsed = rcall('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, RW_PRUNE)
+  if #lapsed > 0 then
+    rcall('ZREM', K.deadlines, unpack(lapsed))
+    rcall('ZREM', K.queue, unpack(lapsed))
+  end
+  if rcall('EXISTS', K.rwlock) == 1 then return 0 end  -- a writer holds
+  local head = rcall('ZRANGE', K.queue, 0, RW_SCAN - 1)
+  if #head == 0 then return 0 end
+  local ends = rcall('ZMSCORE', K.deadlines, unpack(head))
+  local sharing = rcall('ZCARD', K.readers) > 0
+  local readers, writer, dead = {}, nil, {}
+  for i = 1, #head do
+    local m = head[i]
+    local kind, until_ms = string.sub(m, 1, 2), tonumber(ends[i] or '')
+    if not until_ms or until_ms <= now or #m < 3 or (kind ~= 'r:' and kind ~= 'w:') then
+      dead[#dead + 1] = m
+    elseif kind == 'w:' then
+      if #readers == 0 and not sharing then writer = {m, until_ms} end
+      break
+    else
+      readers[#readers + 1] = {m, until_ms}
+    end
+  end
+  if #dead > 0 then
+    rcall('ZREM', K.queue, unpack(dead))
+    rcall('ZREM', K.deadlines, unpack(dead))
+  end
+  local granted, mine, last = 0, false, 0
+  if writer then
+    local m, until_ms = writer[1], writer[2]
+    rcall('HSET', K.rwlock, 'owner', string.sub(m, 3), 'fence', rcall('INCR', K.fence))
+    rcall('PEXPIREAT', K.rwlock, until_ms)
+    rcall('ZREM', K.queue, m)
+    rcall('ZREM', K.deadlines, m)
+    granted, mine, last = 1, m == me, until_ms
+  elseif #readers > 0 then
+    local scored, members = {}, {}
+    for i, entry in ipairs(readers) do
+      scored[2 * i - 1], scored[2 * i] = entry[2], string.sub(entry[1], 3)
+      members[i] = entry[1]
+      if entry[1] == me then mine = true end
+      if entry[2] > last then last = entry[2] end
+    end
+    rcall('ZADD', K.readers, 'GT', unpack(scored))
+    rw_keep(K.readers, last)
+    rcall('ZREM', K.queue, unpack(members))
+    rcall('ZREM', K.deadlines, unpack(members))
+    granted = #readers
+  end
+  if granted == 0 then return 0 end
+  -- Wake every registered waiter once (BLPOP serves blocked clients in the order they blocked,
+  -- which need not be the queue's): the grantees find their grant, the others block again.
+  local wake = math.min(rcall('ZCARD', K.queue) + granted - (mine and 1 or 0), RW_WAKE)
+  if wake > 0 then
+    local ones = {}
+    for i = 1, wake do ones[i] = '1' end
+    rcall('DEL', K.signal)
+    rcall('RPUSH', K.signal, unpack(ones))
+    rw_keep(K.signal, last)
+  end
+  return granted
+end

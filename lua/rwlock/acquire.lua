@@ -1,0 +1,105 @@
+--[[
+name: rwlock.acquire
+version: 1.0.0
+summary: Take a read share or the write lock for a token, first come first served, or queue up as a waiter.
+flags: none
+resend: safe
+includes: rwlock
+keys: keyset rwlock
+argv:
+  token: str 1..256; the holder's token (unique per holder)
+  mode: enum read|write; a read share (many at once) or the write lock (alone)
+  ttl_ms: int 1..1000000000000; lease length in milliseconds
+  wait_ms: int -1..86400000 = -1; -1 (or absent): not a waiter: acquired only if nobody waits ahead; > 0: when not acquired, stay registered as a waiter (keeping your place in the queue) until this many ms from now (the registration must outlive your BLPOP on the signal list); 0: a waiter's last try: acquired if granted, else its registration ends
+returns:
+  {1, fence, ttl_ms} when this token holds: acquired now, claimed a grant made to it while it
+  waited, or a repeat by the holder (lease renewed). fence: a writer's fencing token (the same on
+  a repeat); for a reader, the fence of the last writer granted (0 if none).
+  {0, pttl} when not acquired: pttl is the milliseconds until a holder's lease ends by itself
+  (how long a waiter may block on the signal list before it asks again)
+errors:
+  BADARG: an argument or the key count is invalid (nothing changed)
+  BADSTATE: the lock hash or the fence counter holds something else than this operation keeps there (nothing changed)
+  WRONGTYPE: a key holds another Redis type (nothing changed)
+]]
+local now = prl_now_ms()
+local K = {rwlock = rwlock_key, readers = readers_key, fence = fence_key, queue = queue_key,
+           deadlines = deadlines_key, signal = signal_key}
+local writes = mode == 'write'
+local owner = rcall('HGET', rwlock_key, 'owner')
+local counter = rw_counter(fence_key)
+
+-- A repeat by the holder, or a waiter claiming its grant: its own lease from now.
+if writes and owner == token then
+  local fence = tonumber(rcall('HGET', rwlock_key, 'fence') or '')
+  if not fence then prl_fail('BADSTATE', 'the rwlock hash holds no valid fence') end
+  rcall('PEXPIRE', rwlock_key, ttl_ms)
+  return {1, fence, ttl_ms}
+end
+local share = not writes and tonumber(rcall('ZSCORE', readers_key, token) or '0') > now
+if share then
+  rcall('ZADD', readers_key, 'XX', now + ttl_ms, token)
+  rw_keep(readers_key, now + ttl_ms)
+  return {1, counter, ttl_ms}
+end
+
+-- Read (and so type-check) every other key before the first write.
+local member = (writes and 'w:' or 'r:') .. token
+local live_readers = rcall('ZCOUNT', readers_key, '(' .. now, '+inf')
+local queued = rcall('ZCARD', queue_key)
+local registered = queued > 0 and rcall('ZSCORE', queue_key, member)
+rcall('ZSCORE', deadlines_key, member)
+rcall('LLEN', signal_key)
+
+if queued == 0 then
+  -- Nobody waits (the hot path): compatible means acquired.
+  if writes and not owner and live_readers == 0 then
+    local fence = rcall('INCR', fence_key)
+    if rcall('EXISTS', readers_key) == 1 then rcall('DEL', readers_key) end  -- expired shares
+    rcall('HSET', rwlock_key, 'owner', token, 'fence', fence)
+    rcall('PEXPIRE', rwlock_key, ttl_ms)
+    return {1, fence, ttl_ms}
+  end
+  if not writes and not owner then
+    rcall('ZADD', readers_key, now + ttl_ms, token)
+    rw_keep(readers_key, now + ttl_ms)
+    return {1, counter, ttl_ms}
+  end
+  if wait_ms > 0 then
+    rcall('ZADD', queue_key, 1, member)
+    rcall('ZADD', deadlines_key, now + wait_ms, member)
+    rw_keep(queue_key, now + wait_ms)
+    rw_keep(deadlines_key, now + wait_ms)
+  end
+  return {0, rw_busy_for(K, now, 1)}
+end
+
+-- Waiters queue: the caller takes its place (a newcomer at the tail, a waiter keeps its own), the
+-- head of the queue is granted what it may hold, and the caller holds if that included it.
+if not registered then
+  local last = rcall('ZRANGE', queue_key, -1, -1, 'WITHSCORES')
+  rcall('ZADD', queue_key, (tonumber(last[2] or '0') or 0) + 1, member)
+end
+local until_ms = now + (wait_ms > 0 and wait_ms or 1)
+rcall('ZADD', deadlines_key, until_ms, member)
+rw_promote(K, now, member)
+
+if writes and rcall('HGET', rwlock_key, 'owner') == token then
+  rcall('PEXPIRE', rwlock_key, ttl_ms)
+  return {1, tonumber(rcall('HGET', rwlock_key, 'fence')), ttl_ms}
+end
+if not writes and rcall('ZSCORE', readers_key, token) then
+  rcall('ZADD', readers_key, 'XX', now + ttl_ms, token)
+  rw_keep(readers_key, now + ttl_ms)
+  return {1, counter, ttl_ms}
+end
+if wait_ms > 0 then
+  rw_keep(queue_key, until_ms)
+  rw_keep(deadlines_key, until_ms)
+else
+  -- Not a waiter (or one giving up): its entry goes, and a writer leaving may let readers in.
+  rcall('ZREM', queue_key, member)
+  rcall('ZREM', deadlines_key, member)
+  if writes then rw_promote(K, now, member) end
+end
+return {0, rw_busy_for(K, now, 1)}
