@@ -64,7 +64,7 @@ local function rw_promote(K, now, me)
     rcall('ZREM', K.deadlines, unpack(lapsed))
     rcall('ZREM', K.queue, unpack(lapsed))
   end
-  if rcall('EXISTS', K.rwlock) == 1 then return 0 end  -- a writer holds
+  if rcall('HEXISTS', K.rwlock, 'owner') == 1 then return 0 end  -- a writer holds
   local head = rcall('ZRANGE', K.queue, 0, RW_SCAN - 1)
   if #head == 0 then return 0 end
   local ends = rcall('ZMSCORE', K.deadlines, unpack(head))

@@ -34,6 +34,7 @@ if rcall('ZCARD', queue_key) == 0 then
 end
 -- Read (and so type-check) what the promotion writes before the first write.
 rw_counter(fence_key)
+rcall('HEXISTS', rwlock_key, 'owner')
 rcall('ZCARD', readers_key)
 rcall('ZCARD', deadlines_key)
 rcall('LLEN', signal_key)

@@ -129,6 +129,11 @@ def acquire_plan(
         remaining = math.inf if deadline is None else deadline - clock()
         # register only to block: a waiter that sleeps its last stretch out tries once at the end
         blocks = remaining - TIMER_GRAIN >= 0.001
+        if not blocks and until and remaining > 0:
+            # the last stretch, shorter than Redis' timer grain: sleep it out registered, then a
+            # last try claims a grant made meanwhile or ends the registration
+            yield Sleep(remaining)
+            continue
         wait_ms: int | None = window_ms if blocks else (0 if until else None)
         sent_at = clock()
         call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
@@ -148,10 +153,16 @@ def acquire_plan(
         failures, answered = 0, True
         if wait_ms is not None:
             until = sent_at + wait_ms / 1000 if wait_ms else 0.0
-        if result.acquired or wait_ms is None or wait_ms == 0:
-            return Acquired(result, sent_at, None)
-        now = clock()
         free_in = max(result.pttl_ms, 1) / 1000 + 0.001
+        if result.acquired or wait_ms == 0:
+            return Acquired(result, sent_at, None)
+        if wait_ms is None:  # a timeout shorter than the timer grain: try again at the end
+            remaining = math.inf if deadline is None else deadline - clock()
+            if remaining <= 0:
+                return Acquired(result, sent_at, None)
+            yield Sleep(min(remaining, free_in))
+            continue
+        now = clock()
         block = min(math.inf if deadline is None else deadline - now - TIMER_GRAIN, max_block,
                     until - now - REGISTRATION_SLACK_MS / 1000, free_in)
         if block >= 0.001:
@@ -159,6 +170,5 @@ def acquire_plan(
             with contextlib.suppress(*TRANSPORT_ERRORS):
                 yield from wait_for_signal((keys.signal,), block, max_block=block,
                                            deadline=clock() + block + BLPOP_GRACE, grain=0.0)
-        elif deadline is not None and deadline > clock():
-            # the last stretch, shorter than Redis' timer grain: sleep it out, then a last try
-            yield Sleep(min(deadline - clock(), free_in))
+        elif deadline is None or deadline - clock() > TIMER_GRAIN:
+            yield Sleep(max(block, 0.001))  # the registration is due for renewal: ask again
