@@ -46,16 +46,14 @@ class Model:
         readers before the first waiting writer when no writer holds."""
         if self.writer is not None:
             return
-        granted = 0
         for mode, token in list(self.queue):
             if mode == "write":
-                if granted == 0 and not self.readers:
+                if not self.readers:
                     self._grant_writer(token)
                     self.queue.remove((mode, token))
                 break
             self.readers.add(token)
             self.queue.remove((mode, token))
-            granted += 1
 
     def acquire(self, token: str, mode: Mode, wait: int | None) -> bool:
         if self.holds(token, mode):
@@ -109,6 +107,7 @@ class RWLockMachine(RuleBasedStateMachine):
         # what each client does: None idle, ("wait", mode), ("hold", mode)
         self.doing: list[tuple[str, Mode] | None] = [None] * CLIENTS
         self.fences_seen: list[int] = []
+        self.log: list[object] = []  # the last steps, shown when an assertion fails
 
     def teardown(self) -> None:
         for c in [*getattr(self, "conns", []), getattr(self, "admin", None)]:
@@ -119,7 +118,8 @@ class RWLockMachine(RuleBasedStateMachine):
         token = self.tokens[c]
         expected = self.model.acquire(token, mode, wait)
         result = self.clients[c].run(acquire_call(self.keys, token, mode, LONG, wait))
-        assert result.acquired == expected, (c, mode, wait, self.model)
+        self.log.append((c, mode, wait, result.acquired))
+        assert result.acquired == expected, (c, mode, wait, self.model, self.log[-6:])
         if result.acquired:
             self.doing[c] = ("hold", mode)
             if mode == "write":
@@ -155,6 +155,7 @@ class RWLockMachine(RuleBasedStateMachine):
         assert doing is not None
         expected = self.model.release(self.tokens[c], doing[1])
         released = self.clients[c].run(release_call(self.keys, self.tokens[c], doing[1]))
+        self.log.append(("release", c, doing[1], released))
         assert released == (1 if expected else 0)
         self.doing[c] = None
 
@@ -185,6 +186,7 @@ class RWLockMachine(RuleBasedStateMachine):
             self.model.readers.discard(token)
             mode = "read"
         c = self.tokens.index(token)
+        self.log.append(("expire", c, mode))
         if self.doing[c] == ("hold", mode):
             self.doing[c] = None
 
@@ -196,7 +198,7 @@ class RWLockMachine(RuleBasedStateMachine):
         writer = r.hget(k.rwlock, "owner")
         seconds, micros = r.time()
         now = seconds * 1000 + micros // 1000
-        readers = {t.decode() for t in r.zrangebyscore(k.readers, f"({now}", "+inf")}
+        readers = {t.decode() for t in r.zrangebyscore(k.readers, now, "+inf")}
         assert writer is None or not readers, "a writer and readers at once"
         assert (writer.decode() if writer else None) == m.writer
         assert readers == m.readers

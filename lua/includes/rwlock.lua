@@ -4,7 +4,8 @@
 --   rwlock     hash {owner, fence}: the writer (its token) and its fence; expires with its lease.
 --              A waiting writer granted the lock is its owner at once, with a lease that ends when
 --              its registration would: it claims it (sets its own lease) on its next call.
---   readers    zset: reader token -> server ms its lease ends (granted waiting readers likewise);
+--   readers    zset: reader token -> server ms its lease ends (granted waiting readers likewise;
+--              a share scored `now` still runs: it ends after that ms, as PEXPIRE's keys do);
 --              expired members are pruned by the next promotion; the key expires no earlier
 --              than the last lease it was given.
 --   fence      string counter: one fence per writer hold (or grant); never expires.
@@ -41,9 +42,9 @@ end
 local function rw_busy_for(K, now, fallback)
   local pttl = redis.call('PTTL', K.rwlock)
   if pttl > 0 then return pttl end
-  local first = redis.call('ZRANGEBYSCORE', K.readers, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT',
-                           0, 1)
-  if #first > 0 then return math.max(1, tonumber(first[2]) - now) end
+  local first = redis.call('ZRANGEBYSCORE', K.readers, now, '+inf', 'WITHSCORES', 'LIMIT', 0,
+                           1)
+  if #first > 0 then return tonumber(first[2]) - now + 1 end
   return fallback
 end
 
@@ -58,7 +59,7 @@ end
 -- no wake-up). Returns the number of grants made.
 local function rw_promote(K, now, me)
   local rcall = redis.call
-  rcall('ZREMRANGEBYSCORE', K.readers, '-inf', now)
+  rcall('ZREMRANGEBYSCORE', K.readers, '-inf', '(' .. now)
   local lapsed = rcall('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, RW_PRUNE)
   if #lapsed > 0 then
     rcall('ZREM', K.deadlines, unpack(lapsed))
@@ -75,10 +76,13 @@ local function rw_promote(K, now, me)
     local kind, until_ms = string.sub(m, 1, 2), tonumber(ends[i] or '')
     if not until_ms or until_ms <= now or #m < 3 or (kind ~= 'r:' and kind ~= 'w:') then
       dead[#dead + 1] = m
-    elseif kind == 'w:' then
-      if #readers == 0 and not sharing then writer = {m, until_ms} end
-      break
     else
+      -- a grant outlives this call (now is TIME's whole ms: the clock may be on by 1 ms already)
+      until_ms = math.max(until_ms, now + 2)
+      if kind == 'w:' then
+        if #readers == 0 and not sharing then writer = {m, until_ms} end
+        break
+      end
       readers[#readers + 1] = {m, until_ms}
     end
   end

@@ -36,7 +36,8 @@ if writes and owner == token then
   rcall('PEXPIRE', rwlock_key, ttl_ms)
   return {1, fence, ttl_ms}
 end
-local share = not writes and tonumber(rcall('ZSCORE', readers_key, token) or '0') > now
+-- (a lease scored `now` still runs this ms: Redis ends a key's PEXPIRE likewise, after its ms)
+local share = not writes and tonumber(rcall('ZSCORE', readers_key, token) or '0') >= now
 if share then
   rcall('ZADD', readers_key, 'XX', now + ttl_ms, token)
   rw_keep(readers_key, now + ttl_ms)
@@ -45,7 +46,7 @@ end
 
 -- Read (and so type-check) every other key before the first write.
 local member = (writes and 'w:' or 'r:') .. token
-local live_readers = rcall('ZCOUNT', readers_key, '(' .. now, '+inf')
+local live_readers = rcall('ZCOUNT', readers_key, now, '+inf')
 local queued = rcall('ZCARD', queue_key)
 local registered = queued > 0 and rcall('ZSCORE', queue_key, member)
 rcall('ZSCORE', deadlines_key, member)
@@ -80,7 +81,8 @@ if not registered then
   local last = rcall('ZRANGE', queue_key, -1, -1, 'WITHSCORES')
   rcall('ZADD', queue_key, (tonumber(last[2] or '0') or 0) + 1, member)
 end
-local until_ms = now + (wait_ms > 0 and wait_ms or 1)
+-- not waiting: registered for this call only (granted and claimed here, or removed below)
+local until_ms = now + (wait_ms > 0 and wait_ms or 1000)
 rcall('ZADD', deadlines_key, until_ms, member)
 rw_promote(K, now, member)
 

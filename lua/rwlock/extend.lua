@@ -24,7 +24,7 @@ if mode == 'write' then
   return 1
 end
 local now = prl_now_ms()
-if tonumber(rcall('ZSCORE', readers_key, token) or '0') <= now then return 0 end
+if tonumber(rcall('ZSCORE', readers_key, token) or '0') < now then return 0 end
 rcall('ZADD', readers_key, 'XX', now + ttl_ms, token)
 rw_keep(readers_key, now + ttl_ms)
 return 1

@@ -14,7 +14,7 @@ errors:
 ]]
 local now = prl_now_ms()
 local held = rcall('HMGET', rwlock_key, 'owner', 'fence')
-local readers = rcall('ZCOUNT', readers_key, '(' .. now, '+inf')
+local readers = rcall('ZCOUNT', readers_key, now, '+inf')
 local waiting = rcall('ZCOUNT', deadlines_key, '(' .. now, '+inf')
 if held[1] then
   return {held[1], math.max(rcall('PTTL', rwlock_key), 0), tonumber(held[2] or '') or 0, readers,

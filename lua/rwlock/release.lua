@@ -24,7 +24,7 @@ local now = prl_now_ms()
 local writes = mode == 'write'
 if writes then
   if rcall('HGET', rwlock_key, 'owner') ~= token then return 0 end
-elseif tonumber(rcall('ZSCORE', readers_key, token) or '0') <= now then
+elseif tonumber(rcall('ZSCORE', readers_key, token) or '0') < now then
   return 0
 end
 if rcall('ZCARD', queue_key) == 0 then
