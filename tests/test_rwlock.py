@@ -127,21 +127,24 @@ def test_waiting_readers_at_the_head_are_granted_together(client: pyredislua.Cli
     assert not run(acquire_call(keys, "w2", "write", 10_000, 5_000)).acquired
     assert not run(acquire_call(keys, "r4", "read", 10_000, 5_000)).acquired
     assert run(release_call(keys, "w1", "write")) == 1
-    # r1..r3 are granted in that one call (r4 stays behind w2); each wakes once
+    # r1..r3 are granted in that one call (r4 stays behind w2) and stay registered until they
+    # claim; every registered waiter wakes once
     state = run(inspect_call(keys))
-    assert (state.writer, state.readers, state.waiters) == (None, 3, 2)
-    assert client.redis.llen(keys.signal) == 5  # one wake-up per registered waiter
+    assert (state.writer, state.readers, state.waiters) == (None, 3, 5)
+    assert client.redis.llen(keys.signal) == 5
     for name in ("r1", "r2", "r3"):
         claimed = run(acquire_call(keys, name, "read", 10_000, 5_000))
         assert claimed.acquired and claimed.pttl_ms == 10_000
+    assert run(inspect_call(keys)).waiters == 2
     assert not run(acquire_call(keys, "r4", "read", 10_000, 5_000)).acquired
     for name in ("r1", "r2"):
         assert run(release_call(keys, name, "read")) == 1
     assert run(inspect_call(keys)).writer is None
     assert run(release_call(keys, "r3", "read")) == 1
     state = run(inspect_call(keys))
-    assert (state.writer, state.fence, state.readers, state.waiters) == ("w2", 2, 0, 1)
+    assert (state.writer, state.fence, state.readers, state.waiters) == ("w2", 2, 0, 2)
     assert run(acquire_call(keys, "w2", "write", 10_000, 0)) == (True, 2, 10_000, None)
+    assert run(inspect_call(keys)).waiters == 1  # r4
 
 
 def test_a_waiter_that_gives_up_leaves_no_registration(client: pyredislua.Client) -> None:

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.lock
 
 CLIENTS = 4
 LONG = 600_000  # leases and registrations never lapse by themselves during a run
+HANDOFF = 60_000  # nor do grants
 MODES: tuple[Mode, ...] = ("read", "write")
 
 
@@ -43,21 +44,25 @@ class Model:
 
     def promote(self) -> None:
         """What a promotion grants: the first waiting writer when nobody holds, or the waiting
-        readers before the first waiting writer when no writer holds."""
+        readers before the first waiting writer when no writer holds. Grantees stay in the
+        queue until they claim."""
         if self.writer is not None:
             return
-        for mode, token in list(self.queue):
+        for mode, token in self.queue:
             if mode == "write":
                 if not self.readers:
                     self._grant_writer(token)
-                    self.queue.remove((mode, token))
                 break
             self.readers.add(token)
+
+    def _claim(self, token: str, mode: Mode) -> bool:
+        if (mode, token) in self.queue:
             self.queue.remove((mode, token))
+        return True
 
     def acquire(self, token: str, mode: Mode, wait: int | None) -> bool:
         if self.holds(token, mode):
-            return True
+            return self._claim(token, mode)
         if not self.queue:
             if mode == "write" and self.writer is None and not self.readers:
                 self._grant_writer(token)
@@ -72,7 +77,7 @@ class Model:
             self.queue.append((mode, token))
         self.promote()
         if self.holds(token, mode):
-            return True
+            return self._claim(token, mode)
         if not wait:
             self.queue.remove((mode, token))
             if mode == "write":
@@ -117,7 +122,7 @@ class RWLockMachine(RuleBasedStateMachine):
     def _acquire(self, c: int, mode: Mode, wait: int | None) -> None:
         token = self.tokens[c]
         expected = self.model.acquire(token, mode, wait)
-        result = self.clients[c].run(acquire_call(self.keys, token, mode, LONG, wait))
+        result = self.clients[c].run(acquire_call(self.keys, token, mode, LONG, wait, HANDOFF))
         self.log.append((c, mode, wait, result.acquired))
         assert result.acquired == expected, (c, mode, wait, self.model, self.log[-6:])
         if result.acquired:
@@ -154,7 +159,7 @@ class RWLockMachine(RuleBasedStateMachine):
         doing = self.doing[c]
         assert doing is not None
         expected = self.model.release(self.tokens[c], doing[1])
-        released = self.clients[c].run(release_call(self.keys, self.tokens[c], doing[1]))
+        released = self.clients[c].run(release_call(self.keys, self.tokens[c], doing[1], HANDOFF))
         self.log.append(("release", c, doing[1], released))
         assert released == (1 if expected else 0)
         self.doing[c] = None

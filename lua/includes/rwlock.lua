@@ -2,14 +2,15 @@
 --
 -- A read-write lock keeps six keys under one hash tag (lua/keysets/rwlock.keys):
 --   rwlock     hash {owner, fence}: the writer (its token) and its fence; expires with its lease.
---              A waiting writer granted the lock is its owner at once, with a lease that ends when
---              its registration would: it claims it (sets its own lease) on its next call.
+--              A waiting writer granted the lock is its owner at once, for the hand-off window:
+--              it claims it (sets its own lease, ends its registration) with its next call.
 --   readers    zset: reader token -> server ms its lease ends (granted waiting readers likewise;
 --              a share scored `now` still runs: it ends after that ms, as PEXPIRE's keys do);
 --              expired members are pruned by the next promotion; the key expires no earlier
 --              than the last lease it was given.
 --   fence      string counter: one fence per writer hold (or grant); never expires.
---   queue      zset: 'r:<token>' / 'w:<token>' -> arrival number (FIFO; restarts when empty).
+--   queue      zset: 'r:<token>' / 'w:<token>' -> arrival number (FIFO; restarts when empty);
+--              a granted waiter stays in it until it claims its grant.
 --   deadlines  zset: the same members -> server ms the registration ends (a waiter renews it on
 --              every call while it waits). Both sets expire with their last registration.
 --   signal     list: wake-ups; a grant pushes one per registered waiter (capped), every blocked
@@ -50,14 +51,16 @@ end
 
 -- Grant the head of the queue what it may hold now: the first live waiting writer when nobody
 -- holds, or the run of live waiting readers before the first waiting writer when no writer
--- holds. A grant lasts until the grantee's registration would have ended (the grantee is due
--- back by then; its next call claims it with its own lease), so a grant to a waiter that died
--- lapses as its registration would have. Expired readers and up to RW_PRUNE lapsed
+-- holds. A grantee stays registered (at the head) until it claims its grant with its next call,
+-- which sets its own lease; the grant itself lasts `handoff` ms (less if the registration ends
+-- sooner). A grant that lapses unclaimed is made again by the next promotion while its waiter is
+-- still registered (a waiter whose wake-up went to another waiter loses nothing), and a waiter
+-- that died is passed over when its registration ends. Expired readers and up to RW_PRUNE lapsed
 -- registrations go first; dead or malformed entries met at the head are dropped.
 -- The caller has read every key (types checked) and the fence counter (rw_counter) before its
--- first write, so nothing here can fail halfway. `me`: the caller's own queue member (it needs
--- no wake-up). Returns the number of grants made.
-local function rw_promote(K, now, me)
+-- first write, so nothing here can fail halfway. `me`: the caller's own queue member (it claims
+-- in the same call: no wake-up). Returns whether `me` was granted.
+local function rw_promote(K, now, me, handoff)
   local rcall = redis.call
   rcall('ZREMRANGEBYSCORE', K.readers, '-inf', '(' .. now)
   local lapsed = rcall('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, RW_PRUNE)
@@ -65,9 +68,9 @@ local function rw_promote(K, now, me)
     rcall('ZREM', K.deadlines, unpack(lapsed))
     rcall('ZREM', K.queue, unpack(lapsed))
   end
-  if rcall('HEXISTS', K.rwlock, 'owner') == 1 then return 0 end  -- a writer holds
+  if rcall('HEXISTS', K.rwlock, 'owner') == 1 then return false end  -- a writer holds
   local head = rcall('ZRANGE', K.queue, 0, RW_SCAN - 1)
-  if #head == 0 then return 0 end
+  if #head == 0 then return false end
   local ends = rcall('ZMSCORE', K.deadlines, unpack(head))
   local sharing = rcall('ZCARD', K.readers) > 0
   local readers, writer, dead = {}, nil, {}
@@ -77,8 +80,9 @@ local function rw_promote(K, now, me)
     if not until_ms or until_ms <= now or #m < 3 or (kind ~= 'r:' and kind ~= 'w:') then
       dead[#dead + 1] = m
     else
-      -- a grant outlives this call (now is TIME's whole ms: the clock may be on by 1 ms already)
-      until_ms = math.max(until_ms, now + 2)
+      -- the grant lasts the hand-off window, and this call out (now is TIME's whole ms: the
+      -- clock may be on by 1 ms already)
+      until_ms = math.max(math.min(until_ms, now + handoff), now + 2)
       if kind == 'w:' then
         if #readers == 0 and not sharing then writer = {m, until_ms} end
         break
@@ -92,30 +96,24 @@ local function rw_promote(K, now, me)
   end
   local granted, mine, last = 0, false, 0
   if writer then
-    local m, until_ms = writer[1], writer[2]
-    rcall('HSET', K.rwlock, 'owner', string.sub(m, 3), 'fence', rcall('INCR', K.fence))
-    rcall('PEXPIREAT', K.rwlock, until_ms)
-    rcall('ZREM', K.queue, m)
-    rcall('ZREM', K.deadlines, m)
-    granted, mine, last = 1, m == me, until_ms
+    rcall('HSET', K.rwlock, 'owner', string.sub(writer[1], 3), 'fence', rcall('INCR', K.fence))
+    rcall('PEXPIREAT', K.rwlock, writer[2])
+    granted, mine, last = 1, writer[1] == me, writer[2]
   elseif #readers > 0 then
-    local scored, members = {}, {}
+    local scored = {}
     for i, entry in ipairs(readers) do
       scored[2 * i - 1], scored[2 * i] = entry[2], string.sub(entry[1], 3)
-      members[i] = entry[1]
       if entry[1] == me then mine = true end
       if entry[2] > last then last = entry[2] end
     end
-    rcall('ZADD', K.readers, 'GT', unpack(scored))
+    -- readers granted before and not yet claimed keep their share (GT): only new ones count
+    granted = rcall('ZADD', K.readers, 'GT', unpack(scored))
     rw_keep(K.readers, last)
-    rcall('ZREM', K.queue, unpack(members))
-    rcall('ZREM', K.deadlines, unpack(members))
-    granted = #readers
   end
-  if granted == 0 then return 0 end
+  if granted == 0 then return mine end
   -- Wake every registered waiter once (BLPOP serves blocked clients in the order they blocked,
-  -- which need not be the queue's): the grantees find their grant, the others block again.
-  local wake = math.min(rcall('ZCARD', K.queue) + granted - (mine and 1 or 0), RW_WAKE)
+  -- which need not be the queue's): the grantees claim their grant, the others block again.
+  local wake = math.min(rcall('ZCARD', K.queue) - (mine and 1 or 0), RW_WAKE)
   if wake > 0 then
     local ones = {}
     for i = 1, wake do ones[i] = '1' end
@@ -123,5 +121,5 @@ local function rw_promote(K, now, me)
     rcall('RPUSH', K.signal, unpack(ones))
     rw_keep(K.signal, last)
   end
-  return granted
+  return mine
 end

@@ -11,6 +11,7 @@ argv:
   mode: enum read|write; a read share (many at once) or the write lock (alone)
   ttl_ms: int 1..1000000000000; lease length in milliseconds
   wait_ms: int -1..86400000 = -1; -1 (or absent): not a waiter: acquired only if nobody waits ahead; > 0: when not acquired, stay registered as a waiter (keeping your place in the queue) until this many ms from now (the registration must outlive your BLPOP on the signal list); 0: a waiter's last try: acquired if granted, else its registration ends
+  handoff_ms: int 1..60000 = 100; how long a grant this call makes to a waiter waits for that waiter's claim (made again while it stays registered)
 returns:
   {1, fence, ttl_ms} when this token holds: acquired now, claimed a grant made to it while it
   waited, or a repeat by the holder (lease renewed). fence: a writer's fencing token (the same on
@@ -26,30 +27,42 @@ local now = prl_now_ms()
 local K = {rwlock = rwlock_key, readers = readers_key, fence = fence_key, queue = queue_key,
            deadlines = deadlines_key, signal = signal_key}
 local writes = mode == 'write'
+local member = (writes and 'w:' or 'r:') .. token
+-- Read (and so type-check) every key before the first write.
 local owner = rcall('HGET', rwlock_key, 'owner')
 local counter = rw_counter(fence_key)
-
--- A repeat by the holder, or a waiter claiming its grant: its own lease from now.
-if writes and owner == token then
-  local fence = tonumber(rcall('HGET', rwlock_key, 'fence') or '')
-  if not fence then prl_fail('BADSTATE', 'the rwlock hash holds no valid fence') end
-  rcall('PEXPIRE', rwlock_key, ttl_ms)
-  return {1, fence, ttl_ms}
-end
 -- (a lease scored `now` still runs this ms: Redis ends a key's PEXPIRE likewise, after its ms)
 local share = not writes and tonumber(rcall('ZSCORE', readers_key, token) or '0') >= now
-if share then
+local queued = rcall('ZCARD', queue_key)
+local registered = queued > 0 and rcall('ZSCORE', queue_key, member)
+rcall('ZSCORE', deadlines_key, member)
+
+-- Holding: its own lease from now, and a registration (a waiter claiming a grant) ends.
+local function claim(waiting)
+  if waiting then
+    rcall('ZREM', queue_key, member)
+    rcall('ZREM', deadlines_key, member)
+  end
+  if writes then
+    local fence = tonumber(rcall('HGET', rwlock_key, 'fence') or '')
+    rcall('PEXPIRE', rwlock_key, ttl_ms)
+    return {1, fence, ttl_ms}
+  end
   rcall('ZADD', readers_key, 'XX', now + ttl_ms, token)
   rw_keep(readers_key, now + ttl_ms)
   return {1, counter, ttl_ms}
 end
 
--- Read (and so type-check) every other key before the first write.
-local member = (writes and 'w:' or 'r:') .. token
+-- A repeat by the holder, or a waiter claiming the grant made to it.
+if writes and owner == token then
+  if not tonumber(rcall('HGET', rwlock_key, 'fence') or '') then
+    prl_fail('BADSTATE', 'the rwlock hash holds no valid fence')
+  end
+  return claim(registered)
+end
+if share then return claim(registered) end
+
 local live_readers = rcall('ZCOUNT', readers_key, now, '+inf')
-local queued = rcall('ZCARD', queue_key)
-local registered = queued > 0 and rcall('ZSCORE', queue_key, member)
-rcall('ZSCORE', deadlines_key, member)
 rcall('LLEN', signal_key)
 
 if queued == 0 then
@@ -84,16 +97,8 @@ end
 -- not waiting: registered for this call only (granted and claimed here, or removed below)
 local until_ms = now + (wait_ms > 0 and wait_ms or 1000)
 rcall('ZADD', deadlines_key, until_ms, member)
-rw_promote(K, now, member)
-
-if writes and rcall('HGET', rwlock_key, 'owner') == token then
-  rcall('PEXPIRE', rwlock_key, ttl_ms)
-  return {1, tonumber(rcall('HGET', rwlock_key, 'fence')), ttl_ms}
-end
-if not writes and rcall('ZSCORE', readers_key, token) then
-  rcall('ZADD', readers_key, 'XX', now + ttl_ms, token)
-  rw_keep(readers_key, now + ttl_ms)
-  return {1, counter, ttl_ms}
+if rw_promote(K, now, member, handoff_ms) then
+  return claim(true)
 end
 if wait_ms > 0 then
   rw_keep(queue_key, until_ms)
@@ -102,6 +107,6 @@ else
   -- Not a waiter (or one giving up): its entry goes, and a writer leaving may let readers in.
   rcall('ZREM', queue_key, member)
   rcall('ZREM', deadlines_key, member)
-  if writes then rw_promote(K, now, member) end
+  if writes then rw_promote(K, now, member, handoff_ms) end
 end
 return {0, rw_busy_for(K, now, 1)}

@@ -9,9 +9,11 @@ keys: keyset rwlock
 argv:
   token: str 1..256; the holder's token
   mode: enum read|write; what it holds
+  handoff_ms: int 1..60000 = 100; how long a grant this call makes to a waiter waits for that waiter's claim (made again while it stays registered)
 returns:
   1 when released (waiters at the head of the queue were granted the lock if they may now hold
-  it: one writer, or the readers before the first waiting writer); 0 when the token does not hold
+  it: one writer, or the readers before the first waiting writer; each claims its grant with its
+  next acquire); 0 when the token does not hold
   it in this mode (expired, or never acquired: nothing changed). Running it twice releases once,
   but the repeat replies 0: after a lost reply, 0 means released or expired, so the Python client
   sends it once and recovers itself
@@ -40,5 +42,5 @@ rcall('ZCARD', deadlines_key)
 rcall('LLEN', signal_key)
 if writes then rcall('DEL', rwlock_key) else rcall('ZREM', readers_key, token) end
 rw_promote({rwlock = rwlock_key, readers = readers_key, fence = fence_key, queue = queue_key,
-            deadlines = deadlines_key, signal = signal_key}, now, '')
+            deadlines = deadlines_key, signal = signal_key}, now, '', handoff_ms)
 return 1

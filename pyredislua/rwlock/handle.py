@@ -20,7 +20,15 @@ from ..lock.hold import Hold
 from ..lock.ops import RELEASED_UNCONFIRMED, parse_acquire
 from ..lock.plans import REPLY_GRACE, Acquired, release_plan
 from ..lock.watchdog import TaskWatchdog, ThreadWatchdog
-from .ops import Mode, RWLockKeys, acquire_call, acquire_plan, extend_call, release_call
+from .ops import (
+    HANDOFF_MS,
+    Mode,
+    RWLockKeys,
+    acquire_call,
+    acquire_plan,
+    extend_call,
+    release_call,
+)
 
 C = TypeVar("C", Client, AsyncClient)
 
@@ -44,12 +52,12 @@ class RWHandle(Hold, Generic[C]):
                  auto_renew: bool = True, max_hold: float | None = None,
                  on_lost: Callable[[Any], None] | None = None,
                  blocking_timeout: float | None = None, token: str | None = None,
-                 prefix: str = "prl") -> None:
+                 prefix: str = "prl", handoff: float = HANDOFF_MS / 1000) -> None:
         if mode not in ("read", "write"):
             raise ValueError(f"mode must be 'read' or 'write', got {mode!r}")
         super().__init__(client.engine, name, ttl=ttl, auto_renew=auto_renew, max_hold=max_hold,
                          on_lost=on_lost, blocking_timeout=blocking_timeout, token=token,
-                         prefix=prefix)
+                         prefix=prefix, handoff=handoff)
         self.mode: Mode = mode
         self.rw_keys = RWLockKeys(name, prefix)
         self._client: C = client
@@ -72,7 +80,8 @@ class RWHandle(Hold, Generic[C]):
 
     def _try_call(self) -> Call[bool]:
         token = self.token
-        call = acquire_call(self.rw_keys, token, self.mode, self._first_ttl_ms)
+        call = acquire_call(self.rw_keys, token, self.mode, self._first_ttl_ms, None,
+                            self.handoff_ms)
         sent_at = time.monotonic()
 
         def settle(reply: Any) -> bool:
@@ -84,14 +93,14 @@ class RWHandle(Hold, Generic[C]):
         token = self.token
         acquired = yield from acquire_plan(self._engine, self.rw_keys, token, self.mode,
                                            self._first_ttl_ms, timeout=timeout,
-                                           max_block=max_block)
+                                           max_block=max_block, handoff_ms=self.handoff_ms)
         return self._settle(acquired, token)
 
     def _release_plan(self) -> Plan[None]:
         lease, self._lease = self._lease, None  # stops the watchdog before the hold is gone
         now = time.monotonic()
         valid = lease is not None and self.lost_reason is None and now < lease.valid_until
-        call = release_call(self.rw_keys, self._hold_token, self.mode)
+        call = release_call(self.rw_keys, self._hold_token, self.mode, self.handoff_ms)
         give_up_at = max(lease.valid_until if lease is not None else now, now + REPLY_GRACE)
         released = yield from release_plan(self._engine, call, give_up_at)
         if released == RELEASED_UNCONFIRMED and valid:

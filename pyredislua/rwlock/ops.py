@@ -69,19 +69,30 @@ def _renewed(reply: Any) -> bool:
 # -- call specs: one per Lua operation ------------------------------------------------------------
 
 
+HANDOFF_MS = 100
+
+
 def acquire_call(keys: RWLockKeys, token: str, mode: Mode, ttl_ms: int,
-                 wait_ms: int | None = None) -> Call[AcquireResult]:
+                 wait_ms: int | None = None, handoff_ms: int = HANDOFF_MS
+                 ) -> Call[AcquireResult]:
     """``wait_ms``: None (not a waiter), > 0 (register, or renew the registration, for that long
-    when not acquired), 0 (a waiter's last try: claim a grant, else end the registration)."""
+    when not acquired), 0 (a waiter's last try: claim a grant, else end the registration).
+    ``handoff_ms``: how long a grant this call makes to another waiter waits for its claim."""
     args: tuple[str | int, ...] = (token, mode, ttl_ms)
-    if wait_ms is not None:
-        args = (*args, wait_ms)
+    if wait_ms is not None or handoff_ms != HANDOFF_MS:
+        args = (*args, -1 if wait_ms is None else wait_ms)
+    if handoff_ms != HANDOFF_MS:
+        args = (*args, handoff_ms)
     return Call("rwlock.acquire", keys.all, args, parse_acquire)
 
 
-def release_call(keys: RWLockKeys, token: str, mode: Mode) -> Call[int]:
+def release_call(keys: RWLockKeys, token: str, mode: Mode, handoff_ms: int = HANDOFF_MS
+                 ) -> Call[int]:
     """Reply: 1 released, 0 not held by ``token`` in ``mode``."""
-    return Call("rwlock.release", keys.all, (token, mode), int)
+    args: tuple[str | int, ...] = (token, mode)
+    if handoff_ms != HANDOFF_MS:
+        args = (*args, handoff_ms)
+    return Call("rwlock.release", keys.all, args, int)
 
 
 def extend_call(keys: RWLockKeys, token: str, mode: Mode, ttl_ms: int) -> Call[bool]:
@@ -104,6 +115,7 @@ def acquire_plan(
     *,
     timeout: float | None,
     max_block: float,
+    handoff_ms: int = HANDOFF_MS,
     clock: Callable[[], float] = time.monotonic,
 ) -> Plan[Acquired]:
     """Acquire, waiting in the lock's FIFO queue: each call registers (or renews the
@@ -111,8 +123,8 @@ def acquire_plan(
     the signal list between calls. A release, or any call that finds the head of the queue free
     to go, grants the lock to the head (one writer, or the run of readers before the next
     writer) and wakes the waiters; the grantee's next call claims it with its own lease. A
-    blocked waiter also asks again when a holder's lease would end by itself (a crashed holder)
-    and when its registration is due for renewal; never otherwise (no polling).
+    blocked waiter also asks again when a holder's lease (or an unclaimed grant's hand-off
+    window) would end by itself and when its registration is due for renewal; never otherwise.
 
     At the deadline a last call (``wait_ms`` 0) claims a grant made meanwhile or ends the
     registration: a grant is never left to a waiter that gave up. If the caller dies while
@@ -138,8 +150,9 @@ def acquire_plan(
         sent_at = clock()
         call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
         try:
-            result = yield from engine.run_one(acquire_call(keys, token, mode, ttl_ms, wait_ms),
-                                               deadline=call_deadline)
+            result = yield from engine.run_one(
+                acquire_call(keys, token, mode, ttl_ms, wait_ms, handoff_ms),
+                deadline=call_deadline)
         except TRANSPORT_ERRORS as error:
             if deadline is None:
                 raise

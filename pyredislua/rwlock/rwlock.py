@@ -67,7 +67,8 @@ class RWLock(Generic[C]):
 
     def __init__(self, client: C, name: str, *, ttl: float = 30.0, auto_renew: bool = True,
                  max_hold: float | None = None, on_lost: Callable[[Any], None] | None = None,
-                 blocking_timeout: float | None = None, prefix: str = "prl") -> None:
+                 blocking_timeout: float | None = None, prefix: str = "prl",
+                 handoff: float = 0.1) -> None:
         self._client: C = client
         self.name = name
         self.prefix = prefix
@@ -77,6 +78,7 @@ class RWLock(Generic[C]):
         self.max_hold = max_hold
         self.on_lost = on_lost
         self.blocking_timeout = blocking_timeout
+        self.handoff = handoff
 
     @property
     def client(self) -> C:
@@ -89,7 +91,7 @@ class RWLock(Generic[C]):
                         max_hold=self.max_hold, on_lost=self.on_lost,
                         blocking_timeout=(self.blocking_timeout if blocking_timeout is None
                                           else blocking_timeout),
-                        token=token, prefix=self.prefix)
+                        token=token, prefix=self.prefix, handoff=self.handoff)
 
     def read(self, *, token: str | None = None, ttl: float | None = None,
              blocking_timeout: float | None = None) -> RWHandle[C]:
