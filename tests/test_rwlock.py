@@ -13,6 +13,7 @@ import pytest
 import redis
 
 import pyredislua
+from pyredislua.engine.protocol import Call
 from pyredislua.errors import LockLostError, LockNotOwnedError
 from pyredislua.lock import LockTimeoutError
 from pyredislua.rwlock import RWLock, RWLockKeys, acquire_call, inspect_call, release_call
@@ -126,7 +127,7 @@ def test_waiting_readers_at_the_head_are_granted_together(client: pyredislua.Cli
         assert not run(acquire_call(keys, name, "read", 10_000, 5_000)).acquired
     assert not run(acquire_call(keys, "w2", "write", 10_000, 5_000)).acquired
     assert not run(acquire_call(keys, "r4", "read", 10_000, 5_000)).acquired
-    assert run(release_call(keys, "w1", "write")) == 1
+    assert run(release_call(keys, "w1", "write", 60_000)) == 1  # grants wait a minute
     # r1..r3 are granted in that one call (r4 stays behind w2) and stay registered until they
     # claim; every registered waiter wakes once
     state = run(inspect_call(keys))
@@ -140,11 +141,29 @@ def test_waiting_readers_at_the_head_are_granted_together(client: pyredislua.Cli
     for name in ("r1", "r2"):
         assert run(release_call(keys, name, "read")) == 1
     assert run(inspect_call(keys)).writer is None
-    assert run(release_call(keys, "r3", "read")) == 1
+    assert run(release_call(keys, "r3", "read", 60_000)) == 1
     state = run(inspect_call(keys))
     assert (state.writer, state.fence, state.readers, state.waiters) == ("w2", 2, 0, 2)
     assert run(acquire_call(keys, "w2", "write", 10_000, 0)) == (True, 2, 10_000, None)
     assert run(inspect_call(keys)).waiters == 1  # r4
+
+
+def test_a_wake_up_taken_by_another_waiter_goes_back_to_the_grantee(
+        client: pyredislua.Client) -> None:
+    keys = RWLockKeys("pass")
+    run, r = client.run, client.redis
+    assert run(acquire_call(keys, "w1", "write", 10_000)).acquired
+    for name in ("g", "x"):
+        assert not run(acquire_call(keys, name, "write", 10_000, 5_000)).acquired
+    run(release_call(keys, "w1", "write", 60_000))  # grants g; two wake-ups (g and x)
+    assert r.lpop(keys.signal) == b"1" and r.lpop(keys.signal) == b"1"  # x took both
+    call = acquire_call(keys, "x", "write", 10_000, 5_000, woken=True)
+    reply = run(Call(call.op, call.keys, call.args))  # the raw reply
+    assert reply[0] == 0 and reply[2] == 1 and 0 < reply[1] <= 60_000  # passed; grant's pttl
+    assert r.llen(keys.signal) == 1  # for g
+    assert not run(acquire_call(keys, "x", "write", 10_000, 5_000)).acquired
+    assert r.llen(keys.signal) == 1  # not woken: nothing passed
+    assert run(acquire_call(keys, "g", "write", 10_000, 5_000, woken=True)).acquired
 
 
 def test_a_waiter_that_gives_up_leaves_no_registration(client: pyredislua.Client) -> None:
@@ -206,7 +225,8 @@ def test_a_granted_waiter_that_died_is_passed_over(client: pyredislua.Client) ->
     run(release_call(keys, "w1", "write"))  # grants the ghost
     assert run(inspect_call(keys)).writer == "ghost"
     t.join(5)
-    assert done.is_set() and waiter.fence == 3
+    # the ghost's grant was made again (a new fence each time) until its registration ended
+    assert done.is_set() and waiter.fence is not None and waiter.fence >= 3
     waiter.release()
 
 

@@ -49,6 +49,16 @@ local function rw_busy_for(K, now, fallback)
   return fallback
 end
 
+-- Whether the head of the queue holds a grant it has not claimed yet (a claim ends the
+-- registration, so unclaimed grantees are the first entries of the queue).
+local function rw_unclaimed(K)
+  local head = redis.call('ZRANGE', K.queue, 0, 0)
+  if #head == 0 then return false end
+  local kind, token = string.sub(head[1], 1, 2), string.sub(head[1], 3)
+  if kind == 'w:' then return redis.call('HGET', K.rwlock, 'owner') == token end
+  return kind == 'r:' and redis.call('ZSCORE', K.readers, token) ~= false
+end
+
 -- Grant the head of the queue what it may hold now: the first live waiting writer when nobody
 -- holds, or the run of live waiting readers before the first waiting writer when no writer
 -- holds. A grantee stays registered (at the head) until it claims its grant with its next call,

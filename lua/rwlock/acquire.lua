@@ -11,13 +11,15 @@ argv:
   mode: enum read|write; a read share (many at once) or the write lock (alone)
   ttl_ms: int 1..1000000000000; lease length in milliseconds
   wait_ms: int -1..86400000 = -1; -1 (or absent): not a waiter: acquired only if nobody waits ahead; > 0: when not acquired, stay registered as a waiter (keeping your place in the queue) until this many ms from now (the registration must outlive your BLPOP on the signal list); 0: a waiter's last try: acquired if granted, else its registration ends
-  handoff_ms: int 1..60000 = 100; how long a grant this call makes to a waiter waits for that waiter's claim (made again while it stays registered)
+  handoff_ms: int 1..60000 = 30; how long a grant this call makes to a waiter waits for that waiter's claim (made again while it stays registered)
+  woken: int 0..1 = 0; 1: the caller popped a wake-up from the signal list since its last call. If it is still waiting and a grant at the head of the queue is unclaimed, the wake-up is pushed back for that grantee (a waiter passes woken=1 only if its previous call did not pass one back)
 returns:
   {1, fence, ttl_ms} when this token holds: acquired now, claimed a grant made to it while it
   waited, or a repeat by the holder (lease renewed). fence: a writer's fencing token (the same on
   a repeat); for a reader, the fence of the last writer granted (0 if none).
-  {0, pttl} when not acquired: pttl is the milliseconds until a holder's lease ends by itself
-  (how long a waiter may block on the signal list before it asks again)
+  {0, pttl, passed} when not acquired: pttl is the milliseconds until a holder's lease (or an
+  unclaimed grant) ends by itself (how long a waiter may block on the signal list before it asks
+  again); passed is 1 when this call pushed the caller's wake-up back for an unclaimed grant
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
   BADSTATE: the lock hash or the fence counter holds something else than this operation keeps there (nothing changed)
@@ -85,7 +87,7 @@ if queued == 0 then
     rw_keep(queue_key, now + wait_ms)
     rw_keep(deadlines_key, now + wait_ms)
   end
-  return {0, rw_busy_for(K, now, 1)}
+  return {0, rw_busy_for(K, now, 1), 0}
 end
 
 -- Waiters queue: the caller takes its place (a newcomer at the tail, a waiter keeps its own), the
@@ -103,10 +105,17 @@ end
 if wait_ms > 0 then
   rw_keep(queue_key, until_ms)
   rw_keep(deadlines_key, until_ms)
+  if woken == 1 and rw_unclaimed(K) then
+    -- The wake-up this waiter took was meant for a grantee (every registered waiter got one,
+    -- but BLPOP serves whoever blocks first): it goes back to the list for the grantee.
+    rcall('RPUSH', signal_key, '1')
+    rw_keep(signal_key, now + handoff_ms)
+    return {0, rw_busy_for(K, now, 1), 1}
+  end
 else
   -- Not a waiter (or one giving up): its entry goes, and a writer leaving may let readers in.
   rcall('ZREM', queue_key, member)
   rcall('ZREM', deadlines_key, member)
   if writes then rw_promote(K, now, member, handoff_ms) end
 end
-return {0, rw_busy_for(K, now, 1)}
+return {0, rw_busy_for(K, now, 1), 0}

@@ -9,7 +9,7 @@ keys: keyset rwlock
 argv:
   token: str 1..256; the holder's token
   mode: enum read|write; what it holds
-  handoff_ms: int 1..60000 = 100; how long a grant this call makes to a waiter waits for that waiter's claim (made again while it stays registered)
+  handoff_ms: int 1..60000 = 30; how long a grant this call makes to a waiter waits for that waiter's claim (made again while it stays registered)
 returns:
   1 when released (waiters at the head of the queue were granted the lock if they may now hold
   it: one writer, or the readers before the first waiting writer; each claims its grant with its

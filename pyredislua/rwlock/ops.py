@@ -69,21 +69,33 @@ def _renewed(reply: Any) -> bool:
 # -- call specs: one per Lua operation ------------------------------------------------------------
 
 
-HANDOFF_MS = 100
+HANDOFF_MS = 30
+
+
+def _args(token: str, mode: Mode, ttl_ms: int, wait_ms: int | None, handoff_ms: int,
+          woken: bool) -> tuple[str | int, ...]:
+    args: tuple[str | int, ...] = (token, mode, ttl_ms)
+    if wait_ms is not None or handoff_ms != HANDOFF_MS or woken:
+        args = (*args, -1 if wait_ms is None else wait_ms)
+    if handoff_ms != HANDOFF_MS or woken:
+        args = (*args, handoff_ms)
+    return (*args, 1) if woken else args
 
 
 def acquire_call(keys: RWLockKeys, token: str, mode: Mode, ttl_ms: int,
-                 wait_ms: int | None = None, handoff_ms: int = HANDOFF_MS
+                 wait_ms: int | None = None, handoff_ms: int = HANDOFF_MS, woken: bool = False
                  ) -> Call[AcquireResult]:
     """``wait_ms``: None (not a waiter), > 0 (register, or renew the registration, for that long
     when not acquired), 0 (a waiter's last try: claim a grant, else end the registration).
-    ``handoff_ms``: how long a grant this call makes to another waiter waits for its claim."""
-    args: tuple[str | int, ...] = (token, mode, ttl_ms)
-    if wait_ms is not None or handoff_ms != HANDOFF_MS:
-        args = (*args, -1 if wait_ms is None else wait_ms)
-    if handoff_ms != HANDOFF_MS:
-        args = (*args, handoff_ms)
-    return Call("rwlock.acquire", keys.all, args, parse_acquire)
+    ``handoff_ms``: how long a grant this call makes to another waiter waits for its claim.
+    ``woken``: the caller popped a wake-up since its last call (see the plan)."""
+    return Call("rwlock.acquire", keys.all,
+                _args(token, mode, ttl_ms, wait_ms, handoff_ms, woken), parse_acquire)
+
+
+def _parse_waiting(reply: Any) -> tuple[AcquireResult, bool]:
+    """An acquire's reply, and whether it passed the caller's wake-up back to a grantee."""
+    return parse_acquire(reply), int(reply[0]) == 0 and len(reply) > 2 and int(reply[2]) == 1
 
 
 def release_call(keys: RWLockKeys, token: str, mode: Mode, handoff_ms: int = HANDOFF_MS
@@ -125,6 +137,9 @@ def acquire_plan(
     writer) and wakes the waiters; the grantee's next call claims it with its own lease. A
     blocked waiter also asks again when a holder's lease (or an unclaimed grant's hand-off
     window) would end by itself and when its registration is due for renewal; never otherwise.
+    Every registered waiter gets one wake-up per grant, but BLPOP serves whoever blocks first:
+    a waiter that took one and is not granted passes it back when a grant is still unclaimed
+    (once in a row), so a grantee that blocks late still finds it.
 
     At the deadline a last call (``wait_ms`` 0) claims a grant made meanwhile or ends the
     registration: a grant is never left to a waiter that gave up. If the caller dies while
@@ -136,6 +151,7 @@ def acquire_plan(
     deadline = None if timeout is None else clock() + timeout
     window_ms = registration_ms(max_block)
     until = 0.0  # local time by which the registration surely ends (0: not registered)
+    woken = False  # popped a wake-up since the last call
     failures, answered = 0, False
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
@@ -149,10 +165,10 @@ def acquire_plan(
         wait_ms: int | None = window_ms if blocks else (0 if until else None)
         sent_at = clock()
         call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
+        call = Call("rwlock.acquire", keys.all,
+                    _args(token, mode, ttl_ms, wait_ms, handoff_ms, woken), _parse_waiting)
         try:
-            result = yield from engine.run_one(
-                acquire_call(keys, token, mode, ttl_ms, wait_ms, handoff_ms),
-                deadline=call_deadline)
+            result, passed = yield from engine.run_one(call, deadline=call_deadline)
         except TRANSPORT_ERRORS as error:
             if deadline is None:
                 raise
@@ -164,6 +180,9 @@ def acquire_plan(
             failures += 1
             continue
         failures, answered = 0, True
+        # a wake-up is passed back at most once in a row: a waiter that took its own passed
+        # wake-up again (the grantee had not blocked yet) blocks instead of passing it around
+        woken = False
         if wait_ms is not None:
             until = sent_at + wait_ms / 1000 if wait_ms else 0.0
         free_in = max(result.pttl_ms, 1) / 1000 + 0.001
@@ -181,7 +200,9 @@ def acquire_plan(
         if block >= 0.001:
             # a transport error: the next call retries (and backs off) or gives up at the deadline
             with contextlib.suppress(*TRANSPORT_ERRORS):
-                yield from wait_for_signal((keys.signal,), block, max_block=block,
-                                           deadline=clock() + block + BLPOP_GRACE, grain=0.0)
+                popped = yield from wait_for_signal(
+                    (keys.signal,), block, max_block=block,
+                    deadline=clock() + block + BLPOP_GRACE, grain=0.0)
+                woken = popped is not None and not passed
         elif deadline is None or deadline - clock() > TIMER_GRAIN:
             yield Sleep(max(block, 0.001))  # the registration is due for renewal: ask again

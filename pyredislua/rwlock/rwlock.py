@@ -68,7 +68,7 @@ class RWLock(Generic[C]):
     def __init__(self, client: C, name: str, *, ttl: float = 30.0, auto_renew: bool = True,
                  max_hold: float | None = None, on_lost: Callable[[Any], None] | None = None,
                  blocking_timeout: float | None = None, prefix: str = "prl",
-                 handoff: float = 0.1) -> None:
+                 handoff: float = 0.03) -> None:
         self._client: C = client
         self.name = name
         self.prefix = prefix

@@ -50,7 +50,16 @@ def _write_held_readers_wait(client: pyredislua.Client) -> None:
 
 def _granted_reader(client: pyredislua.Client) -> None:
     _write_held_readers_wait(client)
-    run_all(client, [release_call(K, "writer", "write")])
+    run_all(client, [release_call(K, "writer", "write", LONG)])
+
+
+def _granted_unclaimed_writer(client: pyredislua.Client) -> None:
+    """w1 released to g (granted, not claimed yet), x waits behind it; the wake-ups are gone."""
+    run_all(client, [acquire_call(K, "w1", "write", LONG),
+                     acquire_call(K, "g", "write", LONG, LONG),
+                     acquire_call(K, "x", "write", LONG, LONG),
+                     release_call(K, "w1", "write", LONG)])  # the grant lasts the whole test
+    client.redis.delete(K.signal)
 
 
 SCENARIOS = [
@@ -74,6 +83,8 @@ SCENARIOS = [
              ("w", "write", LONG, 0), _read_held_writer_waits),
     Scenario("rwlock.acquire", "a granted reader claims its grant", ALL,
              ("r1", "read", 90_000, LONG), _granted_reader),
+    Scenario("rwlock.acquire", "a woken waiter passes its wake-up back to an unclaimed grant",
+             ALL, ("x", "write", LONG, LONG, LONG, 1), _granted_unclaimed_writer),
     Scenario("rwlock.release", "a reader, nobody waits", ALL, ("reader", "read"), _read_held),
     Scenario("rwlock.release", "the writer, nobody waits", ALL, ("writer", "write"), _write_held),
     Scenario("rwlock.release", "the writer grants the readers at the head", ALL,
