@@ -53,11 +53,15 @@ class RWLock(Generic[C]):
     signal list. The call that frees the head of the queue (a release, or any call after a
     lease ran out) grants it the lock in the same script and pushes one wake-up per registered
     waiter: every blocked waiter wakes once, the grantees claim their grant with their next
-    call, the others block again (a grant costs one round trip per waiter). A waiter also asks
-    again when a holder's lease would run out by itself. A grant to a waiter that died lapses
-    when its registration does (at most the client's ``max_block`` plus 250 ms), and the next
-    waiter goes ahead. At most 64 queue entries are looked at per grant (a longer run of
-    waiting readers is granted in steps) and at most 1000 wake-ups are pushed.
+    call, the others block again (a grant costs one round trip per waiter; a waiter that took a
+    wake-up meant for an unclaimed grant passes it back). A grantee stays registered, at the
+    head, until it claims; its grant lasts ``handoff`` (30 ms) and is made again while it is
+    registered, so a grantee that wakes late loses nothing and a wake-up that went astray costs
+    about that window. A waiter also asks again when a holder's lease (or an unclaimed grant)
+    would run out by itself. A granted waiter that died is passed over when its registration
+    ends (at most the client's ``max_block`` plus 250 ms). At most 64 queue entries are looked
+    at per grant (a longer run of waiting readers is granted in steps) and at most 1000
+    wake-ups are pushed.
 
     Keys (one hash tag, ``prl:rwlock:{name}`` and five suffixes): the writer's hash (expires
     with its lease), the readers' zset (expires with the last lease it was given), the queue and
