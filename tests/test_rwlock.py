@@ -6,6 +6,8 @@ any client through FCALL."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import threading
 import time
 
@@ -322,3 +324,27 @@ def test_keys_left_behind(client: pyredislua.Client) -> None:
     no_ttl = [k for k in keys.all if r.exists(k) and r.pttl(k) < 0]
     assert no_ttl == [keys.fence]
     assert not r.exists(keys.rwlock, keys.queue, keys.deadlines)
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
+def test_the_readme_redis_cli_recipe(r: redis.Redis) -> None:
+    pyredislua.Client(r, mode="function").load()
+    port = str(r.connection_pool.connection_kwargs["port"])
+    k = "prl:rwlock:{catalog}"
+    keys = [k, f"{k}:readers", f"{k}:fence", f"{k}:queue", f"{k}:deadlines", f"{k}:signal"]
+
+    def cli(*args: str) -> list[str]:
+        done = subprocess.run(["redis-cli", "-p", port, *args], capture_output=True, text=True,
+                              timeout=10, check=True)
+        return done.stdout.split()
+
+    acquire = ["FCALL", "pyredislua_v1_rwlock_acquire", "6", *keys]
+    assert cli(*acquire, "reader-1", "read", "30000") == ["1", "0", "30000"]
+    busy = cli(*acquire, "writer-1", "write", "30000", "5000")
+    assert busy[0] == "0" and 0 < int(busy[1]) <= 30000 and busy[2] == "0"
+    assert cli("FCALL", "pyredislua_v1_rwlock_extend", "2", k, f"{k}:readers", "reader-1",
+               "read", "30000") == ["1"]
+    assert cli("FCALL", "pyredislua_v1_rwlock_release", "6", *keys, "reader-1", "read") == ["1"]
+    assert cli(*acquire, "writer-1", "write", "30000", "5000") == ["1", "1", "30000"]
+    state = cli("FCALL_RO", "pyredislua_v1_rwlock_inspect", "6", *keys)
+    assert state[0] == "writer-1" and state[2:] == ["1", "0", "0"]
