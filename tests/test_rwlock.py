@@ -348,3 +348,44 @@ def test_the_readme_redis_cli_recipe(r: redis.Redis) -> None:
     assert cli(*acquire, "writer-1", "write", "30000", "5000") == ["1", "1", "30000"]
     state = cli("FCALL_RO", "pyredislua_v1_rwlock_inspect", "6", *keys)
     assert state[0] == "writer-1" and state[2:] == ["1", "0", "0"]
+
+
+async def test_asyncio_cancelled_waiters_and_holders(redis_url: str, r: redis.Redis,
+                                                     mode: str) -> None:
+    """A cancelled holder releases (shielded); a cancelled waiter's registration, and a grant
+    made to it, lapse with its registration, and the next waiter gets the lock."""
+    import redis.asyncio
+
+    # a short socket timeout: short BLPOPs, registrations of 0.4 + 0.25 s
+    conn = redis.asyncio.Redis.from_url(redis_url, socket_timeout=0.5)
+    client = pyredislua.AsyncClient(conn, mode=mode)  # type: ignore[arg-type]
+    rw = RWLock(client, "cancel", ttl=5)
+    entered = asyncio.Event()
+
+    async def hold_forever() -> None:
+        async with rw.read():
+            entered.set()
+            await asyncio.Event().wait()
+
+    holder = asyncio.create_task(hold_forever())
+    await entered.wait()
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    w = rw.write()
+    assert await w.acquire(blocking=False)  # the share was released on cancellation
+
+    waiter = asyncio.create_task(rw.read().acquire(timeout=30))
+    while (await rw.inspect()).waiters < 1:
+        await asyncio.sleep(0.005)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (await rw.inspect()).waiters == 1  # still registered: nobody ended it
+    await w.release()  # grants the cancelled waiter's registration
+    start = time.monotonic()
+    w2 = rw.write()
+    assert await w2.acquire(timeout=5)
+    assert time.monotonic() - start < 1.5  # its registration (0.65 s) ended, then w2 went
+    await w2.release()
+    await conn.aclose()
