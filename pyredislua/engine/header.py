@@ -28,6 +28,8 @@ class is built from the same file, so the two cannot disagree.
 Every key declares the Redis type it holds first: ``string``, ``hash``, ``list``, ``set``,
 ``zset``, ``stream``, or ``any`` (a key whose type depends on the caller, e.g. any limiter's key).
 Under ``keys: variadic`` the entries describe KEYS positions in order, the last one repeating.
+``keys: keyset <set> repeated`` takes the set's keys as one group that repeats: a call passes one
+or more whole groups in order (several locks in one call); the named locals bind the first group.
 A key whose type reads ``optional <type>`` (``request: optional string; ...``) may be left out;
 only the last keys may be optional, so a call passes the required keys and then as many of the
 optional ones, in order, as it uses (the prologue checks the count; an absent key is ``nil``).
@@ -114,6 +116,7 @@ class Header:
     errors: tuple[tuple[str, str], ...]
     variadic_keys: bool = False
     keyset: str | None = None  # the key set the keys come from, if the header names one
+    repeated: bool = False  # the keys form a group that repeats (``keys: keyset <set> repeated``)
     resend: str = "safe"  # one of RESEND
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -209,12 +212,19 @@ def _parse_key(name: str, text: str, where: str) -> KeySpec:
     return KeySpec(name, kind, doc.strip(), optional)
 
 
-def key_type_at(header: Header, position: int) -> str:
-    """The declared type of KEYS[position] (1-based); under ``keys: variadic`` the last
-    declared entry covers every later position."""
+def key_spec_at(header: Header, position: int) -> KeySpec:
+    """The declared key at KEYS[position] (1-based); under ``keys: variadic`` the last
+    declared entry covers every later position, under a repeated key set the group repeats."""
     if not header.keys:
         raise IndexError(f"{header.name} declares no keys")
-    return header.keys[min(position, len(header.keys)) - 1].type
+    if header.repeated:
+        return header.keys[(position - 1) % len(header.keys)]
+    return header.keys[min(position, len(header.keys)) - 1]
+
+
+def key_type_at(header: Header, position: int) -> str:
+    """The declared type of KEYS[position] (1-based); see :func:`key_spec_at`."""
+    return key_spec_at(header, position).type
 
 
 @dataclass(frozen=True)
@@ -291,7 +301,11 @@ def parse_header(text: str, where: str = "<lua>",
             if key == "keys" and value == "variadic":
                 top["variadic_keys"] = "yes"
             elif key == "keys" and value.startswith("keyset "):
-                top["keyset"] = value.removeprefix("keyset ").strip()
+                name = value.removeprefix("keyset ").strip()
+                if name.endswith(" repeated"):
+                    name = name.removesuffix(" repeated").strip()
+                    top["variadic_keys"] = top["repeated"] = "yes"
+                top["keyset"] = name
         else:
             current = None
             top[key] = value
@@ -356,8 +370,9 @@ def parse_header(text: str, where: str = "<lua>",
         errors=errors,
         variadic_keys=top.get("variadic_keys") == "yes",
         keyset=keyset,
+        repeated=top.get("repeated") == "yes",
         resend=resend,
         extra={k: v for k, v in top.items()
                if k not in ("name", "version", "summary", "flags", "resend", "keyset",
-                            "variadic_keys")},
+                            "variadic_keys", "repeated")},
     )
