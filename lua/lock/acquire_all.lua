@@ -11,9 +11,10 @@ argv:
   ttl_ms: int 1..1000000000000; lease length of every lock, in milliseconds
   wait_ms: int -1..86400000 = -1; -1 (or absent): the caller is not a waiter; > 0: when a lock is busy, register as a waiter on the first busy one (in KEYS order) until this many ms from now, and on no other lock of the call; 0: end the caller's registrations on every lock of the call (a waiter giving up)
   fence_ttl_ms: int 0..1000000000000 = 0; 0: durable fence counters; > 0: each counter expires this long after its last acquire (as lock.acquire)
-  grant: str 0..256 = ""; a grant the caller popped from one of the locks' signal lists (as a waiter): a lock that grant owns counts as the caller's, and keeps the grant's fence
+  grant_at: int 0..64 = 0; 0: no grant; i: the caller (a waiter) popped `grant` from the signal list of lock i (1-based, in KEYS order)
+  grant: str 0..256 = ""; the grant popped from lock grant_at: if lock grant_at is still owned by it, it counts as the caller's and keeps the grant's fence (grants of different locks can read alike: only lock grant_at's counts)
 returns:
-  {1, ttl_ms, fence_1, ..., fence_n} when the token holds every lock: each taken now (a new fence), or held already by the token (the same fence, lease renewed), or owned by `grant` (now the token's, with the grant's fence);
+  {1, ttl_ms, fence_1, ..., fence_n} when the token holds every lock: each taken now (a new fence), or held already by the token (the same fence, lease renewed), or lock grant_at owned by `grant` (now the token's, with the grant's fence);
   {0, i, pttl} when lock i (1-based, in KEYS order) is busy, pttl being the milliseconds until its lease ends: nothing is taken (a waiter's registration aside)
   KEYS: 1..64 groups of the lock key set (lock, fence, signal, waiters), one group per lock, all under one hash tag, no lock twice
 errors:
@@ -33,43 +34,54 @@ for i = 1, n do
   seen[k] = true
 end
 local waits = wait_ms >= 0
+if grant_at > n then prl_fail('BADARG', 'grant_at must be in 0..' .. n .. ', got ' .. grant_at) end
+if grant == '' then grant_at = 0 end
 
 -- Read every lock's owner and fence before anything is written.
 local held, busy = {}, nil
 for i = 1, n do
   local h = rcall('HMGET', KEYS[4 * i - 3], 'owner', 'fence')
   held[i] = h
-  if h[1] and h[1] ~= token and (grant == '' or h[1] ~= grant) then
+  if h[1] and h[1] ~= token and (i ~= grant_at or h[1] ~= grant) then
     busy = busy or i
-    if not waits then break end  -- nothing is written: the first busy lock is the answer
+    if not waits and grant_at == 0 then break end  -- nothing to write: the answer is known
   end
 end
 
 -- A waiter's registration on each lock (the key's type is checked here, before any write).
 local registered = {}
-if waits or grant ~= '' then
+if waits or grant_at > 0 then
   for i = 1, n do registered[i] = rcall('ZSCORE', KEYS[4 * i], token) end
 end
 
 local now, now_arg
 -- The grant a waiter popped: read what restoring the registration it consumed needs.
 local granted, consumed, consumed_until = nil, nil, 0
-if grant ~= '' then
-  for i = 1, n do
-    if held[i][1] == grant then
-      granted = i
-      local g = rcall('HMGET', KEYS[4 * i - 3], 'gw', 'gd')
-      consumed, consumed_until = g[1], tonumber(g[2] or '0')
-      if not consumed_until then prl_fail('BADSTATE', 'the lock hash holds a malformed grant') end
-      break
+if grant_at > 0 and held[grant_at] and held[grant_at][1] == grant then
+  granted = grant_at
+  local g = rcall('HMGET', KEYS[4 * granted - 3], 'gw', 'gd')
+  consumed, consumed_until = g[1], tonumber(g[2] or '0')
+  if not consumed_until then prl_fail('BADSTATE', 'the lock hash holds a malformed grant') end
+end
+
+-- BLPOP served this caller a grant consumed from another waiter's registration: that waiter
+-- keeps its place (whether the caller now keeps the lock or gives the grant back).
+local function restore_consumed()
+  if granted and consumed and consumed ~= token and consumed_until > now then
+    local waiters = KEYS[4 * granted]
+    rcall('ZADD', waiters, 'NX', consumed_until, consumed)
+    if rcall('PEXPIRE', waiters, consumed_until - now, 'GT') == 0 and
+        rcall('PTTL', waiters) < 0 then
+      rcall('PEXPIRE', waiters, consumed_until - now)
     end
   end
 end
 
 if busy then
   local pttl = rcall('PTTL', KEYS[4 * busy - 3])
+  now, now_arg = lock_now()
+  restore_consumed()
   if waits then
-    now, now_arg = lock_now()
     for i = 1, n do
       if registered[i] and i ~= busy then rcall('ZREM', KEYS[4 * i], token) end
     end
@@ -101,9 +113,7 @@ for i = 1, n do
     current[i] = c
   end
 end
-if granted and consumed and consumed ~= token then
-  now = now or lock_now()
-end
+now = lock_now()
 
 local ttl = lock_int(ARGV[2], ttl_ms)
 local fttl = fence_ttl_ms > 0 and lock_int(ARGV[4], fence_ttl_ms)
@@ -128,14 +138,5 @@ for i = 1, n do
   if registered[i] then rcall('ZREM', KEYS[4 * i], token) end
   reply[i + 2] = fences[i]
 end
-if granted and consumed and consumed ~= token and consumed_until > now then
-  -- BLPOP served this caller before the waiter whose registration the grant consumed: that
-  -- waiter keeps its place.
-  local waiters = KEYS[4 * granted]
-  rcall('ZADD', waiters, 'NX', consumed_until, consumed)
-  if rcall('PEXPIRE', waiters, consumed_until - now, 'GT') == 0 and
-      rcall('PTTL', waiters) < 0 then
-    rcall('PEXPIRE', waiters, consumed_until - now)
-  end
-end
+restore_consumed()
 return reply

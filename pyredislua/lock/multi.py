@@ -82,16 +82,18 @@ def _ordered(keys: Sequence[LockKeys]) -> None:
 
 
 def acquire_all_call(keys: Sequence[LockKeys], token: str, ttl_ms: int,
-                     wait_ms: int | None = None, fence_ttl_ms: int = 0, grant: str = ""
-                     ) -> Call[AllResult]:
+                     wait_ms: int | None = None, fence_ttl_ms: int = 0, grant: str = "",
+                     grant_at: int = -1) -> Call[AllResult]:
     """``wait_ms``: None (not a waiter), > 0 (register on the first busy lock), 0 (end the
-    registrations); ``grant``: a grant popped from one of the locks' signal lists."""
+    registrations); ``grant``: a grant popped from the signal list of ``keys[grant_at]``."""
     _ordered(keys)
     args: tuple[str | int, ...] = (token, ttl_ms)
     if wait_ms is not None or fence_ttl_ms or grant:
         args = (token, ttl_ms, -1 if wait_ms is None else wait_ms, fence_ttl_ms)
         if grant:
-            args = (*args, grant)
+            if not 0 <= grant_at < len(keys):
+                raise ValueError("a grant needs the index of the lock it was popped from")
+            args = (*args, grant_at + 1, grant)
     return Call("lock.acquire_all", tuple(k for key in keys for k in key.all), args,
                 parse_acquire_all)
 
@@ -148,13 +150,14 @@ def acquire_all_plan(
     failures, answered = 0, False
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
-        blocks = blocking and remaining - TIMER_GRAIN >= 0.001
+        waiting = blocking and remaining > 0
+        blocks = waiting and remaining - TIMER_GRAIN >= 0.001
         wait_ms: int | None = window_ms if blocks else (0 if registered_until else None)
         sent_at = clock()
         call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
         try:
             result = yield from engine.run_one(
-                acquire_all_call(keys, token, ttl_ms, wait_ms, fence_ttl_ms, grant),
+                acquire_all_call(keys, token, ttl_ms, wait_ms, fence_ttl_ms, grant, granted_at),
                 deadline=call_deadline)
         except TRANSPORT_ERRORS as error:
             if deadline is None:
@@ -176,7 +179,7 @@ def acquire_all_plan(
             # the grant's lock is not worth holding while another lock of the set is busy
             yield from _give_back(engine, keys, token, ttl_ms, handoff_ms, grant, granted_at)
             grant, granted_at = "", -1
-        if not blocks:
+        if not waiting:
             return AcquiredAll(result, sent_at)
         assert result.busy is not None
         free_in = max(result.pttl_ms, 1) / 1000 + 0.001

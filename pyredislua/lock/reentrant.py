@@ -124,7 +124,8 @@ def reentrant_acquire_plan(
     failures, answered = 0, False
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
-        blocks = blocking and remaining - TIMER_GRAIN >= 0.001
+        waiting = blocking and remaining > 0
+        blocks = waiting and remaining - TIMER_GRAIN >= 0.001
         wait_ms: int | None = window_ms if blocks else (0 if registered_until else None)
         sent_at = clock()
         call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
@@ -145,7 +146,7 @@ def reentrant_acquire_plan(
         failures, answered = 0, True
         if wait_ms is not None:
             registered_until = sent_at + wait_ms / 1000 if wait_ms else 0.0
-        if result.acquired or not blocks:
+        if result.acquired or not waiting:
             return result, sent_at
         free_in = max(result.pttl_ms, 1) / 1000 + 0.001
         now = clock()
