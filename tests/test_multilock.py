@@ -70,9 +70,9 @@ def test_all_or_none_in_one_call(client: pyredislua.Client, r: redis.Redis) -> N
 def test_names_must_share_one_hash_tag(client: pyredislua.Client) -> None:
     with pytest.raises(ValueError, match="one hash tag"):
         LockSet(client, ["a", "b"])
-    with pytest.raises(ValueError, match="1..64"):
+    with pytest.raises(ValueError, match=r"1\.\.64"):
         LockSet(client, [])
-    with pytest.raises(ValueError, match="1..64"):
+    with pytest.raises(ValueError, match=r"1\.\.64"):
         LockSet(client, [f"{{t}}:{i}" for i in range(65)])
     assert LockSet(client, ["{t}:a", "{t}:a", "{t}:b"]).names == ("{t}:a", "{t}:b")
 

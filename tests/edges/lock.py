@@ -110,7 +110,7 @@ SCENARIOS = [
 ]
 
 
-# -- several locks under one hash tag (lock.acquire_all, lock.extend_all) ---------------------------
+# -- several locks under one hash tag (lock.acquire_all, lock.extend_all) --------------------------
 
 A, B = LockKeys("{edge}:a"), LockKeys("{edge}:b")
 AB = A.all + B.all
@@ -160,7 +160,7 @@ def _both_held(client: pyredislua.Client) -> None:
     run_all(client, [acquire_all_call([A, B], "holder", 60_000)])
 
 
-# -- the reentrant lock -----------------------------------------------------------------------------
+# -- the reentrant lock ----------------------------------------------------------------------------
 
 R = ReentrantKeys("edge")
 RALL = R.all
