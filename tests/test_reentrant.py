@@ -122,9 +122,9 @@ def test_timeout_gives_up_its_registration(client: pyredislua.Client, r: redis.R
     assert not waiter.acquire(timeout=0.3)
     assert 0.29 < time.monotonic() - start < 1.0
     assert r.zscore(K.waiters, "you") is None
-    with pytest.raises(pyredislua.LockTimeoutError):
-        with ReentrantLock(client, "acct", owner="you", blocking_timeout=0.05):
-            pass
+    with (pytest.raises(pyredislua.LockTimeoutError),
+          ReentrantLock(client, "acct", owner="you", blocking_timeout=0.05)):
+        pass
     holder.release()
 
 
