@@ -371,3 +371,25 @@ def test_a_sigkilled_owner_with_nested_holds_frees_the_lock_within_its_lease(
     assert time.monotonic() - start < 0.6 + 0.3
     assert waiter.fence == 2 and waiter.holds == 1
     waiter.release()
+
+
+def test_an_acquire_whose_reply_was_lost_is_resent_as_the_same_hold(r: redis.Redis) -> None:
+    """The acquire runs on the server but its reply is lost (a response timeout); the blocking
+    acquire retries with the same request id: one hold, released by one release."""
+    client = pyredislua.Client(r, mode="function")
+    client.load()
+    lock = ReentrantLock(client, "acct", owner="me", ttl=10, auto_renew=False)
+    plan = lock._plan(True, 5.0, client.max_block)
+    batch = next(plan)
+    assert isinstance(batch, list) and batch[0].args[0] == "FCALL"
+    r.execute_command(*batch[0].args)  # it runs...
+    step = plan.throw(redis.exceptions.TimeoutError("Timeout reading from socket"))
+    while not isinstance(step, list):  # ...its reply is lost: back off, then re-send
+        step = plan.send(None)
+    assert step[0].args == batch[0].args, "re-sent with the same request id"
+    with pytest.raises(StopIteration) as done:
+        plan.send([r.execute_command(*step[0].args)])
+    assert done.value.value is True
+    assert lock.holds == 1 and r.hlen(K.lock) == 3  # owner, fence and one hold
+    lock.release()
+    assert not r.exists(K.lock), "one release frees it: no hold count of 2"
