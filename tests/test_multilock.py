@@ -469,3 +469,28 @@ def test_a_sigkilled_holder_frees_every_lock_within_its_lease(
     assert time.monotonic() - start < 0.6 + 0.3, "freed within the lease"
     assert all(f == 2 for f in locks.fence_by_name.values())
     locks.release()
+
+
+def test_only_fence_counters_stay(client: pyredislua.Client, r: redis.Redis) -> None:
+    """Sets taken, waited for, given back and released: every key but the fence counters has a
+    TTL, and once those ran out only the fence counters are left."""
+    first = LockSet(client, NAMES, ttl=5, auto_renew=False)
+    assert first.acquire()
+    sets = [LockSet(client, NAMES[i:], ttl=5, auto_renew=False) for i in range(3)]
+    threads = [threading.Thread(target=lambda s=s: s.acquire(timeout=2) and s.release())
+               for s in sets]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    first.release()
+    for t in threads:
+        t.join(10)
+    short = LockSet(client, NAMES, ttl=0.05, auto_renew=False)
+    assert short.acquire(timeout=5)
+    fences = {LockKeys(n).fence.encode() for n in NAMES}
+    left = {key: r.pttl(key) for key in r.scan_iter()}
+    assert all(ttl > 0 for key, ttl in left.items() if key not in fences), left
+    deadline = time.monotonic() + 8
+    while set(r.scan_iter()) != fences:
+        assert time.monotonic() < deadline, set(r.scan_iter())
+        time.sleep(0.05)

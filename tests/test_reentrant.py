@@ -393,3 +393,37 @@ def test_an_acquire_whose_reply_was_lost_is_resent_as_the_same_hold(r: redis.Red
     assert lock.holds == 1 and r.hlen(K.lock) == 3  # owner, fence and one hold
     lock.release()
     assert not r.exists(K.lock), "one release frees it: no hold count of 2"
+
+
+def test_only_the_fence_counter_stays(client: pyredislua.Client, r: redis.Redis) -> None:
+    """Holders, waiters woken and timed out, a lease that ran out: every key but the fence
+    counter has a TTL, and once it ran out only the fence counter is left."""
+    holder = ReentrantLock(client, "acct", owner="me", ttl=5, auto_renew=False)
+    assert holder.acquire() and holder.acquire()
+    waiters = [ReentrantLock(client, "acct", owner=f"w{i}", ttl=5, auto_renew=False)
+               for i in range(3)]
+    results: list[bool] = []
+
+    def take(w: ReentrantLock[pyredislua.Client]) -> None:
+        ok = w.acquire(timeout=3)
+        results.append(ok)
+        if ok:
+            w.release()
+
+    threads = [threading.Thread(target=take, args=(w,)) for w in waiters]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    holder.release()
+    holder.release()
+    for t in threads:
+        t.join(10)
+    assert results == [True, True, True], "each release of the last hold woke the next waiter"
+    short = ReentrantLock(client, "acct", owner="gone", ttl=0.05, auto_renew=False)
+    assert short.acquire(timeout=5)
+    left = {key: r.pttl(key) for key in r.scan_iter()}
+    assert all(ttl > 0 for key, ttl in left.items() if key != K.fence.encode()), left
+    deadline = time.monotonic() + 8
+    while set(r.scan_iter()) != {K.fence.encode()}:
+        assert time.monotonic() < deadline, set(r.scan_iter())
+        time.sleep(0.05)
