@@ -255,6 +255,8 @@ class ReentrantLock(Hold, Generic[C]):
             timeout=timeout, max_block=max_block)
         if not result.acquired:
             return False
+        if result.holds == 1:
+            self._requests.clear()  # the owner's only hold: any other this object kept is over
         self._requests.append(request)
         self.holds = result.holds
         self.fence = result.fence
