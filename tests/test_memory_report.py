@@ -12,8 +12,7 @@ from pyredislua.cache import Cache
 from pyredislua.cli import main
 from pyredislua.lock import Lock
 from pyredislua.observe.memory import measure, split_key
-from pyredislua.queue import Queue
-from pyredislua.queue.streams import StreamQueue
+from pyredislua.queue import Queue, StreamQueue
 from pyredislua.ratelimit import GCRA, SlidingLog
 from pyredislua.writebehind import WriteBehind
 
