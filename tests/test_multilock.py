@@ -359,7 +359,7 @@ def test_acquire_all_state_machine(redis_url: str, mode: str) -> None:
 
 # -- real processes: random overlapping sets, no deadlock, no overlap, bounded wait -------------
 
-RUN_FOR = 4.0  # seconds each process keeps taking sets
+RUN_FOR = 3.0  # seconds each process keeps taking sets
 PROCS = 6
 BOUND = 5.0  # every acquisition completes within this (its timeout is twice as long)
 POOL = ["p", "q", "r", "s", "u"]  # untagged: every lock in its own slot
