@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import pyredislua
 from pyredislua import LockSet, MultiLock
+from pyredislua.engine.header import key_type_at
 from pyredislua.lock import (
     Lock,
     LockKeys,
@@ -43,6 +44,13 @@ def _owner(r: redis.Redis, name: str) -> bytes | None:
 
 
 # -- LockSet: all or none --------------------------------------------------------------------------
+
+
+def test_the_header_declares_one_key_group_per_lock() -> None:
+    header = pyredislua.render_library().operation("lock.acquire_all").header
+    assert header.keyset == "lock" and header.repeated and header.variadic_keys
+    assert [key_type_at(header, i) for i in range(1, 9)] == [
+        "hash", "string", "list", "zset"] * 2
 
 
 def test_all_or_none_in_one_call(client: pyredislua.Client, r: redis.Redis) -> None:
@@ -359,7 +367,8 @@ def test_acquire_all_state_machine(redis_url: str, mode: str) -> None:
 
 # -- real processes: random overlapping sets, no deadlock, no overlap, bounded wait -------------
 
-RUN_FOR = 3.0  # seconds each process keeps taking sets
+# seconds each process keeps taking sets (10 s under the thorough hypothesis profile)
+RUN_FOR = 10.0 if os.environ.get("PYREDISLUA_HYPOTHESIS_PROFILE") == "thorough" else 3.0
 PROCS = 6
 BOUND = 5.0  # every acquisition completes within this (its timeout is twice as long)
 POOL = ["p", "q", "r", "s", "u"]  # untagged: every lock in its own slot
