@@ -383,12 +383,13 @@ def _taker(url: str, kind: str, seed: int, barrier: Any, out: Any) -> None:
     barrier.wait()
     end = time.monotonic() + RUN_FOR
     while time.monotonic() < end:
-        names = rng.sample(TAGGED if kind == "set" else POOL, rng.randint(1, 3))
+        names = rng.sample(TAGGED if kind in ("set", "tagged-single") else POOL,
+                           rng.randint(1, 3))
         rng.shuffle(names)
         locks: LockSet[Any] | MultiLock[Any] | Lock[Any]
         if kind == "set":
             locks = LockSet(client, names, ttl=10, auto_renew=False)
-        elif kind == "single":
+        elif kind in ("single", "tagged-single"):
             names = names[:1]
             locks = Lock(client, names[0], ttl=10, auto_renew=False)
         else:
@@ -426,7 +427,8 @@ def _check_holds(per_process: list[tuple[list[Any], list[float], int]]) -> None:
 
 
 @pytest.mark.perf
-@pytest.mark.parametrize("kinds", [("multi", "single"), ("set",)], ids=["multilock", "lockset"])
+@pytest.mark.parametrize("kinds", [("multi", "single"), ("set", "set", "tagged-single")],
+                         ids=["multilock", "lockset"])
 def test_processes_take_random_overlapping_sets(redis_url: str, r: redis.Redis,
                                                 kinds: tuple[str, ...]) -> None:
     pyredislua.Client(r).load()
