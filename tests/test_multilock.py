@@ -6,6 +6,7 @@ leases, asyncio, and the raw FCALL contract."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing as mp
 import os
@@ -505,3 +506,23 @@ def test_only_fence_counters_stay(client: pyredislua.Client, r: redis.Redis) -> 
     while set(r.scan_iter()) != fences:
         assert time.monotonic() < deadline, set(r.scan_iter())
         time.sleep(0.05)
+
+
+async def test_a_cancelled_holder_still_releases(aclient: pyredislua.AsyncClient,
+                                                 r: redis.Redis) -> None:
+    locks = LockSet(aclient, NAMES, ttl=5)
+    multi = MultiLock(aclient, ["x", "y"], ttl=5)
+
+    async def hold() -> None:
+        async with locks, multi:
+            await asyncio.sleep(30)
+
+    task = asyncio.ensure_future(hold())
+    deadline = time.monotonic() + 5
+    while not (locks.held and multi.held):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert all(_owner(r, n) is None for n in [*NAMES, "x", "y"])

@@ -5,6 +5,7 @@ real processes (mutual exclusion, SIGKILL), 1 ms leases, asyncio and the raw FCA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing as mp
 import os
@@ -427,3 +428,21 @@ def test_only_the_fence_counter_stays(client: pyredislua.Client, r: redis.Redis)
     while set(r.scan_iter()) != {K.fence.encode()}:
         assert time.monotonic() < deadline, set(r.scan_iter())
         time.sleep(0.05)
+
+
+async def test_a_cancelled_holder_still_releases(aclient: pyredislua.AsyncClient,
+                                                 r: redis.Redis) -> None:
+    async def hold() -> None:
+        async with ReentrantLock(aclient, "acct", owner="me", ttl=5), \
+                ReentrantLock(aclient, "acct", owner="me", ttl=5):
+            await asyncio.sleep(30)
+
+    task = asyncio.ensure_future(hold())
+    deadline = time.monotonic() + 5
+    while r.hlen(K.lock) < 4:  # owner, fence and two holds
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not r.exists(K.lock)
