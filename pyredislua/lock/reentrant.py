@@ -10,6 +10,7 @@ owner token share the lock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import secrets
@@ -315,9 +316,12 @@ class ReentrantLock(Hold, Generic[C]):
         """End this object's most recent hold; the owner's last hold frees the lock. Raises
         LockNotOwnedError if the owner no longer holds it (lease expired)."""
         plan = self._release_one_plan()
-        if len(self._requests) > 1:
-            return self._watchdog.exclusive(plan)  # renewal goes on for the other holds
-        return self._watchdog.release(plan)
+        if len(self._requests) <= 1:
+            return self._watchdog.release(plan)  # renewal stops; shielded on asyncio
+        # a nested hold: renewal goes on for the others; on asyncio shielded from cancellation
+        if isinstance(self._client, AsyncClient):
+            return _shielded(self._client.drive(plan))
+        return self._watchdog.exclusive(plan)
 
     @overload
     def extend(self: ReentrantLock[Client], ttl: float | None = None) -> None: ...
@@ -362,6 +366,10 @@ class ReentrantLock(Hold, Generic[C]):
     def __repr__(self) -> str:
         return (f"<ReentrantLock {self.name!r} owner={self.token!r} fence={self.fence} "
                 f"depth={self.depth} held={self.held}>")
+
+
+async def _shielded(release: Awaitable[None]) -> None:
+    await asyncio.shield(release)
 
 
 def _outcome_only(call: Call[ReentrantRelease], lock: ReentrantLock[Any]) -> Call[int]:
