@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import pyredislua
 from pyredislua.engine.protocol import Call
-from pyredislua.queue import Entry, StreamQueue
+from pyredislua.stream import Entry, StreamQueue
 from tests.conftest import snapshot
 
 pytestmark = pytest.mark.queue
@@ -319,7 +319,7 @@ def test_stream_state_machine(redis_url: str) -> None:
 
 CONSUMER = r"""
 import random, sys, time, redis, pyredislua
-from pyredislua.queue import StreamQueue
+from pyredislua.stream import StreamQueue
 r = redis.Redis.from_url(sys.argv[1])
 q = StreamQueue(pyredislua.Client(r), "crash", consumer=sys.argv[2], claim_idle=0.3,
                 max_deliveries=20)
