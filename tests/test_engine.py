@@ -111,13 +111,15 @@ def test_key_sets_are_declared_once() -> None:
             dead: str
             consumers: str
             cursors: str
-    with pytest.raises(HeaderError, match="has no extras"):
-        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nkeys: keyset queue + nope\n"
-                     "returns: x\n]]\n", keysets=sets)
-    with pytest.raises(HeaderError, match="only the last keys may be optional"):
-        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\n"
-                     "keys: keyset streamqueue + consumers, cursors\nreturns: x\n]]\n",
+
+    def header(keys: str) -> None:
+        parse_header(f"--[[\nname: a.b\nversion: 1.0.0\nsummary: s\n{keys}\nreturns: x\n]]\n",
                      keysets=sets)
+
+    with pytest.raises(HeaderError, match="has no extras"):
+        header("keys: keyset queue + nope")
+    with pytest.raises(HeaderError, match="only the last keys may be optional"):
+        header("keys: keyset streamqueue + consumers, cursors")
     # the Python key class must name the set's keys, in order
     with pytest.raises(TypeError, match="same names, same order"):
         class Wrong(KeySet, keyset="lock"):
@@ -126,11 +128,9 @@ def test_key_sets_are_declared_once() -> None:
             fence: str
             waiters: str
     with pytest.raises(HeaderError, match="not both"):
-        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nkeys: keyset lock\n"
-                     "  k: string; x\nreturns: x\n]]\n", keysets=sets)
+        header("keys: keyset lock\n  k: string; x")
     with pytest.raises(HeaderError, match="no key set named"):
-        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nkeys: keyset nope\n"
-                     "returns: x\n]]\n", keysets=sets)
+        header("keys: keyset nope")
     with pytest.raises(HeaderError, match="misses 'base'"):
         parse_keyset("--[[\nkeyset: x\nsummary: s\nkeys:\n  k: string; x\n]]\n")
 
