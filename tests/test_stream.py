@@ -116,6 +116,18 @@ def test_blocking_consume_wakes_on_produce(client: pyredislua.Client, redis_url:
     assert [e.text for e in got] == ["hello"] and time.monotonic() - sent < 1.0
 
 
+def test_blocking_consume_waits_out_its_timeout(client: pyredislua.Client) -> None:
+    """The XREAD BLOCK wait (engine/waiting.py's wait_for_entry) ends by the timeout, on a
+    stream that does not exist yet and on one whose group delivered everything."""
+    sq = StreamQueue(client, "idle")
+    for _ in range(2):
+        sent = time.monotonic()
+        assert sq.consume(timeout=0.3) == []
+        assert 0.3 <= time.monotonic() - sent < 1.5
+        sq.produce(["x"])
+        sq.ack(sq.consume())
+
+
 @pytest.mark.parametrize(("op", "args"), [
     ("stream.produce", ("g",)),
     ("stream.produce", ("", "x")),
