@@ -66,7 +66,7 @@ def test_header_errors_are_reported() -> None:
 
 def test_key_sets_are_declared_once() -> None:
     from pyredislua.engine.header import parse_keyset
-    from pyredislua.engine.keysets import KeySet
+    from pyredislua.engine.keysets import KeySet, RecordedKeySet
     from pyredislua.engine.render import load_keysets
 
     lib = render_library()
@@ -105,6 +105,12 @@ def test_key_sets_are_declared_once() -> None:
     table = re.findall(r"(\w+) = keys\[(\d+)\]", body.group(1))
     assert [n for n, _ in sorted(table, key=lambda t: int(t[1]))] == names + [
         k.name for k in sets["queue"].extras]
+    with pytest.raises(TypeError, match="no 'request' extra"):
+        class NoRecords(RecordedKeySet, keyset="lock"):
+            lock: str
+            fence: str
+            signal: str
+            waiters: str
     with pytest.raises(TypeError, match="same names, same order"):
         class WrongExtra(KeySet, keyset="streamqueue"):
             stream: str

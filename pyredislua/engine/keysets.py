@@ -16,7 +16,7 @@ set's fixed extras (keys only some operations add after the set's, such as the s
 ``cursors``), in the file's order; every value is computed from the set:
 ``<prefix>:<base>:<tagged name>`` for the key named like the set, that plus ``:<key name>`` for
 the others. ``all`` is the tuple of the set's keys in order: an operation's KEYS. An extra that
-differs per call (a request record) is not annotated: the subclass builds it.
+differs per call (a request record) is not annotated: a :class:`RecordedKeySet` builds it.
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ class KeySet:
     base: str
     all: tuple[str, ...]
 
-    def __init_subclass__(cls, *, keyset: str, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, keyset: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if keyset is None:  # a base for key classes, not one itself
+            return
         spec = _keysets()[keyset]
         declared = list(inspect.get_annotations(cls))
         expected = [k.name for k in spec.keys]
@@ -76,6 +78,22 @@ class KeySet:
             setattr(self, key, self.base if key == spec.name else f"{self.base}:{key}")
         self.all = tuple(getattr(self, key.name) for key in spec.keys)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class RecordedKeySet(KeySet):
+    """A key set whose writing operations take a per-call request record after the set's keys:
+    the set's ``request`` extra, ``<base>:req:<id>`` (a class on a set without that extra
+    refuses to exist)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        extras = [k.name for k in cls.spec.extras]
+        if "request" not in extras:
+            raise TypeError(f"{cls.__name__}: lua/keysets/{cls.spec.name}.keys has no 'request' "
+                            f"extra (extras: {extras})")
+
     def request(self, request_id: str) -> str:
         """The request record of one call, ``<base>:req:<id>``: the ``request`` extra of sets
         whose operations record their replies (expires by itself)."""
@@ -89,6 +107,3 @@ class KeySet:
         if request_id is False:
             return keys
         return (*keys, self.request(request_id or new_request_id()))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..engine.keysets import KeySet, RequestId
+from ..engine.keysets import RecordedKeySet, RequestId
 from ..engine.protocol import Call
 from ..kit import as_payload, as_text
 
@@ -39,7 +39,7 @@ def ms(seconds: float, *, name: str = "duration", allow_zero: bool = True) -> in
     return max(0 if seconds == 0 else 1, math.ceil(seconds * 1000 - 1e-9))
 
 
-class QueueKeys(KeySet, keyset="queue"):
+class QueueKeys(RecordedKeySet, keyset="queue"):
     """The ten keys of one queue, all under one hash tag (one cluster slot), from
     ``lua/keysets/queue.keys``; the per-call request record is :meth:`request`."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.keysets import KeySet, RequestId
+from ..engine.keysets import RecordedKeySet, RequestId
 from ..engine.protocol import Call, Engine, Plan
 from ..engine.waiting import wait_for_entry
 from ..kit import as_fields, as_payload, as_text
@@ -23,7 +23,7 @@ from ..kit import as_fields, as_payload, as_text
 MAX_BATCH = 1000  # entries per Lua call; more are split and pipelined
 
 
-class StreamKeys(KeySet, keyset="streamqueue"):
+class StreamKeys(RecordedKeySet, keyset="streamqueue"):
     """The keys of one Streams queue, all under one hash tag, from
     ``lua/keysets/streamqueue.keys``: ``all`` (stream, dead) is what most operations take;
     consume takes ``consume`` (those, the cursors and the consumer registry); the per-call request
