@@ -26,7 +26,7 @@ A header may name a key set instead of listing keys: ``keys: keyset queue`` take
 class is built from the same file, so the two cannot disagree. Keys only some operations take
 (a per-call request record, a registry one operation uses) are the set's extras, declared in the
 same file and named after the set, in the order the operation takes them after the set's keys:
-``keys: keyset queue + request``, ``keys: keyset stream + cursors, consumers, request``.
+``keys: keyset queue + request``, ``keys: keyset streamqueue + cursors, consumers, request``.
 
 Every key declares the Redis type it holds first: ``string``, ``hash``, ``list``, ``set``,
 ``zset``, ``stream``, or ``any`` (a key whose type depends on the caller, e.g. any limiter's key).

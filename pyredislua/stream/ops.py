@@ -158,16 +158,19 @@ def dead_call(keys: StreamKeys, count: int) -> Call[list[DeadEntry]]:
 # -- plans --------------------------------------------------------------------------------------
 
 
-def run_all_plan(engine: Engine, calls: list[Call[list[str]]]) -> Plan[list[str]]:
-    """The calls in one round trip, their lists of ids joined."""
+def produce_plan(engine: Engine, keys: StreamKeys, group: str, payloads: Iterable[bytes | str]
+                 ) -> Plan[list[str]]:
+    """Add the entries in one round trip (a call per 1000); their ids, in order."""
+    calls = produce_calls(keys, group, payloads)
     if not calls:
         return []
     results = yield from engine.run(calls)
     return [i for chunk in results for i in chunk]
 
 
-def ack_plan(engine: Engine, calls: list[Call[int]]) -> Plan[int]:
-    """The calls in one round trip; how many entries they acked."""
+def ack_plan(engine: Engine, keys: StreamKeys, group: str, entries: Iterable[Entry]) -> Plan[int]:
+    """Ack (and delete) the entries in one round trip; how many were acked."""
+    calls = ack_calls(keys, group, entries)
     if not calls:
         return 0
     results = yield from engine.run(calls)

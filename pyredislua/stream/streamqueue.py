@@ -73,8 +73,7 @@ class StreamQueue(Generic[C]):
     def produce(self: StreamQueue[AsyncClient], payloads: Iterable[bytes | str]
                 ) -> Awaitable[list[str]]: ...
     def produce(self, payloads: Iterable[bytes | str]) -> list[str] | Awaitable[list[str]]:
-        return self._client.drive(
-            ops.run_all_plan(self._engine, ops.produce_calls(self.keys, self.group, payloads)))
+        return self._client.drive(ops.produce_plan(self._engine, self.keys, self.group, payloads))
 
     @overload
     def consume(self: StreamQueue[Client], count: int = 1, *, timeout: float | None = 0.0
@@ -93,8 +92,7 @@ class StreamQueue(Generic[C]):
     @overload
     def ack(self: StreamQueue[AsyncClient], entries: Iterable[Entry]) -> Awaitable[int]: ...
     def ack(self, entries: Iterable[Entry]) -> int | Awaitable[int]:
-        return self._client.drive(
-            ops.ack_plan(self._engine, ops.ack_calls(self.keys, self.group, entries)))
+        return self._client.drive(ops.ack_plan(self._engine, self.keys, self.group, entries))
 
     @overload
     def nack(self: StreamQueue[Client], entry: Entry, reason: str = "",
