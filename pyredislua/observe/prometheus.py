@@ -25,8 +25,10 @@ from typing import Any
 from ..client import Client
 from ..engine.protocol import Call
 from ..lock import LockKeys, inspect_call
-from ..queue import Queue, StreamQueue
+from ..queue import Queue
 from ..queue import ops as queue_ops
+from ..stream import ops as stream_ops
+from ..stream.ops import StreamKeys
 from ..writebehind import StoreKeys
 from ..writebehind import ops as wb_ops
 
@@ -48,8 +50,7 @@ def _calls(client: Client, t: Targets) -> list[tuple[str, str, Call[Any]]]:
         keys = Queue(client, name, prefix=t.prefix).keys
         calls.append(("queue", name, queue_ops.stats_call(keys)))
     for name, group in t.streams:
-        sq = StreamQueue(client, name, group=group, prefix=t.prefix)
-        calls.append(("stream", name, sq._stats_call()))
+        calls.append(("stream", name, stream_ops.stats_call(StreamKeys(name, t.prefix), group)))
     for name in t.stores:
         calls.append(("store", name, wb_ops.stats_call(StoreKeys(name, t.prefix))))
     for name in t.locks:
