@@ -22,7 +22,7 @@ from .errors import (
     StaleTokenError,
     WrongTypeError,
 )
-from .lock import Lock, LockState, LockTimeoutError
+from .lock import Lock, LockSet, LockState, LockTimeoutError, MultiLock, ReentrantLock
 
 __version__ = "0.1.0"
 
@@ -45,14 +45,17 @@ __all__ = [
     "LockError",
     "LockLostError",
     "LockNotOwnedError",
+    "LockSet",
     "LockState",
     "LockTimeoutError",
+    "MultiLock",
     "NotFoundError",
     "Operation",
     "OperationError",
     "Pipeline",
     "PyRedisLuaError",
     "RedisVersionError",
+    "ReentrantLock",
     "Shortfall",
     "StaleTokenError",
     "WrongTypeError",

@@ -226,8 +226,7 @@ class Hold:
     # -- extend and renew ------------------------------------------------------------------------
 
     def _extend_call(self, ttl_ms: int) -> Call[bool]:
-        """The call renewing this hold's lease to ``ttl_ms`` from now (a hold over other keys, a
-        read-write lock's, overrides it; the watchdog runs it through ``_renew_plan``)."""
+        """The call renewing this hold's lease (a subclass holding other keys renews its own)."""
         return extend_call(self.keys, self._hold_token, ttl_ms)
 
     def _extend_plan(self, ttl_ms: int) -> Plan[None]:
