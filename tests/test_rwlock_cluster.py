@@ -26,7 +26,7 @@ def test_sync_on_a_cluster(rc: redis.RedisCluster, mode: str) -> None:
         assert a.acquire(blocking=False) and b.acquire(blocking=False)
         w = rw.write()
         got: list[bool] = []
-        t = threading.Thread(target=lambda w=w: got.append(w.acquire(timeout=5)))
+        t = threading.Thread(target=lambda w=w, got=got: got.append(w.acquire(timeout=5)))
         t.start()
         end = time.monotonic() + 5
         while rw.inspect().waiters < 1:  # the writer is registered and blocks
