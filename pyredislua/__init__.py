@@ -23,6 +23,7 @@ from .errors import (
     WrongTypeError,
 )
 from .lock import Lock, LockState, LockTimeoutError
+from .redlock import Redlock
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,7 @@ __all__ = [
     "OperationError",
     "Pipeline",
     "PyRedisLuaError",
+    "Redlock",
     "RedisVersionError",
     "Shortfall",
     "StaleTokenError",
