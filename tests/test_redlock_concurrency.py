@@ -5,6 +5,7 @@ no two windows may overlap and fences must increase in hold order."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing as mp
 import random
@@ -41,10 +42,8 @@ def _worker(ports: list[int], path: str, stop_at: float) -> None:
             time.sleep(random.uniform(0, 0.02))  # the work
             end = time.monotonic()
             out.write(f"R {lock.fence} {end!r}\n")
-            try:
+            with contextlib.suppress(LockNotOwnedError):
                 lock.release()
-            except LockNotOwnedError:
-                pass
 
 
 def _holds(paths: list[Path]) -> list[tuple[float, float, int]]:
@@ -113,7 +112,7 @@ def test_processes_never_overlap_while_a_majority_is_reachable(tmp_path: Path) -
         holds = _holds(paths)
         assert killed >= 10
         assert len(holds) >= 30, f"only {len(holds)} holds"
-        for (start_a, end_a, fence_a), (start_b, _, fence_b) in itertools.pairwise(holds):
+        for (_start_a, end_a, fence_a), (start_b, _, fence_b) in itertools.pairwise(holds):
             assert end_a <= start_b, f"holds overlap: fence {fence_a} and {fence_b}"
             assert fence_a < fence_b, "fences must increase in hold order"
     finally:

@@ -26,12 +26,32 @@ from ..lock.ops import AcquireResult, LockKeys, acquire_call, extend_call, relea
 T = TypeVar("T")
 
 
+def _no(_: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Fan:
     """Run these single-node plans at once, plan ``(i, p)`` on node ``i``; the plan is sent back
-    a dict from node index to the plan's value, or to the exception it raised."""
+    a dict from node index to the plan's value, or to the exception it raised.
+
+    ``enough``: the driver may stop waiting once that many values satisfy ``ok`` (a majority
+    granted: a slow or paused node then costs nothing); the nodes not heard from are missing
+    from the dict, and their plans run on to their deadlines in the background, their outcome
+    unknown, like a node that timed out. 0: wait for every node (each bounded by its deadline).
+    """
 
     plans: tuple[tuple[int, Plan[Any]], ...]
+    enough: int = 0
+    ok: Callable[[Any], bool] = _no
+    # once enough said yes, wait this many times as long again (at least 1 ms) for the others:
+    # nodes as healthy as the majority are then heard from, a paused one costs little
+    linger: float = 0.0
+
+    def satisfied(self, replies: Mapping[int, Any]) -> bool:
+        return self.enough > 0 and sum(
+            1 for r in replies.values()
+            if not isinstance(r, BaseException) and self.ok(r)) >= self.enough
 
 
 FanPlan = Generator[Fan | Sleep, Any, T]
@@ -110,11 +130,20 @@ def fence_of(fences: Mapping[int, int], n: int) -> tuple[int, list[int]]:
 # -- one round of per-node calls ----------------------------------------------------------------
 
 
-def fan_calls(engines: Sequence[Engine], calls: Mapping[int, Call[Any]], deadline: float
-              ) -> Fan:
-    """One call per listed node, each awaited until ``deadline`` and no longer."""
+def fan_calls(engines: Sequence[Engine], calls: Mapping[int, Call[Any]], deadline: float,
+              enough: int = 0, ok: Callable[[Any], bool] = _no, linger: float = 0.0) -> Fan:
+    """One call per listed node, each awaited until ``deadline`` and no longer (``enough``,
+    ``ok``, ``linger``: see :class:`Fan`)."""
     return Fan(tuple((node, engines[node].run_one(call, deadline=deadline))
-                     for node, call in calls.items()))
+                     for node, call in calls.items()), enough, ok, linger)
+
+
+def _granted(reply: Any) -> bool:
+    return isinstance(reply, AcquireResult) and reply.acquired
+
+
+def _released(reply: Any) -> bool:
+    return int(reply) > 0
 
 
 def raise_call(keys: LockKeys, token: str, fence: int) -> Call[bool]:
@@ -132,6 +161,7 @@ class Attempt(NamedTuple):
     valid_until: float  # started + ttl - drift (meaningful when acquired)
     granted: int  # nodes that granted (before any release)
     reason: str  # why not, for errors and logs ("" when acquired)
+    token: str = ""  # the owner token this attempt used
 
 
 def attempt_plan(engines: Sequence[Engine], keys: LockKeys, token: str, ttl_ms: int,
@@ -144,9 +174,14 @@ def attempt_plan(engines: Sequence[Engine], keys: LockKeys, token: str, ttl_ms: 
     need = quorum(n)
     started = clock()
     until = valid_until(started, ttl_ms)
+    # A majority of grants ends the wait (after as long again for the others): a node not heard
+    # from by then counts as one that timed out, and the fence rule needs only the majority heard
+    # from (fence_of). Its acquire may still land, even after this hold's release (which then
+    # finds nothing there): that node then stays busy until the lease ends, for a minority, and
+    # never counts for a later attempt of this object (a new owner token each).
     replies = yield fan_calls(engines, {i: acquire_call(keys, token, ttl_ms) for i in range(n)},
-                              started + node_timeout)
-    votes = count(replies, lambda r: isinstance(r, AcquireResult) and r.acquired)
+                              started + node_timeout, need, _granted, linger=1.0)
+    votes = count(replies, _granted)
     fences = {node: int(r.fence) for node, r in votes.yes.items()}
     fence: int | None = None
     reason = ""
@@ -168,22 +203,24 @@ def attempt_plan(engines: Sequence[Engine], keys: LockKeys, token: str, ttl_ms: 
         elif clock() >= until:
             reason = "the validity time ran out before a majority granted"
     if not reason:
-        return Attempt(True, fence, started, until, len(fences), "")
+        return Attempt(True, fence, started, until, len(fences), "", token)
     # A node that refused (busy) is not ours; any other may have granted without our hearing.
     yield from release_all(engines, keys, token, set(range(n)) - votes.no, node_timeout, clock)
-    return Attempt(False, None, started, until, len(fences), reason)
+    return Attempt(False, None, started, until, len(fences), reason, token)
 
 
 def release_all(engines: Sequence[Engine], keys: LockKeys, token: str, nodes: set[int],
-                node_timeout: float, clock: Callable[[], float] = time.monotonic
-                ) -> FanPlan[Votes]:
-    """Release on ``nodes`` (sent once each, awaited ``node_timeout``); a node that does not
-    answer keeps the key until its lease runs out. Votes: yes = released here."""
+                node_timeout: float, clock: Callable[[], float] = time.monotonic,
+                enough: int = 0) -> FanPlan[Votes]:
+    """Release on ``nodes`` (sent once each, awaited ``node_timeout``; ``enough``: stop waiting
+    once that many released, and as long again for the others, so that a node as fast as the
+    majority is free again when this returns); a node that does not answer keeps the key until
+    its lease runs out. Votes: yes = released here."""
     if not nodes:
         return Votes({}, frozenset(), frozenset())
     replies = yield fan_calls(engines, {i: release_call(keys, token) for i in sorted(nodes)},
-                              clock() + node_timeout)
-    return count(replies, lambda r: int(r) > 0)
+                              clock() + node_timeout, enough, _released, linger=1.0)
+    return count(replies, _released)
 
 
 class Renewal(NamedTuple):
@@ -206,23 +243,25 @@ def extend_round(engines: Sequence[Engine], keys: LockKeys, token: str, ttl_ms: 
     started = clock()
     until = valid_until(started, ttl_ms)
     replies = yield fan_calls(engines, {i: extend_call(keys, token, ttl_ms) for i in range(n)},
-                              min(started + node_timeout, deadline))
+                              min(started + node_timeout, deadline), quorum(n), bool)
     votes = count(replies, bool)
     extended = len(votes.yes) >= quorum(n) and clock() < until
     return Renewal(extended, until, len(votes.no) > n - quorum(n))
 
 
-def attempts_plan(engines: Sequence[Engine], keys: LockKeys, token: str, ttl_ms: int, *,
-                  node_timeout: float, blocking: bool, timeout: float | None, retry: float,
-                  draw: Callable[[], float], clock: Callable[[], float] = time.monotonic
-                  ) -> FanPlan[Attempt]:
+def attempts_plan(engines: Sequence[Engine], keys: LockKeys, tokens: Callable[[], str],
+                  ttl_ms: int, *, node_timeout: float, blocking: bool, timeout: float | None,
+                  retry: float, draw: Callable[[], float],
+                  clock: Callable[[], float] = time.monotonic) -> FanPlan[Attempt]:
     """Attempt, and while blocking retry after a random delay until ``timeout`` (None: no
-    limit). An attempt is only started before the deadline, and takes at most two rounds of
-    ``node_timeout`` (three when the fence is raised), so the plan ends by
-    ``timeout + 2*node_timeout``."""
+    limit). Every attempt has an owner token of its own (``tokens()``): a call of an earlier
+    attempt still on its way to a slow node (its release, say, sent once a majority answered
+    without that node) can never touch a later attempt's hold. An attempt is only started
+    before the deadline, and takes at most two rounds of ``node_timeout`` (three when the fence
+    is raised), so the plan ends by ``timeout + 2*node_timeout``."""
     deadline = math.inf if timeout is None else clock() + timeout
     while True:
-        attempt = yield from attempt_plan(engines, keys, token, ttl_ms, node_timeout, clock)
+        attempt = yield from attempt_plan(engines, keys, tokens(), ttl_ms, node_timeout, clock)
         if attempt.acquired or not blocking:
             return attempt
         delay = retry_delay(draw(), retry, deadline - clock())

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..engine.protocol import Engine
-from ..errors import LockLostError, LockNotOwnedError
+from ..errors import LockError, LockLostError, LockNotOwnedError
 from ..kit import ms
 from ..lock.hold import Lease, LockTimeoutError
 from ..lock.ops import LockKeys
@@ -49,6 +49,8 @@ class RedlockHold:
         self.name = name
         self.keys = LockKeys(name, prefix)
         self.token = token or secrets.token_hex(16)
+        if len(self.token) > 200:
+            raise ValueError("token: at most 200 characters (each attempt appends a count)")
         self.ttl_ms = ms(ttl)
         if not node_timeout > 0 or not math.isfinite(node_timeout):
             raise ValueError(f"node_timeout must be a positive number of seconds, got "
@@ -70,6 +72,18 @@ class RedlockHold:
         self.last_attempt: Attempt | None = None  # the last acquire attempt (why it failed)
         self._engines = tuple(engines)
         self._lease: Lease | None = None
+        self._attempts = 0
+        self._hold_token = self.token
+
+    def _next_token(self) -> str:
+        """Every attempt's owner token: this object's token and a count (see attempts_plan)."""
+        self._attempts += 1
+        return f"{self.token}.{self._attempts}"
+
+    @property
+    def owner_token(self) -> str:
+        """The owner token of the current (or last) hold on the nodes: ``<token>.<attempt>``."""
+        return self._hold_token
 
     @property
     def nodes(self) -> int:
@@ -115,15 +129,18 @@ class RedlockHold:
     # -- plans ------------------------------------------------------------------------------------
 
     def _acquire_plan(self, blocking: bool, timeout: float | None) -> FanPlan[bool]:
-        # acquiring again while holding renews the same hold (each node: a repeat by its owner)
+        if self.held:
+            raise LockError(f"redlock {self.name!r} is held by this object already "
+                            "(extend() renews it)")
         attempt = yield from attempts_plan(
-            self._engines, self.keys, self.token, self._first_ttl_ms,
+            self._engines, self.keys, self._next_token, self._first_ttl_ms,
             node_timeout=self.node_timeout, blocking=blocking, timeout=timeout,
             retry=self.retry_delay, draw=_draw)
         self.last_attempt = attempt
         if not attempt.acquired:
             return False
         self.fence = attempt.fence
+        self._hold_token = attempt.token
         self.lost_reason = None
         cap = None if self.max_hold is None else attempt.started + self.max_hold
         self._lease = Lease(self.ttl_ms, attempt.valid_until, cap)
@@ -136,8 +153,9 @@ class RedlockHold:
         lease, self._lease = self._lease, None  # stops the watchdog first
         valid = lease is not None and self.lost_reason is None and \
             time.monotonic() < lease.valid_until
-        votes = yield from release_all(self._engines, self.keys, self.token,
-                                       set(range(self.nodes)), self.node_timeout)
+        votes = yield from release_all(self._engines, self.keys, self._hold_token,
+                                       set(range(self.nodes)), self.node_timeout,
+                                       enough=self.quorum)
         if valid or len(votes.yes) >= self.quorum:
             return
         if lease is not None:
@@ -147,7 +165,7 @@ class RedlockHold:
     def _lose(self, reason: str) -> FanPlan[None]:
         """The hold is gone: release what is left of it everywhere, and say so."""
         self._mark_lost(reason)
-        yield from release_all(self._engines, self.keys, self.token, set(range(self.nodes)),
+        yield from release_all(self._engines, self.keys, self._hold_token, set(range(self.nodes)),
                                self.node_timeout)
 
     def _extend_plan(self, ttl_ms: int) -> FanPlan[None]:
@@ -158,7 +176,7 @@ class RedlockHold:
         lease = self._lease
         if lease is None or self.lost:
             raise LockLostError(f"redlock {self.name!r} is not held: {self.lost_reason}")
-        renewal = yield from extend_round(self._engines, self.keys, self.token, ttl_ms,
+        renewal = yield from extend_round(self._engines, self.keys, self._hold_token, ttl_ms,
                                           self.node_timeout, lease.valid_until)
         if not renewal.extended:
             yield from self._lose("extend did not reach a majority of the nodes in time")
@@ -182,7 +200,7 @@ class RedlockHold:
             yield from self._lose("the validity ran out before it could be renewed")
             return None
         deadline = lease.valid_until if cap is None else min(lease.valid_until, cap)
-        renewal = yield from extend_round(self._engines, self.keys, self.token, ttl_ms,
+        renewal = yield from extend_round(self._engines, self.keys, self._hold_token, ttl_ms,
                                           self.node_timeout, deadline)
         if self._lease is not lease:
             return None  # released meanwhile (asyncio: release runs beside the renewal)

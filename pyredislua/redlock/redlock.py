@@ -30,7 +30,9 @@ T = TypeVar("T")
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_pid = 0
 _pool_guard = threading.Lock()
-POOL_THREADS = 64
+# Threads are made on demand. A node slower than the others leaves its call running after a
+# majority answered, until its deadline (node_timeout): at most cycles/s x node_timeout of them.
+POOL_THREADS = 256
 
 
 def _executor() -> concurrent.futures.ThreadPoolExecutor:
@@ -43,6 +45,10 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
                                                           thread_name_prefix="pyredislua-redlock")
             _pool_pid = os.getpid()
         return _pool
+
+
+def _linger(fan: Fan, started: float) -> float:
+    return max(0.001, fan.linger * (time.monotonic() - started))
 
 
 def _outcome(client: Client, plan: Any) -> Any:
@@ -76,13 +82,29 @@ class SyncNodes:
     def _fan(self, fan: Fan) -> dict[int, Any]:
         if not fan.plans:
             return {}
-        (first, first_plan), rest = fan.plans[0], fan.plans[1:]
-        pool = _executor() if rest else None
-        futures = [(node, pool.submit(_outcome, self.clients[node], p))  # type: ignore[union-attr]
-                   for node, p in rest]
-        replies = {first: _outcome(self.clients[first], first_plan)}
-        for node, future in futures:
-            replies[node] = future.result()
+        pool = _executor()
+        if fan.enough <= 0:  # every reply is awaited: the first node's on this thread
+            (first, first_plan), rest = fan.plans[0], fan.plans[1:]
+            futures = [(node, pool.submit(_outcome, self.clients[node], p)) for node, p in rest]
+            replies = {first: _outcome(self.clients[first], first_plan)}
+            for node, future in futures:
+                replies[node] = future.result()
+            return replies
+        started = time.monotonic()
+        by_future = {pool.submit(_outcome, self.clients[node], p): node for node, p in fan.plans}
+        replies = {}
+        pending = set(by_future)
+        while pending:  # until enough said yes; the others run on to their deadlines
+            done, pending = concurrent.futures.wait(
+                pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                replies[by_future[future]] = future.result()
+            if fan.satisfied(replies):
+                if fan.linger and pending:
+                    done, _ = concurrent.futures.wait(pending, timeout=_linger(fan, started))
+                    for future in done:
+                        replies[by_future[future]] = future.result()
+                break
         return replies
 
 
@@ -104,13 +126,42 @@ class AsyncNodes:
                 await asyncio.sleep(step.seconds)
                 send = None
                 continue
-            nodes = [node for node, _ in step.plans]
-            outcomes = await asyncio.gather(
-                *(self.clients[node].drive(p) for node, p in step.plans), return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-                    raise outcome  # cancellation, KeyboardInterrupt: not a node's answer
-            send = dict(zip(nodes, outcomes))
+            send = await self._fan(step)
+
+    async def _fan(self, fan: Fan) -> dict[int, Any]:
+        started = time.monotonic()
+        by_task = {asyncio.ensure_future(_outcome_async(self.clients[node], p)): node
+                   for node, p in fan.plans}
+        replies: dict[int, Any] = {}
+        pending = set(by_task)
+        try:
+            while pending:  # until enough said yes; the others run on to their deadlines
+                done, pending = await asyncio.wait(pending,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    replies[by_task[task]] = task.result()
+                if fan.satisfied(replies):
+                    if fan.linger and pending:
+                        done, pending = await asyncio.wait(pending,
+                                                           timeout=_linger(fan, started))
+                        for task in done:
+                            replies[by_task[task]] = task.result()
+                    break
+        finally:
+            for task in pending:  # kept referenced until done (each ends by its deadline)
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+        return replies
+
+
+_background: set[asyncio.Future[Any]] = set()
+
+
+async def _outcome_async(client: AsyncClient, plan: Any) -> Any:
+    try:
+        return await client.drive(plan)
+    except Exception as error:
+        return error
 
 
 # -- the façade ----------------------------------------------------------------------------------
