@@ -236,7 +236,7 @@ def test_majority_down_fails_cleanly_within_timeout(nodes: list[FaultServer]) ->
     assert 0.5 <= elapsed < 0.5 + 2 * NODE_TIMEOUT + 0.2, elapsed
     assert lock.last_attempt is not None and "3 unreachable" in lock.last_attempt.reason
     assert owners(nodes) == [None] * N  # the two nodes that granted were released
-    with pytest.raises(pyredislua.LockTimeoutError, match="3 unreachable"), \
+    with pytest.raises(pyredislua.LockTimeoutError, match="unreachable"), \
             Redlock(clients, "res", ttl=2, node_timeout=NODE_TIMEOUT, blocking_timeout=0.2):
         pass
 

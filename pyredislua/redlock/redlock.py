@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import math
 import os
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,16 +52,18 @@ def _linger(fan: Fan, started: float) -> float:
     return max(0.001, fan.linger * (time.monotonic() - started))
 
 
-def _outcome(client: Client, plan: Any) -> Any:
+def _run_into(results: queue.SimpleQueue[tuple[int, Any]], node: int, client: Client,
+              plan: Any) -> None:
     try:
-        return client.drive(plan)
+        value = client.drive(plan)
     except Exception as error:  # the plan's caller decides what a node's failure means
-        return error
+        value = error
+    results.put((node, value))
 
 
 class SyncNodes:
     """Runs Redlock plans on sync clients: a ``Fan`` step's node plans in parallel, on a shared
-    thread pool (the first one on the calling thread)."""
+    thread pool."""
 
     def __init__(self, clients: Sequence[Client]) -> None:
         self.clients = tuple(clients)
@@ -80,31 +83,24 @@ class SyncNodes:
             send = self._fan(step)
 
     def _fan(self, fan: Fan) -> dict[int, Any]:
-        if not fan.plans:
-            return {}
-        pool = _executor()
-        if fan.enough <= 0:  # every reply is awaited: the first node's on this thread
-            (first, first_plan), rest = fan.plans[0], fan.plans[1:]
-            futures = [(node, pool.submit(_outcome, self.clients[node], p)) for node, p in rest]
-            replies = {first: _outcome(self.clients[first], first_plan)}
-            for node, future in futures:
-                replies[node] = future.result()
-            return replies
         started = time.monotonic()
-        by_future = {pool.submit(_outcome, self.clients[node], p): node for node, p in fan.plans}
-        replies = {}
-        pending = set(by_future)
-        while pending:  # until enough said yes; the others run on to their deadlines
-            done, pending = concurrent.futures.wait(
-                pending, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                replies[by_future[future]] = future.result()
-            if fan.satisfied(replies):
-                if fan.linger and pending:
-                    done, _ = concurrent.futures.wait(pending, timeout=_linger(fan, started))
-                    for future in done:
-                        replies[by_future[future]] = future.result()
-                break
+        pool = _executor()
+        results: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        for node, plan in fan.plans:
+            pool.submit(_run_into, results, node, self.clients[node], plan)
+        replies: dict[int, Any] = {}
+        linger_until: float | None = None
+        while len(replies) < len(fan.plans):  # until enough said yes, and the linger is over
+            wait = None if linger_until is None else max(0.0, linger_until - time.monotonic())
+            try:
+                node, value = results.get(timeout=wait)
+            except queue.Empty:
+                break  # the others run on to their deadlines
+            replies[node] = value
+            if linger_until is None and fan.satisfied(replies):
+                if not fan.linger:
+                    break
+                linger_until = time.monotonic() + _linger(fan, started)
         return replies
 
 
