@@ -456,3 +456,44 @@ def test_restart_without_persistence_is_the_documented_limit(nodes: list[FaultSe
     assert b.fence is not None and b.fence < 3  # and the fence went back
     b.release()
     a.release()
+
+
+@pytest.mark.faults
+async def test_asyncio_under_faults(nodes: list[FaultServer]) -> None:
+    with contextlib.ExitStack() as stack:
+        proxies = [stack.enter_context(TcpProxy(s.port)) for s in nodes]
+        conns = [redis.asyncio.Redis(port=p.port) for p in proxies]
+        clients = [pyredislua.AsyncClient(c) for c in conns]
+        try:
+            lost: list[Any] = []
+            lock = Redlock(clients, "res", ttl=0.6, node_timeout=NODE_TIMEOUT,
+                           retry_delay=0.05, on_lost=lost.append)
+            assert await lock.acquire(timeout=1)  # connections open
+            await lock.release()
+            nodes[0].kill()
+            proxies[1].blackhole = True
+            assert await lock.acquire(timeout=1)
+            await lock.release()
+            started = time.monotonic()
+            assert await lock.acquire(blocking=False), lock.last_attempt
+            assert time.monotonic() - started < NODE_TIMEOUT / 2  # no wait for 0 and 1
+            fence = lock.fence
+            proxies[2].blackhole = True  # now no majority can renew: lost by its validity
+            ends = lock.valid_until
+            assert ends is not None
+            while not lost and time.monotonic() < ends + 0.5:
+                await asyncio.sleep(0.01)
+            assert lost == [lock] and time.monotonic() >= ends
+            with pytest.raises(LockLostError):
+                await lock.extend()
+            started = time.monotonic()
+            assert not await lock.acquire(timeout=0.3)
+            assert time.monotonic() - started < 0.3 + 2 * NODE_TIMEOUT + 0.2
+            for proxy in proxies[1:]:
+                proxy.heal()
+            assert await lock.acquire(timeout=2)
+            assert lock.fence is not None and fence is not None and lock.fence > fence
+            await lock.release()
+        finally:
+            for conn in conns:
+                await conn.aclose()
