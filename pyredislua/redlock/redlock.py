@@ -213,7 +213,10 @@ class Redlock(RedlockHold, Generic[C]):
     ``on_lost``, ``blocking_timeout``, ``token``, ``prefix``) plus ``node_timeout`` (how long a
     node's reply is awaited: much shorter than ``ttl``) and ``retry_delay``. Its keys on each
     node are those of a :class:`~pyredislua.Lock` of the same name (``prl:lock:{name}`` and its
-    fence counter), so a Lock and a Redlock of one name exclude each other on that node.
+    fence counter), so a Lock and a Redlock of one name exclude each other on that node. On
+    asyncio, give each node's ``redis.asyncio.Redis`` ``retry=Retry(NoBackoff(), 0)``: Redlock
+    retries by itself, and redis-py's default policy keeps re-connecting to a dead node until
+    the node timeout, in the background, on every call.
     """
 
     def __init__(
