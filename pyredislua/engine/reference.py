@@ -38,8 +38,13 @@ def render_reference(library: Library) -> str:
             ]
             if h.keys:
                 if h.keyset:
-                    lines += [f"KEYS: the `{h.keyset}` key set (`lua/keysets/{h.keyset}.keys`).",
-                              ""]
+                    extras = ""
+                    if h.keyset_extras:
+                        plural = "s" if len(h.keyset_extras) > 1 else ""
+                        extras = f", then the set's extra{plural} " + ", ".join(
+                            f"`{n}`" for n in h.keyset_extras)
+                    lines += [f"KEYS: the `{h.keyset}` key set (`lua/keysets/{h.keyset}.keys`)"
+                              f"{extras}.", ""]
                 if h.variadic_keys:
                     lines += ["KEYS are variadic: the entries below in order, the last repeating.",
                               ""]

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from ..client import AsyncClient, Client
-from ..engine.protocol import Call, Command, Engine, Plan, Sleep
+from ..engine.protocol import Call, Engine, Plan
+from ..engine.waiting import until_signalled
 from . import ops
 from .ops import (
     Action,
@@ -48,24 +49,15 @@ def dequeue_plan(
     engine: Engine, keys: QueueKeys, count: int, lease_ms: int, timeout: float | None,
     max_block: float, clock: Callable[[], float] = time.monotonic,
 ) -> Plan[list[Job]]:
-    """Lease up to ``count`` jobs; when there are none, wait on the enqueue marker (BLPOP) until
-    one arrives, a delayed job falls due, or ``timeout`` passes (None: forever; 0: no wait)."""
-    deadline = None if timeout is None else clock() + timeout
-    while True:
-        got = yield from engine.run_one(ops.dequeue_call(keys, count, lease_ms))
-        if got.jobs:
-            return got.jobs
-        remaining = math.inf if deadline is None else deadline - clock()
-        if remaining <= 0:
-            return []
-        wait = remaining if got.wait_ms < 0 else min(remaining, got.wait_ms / 1000)
-        block = min(wait, max_block)
-        if block >= 0.01:
-            [popped] = yield [Command(("BLPOP", keys.marker, round(block, 3)))]
-            if isinstance(popped, BaseException):
-                raise popped
-        else:
-            yield Sleep(max(block, 0.001))
+    """Lease up to ``count`` jobs; when there are none, wait on the enqueue marker (BLPOP,
+    :func:`~pyredislua.engine.waiting.until_signalled`) until one arrives, a delayed job falls
+    due, or ``timeout`` passes (None: forever; 0: no wait)."""
+    got = yield from until_signalled(
+        lambda: engine.run_one(ops.dequeue_call(keys, count, lease_ms)),
+        lambda got: bool(got.jobs),
+        lambda got: None if got.wait_ms < 0 else got.wait_ms / 1000,
+        (keys.marker,), timeout=timeout, max_block=max_block, clock=clock)
+    return got.jobs
 
 
 def _discard(plan: Plan[Any]) -> Plan[None]:
