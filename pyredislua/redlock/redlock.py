@@ -53,7 +53,9 @@ def _linger(fan: Fan, started: float) -> float:
 
 
 def _run_into(results: queue.SimpleQueue[tuple[int, Any]], node: int, client: Client,
-              plan: Any) -> None:
+              plan: Any, before: concurrent.futures.Future[None] | None) -> None:
+    if before is not None:  # this Redlock's previous call to the node, still running
+        concurrent.futures.wait([before])
     try:
         value = client.drive(plan)
     except Exception as error:  # the plan's caller decides what a node's failure means
@@ -63,10 +65,17 @@ def _run_into(results: queue.SimpleQueue[tuple[int, Any]], node: int, client: Cl
 
 class SyncNodes:
     """Runs Redlock plans on sync clients: a ``Fan`` step's node plans in parallel, on a shared
-    thread pool."""
+    thread pool.
+
+    One lane per node: a call to a node starts only once this Redlock's previous call to it has
+    its reply (or its deadline passed), so a release can never overtake, on a node that was slow
+    to answer, the acquire it undoes (the acquire would then hold that node until its lease
+    ended)."""
 
     def __init__(self, clients: Sequence[Client]) -> None:
         self.clients = tuple(clients)
+        self._lanes: dict[int, concurrent.futures.Future[None]] = {}
+        self._guard = threading.Lock()
 
     def drive(self, plan: FanPlan[T]) -> T:
         send: Any = None
@@ -86,8 +95,13 @@ class SyncNodes:
         started = time.monotonic()
         pool = _executor()
         results: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        for node, plan in fan.plans:
-            pool.submit(_run_into, results, node, self.clients[node], plan)
+        with self._guard:
+            for node, plan in fan.plans:
+                before = self._lanes.get(node)
+                if before is not None and before.done():
+                    before = None
+                self._lanes[node] = pool.submit(_run_into, results, node, self.clients[node],
+                                                plan, before)
         replies: dict[int, Any] = {}
         linger_until: float | None = None
         while len(replies) < len(fan.plans):  # until enough said yes, and the linger is over
@@ -105,10 +119,12 @@ class SyncNodes:
 
 
 class AsyncNodes:
-    """Runs Redlock plans on asyncio clients: a ``Fan`` step's node plans with gather."""
+    """Runs Redlock plans on asyncio clients: a ``Fan`` step's node plans as tasks, one lane per
+    node as :class:`SyncNodes` has."""
 
     def __init__(self, clients: Sequence[AsyncClient]) -> None:
         self.clients = tuple(clients)
+        self._lanes: dict[int, asyncio.Future[Any]] = {}
 
     async def drive(self, plan: FanPlan[T]) -> T:
         send: Any = None
@@ -126,8 +142,15 @@ class AsyncNodes:
 
     async def _fan(self, fan: Fan) -> dict[int, Any]:
         started = time.monotonic()
-        by_task = {asyncio.ensure_future(_outcome_async(self.clients[node], p)): node
-                   for node, p in fan.plans}
+        by_task: dict[asyncio.Future[Any], int] = {}
+        for node, plan in fan.plans:
+            before = self._lanes.get(node)
+            if before is not None and before.done():
+                before = None
+            call: asyncio.Future[Any] = asyncio.ensure_future(
+                _outcome_async(self.clients[node], plan, before))
+            self._lanes[node] = call
+            by_task[call] = node
         replies: dict[int, Any] = {}
         pending = set(by_task)
         try:
@@ -153,7 +176,10 @@ class AsyncNodes:
 _background: set[asyncio.Future[Any]] = set()
 
 
-async def _outcome_async(client: AsyncClient, plan: Any) -> Any:
+async def _outcome_async(client: AsyncClient, plan: Any, before: asyncio.Future[Any] | None
+                         ) -> Any:
+    if before is not None:  # this Redlock's previous call to the node, still running
+        await asyncio.wait([before])
     try:
         return await client.drive(plan)
     except Exception as error:
