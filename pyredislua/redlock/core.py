@@ -176,9 +176,10 @@ def attempt_plan(engines: Sequence[Engine], keys: LockKeys, token: str, ttl_ms: 
     until = valid_until(started, ttl_ms)
     # A majority of grants ends the wait (after as long again for the others): a node not heard
     # from by then counts as one that timed out, and the fence rule needs only the majority heard
-    # from (fence_of). Its acquire may still land, even after this hold's release (which then
-    # finds nothing there): that node then stays busy until the lease ends, for a minority, and
-    # never counts for a later attempt of this object (a new owner token each).
+    # from (fence_of). The drivers run this object's calls to a node in order, so the release
+    # waits for that acquire; one that reaches its node after its deadline may still land after
+    # the release: that node then stays busy until the lease ends, for a minority, and never
+    # counts for a later attempt of this object (a new owner token each).
     replies = yield fan_calls(engines, {i: acquire_call(keys, token, ttl_ms) for i in range(n)},
                               started + node_timeout, need, _granted, linger=1.0)
     votes = count(replies, _granted)
