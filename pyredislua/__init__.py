@@ -22,7 +22,7 @@ from .errors import (
     StaleTokenError,
     WrongTypeError,
 )
-from .lock import Lock, LockState, LockTimeoutError
+from .lock import Lock, LockSet, LockState, LockTimeoutError, MultiLock, ReentrantLock
 from .redlock import Redlock
 
 __version__ = "0.1.0"
@@ -46,8 +46,10 @@ __all__ = [
     "LockError",
     "LockLostError",
     "LockNotOwnedError",
+    "LockSet",
     "LockState",
     "LockTimeoutError",
+    "MultiLock",
     "NotFoundError",
     "Operation",
     "OperationError",
@@ -55,6 +57,7 @@ __all__ = [
     "PyRedisLuaError",
     "RedisVersionError",
     "Redlock",
+    "ReentrantLock",
     "Shortfall",
     "StaleTokenError",
     "WrongTypeError",

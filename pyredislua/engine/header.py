@@ -31,6 +31,8 @@ same file and named after the set, in the order the operation takes them after t
 Every key declares the Redis type it holds first: ``string``, ``hash``, ``list``, ``set``,
 ``zset``, ``stream``, or ``any`` (a key whose type depends on the caller, e.g. any limiter's key).
 Under ``keys: variadic`` the entries describe KEYS positions in order, the last one repeating.
+``keys: keyset <set> repeated`` takes the set's keys as one group that repeats: a call passes one
+or more whole groups in order (several locks in one call); the named locals bind the first group.
 A key whose type reads ``optional <type>`` (``request: optional string; ...``) may be left out;
 only the last keys may be optional, so a call passes the required keys and then as many of the
 optional ones, in order, as it uses (the prologue checks the count; an absent key is ``nil``).
@@ -118,6 +120,7 @@ class Header:
     variadic_keys: bool = False
     keyset: str | None = None  # the key set the keys come from, if the header names one
     keyset_extras: tuple[str, ...] = ()  # the set's extras it takes after the set's keys
+    repeated: bool = False  # the keys form a group that repeats (``keys: keyset <set> repeated``)
     resend: str = "safe"  # one of RESEND
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -213,12 +216,19 @@ def _parse_key(name: str, text: str, where: str) -> KeySpec:
     return KeySpec(name, kind, doc.strip(), optional)
 
 
-def key_type_at(header: Header, position: int) -> str:
-    """The declared type of KEYS[position] (1-based); under ``keys: variadic`` the last
-    declared entry covers every later position."""
+def key_spec_at(header: Header, position: int) -> KeySpec:
+    """The declared key at KEYS[position] (1-based); under ``keys: variadic`` the last
+    declared entry covers every later position, under a repeated key set the group repeats."""
     if not header.keys:
         raise IndexError(f"{header.name} declares no keys")
-    return header.keys[min(position, len(header.keys)) - 1].type
+    if header.repeated:
+        return header.keys[(position - 1) % len(header.keys)]
+    return header.keys[min(position, len(header.keys)) - 1]
+
+
+def key_type_at(header: Header, position: int) -> str:
+    """The declared type of KEYS[position] (1-based); see :func:`key_spec_at`."""
+    return key_spec_at(header, position).type
 
 
 @dataclass(frozen=True)
@@ -310,7 +320,11 @@ def parse_header(text: str, where: str = "<lua>",
                 top["variadic_keys"] = "yes"
             elif key == "keys" and value.startswith("keyset "):
                 name, _, taken = value.removeprefix("keyset ").partition("+")
-                top["keyset"] = name.strip()
+                name = name.strip()
+                if name.endswith(" repeated"):
+                    name = name.removesuffix(" repeated").strip()
+                    top["variadic_keys"] = top["repeated"] = "yes"
+                top["keyset"] = name
                 top["keyset_extras"] = taken
         else:
             current = None
@@ -345,6 +359,8 @@ def parse_header(text: str, where: str = "<lua>",
         if keyset not in (keysets or {}):
             raise HeaderError(f"{where}: no key set named {keyset!r} (lua/keysets/{keyset}.keys)")
         keys = (keysets or {})[keyset].with_extras(extras_named, where)
+        if extras_named and top.get("repeated") == "yes":
+            raise HeaderError(f"{where}: a repeated key set takes no extras")
     if any(k.optional for k in keys):
         first = next(i for i, k in enumerate(keys) if k.optional)
         if not all(k.optional for k in keys[first:]) or top.get("variadic_keys") == "yes":
@@ -380,8 +396,9 @@ def parse_header(text: str, where: str = "<lua>",
         variadic_keys=top.get("variadic_keys") == "yes",
         keyset=keyset,
         keyset_extras=extras_named,
+        repeated=top.get("repeated") == "yes",
         resend=resend,
         extra={k: v for k, v in top.items()
                if k not in ("name", "version", "summary", "flags", "resend", "keyset",
-                            "keyset_extras", "variadic_keys")},
+                            "keyset_extras", "variadic_keys", "repeated")},
     )

@@ -45,7 +45,10 @@ def render_reference(library: Library) -> str:
                             f"`{n}`" for n in h.keyset_extras)
                     lines += [f"KEYS: the `{h.keyset}` key set (`lua/keysets/{h.keyset}.keys`)"
                               f"{extras}.", ""]
-                if h.variadic_keys:
+                if h.repeated:
+                    lines += ["KEYS repeat as a group: one group of the entries below per "
+                              "item (lock), in order.", ""]
+                elif h.variadic_keys:
                     lines += ["KEYS are variadic: the entries below in order, the last repeating.",
                               ""]
                 if h.min_keys < len(h.keys):

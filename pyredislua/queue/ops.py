@@ -11,7 +11,6 @@ nothing. ``request_id=False`` leaves the record out (the ten-key call of the FCA
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from typing import Any, Literal
 from ..engine.keysets import RecordedKeySet, RequestId
 from ..engine.protocol import Call
 from ..kit import as_payload, as_text
+from ..kit import ms as kit_ms
 
 State = Literal["ready", "delayed", "active", "dead"]
 Action = Literal["retry", "dead", "release"]
@@ -30,13 +30,9 @@ REQUEST_TTL = 120.0  # seconds a request record lives (QUEUE_REQUEST_TTL_MS in t
 
 
 def ms(seconds: float, *, name: str = "duration", allow_zero: bool = True) -> int:
-    """Seconds to whole milliseconds, rounding up (a positive duration never becomes 0)."""
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-        raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, "
-                         f"got {seconds!r}")
-    return max(0 if seconds == 0 else 1, math.ceil(seconds * 1000 - 1e-9))
+    """:func:`pyredislua.kit.ms` with 0 allowed unless said otherwise (most queue durations may
+    be 0: no delay, no backoff)."""
+    return kit_ms(seconds, name, allow_zero=allow_zero)
 
 
 class QueueKeys(RecordedKeySet, keyset="queue"):
