@@ -23,6 +23,7 @@ from .errors import (
     WrongTypeError,
 )
 from .lock import Lock, LockSet, LockState, LockTimeoutError, MultiLock, ReentrantLock
+from .redlock import Redlock
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "Pipeline",
     "PyRedisLuaError",
     "RedisVersionError",
+    "Redlock",
     "ReentrantLock",
     "Shortfall",
     "StaleTokenError",

@@ -23,16 +23,39 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
-
-from ..engine.protocol import Plan
+from collections.abc import Awaitable, Generator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient, Client
-    from .hold import Hold
+    from .hold import Lease
 
 T = TypeVar("T")
+
+
+class SyncDriver(Protocol):
+    """What runs a lock's plans on the caller's thread: a :class:`~pyredislua.Client`, or
+    Redlock's driver over several."""
+
+    def drive(self, plan: Generator[Any, Any, T]) -> T: ...
+
+
+class AsyncDriver(Protocol):
+    """The same on asyncio: an :class:`~pyredislua.AsyncClient`, or Redlock's driver."""
+
+    def drive(self, plan: Generator[Any, Any, T]) -> Awaitable[T]: ...
+
+
+class Renewable(Protocol):
+    """What a watchdog needs of a hold: a :class:`~.hold.Hold`, or a Redlock's."""
+
+    ttl_ms: int
+    lost_reason: str | None
+    _lease: Lease | None
+
+    def _mark_lost(self, reason: str) -> None: ...
+
+    def _renew_plan(self, now: float, cap: float | None = None
+                    ) -> Generator[Any, Any, float | None]: ...
 
 
 class ThreadWatchdog:
@@ -40,7 +63,7 @@ class ThreadWatchdog:
 
     __slots__ = ("_client", "_hold", "_mutex", "_scheduled")
 
-    def __init__(self, client: Client, hold: Hold) -> None:
+    def __init__(self, client: SyncDriver, hold: Renewable) -> None:
         self._client = client
         self._hold = hold
         # Serialises the lock's calls with its renewals: a renewal never runs after release.
@@ -51,7 +74,7 @@ class ThreadWatchdog:
         """A hold began: renew it a third of a lease from now."""
         _renewer_for(self._client).schedule(self, time.monotonic() + self._hold.ttl_ms / 3000)
 
-    def exclusive(self, plan: Plan[T]) -> T:
+    def exclusive(self, plan: Generator[Any, Any, T]) -> T:
         """Run a plan of the lock (extend) with no renewal of it under way."""
         with self._mutex:
             return self._client.drive(plan)
@@ -129,7 +152,7 @@ class _Renewer:
 _renewers_guard = threading.Lock()
 
 
-def _renewer_for(client: Client) -> _Renewer:
+def _renewer_for(client: SyncDriver) -> _Renewer:
     with _renewers_guard:
         renewer: _Renewer | None = getattr(client, "_renewer", None)
         if renewer is None:
@@ -143,7 +166,7 @@ class TaskWatchdog:
 
     __slots__ = ("_client", "_hold", "_task")
 
-    def __init__(self, client: AsyncClient, hold: Hold) -> None:
+    def __init__(self, client: AsyncDriver, hold: Renewable) -> None:
         self._client = client
         self._hold = hold
         self._task: asyncio.Task[None] | None = None
@@ -169,18 +192,18 @@ class TaskWatchdog:
                 hold._mark_lost(f"renewal failed: {error!r}")
                 return
 
-    def exclusive(self, plan: Plan[T]) -> Awaitable[T]:
+    def exclusive(self, plan: Generator[Any, Any, T]) -> Awaitable[T]:
         """Run a plan of the lock (extend); a renewal may run beside it on the loop."""
         return self._client.drive(plan)
 
-    def release(self, plan: Plan[T]) -> Awaitable[T]:
+    def release(self, plan: Generator[Any, Any, T]) -> Awaitable[T]:
         """Run the release plan after stopping the renewal task, shielded from cancellation."""
         return self._shielded(plan)
 
-    async def _shielded(self, plan: Plan[T]) -> T:
+    async def _shielded(self, plan: Generator[Any, Any, T]) -> T:
         return await asyncio.shield(self._stop_then(plan))
 
-    async def _stop_then(self, plan: Plan[T]) -> T:
+    async def _stop_then(self, plan: Generator[Any, Any, T]) -> T:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
