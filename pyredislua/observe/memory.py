@@ -12,12 +12,14 @@ has no documented lifecycle (the README's "keys that stay" table: ``DOCUMENTED_S
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from ..engine.render import load_keysets
 from ..kit import as_text
 
 
@@ -37,6 +39,9 @@ class Area:
 # instances of their own; a cache namespace's tag sets are counted apart from its entries.
 AREAS: dict[str, Area] = {
     "lock": Area("lock", "lock", None, "instance"),
+    "rlock": Area("reentrant lock", "lock", None, "instance"),
+    "rwlock": Area("read-write lock", "lock", None, "instance"),
+    "sem": Area("semaphore", "semaphore", None, "instance"),
     "q": Area("queue", "job", "jobs", "length"),
     "sq": Area("stream", "entry", "stream", "length"),
     "wb": Area("writebehind", "record", "versions", "length"),
@@ -52,6 +57,9 @@ AREAS: dict[str, Area] = {
 # has a TTL; one without is reported.
 DOCUMENTED_STAYING: dict[str, frozenset[str]] = {
     "lock": frozenset({"fence"}),
+    "rlock": frozenset({"fence"}),
+    "rwlock": frozenset({"fence"}),
+    "sem": frozenset({"fence"}),
     # the wake-up list (marker) goes with the first dequeue that finds nothing to do
     "q": frozenset({"ready", "delayed", "active", "dead", "jobs", "payloads", "idem", "prio",
                     "stats", "marker"}),
@@ -126,14 +134,39 @@ class MemoryReport:
                 "compact_limits": self.compact_limits}
 
 
+@functools.lru_cache(maxsize=1)
+def _suffixes() -> dict[str, frozenset[str]]:
+    """Key-set base -> the names its keys end with (``lua/keysets/*.keys``: written once)."""
+    out: dict[str, frozenset[str]] = {}
+    for spec in load_keysets().values():
+        out[spec.base] = frozenset(k.name for k in spec.keys + spec.extras if k.name != spec.name)
+    return out
+
+
 def split_key(key: str, prefix: str = "prl") -> tuple[str, str, str] | None:
-    """``prl:<base>:{tag}[:role...]`` -> (base, instance, role); None for other keys. The role is
-    the first segment after the tag (a limiter key's algorithm, a cache entry's ``e``)."""
+    """``<prefix>:<base>:<name>[:role]`` -> (base, instance, role); None for other keys.
+
+    For a primitive with a key set the role is the key's suffix from its set (``fence``,
+    ``jobs``; ``req`` for a request record) and the instance everything before it, whatever
+    the name looks like (``{tenant}:a`` included); for the rest (limiter keys, cache entries)
+    the instance ends at the first hash tag and the role is the segment after it."""
     head = prefix + ":"
     if not key.startswith(head):
         return None
-    rest = key[len(head):]
-    base, _, after = rest.partition(":")
+    base, _, after = key[len(head):].partition(":")
+    if not after:
+        return None
+    suffixes = _suffixes().get(base)
+    if suffixes is not None:
+        if "{" not in after or "}" not in after:
+            return None  # every name is hash-tagged (kit.tagged_name): not the library's
+        record = key.rfind(":req:")
+        if record > len(head) + len(base) and "request" in suffixes:
+            return base, key[:record], "req"
+        parts = key.rsplit(":", 1)
+        if len(parts) == 2 and parts[1] in suffixes and "}" in parts[0][len(head) + len(base):]:
+            return base, parts[0], parts[1]
+        return base, key, ""
     if not after.startswith("{"):
         return None
     close = after.find("}")
