@@ -17,12 +17,16 @@ from .errors import (
     LockNotOwnedError,
     NotFoundError,
     OperationError,
+    PermitLostError,
     PyRedisLuaError,
     RedisVersionError,
+    SemaphoreError,
+    SemaphoreTimeoutError,
     StaleTokenError,
     WrongTypeError,
 )
 from .lock import Lock, LockState, LockTimeoutError
+from .semaphore import Permit, Semaphore
 
 __version__ = "0.1.0"
 
@@ -50,9 +54,14 @@ __all__ = [
     "NotFoundError",
     "Operation",
     "OperationError",
+    "Permit",
+    "PermitLostError",
     "Pipeline",
     "PyRedisLuaError",
     "RedisVersionError",
+    "Semaphore",
+    "SemaphoreError",
+    "SemaphoreTimeoutError",
     "Shortfall",
     "StaleTokenError",
     "WrongTypeError",

@@ -1,6 +1,7 @@
 """The lock's watchdog: renewing held leases in the background. The one place where the lock is
 written twice, because threads and asyncio tasks really differ here; both drivers are thin and
-run the same sans-IO renewal step (:meth:`Hold._renew_plan <.hold.Hold._renew_plan>`).
+run the same sans-IO renewal step (:meth:`Hold._renew_plan <.hold.Hold._renew_plan>`; a
+semaphore's permit, :class:`~pyredislua.semaphore.Permit`, is renewed the same way).
 
 * :class:`ThreadWatchdog` (a :class:`~pyredislua.Client`): one daemon thread per client renews
   every held lock of that client, earliest first. A renewal and a release or extend of the same
@@ -24,15 +25,27 @@ import itertools
 import threading
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..engine.protocol import Plan
 
 if TYPE_CHECKING:
     from ..client import AsyncClient, Client
-    from .hold import Hold
+    from .hold import Lease
 
 T = TypeVar("T")
+
+
+class Renewable(Protocol):
+    """What a watchdog renews: a lock's :class:`~.hold.Hold`, or a semaphore's permit."""
+
+    ttl_ms: int
+    lost_reason: str | None
+    _lease: Lease | None
+
+    def _mark_lost(self, reason: str) -> None: ...
+
+    def _renew_plan(self, now: float, cap: float | None = None) -> Plan[float | None]: ...
 
 
 class ThreadWatchdog:
@@ -40,7 +53,7 @@ class ThreadWatchdog:
 
     __slots__ = ("_client", "_hold", "_mutex", "_scheduled")
 
-    def __init__(self, client: Client, hold: Hold) -> None:
+    def __init__(self, client: Client, hold: Renewable) -> None:
         self._client = client
         self._hold = hold
         # Serialises the lock's calls with its renewals: a renewal never runs after release.
@@ -143,7 +156,7 @@ class TaskWatchdog:
 
     __slots__ = ("_client", "_hold", "_task")
 
-    def __init__(self, client: AsyncClient, hold: Hold) -> None:
+    def __init__(self, client: AsyncClient, hold: Renewable) -> None:
         self._client = client
         self._hold = hold
         self._task: asyncio.Task[None] | None = None
