@@ -15,7 +15,9 @@
 --          the rest with the hash, which expires with the last lease).
 -- fence    string counter (INCR on every acquire and grant); durable: no TTL.
 -- signal   list of grants "grant:<fence>:<lease>" pushed to waiters; a waiter BLPOPs it.
--- waiters  zset: the FIFO queue, waiter lease id -> server ms of its first registration.
+-- waiters  zset: the FIFO queue, waiter lease id -> its place: the server ms of its first
+--          registration, or one more than the last place when that is later (so two waiters
+--          queuing in the same ms keep their order).
 -- waiting  hash: waiter lease id -> "w:<registration end ms>:<permits>" while queued, then
 --          "g:<fence>:<permits>" once granted and until its waiter claims the grant.
 
@@ -153,6 +155,7 @@ local function sem_load(K, now, lease)
   s.queued_at = redis.call('ZSCORE', K.waiters, lease)
   s.queue = redis.call('ZRANGE', K.waiters, 0, SEM_QUEUE_SCAN - 1)
   s.queue_len = redis.call('ZCARD', K.waiters)
+  s.tail = redis.call('ZRANGE', K.waiters, -1, -1, 'WITHSCORES')
   s.queue_info = {}
   if #s.queue > 0 then
     local stored = redis.call('HMGET', K.waiting, unpack(s.queue))

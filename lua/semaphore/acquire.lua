@@ -92,7 +92,12 @@ if acquired then
   if s.queued_at and not via_queue then rcall('ZREM', waiters_key, lease) end
 elseif wait_ms > 0 then
   wrote = true
-  if not s.queued_at then rcall('ZADD', waiters_key, now, lease) end
+  if not s.queued_at then
+    -- its place: behind the last one, in arrival order even within one ms
+    local place = now
+    if #s.tail > 0 then place = math.max(now, tonumber(s.tail[2]) + 1) end
+    rcall('ZADD', waiters_key, string.format('%d', place), lease)
+  end
   rcall('HSET', waiting_key, lease, 'w:' .. string.format('%d', now + wait_ms) .. ':' .. count)
   sem_keep(waiters_key, wait_ms)
   sem_keep(waiting_key, wait_ms)

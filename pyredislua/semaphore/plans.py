@@ -58,7 +58,8 @@ def acquire_plan(
     acquire call (a repeat of its lease: the lease is renewed to ``ttl_ms`` from that call, so
     the local lease estimate counts from its send time). One that pops another waiter's grant
     passes it back with its next call, which puts it back at the head of the list while its
-    waiter has not claimed it. A waiter whose BLPOP ends empty tries again, keeping its place in
+    waiter has not claimed it (once per grant and waiter: no waiter spins on a grant whose
+    waiter is not blocked). A waiter whose BLPOP ends empty tries again, keeping its place in
     the queue; the final try at the deadline leaves the queue, and still takes a grant made to
     it meanwhile. A grant nobody claims ends with its grant window and its permits return.
     """
@@ -66,6 +67,7 @@ def acquire_plan(
     window_ms = registration_ms(max_block)
     registered_until = 0.0
     popped = ""
+    passed_on: set[str] = set()
     failures, answered = 0, False
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
@@ -112,8 +114,13 @@ def acquire_plan(
                 continue  # the next acquire call retries, or gives up at the deadline
             if got is not None:
                 grant = parse_grant(got[1])
-                if grant.lease != lease:
-                    popped = grant.raw  # not ours: the next call puts it back
+                if grant.lease != lease and grant.raw not in passed_on:
+                    # not ours: the next call puts it back for the longest-blocked waiter. Once
+                    # per grant: popping it again means every blocked waiter had it, so its own
+                    # is not blocked; it claims it with its next call, or it vanished and the
+                    # grant ends with its window
+                    popped = grant.raw
+                    passed_on.add(grant.raw)
                 # ours: the next call (a repeat of the lease) claims it
         else:
             left = math.inf if deadline is None else deadline - clock()
