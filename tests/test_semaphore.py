@@ -295,7 +295,7 @@ def test_hold_and_the_watchdog(client: pyredislua.Client, r: redis.Redis) -> Non
     assert not permit.held and _in_use(r, sem.keys) == 0
     lost: list[Permit] = []
     sem2 = Semaphore(client, "ctx2", 1, ttl=0.2, on_lost=lost.append)
-    with pytest.raises(PermitLostError), sem2.hold(1) as p:  # noqa: PT012
+    with pytest.raises(PermitLostError), sem2.hold(1) as p:
         r.delete(sem2.keys.semaphore)  # the lease vanishes under the holder
         _until(lambda: p.lost, timeout=2)
     assert lost == [p]

@@ -218,7 +218,7 @@ class Semaphore(Generic[C]):
                 timeout: float | None = None, lease: str | None = None
                 ) -> Awaitable[Permit | None]: ...
     def acquire(self, count: int = 1, *, blocking: bool = True, timeout: float | None = None,
-                lease: str | None = None) -> Permit | None | Awaitable[Permit | None]:
+                lease: str | None = None) -> Permit | Awaitable[Permit | None] | None:
         """Take ``count`` permits: a :class:`Permit`, or None when not acquired within
         ``timeout`` seconds (None: wait forever; not blocking: one round trip). ``lease``: the
         lease id (default: random); no ``#``."""
@@ -261,7 +261,7 @@ class Semaphore(Generic[C]):
         on exit; raise :class:`~pyredislua.errors.PermitLostError` on exit if the lease was lost
         meanwhile. ``with`` on a Client, ``async with`` on an AsyncClient."""
         self._check_count(count)
-        return PermitHold(self, count, self.blocking_timeout if timeout is None else timeout)
+        return PermitHold[C](self, count, self.blocking_timeout if timeout is None else timeout)
 
     acquire_ctx = hold
 
@@ -273,7 +273,7 @@ class PermitHold(Generic[C]):
     """What :meth:`Semaphore.hold` returns."""
 
     def __init__(self, semaphore: Semaphore[C], count: int, timeout: float | None) -> None:
-        self.semaphore = semaphore
+        self.semaphore: Semaphore[C] = semaphore
         self.count = count
         self.timeout = timeout
         self.permit: Permit | None = None
