@@ -27,8 +27,8 @@ import tests.edges
 from pyredislua.engine.header import ArgSpec, Header
 from pyredislua.engine.protocol import Call
 from pyredislua.lock import Lock
-from pyredislua.semaphore import Semaphore
 from pyredislua.queue import Queue
+from pyredislua.semaphore import Semaphore
 from pyredislua.topology import LocalCluster
 from tests.clusterkit import slot_of
 

@@ -602,3 +602,19 @@ def test_stateful_model(redis_url: str, r: redis.Redis) -> None:
         pyredislua.Client(r, mode=mode).load()  # type: ignore[arg-type]
     MODEL_URL[:] = [redis_url]
     SemaphoreModel.TestCase().runTest()
+
+
+def test_the_contention_benchmark_runs(redis_url: str, r: redis.Redis) -> None:
+    import json
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "pyredislua", "bench", "semaphore", "--url", redis_url,
+         "--seconds", "0.3", "--processes", "2", "--phases", "semaphore-mixed,limiter",
+         "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    results = json.loads(shown.stdout)["results"]
+    assert [x["phase"] for x in results] == ["semaphore-mixed", "limiter"]
+    for x in results:
+        assert x["holds_per_s"] > 0 and x["most_in_use"] <= x["permits"]

@@ -29,6 +29,9 @@ from ..lock.plans import (
 )
 from .ops import AcquireReply, SemaphoreKeys, acquire_call, parse_grant
 
+# The first BLPOP after queuing blocks at most this long (seconds); see acquire_plan.
+FIRST_BLOCK = 0.1
+
 
 class Acquired(NamedTuple):
     """What an acquire ended with."""
@@ -68,6 +71,7 @@ def acquire_plan(
     registered_until = 0.0
     popped = ""
     passed_on: set[str] = set()
+    queued = False  # this plan has queued and blocked once already
     failures, answered = 0, False
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
@@ -103,6 +107,12 @@ def acquire_plan(
         left = math.inf if deadline is None else deadline - now - TIMER_GRAIN
         block = min(left, max_block, registered_until - now - REGISTRATION_SLACK_MS / 1000,
                     free_in)
+        if not queued:
+            # The first wait after queuing is short: a grant made between the reply and this
+            # BLPOP may be popped by waiters blocked earlier and handed on until none is left to
+            # take it; the next call claims it instead of a full BLPOP later.
+            block = min(block, FIRST_BLOCK)
+        queued = True
         if block >= 0.001:
             blpop_deadline = now + block + BLPOP_GRACE
             if deadline is not None:
