@@ -75,6 +75,7 @@ def _worker(url: str, phase: str, args: dict[str, Any], seed: int, barrier: Any,
     while time.monotonic() < end:
         count = rng.randint(1, min(3, args["permits"])) if phase == "semaphore-mixed" else 1
         asked = time.monotonic()
+        permit = None
         if phase == "limiter":
             slot = limiter.acquire("all")
             while not slot.acquired:
@@ -82,12 +83,13 @@ def _worker(url: str, phase: str, args: dict[str, Any], seed: int, barrier: Any,
                 slot = limiter.acquire("all")
         else:
             permit = sem.acquire(count, timeout=30)
-            assert permit is not None
+            if permit is None:
+                continue
         waits.setdefault(count, []).append(time.monotonic() - asked)
         most = max(most, int(conn.incrby(f"{name}:inuse", count)))
         time.sleep(hold)
         conn.decrby(f"{name}:inuse", count)
-        if phase == "limiter":
+        if permit is None:
             limiter.release(slot)
         else:
             sem.release(permit)
