@@ -202,6 +202,8 @@ def test_waiters_are_granted_in_arrival_order(client: pyredislua.Client, r: redi
     assert order[:3] == [0, 1, 2]
     assert sorted(order) == [0, 1, 2, 3, 4]
     assert _queued(r, sem.keys) == 0
+    # the queue, its entries, the grants and the permits are gone with the last of them
+    assert r.keys("*") == [sem.keys.fence.encode()]
 
 
 def test_a_waiter_that_times_out_leaves_the_queue(client: pyredislua.Client,
@@ -445,6 +447,40 @@ def test_sigkilled_holders_permits_come_back(redis_url: str, r: redis.Redis) -> 
     permit = sem.acquire(3, timeout=5)  # a waiter, woken when the dead leases end
     assert permit is not None and permit.fence == 3
     assert time.monotonic() - started < 1.5
+
+
+def _churn(url: str, seed: int) -> None:
+    client = pyredislua.Client(redis.Redis.from_url(url), mode="function")
+    sem = Semaphore(client, "churn", 3, ttl=0.001, auto_renew=False)  # 1 ms leases
+    n = seed
+    while True:
+        n += 1
+        permit = sem.acquire(1 + n % 3, timeout=1)
+        if permit is not None and n % 2:
+            sem.release(permit)  # every other one is left to end on its own
+
+
+def test_sigkilled_processes_with_1ms_leases_leave_nothing_held(redis_url: str,
+                                                               r: redis.Redis) -> None:
+    pyredislua.Client(r, mode="function").load()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_churn, args=(redis_url, i)) for i in range(3)]
+    for p in procs:
+        p.start()
+    keys = SemaphoreKeys("churn")
+    _until(lambda: int(r.get(keys.fence) or 0) > 50, timeout=30)
+    for p in procs:  # killed mid-call, mid-wait or while holding
+        assert p.pid is not None
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(5)
+    client = pyredislua.Client(r, mode="function")
+    started = time.monotonic()
+    permit = Semaphore(client, "churn", 3, ttl=30, auto_renew=False).acquire(3, timeout=5)
+    assert permit is not None
+    waited = time.monotonic() - started
+    print(f"acquire after the kills waited {waited:.3f} s")
+    assert waited < 3.0  # at worst a dead waiter's registration or grant window
+    assert permit.fence > 50
 
 
 def test_processes_never_hold_more_than_n(redis_url: str, r: redis.Redis) -> None:
