@@ -382,8 +382,8 @@ async def test_async_semaphore(aclient: pyredislua.AsyncClient, r: redis.Redis) 
     assert _in_use(r, sem.keys) == 0
 
 
-async def test_async_cancelled_waiter_leaves_the_queue(aclient: pyredislua.AsyncClient,
-                                                       r: redis.Redis) -> None:
+async def test_async_waiter_that_times_out_leaves_the_queue(
+        aclient: pyredislua.AsyncClient, r: redis.Redis) -> None:
     sem = Semaphore(aclient, "async-cancel", 1, ttl=30, auto_renew=False)
     holder = await sem.acquire(1)
     assert holder is not None
