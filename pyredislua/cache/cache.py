@@ -36,6 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from ..client import AsyncClient, Client
+from ..compression import Compressor
 from ..engine.protocol import Call, Command, Do, Engine, Plan
 from ..errors import LockNotOwnedError
 from ..kit import as_text, ms
@@ -74,6 +75,22 @@ class JsonCodec:
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
+
+
+class CompressedCodec:
+    """Another codec's bytes, compressed by a :class:`~pyredislua.compression.Compressor`
+    (small values stay raw behind a one-byte header): ``Cache(..., compress=Compressor())``
+    builds one."""
+
+    def __init__(self, inner: Codec, compressor: Compressor) -> None:
+        self.inner = inner
+        self.compressor = compressor
+
+    def dumps(self, value: Any) -> bytes:
+        return self.compressor.compress(self.inner.dumps(value))
+
+    def loads(self, data: bytes) -> Any:
+        return self.inner.loads(self.compressor.decompress(data))
 
 
 class RawCodec:
@@ -127,6 +144,8 @@ class Cache(Generic[C]):
     ``cache = Cache(client, "catalog", ttl=300)``;
     ``product = cache.get_or_compute("product:42", lambda: db.load(42), tags=["products"])``.
     ``compute`` returning None caches "not found" for ``negative_ttl``.
+    ``compress=Compressor()`` stores values compressed (zstd or zlib; small ones raw), see
+    :mod:`pyredislua.compression`; other clients reading them must decompress.
     """
 
     client: C
@@ -134,8 +153,8 @@ class Cache(Generic[C]):
     def __init__(self, client: C, namespace: str, *, ttl: float = 300.0,
                  negative_ttl: float = 30.0, grace: float = 0.0, beta: float = 1.0,
                  lock_ttl: float = 30.0, wait_timeout: float | None = None,
-                 codec: Codec | None = None, prefix: str = "prl",
-                 on_event: Callable[[str, str], None] | None = None,
+                 codec: Codec | None = None, compress: Compressor | None = None,
+                 prefix: str = "prl", on_event: Callable[[str, str], None] | None = None,
                  seed: int | None = None) -> None:
         self.client = client
         self.keys = CacheKeys(namespace, prefix)
@@ -149,6 +168,8 @@ class Cache(Generic[C]):
         self.lock_ttl = lock_ttl
         self.wait_timeout = lock_ttl if wait_timeout is None else wait_timeout
         self.codec: Codec = codec or JsonCodec()
+        if compress is not None:
+            self.codec = CompressedCodec(self.codec, compress)
         self.stats = CacheStats()
         self.on_event = on_event
         self.rng = random.Random(seed)

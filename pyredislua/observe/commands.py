@@ -1,0 +1,101 @@
+"""``pyredislua doctor`` and ``pyredislua memory``."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from .. import cli
+from .doctor import examine, worst
+from .memory import MemoryReport, measure_all
+
+_MARK = {"ok": "ok    ", "warn": "WARN  ", "unsafe": "UNSAFE"}
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    client = cli.connect(args.url, "auto", cluster=args.cluster)
+    findings = examine(client.redis, client.library)
+    verdict = worst(findings)
+    if args.json:
+        cli.print_json({"verdict": verdict, "findings": [f.as_dict() for f in findings]})
+    else:
+        for f in findings:
+            if f.level == "ok" and args.quiet:
+                continue
+            print(f"{_MARK[f.level]} {f.node} {f.check}: {f.found}")
+            if f.fix and f.level != "ok":
+                print(textwrap.indent(textwrap.fill(f"fix: {f.fix}", 96), " " * 7))
+        counts = {level: sum(f.level == level for f in findings) for level in _MARK}
+        print(f"{counts['unsafe']} unsafe, {counts['warn']} warnings, {counts['ok']} ok")
+    return 1 if verdict == "unsafe" else 0
+
+
+def _print_memory(report: MemoryReport) -> None:
+    state = "complete" if report.scan_complete else "stopped at --scan-limit"
+    print(f"node {report.node}: {report.keys_seen:,} library keys seen (scan {state})")
+    print(f"  {'area':<12} {'unit':<12} {'instances':>9} {'sampled':>8} {'units':>9} "
+          f"{'bytes':>12} {'bytes/unit':>10} {'est. total':>12}")
+    for a in report.areas:
+        if not a.instances_seen:
+            continue
+        per = f"{a.bytes_per_unit:,.0f}" if a.bytes_per_unit is not None else "-"
+        total = a.bytes * a.instances_seen // max(a.instances_sampled, 1)
+        print(f"  {a.area:<12} {a.unit:<12} {a.instances_seen:>9,} {a.instances_sampled:>8,} "
+              f"{a.units:>9,} {a.bytes:>12,} {per:>10} {total:>12,}")
+    for a in report.areas:
+        for role, encodings in sorted(a.encodings.items()):
+            keys, used = a.by_role[role]
+            shown = ", ".join(f"{enc} {n}" for enc, n in sorted(encodings.items()))
+            print(f"    {a.area} {role}: {keys} keys, {used:,} bytes ({shown})")
+    if any(a.beyond_compact for a in report.areas):
+        print("  beyond their compact encoding (each element costs more; see the limits):")
+        for a in report.areas:
+            for line in a.beyond_compact[:10]:
+                print(f"    {line}")
+    limits = ", ".join(f"{k} {v}" for k, v in sorted(report.compact_limits.items()))
+    print(f"  compact limits: {limits or 'unknown (CONFIG GET refused)'}")
+    if report.no_ttl:
+        print(f"  {len(report.no_ttl)} library key(s) without a TTL or a documented lifecycle:")
+        for key in report.no_ttl[:50]:
+            print(f"    {key}")
+    else:
+        print("  every library key seen has a TTL or a documented lifecycle")
+    if report.other_keys:
+        print(f"  {report.other_keys:,} other key(s) under the prefix (compare-and-set values, "
+              "or not the library's)")
+
+
+def _memory(args: argparse.Namespace) -> int:
+    client = cli.connect(args.url, "auto", cluster=args.cluster)
+    reports = measure_all(client.redis, prefix=args.prefix, sample=args.sample,
+                          scan_limit=args.scan_limit)
+    if args.json:
+        cli.print_json([r.as_dict() for r in reports])
+        return 0
+    for report in reports:
+        _print_memory(report)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("doctor", help="check a server (or every node of a cluster) against "
+                       "what the primitives need; exit 1 when something is unsafe")
+    p.add_argument("--url", required=True, help="Redis URL (any node of a cluster)")
+    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
+                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--quiet", action="store_true", help="print only warnings and unsafe findings")
+    p.set_defaults(run=_doctor)
+
+    p = sub.add_parser("memory", help="bytes per lock, job, record, limiter key and cache "
+                       "entry, encodings, and keys without a TTL (read-only, sampled)")
+    p.add_argument("--url", required=True, help="Redis URL (any node of a cluster)")
+    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
+                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
+    p.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
+    p.add_argument("--sample", type=int, default=50,
+                   help="instances measured per area (default 50)")
+    p.add_argument("--scan-limit", type=int, default=100_000,
+                   help="keys visited by SCAN at most, per node (default 100000)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=_memory)
