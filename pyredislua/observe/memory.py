@@ -37,6 +37,7 @@ class Area:
 # instances of their own; a cache namespace's tag sets are counted apart from its entries.
 AREAS: dict[str, Area] = {
     "lock": Area("lock", "lock", None, "instance"),
+    "sem": Area("semaphore", "semaphore", None, "instance"),
     "q": Area("queue", "job", "jobs", "length"),
     "sq": Area("stream", "entry", "stream", "length"),
     "wb": Area("writebehind", "record", "versions", "length"),
@@ -52,6 +53,7 @@ AREAS: dict[str, Area] = {
 # has a TTL; one without is reported.
 DOCUMENTED_STAYING: dict[str, frozenset[str]] = {
     "lock": frozenset({"fence"}),
+    "sem": frozenset({"fence"}),
     # the wake-up list (marker) goes with the first dequeue that finds nothing to do
     "q": frozenset({"ready", "delayed", "active", "dead", "jobs", "payloads", "idem", "prio",
                     "stats", "marker"}),
