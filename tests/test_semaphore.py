@@ -128,7 +128,7 @@ def test_expired_leases_give_their_permits_back(client: pyredislua.Client,
     for i in range(3):
         assert client.run(acquire_call(keys, f"dead{i}", 4, 1, 1)).acquired
     _until(lambda: _in_use(r, keys) == 1)
-    assert r.hlen(keys.leases) == 4 and r.zcard(keys.semaphore) == 5
+    assert r.hget(keys.leases, "dead2") is not None  # (earlier ones may be pruned already)
     reply = client.run(acquire_call(keys, "alive", 4, 3, 60_000))
     assert reply.acquired and reply.in_use == 4
     assert sorted(r.hkeys(keys.leases)) == [b"alive", b"keeper"]
@@ -238,7 +238,7 @@ def test_a_grant_to_a_vanished_waiter_comes_back(client: pyredislua.Client,
     release = client.run(release_call(keys, "holder", 2))
     assert release.granted == 1 and release.in_use == 2
     assert r.lrange(keys.signal, 0, -1) == [b"grant:2:ghost"]
-    # nobody claims it: its permits come back when the grant window (at least 1 s) ends
+    # nobody claims it: its permits come back when the grant window (its registration) ends
     assert not client.run(acquire_call(keys, "next", 2, 1, 60_000)).acquired
     _until(lambda: client.run(acquire_call(keys, "next", 2, 1, 60_000)).acquired, timeout=3)
     assert r.hget(keys.waiting, "ghost") is None and r.hget(keys.leases, "ghost") is None
@@ -479,7 +479,8 @@ def test_sigkilled_processes_with_1ms_leases_leave_nothing_held(redis_url: str,
     assert permit is not None
     waited = time.monotonic() - started
     print(f"acquire after the kills waited {waited:.3f} s")
-    assert waited < 3.0  # at worst a dead waiter's registration or grant window
+    # at worst: dead waiters' registrations (2.25 s) and a grant window (250 ms) after them
+    assert waited < 3.5
     assert permit.fence > 50
 
 

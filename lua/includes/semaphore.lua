@@ -32,8 +32,10 @@ local SEM_CHUNK = 1000
 local SEM_PRUNE_INFO = 64
 -- How many queued waiters a call looks at from the head of the queue.
 local SEM_QUEUE_SCAN = 16
--- A grant stays reserved for its waiter at least this long (ms), however soon its registration ends.
-local SEM_HANDOFF_MS = 1000
+-- A grant stays reserved for its waiter until its registration ends, and at least this long (ms):
+-- a waiter blocks only while registered for longer (the Python client: 250 ms), and claims a
+-- grant within its registration, popped or not.
+local SEM_HANDOFF_MS = 250
 
 local function sem_unit(lease, i)
   if i == 1 then return lease end
@@ -152,16 +154,17 @@ local function sem_load(K, now, lease)
   if fence and not string.find(fence, '^%d+$') then sem_bad(K.fence, 'no fence counter') end
   s.fence = tonumber(fence or '0')
   s.wait = sem_wait_info(K.waiting, redis.call('HGET', K.waiting, lease))
-  s.queued_at = redis.call('ZSCORE', K.waiters, lease)
-  s.queue = redis.call('ZRANGE', K.waiters, 0, SEM_QUEUE_SCAN - 1)
   s.queue_len = redis.call('ZCARD', K.waiters)
-  s.tail = redis.call('ZRANGE', K.waiters, -1, -1, 'WITHSCORES')
-  s.queue_info = {}
-  if #s.queue > 0 then
+  s.queued_at, s.queue, s.tail, s.queue_info = false, {}, {}, {}
+  if s.queue_len > 0 then  -- nobody queued (the common case): nothing more to read
+    s.queued_at = redis.call('ZSCORE', K.waiters, lease)
+    s.queue = redis.call('ZRANGE', K.waiters, 0, SEM_QUEUE_SCAN - 1)
+    s.tail = redis.call('ZRANGE', K.waiters, -1, -1, 'WITHSCORES')
     local stored = redis.call('HMGET', K.waiting, unpack(s.queue))
     for i = 1, #s.queue do s.queue_info[i] = sem_wait_info(K.waiting, stored[i]) end
   end
-  s.signal_len = redis.call('LLEN', K.signal)
+  -- the signal list's type, before any write to it (a grant, a claim, a grant put back)
+  if s.queue_len > 0 or s.wait then redis.call('LLEN', K.signal) end
   return s
 end
 

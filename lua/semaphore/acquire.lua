@@ -41,6 +41,7 @@ local repost = false
 if popped ~= '' then
   local f, other = string.match(popped, '^grant:(%d+):(.+)$')
   if f and other ~= lease then
+    rcall('LLEN', signal_key)  -- its type, before the write
     local w = sem_wait_info(waiting_key, rcall('HGET', waiting_key, other))
     repost = w ~= nil and not w.queued and w.fence == tonumber(f) and
       tonumber(rcall('ZSCORE', semaphore_key, other) or '0') > now

@@ -147,7 +147,7 @@ class Semaphore(Generic[C]):
     never starved by a stream of smaller ones, and nobody takes permits while an earlier waiter
     still waits. A grant creates the waiter's lease at once and is pushed to the signal list;
     the waiter claims it with its next call. A grant nobody claims (its waiter died) ends with
-    its grant window (the waiter's registration, at least a second) and its permits return.
+    its grant window (the waiter's registration, at least 250 ms) and its permits return.
 
     Not guaranteed: the same as the lock's (:class:`~pyredislua.Lock`): a holder paused past its
     lease runs beside the next holders (fence your writes); failover to a replica that missed
