@@ -236,14 +236,15 @@ local function sem_commit_prune(s)
   end
 end
 
--- After a write: the permits zset and the leases hash expire with the last lease; the marker
--- goes in with the first permit.
+-- After a write: the permits zset and the leases hash expire when the last lease ends (PEXPIREAT
+-- its score: exact, and the same instant however often it is set); the marker goes in with the
+-- first permit.
 local function sem_settle(s)
   local K = s.K
-  local last = sem_last_end(K.permits, s.now)
-  if last > 0 then
-    redis.call('PEXPIRE', K.permits, last)
-    if redis.call('EXISTS', K.leases) == 1 then redis.call('PEXPIRE', K.leases, last) end
+  local newest = redis.call('ZRANGE', K.permits, -1, -1, 'WITHSCORES')
+  if #newest > 0 and tonumber(newest[2]) > s.now then
+    redis.call('PEXPIREAT', K.permits, newest[2])
+    if redis.call('EXISTS', K.leases) == 1 then redis.call('PEXPIREAT', K.leases, newest[2]) end
   else
     redis.call('DEL', K.permits, K.leases)
   end
