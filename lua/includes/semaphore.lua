@@ -170,9 +170,9 @@ end
 
 -- Decide the grants (no write): from the head of the queue, drop waiters whose registration
 -- ended, grant in order while the next one's permits are free, stop at the first that does not
--- fit (strict FIFO: a later request never takes permits an earlier one waits for). `skip`: a
--- waiter leaving the queue in this call. Returns grants {lease, k, ends}, drops, and whether
--- waiters may remain queued.
+-- fit (strict FIFO: a later request never takes permits an earlier one waits for), noted as
+-- s.blocker (and s.blocker_ends, when its registration ends). `skip`: a waiter leaving the queue
+-- in this call. Returns grants {lease, k, ends}, drops, how many stay queued, the free permits.
 local function sem_plan_grants(s, permits, free, skip)
   local grants, drops, blocked = {}, {}, false
   for i, w in ipairs(s.queue) do
@@ -186,7 +186,9 @@ local function sem_plan_grants(s, permits, free, skip)
       grants[#grants + 1] = {lease = w, k = info.k,
                              ends = math.max(info.ends, s.now + SEM_HANDOFF_MS)}
     else
+      -- the first waiter that does not fit: nobody behind it is served before it is
       blocked = true
+      s.blocker, s.blocker_ends = w, info.ends
       break
     end
   end

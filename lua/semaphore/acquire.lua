@@ -17,8 +17,8 @@ returns:
   {1, fence, permits in use, waiters queued, 0, now_ms} when the lease holds its permits: taken
   now, granted to it as a queued waiter, or a repeat (same fence, lease renewed);
   {0, 0, permits in use, waiters queued, retry_after_ms, now_ms} when not: retry_after_ms is
-  when enough leases end on their own for this request (-1: a release or a queued waiter must
-  go first). Every call first drops ended leases and grants freed permits to the queue's head
+  when enough leases end on their own for this request, or, behind a queued waiter, when that
+  waiter's registration ends (-1: unknown; a release or a grant will tell). Every call first drops ended leases and grants freed permits to the queue's head
 errors:
   BADARG: an argument or the key count is invalid, count exceeds permits, the lease id contains '#', or the lease holds another count (nothing changed)
   BADSTATE: a key holds something else than this operation keeps there (nothing changed)
@@ -113,8 +113,12 @@ if wrote then sem_settle(s) end
 local in_use = sem_in_use(semaphore_key, now)
 local queued = rcall('ZCARD', waiters_key)
 if acquired then return {1, fence, in_use, queued, 0, now} end
+-- When to try again: at the head of the queue, when enough leases end on their own; behind
+-- another waiter, when its registration ends (if it died, it is dropped then); -1: unknown
 local retry = -1
-if remaining == 0 or (s.queued_at and s.queue[1] == lease) then
+if remaining == 0 or s.blocker == lease then
   retry = sem_free_in(semaphore_key, now, in_use, permits, count)
+elseif s.blocker_ends then
+  retry = math.max(1, s.blocker_ends - now)
 end
 return {0, 0, in_use, queued, retry, now}
