@@ -14,7 +14,9 @@
 --          that ended unreleased goes when a later call prunes it (up to SEM_PRUNE_INFO per call,
 --          the rest with the hash, which expires with the last lease).
 -- fence    string counter (INCR on every acquire and grant); durable: no TTL.
--- signal   list of grants "grant:<fence>:<lease>" pushed to waiters; a waiter BLPOPs it.
+-- signal   list of grants "grant:<fence>:<lease>" pushed to waiters; a waiter BLPOPs it together
+--          with its own inbox, signal:<lease>, where semaphore.forward puts its grant when another
+--          waiter popped it (that key expires with the grant window).
 -- waiters  zset: the FIFO queue, waiter lease id -> its place: the server ms of its first
 --          registration, or one more than the last place when that is later (so two waiters
 --          queuing in the same ms keep their order).

@@ -12,7 +12,6 @@ argv:
   count: int 1..100000; how many permits to take, at most permits
   ttl_ms: int 1..86400000; the lease ends this long from now unless released or renewed
   wait_ms: int -1..86400000 = -1; -1: not a waiter; > 0: when not acquired, queue as a waiter (or stay queued, keeping the place in the queue) until this many ms from now; 0: leave the queue (a waiter giving up; still acquires if it can)
-  popped: str 0..200 = ""; a grant this caller popped from the signal list that was not its own: it is put back at the head of the list if its waiter has not claimed it
 returns:
   {1, fence, permits in use, waiters queued, 0, now_ms} when the lease holds its permits: taken
   now, granted to it as a queued waiter, or a repeat (same fence, lease renewed);
@@ -36,18 +35,6 @@ if s.live and s.info.k ~= count then
   prl_fail('BADARG', 'lease ' .. prl_shown(lease) .. ' holds ' .. s.info.k .. ' permits, not ' ..
     count)
 end
--- A grant popped by the wrong waiter goes back to the head of the list while still unclaimed.
-local repost = false
-if popped ~= '' then
-  local f, other = string.match(popped, '^grant:(%d+):(.+)$')
-  if f and other ~= lease then
-    rcall('LLEN', signal_key)  -- its type, before the write
-    local w = sem_wait_info(waiting_key, rcall('HGET', waiting_key, other))
-    repost = w ~= nil and not w.queued and w.fence == tonumber(f) and
-      tonumber(rcall('ZSCORE', semaphore_key, other) or '0') > now
-  end
-end
-
 -- Decide. A queued caller is live (it is calling) and asks for this call's count.
 if s.queued_at and not s.live then
   for i, w in ipairs(s.queue) do
@@ -65,7 +52,7 @@ local fresh = not s.live and not via_queue and remaining == 0 and free >= count
 local acquired = s.live or via_queue or fresh
 
 -- Write.
-local wrote = #s.gone > 0 or #grants > 0 or #drops > 0 or acquired or repost
+local wrote = #s.gone > 0 or #grants > 0 or #drops > 0 or acquired
 sem_commit_prune(s)
 if not s.exists and (#grants > 0 or acquired) then
   rcall('ZADD', semaphore_key, 0, SEM_MARK)
@@ -107,7 +94,6 @@ elseif wait_ms == 0 and (s.queued_at or s.wait) then
   rcall('ZREM', waiters_key, lease)
   rcall('HDEL', waiting_key, lease)
 end
-if repost then rcall('LPUSH', signal_key, popped) end
 if wrote then sem_settle(s) end
 
 local in_use = sem_in_use(semaphore_key, now)

@@ -71,17 +71,26 @@ def parse_release(reply: Any) -> ReleaseReply:
     return ReleaseReply(bool(v[0]), v[1], v[2], v[3], v[4])
 
 
+def inbox(keys: SemaphoreKeys, lease: str) -> str:
+    """A waiter's own list, BLPOPped with the signal list: a grant for it that another waiter
+    popped is forwarded there (:func:`forward_call`)."""
+    return f"{keys.signal}:{lease}"
+
+
 def acquire_call(keys: SemaphoreKeys, lease: str, permits: int, count: int, ttl_ms: int,
-                 wait_ms: int | None = None, popped: str = "") -> Call[AcquireReply]:
+                 wait_ms: int | None = None) -> Call[AcquireReply]:
     """``wait_ms``: None (not a waiter), > 0 (queue, or stay queued, for that long when not
-    acquired), 0 (leave the queue); ``popped``: a grant this caller popped that was not its
-    own (put back for its waiter)."""
+    acquired), 0 (leave the queue)."""
     args: tuple[str | int, ...] = (lease, permits, count, ttl_ms)
-    if wait_ms is not None or popped:
-        args = (*args, -1 if wait_ms is None else wait_ms)
-        if popped:
-            args = (*args, popped)
+    if wait_ms is not None:
+        args = (*args, wait_ms)
     return Call("semaphore.acquire", keys.all, args, parse_acquire)
+
+
+def forward_call(keys: SemaphoreKeys, grant: Grant) -> Call[bool]:
+    """Forward a grant popped by the wrong waiter to its waiter's inbox (while unclaimed)."""
+    return Call("semaphore.forward", (keys.semaphore, keys.waiting, inbox(keys, grant.lease)),
+                (grant.raw,), lambda r: bool(int(r)))
 
 
 def release_call(keys: SemaphoreKeys, lease: str, permits: int) -> Call[ReleaseReply]:

@@ -27,10 +27,15 @@ from ..lock.plans import (
     backoff,
     registration_ms,
 )
-from .ops import AcquireReply, SemaphoreKeys, acquire_call, parse_grant
-
-# The first BLPOP after queuing blocks at most this long (seconds); see acquire_plan.
-FIRST_BLOCK = 0.1
+from .ops import (
+    AcquireReply,
+    Grant,
+    SemaphoreKeys,
+    acquire_call,
+    forward_call,
+    inbox,
+    parse_grant,
+)
 
 
 class Acquired(NamedTuple):
@@ -59,19 +64,19 @@ def acquire_plan(
     order, and pushes each grant ``grant:<fence>:<lease>`` to the signal list; Redis hands it to
     the longest-blocked client. A waiter that pops its own grant claims it with its next
     acquire call (a repeat of its lease: the lease is renewed to ``ttl_ms`` from that call, so
-    the local lease estimate counts from its send time). One that pops another waiter's grant
-    passes it back with its next call, which puts it back at the head of the list while its
-    waiter has not claimed it (once per grant and waiter: no waiter spins on a grant whose
-    waiter is not blocked). A waiter whose BLPOP ends empty tries again, keeping its place in
-    the queue; the final try at the deadline leaves the queue, and still takes a grant made to
-    it meanwhile. A grant nobody claims ends with its grant window and its permits return.
+    the local lease estimate counts from its send time). A waiter blocks on the signal list and
+    on its own inbox (:func:`~.ops.inbox`); one that pops another waiter's grant forwards it to
+    that waiter's inbox in the same round trip as its next acquire call, so the grant reaches
+    its waiter whether it is blocked, between two calls, or not yet blocked (its next call
+    claims it anyway). A waiter whose BLPOP ends empty tries again, keeping its place in the
+    queue; the final try at the deadline leaves the queue, and still takes a grant made to it
+    meanwhile. A grant nobody claims ends with its grant window and its permits return.
     """
     deadline = None if timeout is None else clock() + timeout
     window_ms = registration_ms(max_block)
     registered_until = 0.0
-    popped = ""
-    passed_on: set[str] = set()
-    queued = False  # this plan has queued and blocked once already
+    forward: Grant | None = None
+    signals = (keys.signal, inbox(keys, lease))
     failures, answered = 0, False
     while True:
         remaining = math.inf if deadline is None else deadline - clock()
@@ -82,12 +87,17 @@ def acquire_plan(
         wait_ms: int | None = window_ms if blocks else (0 if registered_until else None)
         sent_at = clock()
         call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
+        call = acquire_call(keys, lease, permits, count, ttl_ms, wait_ms)
         try:
-            reply = yield from engine.run_one(
-                acquire_call(keys, lease, permits, count, ttl_ms, wait_ms, popped),
-                deadline=call_deadline)
+            if forward is None:
+                reply = yield from engine.run_one(call, deadline=call_deadline)
+            else:
+                # one round trip: the grant to its waiter's inbox, then this waiter's own call
+                _, reply = yield from engine.run([forward_call(keys, forward), call],
+                                                 deadline=call_deadline)
         except TRANSPORT_ERRORS as error:
             # the outcome is unknown: the retry (a repeat of the lease id) tells
+            forward = None  # sent at most once (its waiter claims the grant with a call anyway)
             if deadline is None:
                 raise
             if clock() >= deadline:
@@ -97,7 +107,7 @@ def acquire_plan(
             yield Sleep(min(backoff(failures), max(0.0, deadline - clock())))
             failures += 1
             continue
-        failures, answered, popped = 0, True, ""
+        failures, answered, forward = 0, True, None
         if wait_ms is not None:
             registered_until = sent_at + wait_ms / 1000 if wait_ms else 0.0
         if reply.acquired or not waiting:
@@ -107,30 +117,19 @@ def acquire_plan(
         left = math.inf if deadline is None else deadline - now - TIMER_GRAIN
         block = min(left, max_block, registered_until - now - REGISTRATION_SLACK_MS / 1000,
                     free_in)
-        if not queued:
-            # The first wait after queuing is short: a grant made between the reply and this
-            # BLPOP may be popped by waiters blocked earlier and handed on until none is left to
-            # take it; the next call claims it instead of a full BLPOP later.
-            block = min(block, FIRST_BLOCK)
-        queued = True
         if block >= 0.001:
             blpop_deadline = now + block + BLPOP_GRACE
             if deadline is not None:
                 blpop_deadline = min(blpop_deadline, max(deadline, now + block + 0.05))
             try:
-                got = yield from wait_for_signal((keys.signal,), block, max_block=block,
+                got = yield from wait_for_signal(signals, block, max_block=block,
                                                  deadline=blpop_deadline, grain=0.0)
             except TRANSPORT_ERRORS:
                 continue  # the next acquire call retries, or gives up at the deadline
             if got is not None:
                 grant = parse_grant(got[1])
-                if grant.lease != lease and grant.raw not in passed_on:
-                    # not ours: the next call puts it back for the longest-blocked waiter. Once
-                    # per grant: popping it again means every blocked waiter had it, so its own
-                    # is not blocked; it claims it with its next call, or it vanished and the
-                    # grant ends with its window
-                    popped = grant.raw
-                    passed_on.add(grant.raw)
+                if grant.lease != lease:
+                    forward = grant  # not ours: forwarded with the next call
                 # ours: the next call (a repeat of the lease) claims it
         else:
             left = math.inf if deadline is None else deadline - clock()
