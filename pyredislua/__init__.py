@@ -25,7 +25,7 @@ from .errors import (
     StaleTokenError,
     WrongTypeError,
 )
-from .lock import Lock, LockState, LockTimeoutError
+from .lock import Lock, LockSet, LockState, LockTimeoutError, MultiLock, ReentrantLock
 from .semaphore import Permit, Semaphore
 
 __version__ = "0.1.0"
@@ -49,8 +49,10 @@ __all__ = [
     "LockError",
     "LockLostError",
     "LockNotOwnedError",
+    "LockSet",
     "LockState",
     "LockTimeoutError",
+    "MultiLock",
     "NotFoundError",
     "Operation",
     "OperationError",
@@ -59,6 +61,7 @@ __all__ = [
     "Pipeline",
     "PyRedisLuaError",
     "RedisVersionError",
+    "ReentrantLock",
     "Semaphore",
     "SemaphoreError",
     "SemaphoreTimeoutError",

@@ -85,11 +85,25 @@ def as_bytes(value: bytes | str) -> bytes:
     raise TypeError(f"expected bytes or str, got {type(value).__name__}")
 
 
+def as_payload(value: Any) -> bytes:
+    """:func:`as_bytes`, with None (a payload left out, a nil reply field) as ``b""``."""
+    return b"" if value is None else as_bytes(value)
+
+
 def as_text(value: Any) -> str:
     """A reply value as str, whatever the client's ``decode_responses``."""
     if isinstance(value, bytes):
         return value.decode()
     return str(value)
+
+
+def as_fields(raw: Any) -> dict[str, Any]:
+    """A field/value reply (a flat ``[field, value, ...]`` list, or a dict under RESP3) as a dict
+    keyed by text."""
+    if isinstance(raw, dict):
+        return {as_text(k): v for k, v in raw.items()}
+    it = iter(raw)
+    return {as_text(k): v for k, v in zip(it, it)}
 
 
 def as_opt_text(value: Any) -> str | None:

@@ -37,7 +37,7 @@ import redis
 
 import pyredislua
 import tests.edges
-from pyredislua.engine.header import key_type_at
+from pyredislua.engine.header import key_spec_at
 from tests.edges import Scenario
 
 pytestmark = pytest.mark.edges
@@ -150,8 +150,8 @@ def _cases() -> Iterator[Any]:
     for scenario in SCENARIOS:
         header = LIBRARY.operation(scenario.op).header
         for position in range(1, len(scenario.keys) + 1):
-            kind = key_type_at(header, position)
-            name = header.keys[min(position, len(header.keys)) - 1].name
+            spec = key_spec_at(header, position)
+            kind, name = spec.type, spec.name
             case_id = f"{scenario.id}-{position}:{name}:{kind}"
             marks = [_XFAIL] if case_id in KNOWN_FAILURES else []
             yield pytest.param(scenario, position, kind, id=case_id, marks=marks)

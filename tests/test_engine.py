@@ -66,15 +66,66 @@ def test_header_errors_are_reported() -> None:
 
 def test_key_sets_are_declared_once() -> None:
     from pyredislua.engine.header import parse_keyset
-    from pyredislua.engine.keysets import KeySet
+    from pyredislua.engine.keysets import KeySet, RecordedKeySet
     from pyredislua.engine.render import load_keysets
 
     lib = render_library()
     sets = load_keysets()
-    assert "lock" in sets
+    assert {"lock", "queue", "streamqueue", "writebehind"} <= set(sets)
     for op in lib.operations.values():
         if op.header.keyset:
-            assert op.header.keys == sets[op.header.keyset].keys, op.name
+            spec = sets[op.header.keyset]
+            extras = {k.name: k for k in spec.extras}
+            assert op.header.keys == spec.keys + tuple(
+                extras[n] for n in op.header.keyset_extras), op.name
+    # every queue and Streams operation takes its area's set (and extras), in the same KEYS order
+    for area, keyset in (("queue", "queue"), ("stream", "streamqueue")):
+        takers = {op.name: op.header for op in lib.operations.values()
+                  if op.header.area == area}
+        assert takers and all(h.keyset == keyset for h in takers.values()), area
+    assert [lib.operation(f"queue.{n}").header.keyset_extras for n in ("enqueue", "stats")] == [
+        ("request",), ()]
+    assert lib.operation("stream.consume").header.keyset_extras == (
+        "cursors", "consumers", "request")
+    # the Python key classes are built from the same files
+    from pyredislua.queue.ops import QueueKeys
+    from pyredislua.stream.ops import StreamKeys
+
+    names = [k.name for k in sets["queue"].keys]
+    assert QueueKeys("orders").all == tuple(f"prl:q:{{orders}}:{n}" for n in names)
+    assert QueueKeys("orders").with_request("r")[-1] == "prl:q:{orders}:req:r"
+    sq = StreamKeys("ev")
+    assert sq.all == ("prl:sq:{ev}:stream", "prl:sq:{ev}:dead")
+    assert sq.consume == (*sq.all, "prl:sq:{ev}:cursors", "prl:sq:{ev}:consumers")
+    # the queue include's name table (queue_K, which the operations look keys up in) lists the
+    # set's keys in the set's order, then the extras
+    include = (Path(lua_root()) / "includes" / "queue.lua").read_text()
+    body = re.search(r"local function queue_K\(keys\)\s*return \{(.*?)\}\s*end", include, re.S)
+    assert body is not None
+    table = re.findall(r"(\w+) = keys\[(\d+)\]", body.group(1))
+    assert [n for n, _ in sorted(table, key=lambda t: int(t[1]))] == names + [
+        k.name for k in sets["queue"].extras]
+    with pytest.raises(TypeError, match="no 'request' extra"):
+        class NoRecords(RecordedKeySet, keyset="lock"):
+            lock: str
+            fence: str
+            signal: str
+            waiters: str
+    with pytest.raises(TypeError, match="same names, same order"):
+        class WrongExtra(KeySet, keyset="streamqueue"):
+            stream: str
+            dead: str
+            consumers: str
+            cursors: str
+
+    def header(keys: str) -> None:
+        parse_header(f"--[[\nname: a.b\nversion: 1.0.0\nsummary: s\n{keys}\nreturns: x\n]]\n",
+                     keysets=sets)
+
+    with pytest.raises(HeaderError, match="has no extras"):
+        header("keys: keyset queue + nope")
+    with pytest.raises(HeaderError, match="only the last keys may be optional"):
+        header("keys: keyset streamqueue + consumers, cursors")
     # the Python key class must name the set's keys, in order
     with pytest.raises(TypeError, match="same names, same order"):
         class Wrong(KeySet, keyset="lock"):
@@ -83,11 +134,9 @@ def test_key_sets_are_declared_once() -> None:
             fence: str
             waiters: str
     with pytest.raises(HeaderError, match="not both"):
-        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nkeys: keyset lock\n"
-                     "  k: string; x\nreturns: x\n]]\n", keysets=sets)
+        header("keys: keyset lock\n  k: string; x")
     with pytest.raises(HeaderError, match="no key set named"):
-        parse_header("--[[\nname: a.b\nversion: 1.0.0\nsummary: s\nkeys: keyset nope\n"
-                     "returns: x\n]]\n", keysets=sets)
+        header("keys: keyset nope")
     with pytest.raises(HeaderError, match="misses 'base'"):
         parse_keyset("--[[\nkeyset: x\nsummary: s\nkeys:\n  k: string; x\n]]\n")
 

@@ -26,6 +26,7 @@ from redis.retry import Retry
 import pyredislua
 from pyredislua.queue import Entry, Queue, StreamQueue
 from pyredislua.queue import ops as qops
+from pyredislua.stream import ops as sops
 from tests.faultkit import FaultOutcome, FaultReport, FaultServer, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.queue]
@@ -251,10 +252,10 @@ def test_every_queue_and_stream_operation_is_safe_to_resend() -> None:
     calls = [qops.enqueue_call(k, qops.JobSpec("x")), *qops.enqueue_batch_calls(
         k, [qops.JobSpec("x")]), qops.dequeue_call(k, 1, 1000), *qops.ack_calls(k, [("1", "1")]),
         qops.nack_call(k, "1", "1"), qops.requeue_call(k), qops.purge_call(k)]
-    sq = StreamQueue(pyredislua.Client(redis.Redis(port=1)), "s")  # call specs only: no I/O
+    sk = sops.StreamKeys("s")
     entry = Entry("1-0", 1, b"", "c")
-    calls += [*sq._produce_calls(["x"]), sq._consume_call(1), *sq._ack_call([entry]),
-              sq._nack_call(entry, "", "retry")]
+    calls += [*sops.produce_calls(sk, "g", ["x"]), sops.consume_call(sk, "g", "c", 1, 1, 1, 1),
+              *sops.ack_calls(sk, "g", [entry]), sops.nack_call(sk, "g", entry, "", "retry")]
     for call in calls:
         assert call.op in recorded and ":req:" in call.keys[-1], call
     assert len({c.keys[-1] for c in calls}) == len(calls)  # one record per call

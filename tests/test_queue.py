@@ -77,6 +77,28 @@ def test_blocking_dequeue_wakes_on_enqueue(client: pyredislua.Client, redis_url:
     assert time.monotonic() - sent < 1.0
 
 
+@pytest.mark.parametrize("timeout", [0.05, 0.4])
+def test_blocking_dequeue_waits_out_its_timeout(client: pyredislua.Client, timeout: float
+                                                ) -> None:
+    """The wait goes through engine/waiting.py: never shorter than the timeout (a stretch under
+    Redis' timer grain is slept locally), and not much longer."""
+    q = Queue(client, "idle")
+    sent = time.monotonic()
+    assert q.dequeue(timeout=timeout) == []
+    assert timeout <= time.monotonic() - sent < timeout + 1.0
+
+
+async def test_blocking_dequeue_on_asyncio_wakes_for_a_delayed_job(
+        aclient: pyredislua.AsyncClient) -> None:
+    q = Queue(aclient, "adelay")
+    sent = time.monotonic()
+    await q.enqueue("soon", delay=0.3)
+    due = (await q.peek("delayed"))[0].score
+    [job] = await q.dequeue(timeout=5)
+    assert job.text == "soon" and job.leased_at_ms >= due  # never early (server time)
+    assert time.monotonic() - sent < 2.0  # woken when due, not at the timeout
+
+
 def test_lease_ack_and_stale_tokens_change_nothing(client: pyredislua.Client,
                                                    r: redis.Redis) -> None:
     q = Queue(client, "lease")

@@ -27,7 +27,15 @@ from pyredislua.errors import (
     SemaphoreTimeoutError,
 )
 from pyredislua.ratelimit import ConcurrencyLimiter
-from pyredislua.semaphore import SemaphoreKeys, acquire_call, release_call, renew_call
+from pyredislua.semaphore import (
+    SemaphoreKeys,
+    acquire_call,
+    forward_call,
+    inbox,
+    parse_grant,
+    release_call,
+    renew_call,
+)
 
 pytestmark = pytest.mark.semaphore
 
@@ -244,43 +252,49 @@ def test_a_grant_to_a_vanished_waiter_comes_back(client: pyredislua.Client,
     assert r.hget(keys.waiting, "ghost") is None and r.hget(keys.leases, "ghost") is None
 
 
-def test_a_grant_popped_by_the_wrong_waiter_goes_back(client: pyredislua.Client,
-                                                      r: redis.Redis) -> None:
-    keys = SemaphoreKeys("repost")
+def test_a_grant_popped_by_the_wrong_waiter_is_forwarded(client: pyredislua.Client,
+                                                         r: redis.Redis) -> None:
+    keys = SemaphoreKeys("forward")
     assert client.run(acquire_call(keys, "holder", 2, 2, 60_000)).acquired
     assert not client.run(acquire_call(keys, "first", 2, 2, 60_000, 60_000)).acquired
     assert not client.run(acquire_call(keys, "second", 2, 1, 60_000, 60_000)).acquired
     assert client.run(release_call(keys, "holder", 2)).granted == 1
     popped = r.lpop(keys.signal)
     assert popped == b"grant:2:first"
-    # "second" popped it: its next call puts it back, and it is not "second"'s to take
-    again = client.run(acquire_call(keys, "second", 2, 1, 60_000, 60_000, popped.decode()))
-    assert not again.acquired
-    assert r.lrange(keys.signal, 0, -1) == [popped]
+    grant = parse_grant(popped)
+    with pytest.raises(BadArgumentError, match="inbox"):
+        client.run(forward_call(SemaphoreKeys("forward"), grant._replace(lease="second")))
+    # "second" popped it: it forwards it to "first"'s inbox
+    assert client.run(forward_call(keys, grant)) is True
+    assert r.lrange(inbox(keys, "first"), 0, -1) == [popped]
+    assert 0 < r.pttl(inbox(keys, "first")) <= 60_000  # it ends with the grant window
     claimed = client.run(acquire_call(keys, "first", 2, 2, 60_000, 60_000))
     assert claimed.acquired and claimed.fence == 2
-    assert r.llen(keys.signal) == 0 and r.hget(keys.waiting, "first") is None
-    # a stale grant (claimed already) is not put back
-    client.run(acquire_call(keys, "second", 2, 1, 60_000, 60_000, popped.decode()))
-    assert r.llen(keys.signal) == 0
+    assert r.hget(keys.waiting, "first") is None
+    # a claimed grant is not forwarded again
+    assert client.run(forward_call(keys, grant)) is False
+    assert not client.run(acquire_call(keys, "second", 2, 1, 60_000)).acquired
 
 
 def test_blocking_waiters_hand_a_mispopped_grant_on(client: pyredislua.Client,
                                                     r: redis.Redis) -> None:
     """A queued waiter that is not blocked when its grant comes: a blocked later waiter pops it
-    and passes it back; the first one still gets it."""
+    and forwards it to the first one's inbox, where the first one finds it."""
     keys = SemaphoreKeys("handon")
     sem = Semaphore(client, "handon", 2, ttl=30, auto_renew=False)
     assert client.run(acquire_call(keys, "holder", 2, 2, 60_000)).acquired
     assert not client.run(acquire_call(keys, "first", 2, 2, 60_000, 60_000)).acquired
     got: list[Permit | None] = []
-    t = threading.Thread(target=lambda: got.append(sem.acquire(1, timeout=3)))
+    t = threading.Thread(target=lambda: got.append(sem.acquire(1, timeout=5)))
     t.start()
     _until(lambda: _queued(r, keys) == 2)
-    time.sleep(0.05)  # let it block: its BLPOP pops the grant for "first" when it comes
+    # the thread blocks on the signal list (its BLPOP shows in CLIENT LIST)
+    _until(lambda: b"cmd=blpop" in r.execute_command("CLIENT", "LIST"))
     client.run(release_call(keys, "holder", 2))
-    # it pops the grant for "first", puts it back once, pops it again and leaves it
-    _until(lambda: r.llen(keys.signal) == 0)
+    _until(lambda: r.llen(inbox(keys, "first")) == 1)
+    assert r.llen(keys.signal) == 0
+    assert r.blpop([keys.signal, inbox(keys, "first")], 1) == (
+        inbox(keys, "first").encode(), b"grant:2:first")
     claimed = client.run(acquire_call(keys, "first", 2, 2, 60_000, 60_000))
     assert claimed.acquired and claimed.fence == 2
     client.run(release_call(keys, "first", 2))

@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import pyredislua
 from pyredislua.engine.protocol import Call
-from pyredislua.queue import Entry, StreamQueue
+from pyredislua.stream import Entry, StreamQueue
 from tests.conftest import snapshot
 
 pytestmark = pytest.mark.queue
@@ -114,6 +114,18 @@ def test_blocking_consume_wakes_on_produce(client: pyredislua.Client, redis_url:
     other.produce(["hello"])
     t.join(5)
     assert [e.text for e in got] == ["hello"] and time.monotonic() - sent < 1.0
+
+
+def test_blocking_consume_waits_out_its_timeout(client: pyredislua.Client) -> None:
+    """The XREAD BLOCK wait (engine/waiting.py's wait_for_entry) ends by the timeout, on a
+    stream that does not exist yet and on one whose group delivered everything."""
+    sq = StreamQueue(client, "idle")
+    for _ in range(2):
+        sent = time.monotonic()
+        assert sq.consume(timeout=0.3) == []
+        assert 0.3 <= time.monotonic() - sent < 1.5
+        sq.produce(["x"])
+        sq.ack(sq.consume())
 
 
 @pytest.mark.parametrize(("op", "args"), [
@@ -319,7 +331,7 @@ def test_stream_state_machine(redis_url: str) -> None:
 
 CONSUMER = r"""
 import random, sys, time, redis, pyredislua
-from pyredislua.queue import StreamQueue
+from pyredislua.stream import StreamQueue
 r = redis.Redis.from_url(sys.argv[1])
 q = StreamQueue(pyredislua.Client(r), "crash", consumer=sys.argv[2], claim_idle=0.3,
                 max_deliveries=20)

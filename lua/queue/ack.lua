@@ -5,18 +5,7 @@ summary: Finish leased jobs: each id must come with its live lease token, else n
 flags: allow-oom
 resend: safe
 includes: queue
-keys:
-  ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
-  delayed: zset; delayed job ids scored by the server time they become ready
-  active: zset; leased job ids scored by their lease deadline
-  dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
-  payloads: hash; job id to its payload
-  idem: hash; idempotency key to the id of its unfinished job
-  prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, totals); durable
-  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
-  request: optional string; this call's request record, a key of your choosing under the queue's hash tag, unique per call (prl:q:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
+keys: keyset queue + request
 argv:
   pairs: rest; id, token, id, token, ... (1..1000 jobs)
 returns:

@@ -5,18 +5,7 @@ summary: Add up to 1000 jobs in one call, all validated before the first is adde
 flags: none
 resend: safe
 includes: queue
-keys:
-  ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
-  delayed: zset; delayed job ids scored by the server time they become ready
-  active: zset; leased job ids scored by their lease deadline
-  dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
-  payloads: hash; job id to its payload
-  idem: hash; idempotency key to the id of its unfinished job
-  prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, totals); durable
-  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
-  request: optional string; this call's request record, a key of your choosing under the queue's hash tag, unique per call (prl:q:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
+keys: keyset queue + request
 argv:
   items: rest; 6 fields per job: payload, priority, delay_ms, max_attempts, backoff_ms, idem_key (as queue.enqueue, all required); or 7, max_run_ms last, when the field count is not a multiple of 6 (7 x a job count that is not a multiple of 6)
 returns:

@@ -5,17 +5,7 @@ summary: Extend a live lease to lease_ms from now (never resurrects an expired o
 flags: allow-oom
 resend: safe
 includes: queue
-keys:
-  ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
-  delayed: zset; delayed job ids scored by the server time they become ready
-  active: zset; leased job ids scored by their lease deadline
-  dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
-  payloads: hash; job id to its payload
-  idem: hash; idempotency key to the id of its unfinished job
-  prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, totals); durable
-  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
+keys: keyset queue
 argv:
   id: str 1..64; the job id
   token: str 1..64; its live lease token

@@ -4,17 +4,7 @@ version: 1.0.1
 summary: Counts per state and per priority, and the queue's running totals.
 flags: no-writes
 includes: queue
-keys:
-  ready: zset; ready job ids scored by priority (ties in id order = enqueue order)
-  delayed: zset; delayed job ids scored by the server time they become ready
-  active: zset; leased job ids scored by their lease deadline
-  dead: zset; dead-lettered job ids scored by the time they died
-  jobs: hash; job id to its msgpack record (priority, attempts, limits, lease token, deliveries)
-  payloads: hash; job id to its payload
-  idem: hash; idempotency key to the id of its unfinished job
-  prio: hash; priority to its number of unfinished jobs
-  stats: hash; counters (job sequence, totals); durable
-  marker: list; what idle consumers block on: enqueue pushes to it (at most 1000), a dequeue with nothing to do deletes it
+keys: keyset queue
 argv:
 returns:
   {ready, delayed, active, expired_leases, dead, {counter, value, ...}, per_priority} where

@@ -5,10 +5,7 @@ summary: Acknowledge and delete delivered entries; each needs its live (consumer
 flags: allow-oom
 resend: safe
 includes: stream
-keys:
-  stream: stream; the stream of entries (payload in field p)
-  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
-  request: optional string; this call's request record, a key of your choosing under the stream's hash tag, unique per call (prl:sq:{name}:req:<random>): a call that changed something keeps its reply there for 120 s, and the same call re-sent (after a lost reply) replies the same and changes nothing
+keys: keyset streamqueue + request
 argv:
   group: str 1..256; the consumer group
   consumer: str 1..256; the consumer holding the entries

@@ -5,12 +5,7 @@ summary: Deliver up to count entries: stalled ones first (XAUTOCLAIM, resuming w
 flags: allow-oom
 resend: safe
 includes: stream
-keys:
-  stream: stream; the stream of entries (payload in field p)
-  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
-  cursors: hash; group to where its next XAUTOCLAIM scan of the pending list starts
-  consumers: optional zset; consumers (<length of group>:<group><consumer>) scored by the server time they last consumed; without it no consumer is ever deleted
-  request: optional string; this call's request record, a key of your choosing under the stream's hash tag, unique per call (prl:sq:{name}:req:<random>): a call that delivered something keeps what it delivered there for 120 s, and the same call re-sent (after a lost reply) delivers the same entries again (those still pending for this consumer with that count) and changes nothing
+keys: keyset streamqueue + cursors, consumers, request
 argv:
   group: str 1..256; the consumer group
   consumer: str 1..256; this consumer's name

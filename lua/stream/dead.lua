@@ -4,9 +4,7 @@ version: 1.0.0
 summary: List dead-lettered entries, oldest first.
 flags: no-writes
 includes: stream
-keys:
-  stream: stream; the stream of entries (payload in field p)
-  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
+keys: keyset streamqueue
 argv:
   count: int 1..1000 = 100; most entries listed
 returns:

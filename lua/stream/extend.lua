@@ -5,9 +5,7 @@ summary: Reset a delivered entry's idle time (a heartbeat) so it is not claimed 
 flags: allow-oom
 resend: safe
 includes: stream
-keys:
-  stream: stream; the stream of entries (payload in field p)
-  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
+keys: keyset streamqueue
 argv:
   group: str 1..256; the consumer group
   consumer: str 1..256; the consumer holding the entry

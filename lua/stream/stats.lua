@@ -4,9 +4,7 @@ version: 1.0.0
 summary: Entries in the stream, pending deliveries of the group (per consumer, at most 100), dead letters.
 flags: no-writes
 includes: stream
-keys:
-  stream: stream; the stream of entries (payload in field p)
-  dead: stream; the dead-letter stream (fields p, id, group, deliveries, reason)
+keys: keyset streamqueue
 argv:
   group: str 1..256; the consumer group
 returns:

@@ -211,16 +211,13 @@ def _queue_cases() -> list[Case]:
 
 
 def _stream_cases() -> list[Case]:
-    from ..queue.streams import StreamQueue
+    from ..stream import ops as st
 
-    def sq(c: Client, n: str) -> StreamQueue[Client]:
-        return StreamQueue(c, n, group="g", consumer="c")
+    def k(n: str) -> st.StreamKeys:
+        return st.StreamKeys(n)
 
-    def first(plan: Any) -> list[Command]:
-        """The commands a plan sends first (the operation itself), without running it."""
-        batch: list[Command] = next(plan)
-        plan.close()
-        return batch
+    def consume(n: str) -> Call[list[st.Entry]]:
+        return st.consume_call(k(n), "g", "c", 1, 30000, 3, 600000)
 
     # As for the queue: the rows without "request record" make the calls of the 1.0 contract
     # (two keys; consume: three), comparable --against an older tree.
@@ -229,40 +226,38 @@ def _stream_cases() -> list[Case]:
                     else call.args, call.parse)
 
     def produced(c: Client, n: str) -> Any:
-        s = sq(c, n)
-        c.run_many([bare(call, 2) for call in s._produce_calls([b"x" * 100, b"x" * 100])])
-        return s
+        c.run_many([bare(call, 2) for call in st.produce_calls(k(n), "g", [b"x" * 100] * 2)])
 
     def consumed(c: Client, n: str) -> Any:
-        s = produced(c, n)
-        return s, c.run(bare(s._consume_call(1), 3))
+        produced(c, n)
+        return c.run(bare(consume(n), 3))
 
     def dead(c: Client, n: str) -> Any:
-        s, [entry] = consumed(c, n)
-        c.run(bare(s._nack_call(entry, "boom", "dead"), 2))
-        return s
+        [entry] = consumed(c, n)
+        c.run(bare(st.nack_call(k(n), "g", entry, "boom", "dead"), 2))
 
     return [
         Case("stream.produce", "one entry, group exists", setup=produced,
-             measure=lambda c, n, s: [bare(x, 2) for x in s._produce_calls([b"x" * 100])]),
+             measure=lambda c, n, _: [bare(x, 2) for x in st.produce_calls(k(n), "g",
+                                                                           [b"x" * 100])]),
         Case("stream.produce", "the same, with a request record", setup=produced,
-             measure=lambda c, n, s: first(s._produce_plan([b"x" * 100]))),
+             measure=lambda c, n, _: st.produce_calls(k(n), "g", [b"x" * 100])),
         Case("stream.consume", "count 1, new entries", setup=produced,
-             measure=lambda c, n, s: [bare(s._consume_call(1), 3)]),
+             measure=lambda c, n, _: [bare(consume(n), 3)]),
         Case("stream.consume", "the same, with the consumer registry and a request record",
-             setup=produced, measure=lambda c, n, s: first(s._consume_plan(1, 0.0, 1.0))),
+             setup=produced, measure=lambda c, n, _: [consume(n)]),
         Case("stream.ack", "one delivered entry", setup=consumed,
-             measure=lambda c, n, se: [bare(x, 2) for x in se[0]._ack_call(se[1])]),
+             measure=lambda c, n, es: [bare(x, 2) for x in st.ack_calls(k(n), "g", es)]),
         Case("stream.ack", "the same, with a request record", setup=consumed,
-             measure=lambda c, n, se: se[0]._ack_call(se[1])),
+             measure=lambda c, n, es: st.ack_calls(k(n), "g", es)),
         Case("stream.nack", "retry", setup=consumed,
-             measure=lambda c, n, se: [bare(se[0]._nack_call(se[1][0], "boom", "retry"), 2)]),
+             measure=lambda c, n, es: [bare(st.nack_call(k(n), "g", es[0], "boom", "retry"), 2)]),
         Case("stream.extend", "one delivered entry", setup=consumed,
-             measure=lambda c, n, se: [se[0]._extend_call(se[1][0])]),
+             measure=lambda c, n, es: [st.extend_call(k(n), "g", es[0])]),
         Case("stream.stats", "entries pending", setup=consumed,
-             measure=lambda c, n, se: [se[0]._stats_call()]),
+             measure=lambda c, n, _: [st.stats_call(k(n), "g")]),
         Case("stream.dead", "one dead entry", setup=dead,
-             measure=lambda c, n, s: [s._dead_call(10)]),
+             measure=lambda c, n, _: [st.dead_call(k(n), 10)]),
     ]
 
 

@@ -23,11 +23,16 @@ Format (a Lua block comment, one ``key: value`` per line, sections indented by t
 
 A header may name a key set instead of listing keys: ``keys: keyset queue`` takes the keys of
 ``lua/keysets/queue.keys`` (see :func:`parse_keyset`), in their order; the primitive's Python key
-class is built from the same file, so the two cannot disagree.
+class is built from the same file, so the two cannot disagree. Keys only some operations take
+(a per-call request record, a registry one operation uses) are the set's extras, declared in the
+same file and named after the set, in the order the operation takes them after the set's keys:
+``keys: keyset queue + request``, ``keys: keyset streamqueue + cursors, consumers, request``.
 
 Every key declares the Redis type it holds first: ``string``, ``hash``, ``list``, ``set``,
 ``zset``, ``stream``, or ``any`` (a key whose type depends on the caller, e.g. any limiter's key).
 Under ``keys: variadic`` the entries describe KEYS positions in order, the last one repeating.
+``keys: keyset <set> repeated`` takes the set's keys as one group that repeats: a call passes one
+or more whole groups in order (several locks in one call); the named locals bind the first group.
 A key whose type reads ``optional <type>`` (``request: optional string; ...``) may be left out;
 only the last keys may be optional, so a call passes the required keys and then as many of the
 optional ones, in order, as it uses (the prologue checks the count; an absent key is ``nil``).
@@ -114,6 +119,8 @@ class Header:
     errors: tuple[tuple[str, str], ...]
     variadic_keys: bool = False
     keyset: str | None = None  # the key set the keys come from, if the header names one
+    keyset_extras: tuple[str, ...] = ()  # the set's extras it takes after the set's keys
+    repeated: bool = False  # the keys form a group that repeats (``keys: keyset <set> repeated``)
     resend: str = "safe"  # one of RESEND
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -209,12 +216,19 @@ def _parse_key(name: str, text: str, where: str) -> KeySpec:
     return KeySpec(name, kind, doc.strip(), optional)
 
 
-def key_type_at(header: Header, position: int) -> str:
-    """The declared type of KEYS[position] (1-based); under ``keys: variadic`` the last
-    declared entry covers every later position."""
+def key_spec_at(header: Header, position: int) -> KeySpec:
+    """The declared key at KEYS[position] (1-based); under ``keys: variadic`` the last
+    declared entry covers every later position, under a repeated key set the group repeats."""
     if not header.keys:
         raise IndexError(f"{header.name} declares no keys")
-    return header.keys[min(position, len(header.keys)) - 1].type
+    if header.repeated:
+        return header.keys[(position - 1) % len(header.keys)]
+    return header.keys[min(position, len(header.keys)) - 1]
+
+
+def key_type_at(header: Header, position: int) -> str:
+    """The declared type of KEYS[position] (1-based); see :func:`key_spec_at`."""
+    return key_spec_at(header, position).type
 
 
 @dataclass(frozen=True)
@@ -222,12 +236,23 @@ class KeySetSpec:
     """A named set of keys shared by a primitive's operations (``lua/keysets/<name>.keys``).
 
     Its keys live under ``<prefix>:<base>:<tagged name>``: the key named like the set is that
-    base itself, every other key is ``<base key>:<key name>``."""
+    base itself, every other key is ``<base key>:<key name>``. ``extras`` are keys only some
+    operations take, after the set's keys (``keys: keyset <name> + <extra>, ...``)."""
 
     name: str
     base: str
     summary: str
     keys: tuple[KeySpec, ...]
+    extras: tuple[KeySpec, ...] = ()
+
+    def with_extras(self, names: tuple[str, ...], where: str = "<lua>") -> tuple[KeySpec, ...]:
+        """The set's keys followed by the named extras, in the order named."""
+        by_name = {k.name: k for k in self.extras}
+        unknown = [n for n in names if n not in by_name]
+        if unknown or len(set(names)) != len(names):
+            raise HeaderError(f"{where}: key set {self.name!r} has no extras {unknown} "
+                              f"(it has {sorted(by_name)}; each named once)")
+        return self.keys + tuple(by_name[n] for n in names)
 
 
 def parse_keyset(text: str, where: str = "<keyset>") -> KeySetSpec:
@@ -235,29 +260,32 @@ def parse_keyset(text: str, where: str = "<keyset>") -> KeySetSpec:
     and a ``keys:`` section written as in an operation header."""
     raw, _ = extract_header(text)
     top: dict[str, str] = {}
-    entries: list[tuple[str, str]] = []
-    in_keys = False
+    sections: dict[str, list[tuple[str, str]]] = {"keys": [], "extras": []}
+    current: str | None = None
     for lineno, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         key, sep, value = line.strip().partition(":")
         if not sep:
             raise HeaderError(f"{where}:{lineno}: expected 'name: text', got {line!r}")
-        if line.startswith("  ") and in_keys:
-            entries.append((key.strip(), value.strip()))
+        if line.startswith("  ") and current is not None:
+            sections[current].append((key.strip(), value.strip()))
         else:
-            in_keys = key.strip() == "keys"
+            current = key.strip() if key.strip() in sections else None
             top[key.strip()] = value.strip()
     for required in ("keyset", "base", "summary"):
         if not top.get(required):
             raise HeaderError(f"{where}: key set misses {required!r}")
-    if not entries:
+    if not sections["keys"]:
         raise HeaderError(f"{where}: key set lists no keys")
-    keys = tuple(_parse_key(k, d, where) for k, d in entries)
-    names = [k.name for k in keys]
+    keys = tuple(_parse_key(k, d, where) for k, d in sections["keys"])
+    extras = tuple(_parse_key(k, d, where) for k, d in sections["extras"])
+    names = [k.name for k in keys + extras]
     if len(set(names)) != len(names) or not all(_IDENT.match(n) for n in names):
         raise HeaderError(f"{where}: key names must be distinct lowercase identifiers")
-    return KeySetSpec(top["keyset"], top["base"], top["summary"], keys)
+    if any(k.optional for k in keys):
+        raise HeaderError(f"{where}: a key set's keys are required (optional ones are extras)")
+    return KeySetSpec(top["keyset"], top["base"], top["summary"], keys, extras)
 
 
 def parse_header(text: str, where: str = "<lua>",
@@ -291,7 +319,13 @@ def parse_header(text: str, where: str = "<lua>",
             if key == "keys" and value == "variadic":
                 top["variadic_keys"] = "yes"
             elif key == "keys" and value.startswith("keyset "):
-                top["keyset"] = value.removeprefix("keyset ").strip()
+                name, _, taken = value.removeprefix("keyset ").partition("+")
+                name = name.strip()
+                if name.endswith(" repeated"):
+                    name = name.removesuffix(" repeated").strip()
+                    top["variadic_keys"] = top["repeated"] = "yes"
+                top["keyset"] = name
+                top["keyset_extras"] = taken
         else:
             current = None
             top[key] = value
@@ -316,12 +350,17 @@ def parse_header(text: str, where: str = "<lua>",
 
     keys = tuple(_parse_key(k, d, where) for k, d in sections.get("keys", []))
     keyset = top.get("keyset")
+    extras_named = tuple(n.strip() for n in top.get("keyset_extras", "").split(",") if n.strip())
     if keyset is not None:
         if keys:
-            raise HeaderError(f"{where}: a header names a key set or lists keys, not both")
+            raise HeaderError(f"{where}: a header names a key set or lists keys, not both "
+                              "(keys some operations add are the set's extras: keyset <set> + "
+                              "<extra>, ...)")
         if keyset not in (keysets or {}):
             raise HeaderError(f"{where}: no key set named {keyset!r} (lua/keysets/{keyset}.keys)")
-        keys = (keysets or {})[keyset].keys
+        keys = (keysets or {})[keyset].with_extras(extras_named, where)
+        if extras_named and top.get("repeated") == "yes":
+            raise HeaderError(f"{where}: a repeated key set takes no extras")
     if any(k.optional for k in keys):
         first = next(i for i, k in enumerate(keys) if k.optional)
         if not all(k.optional for k in keys[first:]) or top.get("variadic_keys") == "yes":
@@ -356,8 +395,10 @@ def parse_header(text: str, where: str = "<lua>",
         errors=errors,
         variadic_keys=top.get("variadic_keys") == "yes",
         keyset=keyset,
+        keyset_extras=extras_named,
+        repeated=top.get("repeated") == "yes",
         resend=resend,
         extra={k: v for k, v in top.items()
                if k not in ("name", "version", "summary", "flags", "resend", "keyset",
-                            "variadic_keys")},
+                            "keyset_extras", "variadic_keys", "repeated")},
     )

@@ -38,9 +38,17 @@ def render_reference(library: Library) -> str:
             ]
             if h.keys:
                 if h.keyset:
-                    lines += [f"KEYS: the `{h.keyset}` key set (`lua/keysets/{h.keyset}.keys`).",
-                              ""]
-                if h.variadic_keys:
+                    extras = ""
+                    if h.keyset_extras:
+                        plural = "s" if len(h.keyset_extras) > 1 else ""
+                        extras = f", then the set's extra{plural} " + ", ".join(
+                            f"`{n}`" for n in h.keyset_extras)
+                    lines += [f"KEYS: the `{h.keyset}` key set (`lua/keysets/{h.keyset}.keys`)"
+                              f"{extras}.", ""]
+                if h.repeated:
+                    lines += ["KEYS repeat as a group: one group of the entries below per "
+                              "item (lock), in order.", ""]
+                elif h.variadic_keys:
                     lines += ["KEYS are variadic: the entries below in order, the last repeating.",
                               ""]
                 if h.min_keys < len(h.keys):

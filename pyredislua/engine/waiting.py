@@ -2,8 +2,9 @@
 
 Scripts cannot block, so a primitive that must wait for something (a lock to be granted, a job
 to be enqueued, a record to turn dirty) tries, and when there is nothing yet, blocks on a signal
-list that the producing operation pushes to (``BLPOP``), for no longer than it has to. These
-plans are the one way every primitive waits; drivers run them like any plan.
+list that the producing operation pushes to (``BLPOP``), for no longer than it has to; a
+Streams consumer blocks in ``XREAD`` for an entry its group has not delivered yet. These plans
+are the one way every primitive waits; drivers run them like any plan.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ..kit import TIMER_GRAIN
+from ..kit import TIMER_GRAIN, as_fields, as_text
 from .protocol import Command, Plan, Sleep
 
 T = TypeVar("T")
@@ -64,3 +65,30 @@ def until_signalled(attempt: Callable[[], Plan[T]], ready: Callable[[T], bool],
         due = due_in(result)
         yield from wait_for_signal(keys, remaining if due is None else min(remaining, due),
                                    max_block=max_block)
+
+
+def wait_for_entry(stream: str, group: str, seconds: float, *, max_block: float
+                   ) -> Plan[None]:
+    """Block until ``stream`` has an entry after the last one ``group`` delivered, or about
+    ``seconds`` pass (at most ``max_block``; at least 1 ms): ``XINFO GROUPS`` reads where the
+    group is, ``XREAD BLOCK`` waits past it. Both only read (a re-sent wait delivers nothing to
+    nobody); the caller consumes again afterwards, whatever woke it. A stream or group that does
+    not exist yet is waited on from ``$`` (the next entry added)."""
+    block_ms = max(1, int(min(seconds, max_block) * 1000))
+    [groups] = yield [Command(("XINFO", "GROUPS", stream))]
+    after = _last_delivered(groups, group)
+    [reply] = yield [Command(("XREAD", "BLOCK", block_ms, "COUNT", 1, "STREAMS", stream, after))]
+    if isinstance(reply, BaseException):
+        raise reply
+
+
+def _last_delivered(groups: Any, group: str) -> str:
+    """The group's last-delivered-id from an XINFO GROUPS reply ("$" when unknown: the stream
+    or the group is gone)."""
+    if isinstance(groups, BaseException) or not groups:
+        return "$"
+    for info in groups:
+        fields = as_fields(info)
+        if as_text(fields.get("name", b"")) == group:
+            return as_text(fields.get("last-delivered-id", "$"))
+    return "$"

@@ -225,6 +225,10 @@ class Hold:
 
     # -- extend and renew ------------------------------------------------------------------------
 
+    def _extend_call(self, ttl_ms: int) -> Call[bool]:
+        """The call renewing this hold's lease (a subclass holding other keys renews its own)."""
+        return extend_call(self.keys, self._hold_token, ttl_ms)
+
     def _extend_plan(self, ttl_ms: int) -> Plan[None]:
         """Renew the lease to ``ttl_ms`` from now, awaiting the reply until the local lease
         runs out and no longer."""
@@ -237,7 +241,7 @@ class Hold:
         sent_at = time.monotonic()
         try:
             extended = yield from self._engine.run_one(
-                extend_call(self.keys, self._hold_token, ttl_ms), deadline=deadline)
+                self._extend_call(ttl_ms), deadline=deadline)
         except TRANSPORT_ERRORS as error:
             if self._lease is not None and time.monotonic() >= self._lease.valid_until:
                 self._mark_lost(f"could not extend before the lease ran out: {error!r}")
@@ -271,7 +275,7 @@ class Hold:
         deadline = lease.valid_until if cap is None else min(lease.valid_until, cap)
         try:
             renewed = yield from self._engine.run_one(
-                extend_call(self.keys, self._hold_token, ttl_ms), deadline=deadline)
+                self._extend_call(ttl_ms), deadline=deadline)
         except TRANSPORT_ERRORS as error:  # retry until the lease runs out
             if time.monotonic() >= lease.valid_until:
                 self._mark_lost(f"could not renew before the lease ran out: {error!r}")

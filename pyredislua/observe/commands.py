@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from typing import Any
 
 from .. import cli
 from .doctor import examine, worst
@@ -77,6 +78,38 @@ def _memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collector(args: argparse.Namespace) -> Any:
+    from .prometheus import PyRedisLuaCollector
+
+    client = cli.connect(args.url, "auto", cluster=args.cluster)
+    streams = [tuple(s.split(":", 1)) if ":" in s else s for s in args.stream]
+    return PyRedisLuaCollector(client, queues=args.queue, streams=streams, stores=args.store,
+                               locks=args.lock, prefix=args.prefix)
+
+
+def _metrics_show(args: argparse.Namespace) -> int:
+    from .prometheus import exposition
+
+    print(exposition(_collector(args)), end="")
+    return 0
+
+
+def _metrics_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_collector(args))
+    start_http_server(args.port, addr=args.host, registry=registry)
+    print(f"serving Prometheus metrics on http://{args.host}:{args.port}/metrics", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check a server (or every node of a cluster) against "
                        "what the primitives need; exit 1 when something is unsafe")
@@ -99,3 +132,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="keys visited by SCAN at most, per node (default 100000)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_memory)
+
+    p = sub.add_parser("metrics", help="the figures Redis keeps about named queues, streams, "
+                       "write-behind stores and locks, for Prometheus")
+    msub = p.add_subparsers(dest="metrics_command", required=True)
+    for name, helptext, run in (
+            ("show", "print one scrape in Prometheus' text format", _metrics_show),
+            ("serve", "serve /metrics over HTTP until interrupted", _metrics_serve)):
+        m = msub.add_parser(name, help=helptext)
+        m.add_argument("--url", required=True, help="Redis URL (any node of a cluster)")
+        m.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
+                       help="talk to a Redis Cluster (default: detected from INFO cluster)")
+        m.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
+        m.add_argument("--queue", action="append", default=[], help="a queue name (repeatable)")
+        m.add_argument("--stream", action="append", default=[],
+                       help="a Streams queue, NAME or NAME:GROUP (repeatable; group workers)")
+        m.add_argument("--store", action="append", default=[],
+                       help="a write-behind store name (repeatable)")
+        m.add_argument("--lock", action="append", default=[], help="a lock name (repeatable)")
+        if name == "serve":
+            m.add_argument("--port", type=int, default=9187, help="HTTP port (default 9187)")
+            m.add_argument("--host", default="127.0.0.1", help="address to bind (default "
+                           "127.0.0.1)")
+        m.set_defaults(run=run)

@@ -1,7 +1,11 @@
 """Reliable queues: a priority queue with leases, retries and dead letters (:class:`Queue`, on a
-sync or an asyncio client; :class:`Worker`, :class:`AsyncWorker`), and a Redis Streams variant
-(:class:`StreamQueue`)."""
+sync or an asyncio client; :class:`Worker`, :class:`AsyncWorker`).
 
+The Redis Streams variant lives in :mod:`pyredislua.stream`; :class:`StreamQueue` and its
+result types are also importable from here, kept for compatibility."""
+
+# kept for compatibility: the Streams queue moved to pyredislua.stream
+from ..stream import DeadEntry, Entry, StreamQueue, StreamStats
 from .ops import (
     Enqueued,
     Job,
@@ -13,7 +17,6 @@ from .ops import (
     Settled,
 )
 from .queue import Queue
-from .streams import DeadEntry, Entry, StreamQueue, StreamStats
 from .worker import AsyncWorker, DeadLetter, Worker, WorkerMetrics
 
 __all__ = [

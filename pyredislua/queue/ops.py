@@ -11,14 +11,14 @@ nothing. ``request_id=False`` leaves the record out (the ten-key call of the FCA
 
 from __future__ import annotations
 
-import math
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..engine.keysets import RecordedKeySet, RequestId
 from ..engine.protocol import Call
-from ..kit import as_text, tagged_name
+from ..kit import as_payload, as_text
+from ..kit import ms as kit_ms
 
 State = Literal["ready", "delayed", "active", "dead"]
 Action = Literal["retry", "dead", "release"]
@@ -28,58 +28,27 @@ MAX_BATCH = 1000  # jobs per Lua call; bigger batches are split and pipelined
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 REQUEST_TTL = 120.0  # seconds a request record lives (QUEUE_REQUEST_TTL_MS in the Lua)
 
-# None: a new random request id per call; False: no request record; str: this id.
-RequestId = str | Literal[False] | None
-
-
-def new_request_id() -> str:
-    """A call's request id: 64 random bits (not ``random``'s state, which forked processes
-    share)."""
-    return secrets.token_hex(8)
-
 
 def ms(seconds: float, *, name: str = "duration", allow_zero: bool = True) -> int:
-    """Seconds to whole milliseconds, rounding up (a positive duration never becomes 0)."""
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-        raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, "
-                         f"got {seconds!r}")
-    return max(0 if seconds == 0 else 1, math.ceil(seconds * 1000 - 1e-9))
+    """:func:`pyredislua.kit.ms` with 0 allowed unless said otherwise (most queue durations may
+    be 0: no delay, no backoff)."""
+    return kit_ms(seconds, name, allow_zero=allow_zero)
 
 
-def _bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    if value is None:
-        return b""
-    raise TypeError(f"expected bytes or str, got {type(value).__name__}")
+class QueueKeys(RecordedKeySet, keyset="queue"):
+    """The ten keys of one queue, all under one hash tag (one cluster slot), from
+    ``lua/keysets/queue.keys``; the per-call request record is :meth:`request`."""
 
-
-class QueueKeys:
-    """The ten keys of one queue, all under one hash tag (one cluster slot)."""
-
-    NAMES = ("ready", "delayed", "active", "dead", "jobs", "payloads", "idem", "prio", "stats",
-             "marker")
-
-    def __init__(self, name: str, prefix: str = "prl") -> None:
-        self.name = name
-        self.base = f"{prefix}:q:{tagged_name(name)}"
-        self.all: tuple[str, ...] = tuple(f"{self.base}:{n}" for n in self.NAMES)
-        self.ready, self.delayed, self.active, self.dead = self.all[:4]
-        self.jobs, self.payloads, self.idem, self.prio, self.stats, self.marker = self.all[4:]
-
-    def request(self, request_id: str) -> str:
-        """The request record of one call (an optional eleventh key; expires by itself)."""
-        return f"{self.base}:req:{request_id}"
-
-    def with_request(self, request_id: RequestId = None) -> tuple[str, ...]:
-        """The keys of a call, with its request record unless ``request_id`` is False."""
-        if request_id is False:
-            return self.all
-        return (*self.all, self.request(request_id or new_request_id()))
+    ready: str
+    delayed: str
+    active: str
+    dead: str
+    jobs: str
+    payloads: str
+    idem: str
+    prio: str
+    stats: str
+    marker: str
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -99,7 +68,7 @@ class JobSpec:
     max_run: float | None = None
 
     def wire(self) -> tuple[bytes, int, int, int, int, str]:
-        return (_bytes(self.payload), int(self.priority), ms(self.delay, name="delay"),
+        return (as_payload(self.payload), int(self.priority), ms(self.delay, name="delay"),
                 int(self.max_attempts), ms(self.backoff, name="backoff"), self.key or "")
 
     @property
@@ -216,7 +185,7 @@ def _parse_batch(reply: Any) -> list[Enqueued]:
 
 def _parse_dequeue(reply: Any) -> Dequeued:
     now = int(reply[0])
-    jobs = [Job(as_text(j[0]), as_text(j[1]), _bytes(j[6]), int(j[5]), int(j[3]), int(j[4]),
+    jobs = [Job(as_text(j[0]), as_text(j[1]), as_payload(j[6]), int(j[5]), int(j[3]), int(j[4]),
                 int(j[2]), int(j[7]), now, int(j[8]) if len(j) > 8 else 0) for j in reply[2]]
     return Dequeued(now, int(reply[1]), jobs)
 
@@ -236,7 +205,7 @@ def _row(r: Any) -> JobInfo:
     if len(r) > 8:
         extra = {"backoff_ms": int(r[8]), "key": _opt_text(r[9]), "enqueued_at_ms": int(r[10])}
     return JobInfo(as_text(r[0]), as_text(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]),
-                   _opt_text(r[6]), _bytes(r[7]), **extra)
+                   _opt_text(r[6]), as_payload(r[7]), **extra)
 
 
 def _parse_stats(reply: Any) -> QueueStats:

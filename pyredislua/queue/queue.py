@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Generic, TypeVar, overload
 
 from ..client import AsyncClient, Client
-from ..engine.protocol import Call, Command, Engine, Plan, Sleep
+from ..compression import Compressor
+from ..engine.protocol import Call, Engine, Plan
+from ..engine.waiting import until_signalled
+from ..kit import as_payload
 from . import ops
 from .ops import (
     Action,
@@ -31,6 +36,9 @@ from .ops import (
 )
 
 C = TypeVar("C", Client, AsyncClient)
+T = TypeVar("T")
+U = TypeVar("U")
+J = TypeVar("J", Job, JobInfo)
 JobRef = Job | tuple[str, str]
 
 
@@ -48,24 +56,21 @@ def dequeue_plan(
     engine: Engine, keys: QueueKeys, count: int, lease_ms: int, timeout: float | None,
     max_block: float, clock: Callable[[], float] = time.monotonic,
 ) -> Plan[list[Job]]:
-    """Lease up to ``count`` jobs; when there are none, wait on the enqueue marker (BLPOP) until
-    one arrives, a delayed job falls due, or ``timeout`` passes (None: forever; 0: no wait)."""
-    deadline = None if timeout is None else clock() + timeout
-    while True:
-        got = yield from engine.run_one(ops.dequeue_call(keys, count, lease_ms))
-        if got.jobs:
-            return got.jobs
-        remaining = math.inf if deadline is None else deadline - clock()
-        if remaining <= 0:
-            return []
-        wait = remaining if got.wait_ms < 0 else min(remaining, got.wait_ms / 1000)
-        block = min(wait, max_block)
-        if block >= 0.01:
-            [popped] = yield [Command(("BLPOP", keys.marker, round(block, 3)))]
-            if isinstance(popped, BaseException):
-                raise popped
-        else:
-            yield Sleep(max(block, 0.001))
+    """Lease up to ``count`` jobs; when there are none, wait on the enqueue marker (BLPOP,
+    :func:`~pyredislua.engine.waiting.until_signalled`) until one arrives, a delayed job falls
+    due, or ``timeout`` passes (None: forever; 0: no wait)."""
+    got = yield from until_signalled(
+        lambda: engine.run_one(ops.dequeue_call(keys, count, lease_ms)),
+        lambda got: bool(got.jobs),
+        lambda got: None if got.wait_ms < 0 else got.wait_ms / 1000,
+        (keys.marker,), timeout=timeout, max_block=max_block, clock=clock)
+    return got.jobs
+
+
+def _mapped(call: Call[T], then: Callable[[T], U]) -> Call[U]:
+    """``call`` with ``then`` applied to what its parser returns."""
+    parse = call.parse
+    return Call(call.op, call.keys, call.args, lambda reply: then(parse(reply)))
 
 
 def _discard(plan: Plan[Any]) -> Plan[None]:
@@ -82,15 +87,19 @@ class Queue(Generic[C]):
 
     name: the queue (its keys live under ``prl:q:{name}:``). lease: default lease in seconds.
     Defaults for enqueue: priority 0 (lower first), max_attempts 3, backoff 1 s (exponential with
-    jitter, capped at one hour).
+    jitter, capped at one hour). ``compress=Compressor()`` stores payloads compressed (see
+    :mod:`pyredislua.compression`): every producer and consumer of the queue must then use one
+    (a worker retries, then dead-letters, a payload no Compressor wrote).
 
     Every method is one call or one plan (:mod:`.ops`), returned as the client makes it: a value
     on a ``Client``, an awaitable on an ``AsyncClient``.
     """
 
     def __init__(self, client: C, name: str, *, prefix: str = "prl", lease: float = 30.0,
-                 max_attempts: int = 3, backoff: float = 1.0) -> None:
+                 max_attempts: int = 3, backoff: float = 1.0,
+                 compress: Compressor | None = None) -> None:
         self.name = name
+        self.compress = compress
         self.keys = QueueKeys(name, prefix)
         self.lease_ms = ms(lease, name="lease", allow_zero=False)
         self.max_attempts = max_attempts
@@ -112,7 +121,27 @@ class Queue(Generic[C]):
                        self.backoff if backoff is None else backoff, key, max_run)
 
     def _specs(self, items: Iterable[JobSpec | bytes | str]) -> list[JobSpec]:
-        return [i if isinstance(i, JobSpec) else self.job(i) for i in items]
+        return [self._wire(i if isinstance(i, JobSpec) else self.job(i)) for i in items]
+
+    def _wire(self, spec: JobSpec) -> JobSpec:
+        """The spec as sent: its payload compressed when the queue compresses."""
+        if self.compress is None:
+            return spec
+        return replace(spec, payload=self.compress.compress(as_payload(spec.payload)))
+
+    def open(self, job: J) -> J:
+        """A dequeued job (or a job's info) with its payload as enqueued: decompressed when the
+        queue compresses (``ValueError`` for a payload no Compressor wrote)."""
+        if self.compress is None:
+            return job
+        return replace(job, payload=self.compress.decompress(job.payload))
+
+    def _shown(self, info: JobInfo) -> JobInfo:
+        """For inspection (peek, get, dead): decompressed when it can be, else as stored."""
+        try:
+            return self.open(info)
+        except (ValueError, zlib.error):
+            return info
 
     def _enqueue_many_plan(self, items: Iterable[JobSpec | bytes | str]) -> Plan[list[Enqueued]]:
         calls = ops.enqueue_batch_calls(self.keys, self._specs(items))
@@ -126,7 +155,9 @@ class Queue(Generic[C]):
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
             raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
         lease_ms = self.lease_ms if lease is None else ms(lease, name="lease", allow_zero=False)
-        return dequeue_plan(self._engine, self.keys, count, lease_ms, timeout, max_block)
+        jobs = yield from dequeue_plan(self._engine, self.keys, count, lease_ms, timeout,
+                                       max_block)
+        return [self.open(job) for job in jobs]
 
     def _ack_plan(self, jobs: Iterable[JobRef]) -> Plan[int]:
         calls = ops.ack_calls(self.keys, [_ref(j) for j in jobs])
@@ -165,7 +196,7 @@ class Queue(Generic[C]):
         worker may run it per attempt, in seconds (default: the worker's ``max_run``)."""
         spec = self.job(payload, priority=priority, delay=delay, max_attempts=max_attempts,
                         backoff=backoff, key=key, max_run=max_run)
-        return self._client.run(ops.enqueue_call(self.keys, spec))
+        return self._client.run(ops.enqueue_call(self.keys, self._wire(spec)))
 
     @overload
     def enqueue_many(self: Queue[Client], items: Iterable[JobSpec | bytes | str]
@@ -250,14 +281,20 @@ class Queue(Generic[C]):
              ) -> Awaitable[list[JobInfo]]: ...
     def peek(self, state: State = "ready", count: int = 10
              ) -> list[JobInfo] | Awaitable[list[JobInfo]]:
-        return self._client.run(ops.peek_call(self.keys, state, count))
+        call = ops.peek_call(self.keys, state, count)
+        if self.compress is not None:
+            call = _mapped(call, lambda infos: [self._shown(i) for i in infos])
+        return self._client.run(call)
 
     @overload
     def get(self: Queue[Client], job_id: str) -> JobInfo | None: ...
     @overload
     def get(self: Queue[AsyncClient], job_id: str) -> Awaitable[JobInfo | None]: ...
     def get(self, job_id: str) -> JobInfo | Awaitable[JobInfo | None] | None:
-        return self._client.run(ops.get_call(self.keys, job_id))
+        call = ops.get_call(self.keys, job_id)
+        if self.compress is not None:
+            call = _mapped(call, lambda info: None if info is None else self._shown(info))
+        return self._client.run(call)
 
     @overload
     def dead(self: Queue[Client], offset: int = 0, count: int = 100
@@ -268,7 +305,10 @@ class Queue(Generic[C]):
     def dead(self, offset: int = 0, count: int = 100
              ) -> tuple[int, list[JobInfo]] | Awaitable[tuple[int, list[JobInfo]]]:
         """(total, oldest dead letters from ``offset``)."""
-        return self._client.run(ops.dead_call(self.keys, offset, count))
+        call = ops.dead_call(self.keys, offset, count)
+        if self.compress is not None:
+            call = _mapped(call, lambda got: (got[0], [self._shown(i) for i in got[1]]))
+        return self._client.run(call)
 
     @overload
     def requeue(self: Queue[Client], ids: Sequence[str] = (), *, limit: int = 100

@@ -872,7 +872,7 @@ class Worker:
             error: BaseException | None = None
             began = time.monotonic()
             try:
-                self.handler(job)
+                self.handler(self.queue.open(job))
             except BaseException as e:  # the job's failure, reported to the queue
                 error = e
             with self._cond:
@@ -1028,7 +1028,7 @@ class AsyncWorker:
             error: BaseException | None = None
             began = time.monotonic()
             try:
-                await self.handler(job)
+                await self.handler(self.queue.open(job))
             except asyncio.CancelledError:
                 if me in self._retired or self._closing:
                     raise  # given up on: its job was settled without it

@@ -146,8 +146,10 @@ class Semaphore(Generic[C]):
     the queue, in order, as long as the next one's request fits: a request for k permits is
     never starved by a stream of smaller ones, and nobody takes permits while an earlier waiter
     still waits. A grant creates the waiter's lease at once and is pushed to the signal list;
-    the waiter claims it with its next call. A grant nobody claims (its waiter died) ends with
-    its grant window (the waiter's registration, at least 250 ms) and its permits return.
+    the waiter claims it with its next call (a waiter that pops another's grant forwards it to
+    that waiter's own inbox list, which it blocks on too). A grant nobody claims (its waiter
+    died) ends with its grant window (the waiter's registration, at least 250 ms) and its
+    permits return.
 
     Not guaranteed: the same as the lock's (:class:`~pyredislua.Lock`): a holder paused past its
     lease runs beside the next holders (fence your writes); failover to a replica that missed

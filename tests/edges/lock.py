@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pyredislua
-from pyredislua.lock import LockKeys, acquire_call, release_call
+from pyredislua.lock import (
+    LockKeys,
+    ReentrantKeys,
+    acquire_all_call,
+    acquire_call,
+    reentrant_acquire_call,
+    reentrant_release_call,
+    release_call,
+)
 from tests.edges import Scenario, run_all
 
 K = LockKeys("edge")
@@ -99,4 +107,128 @@ SCENARIOS = [
              ("grant:2:60000", 60_000, 100, "b"), _popped_out_of_order),
     Scenario("lock.inspect", "held with a waiter", (K.lock, K.fence, K.waiters), (),
              _held_with_waiter, writes=False),
+]
+
+
+# -- several locks under one hash tag (lock.acquire_all, lock.extend_all) --------------------------
+
+A, B = LockKeys("{edge}:a"), LockKeys("{edge}:b")
+AB = A.all + B.all
+
+
+def _both_fences(client: pyredislua.Client) -> None:
+    run_all(client, [acquire_all_call([A, B], "before", 60_000), release_call(A, "before"),
+                     release_call(B, "before")])
+
+
+def _b_held(client: pyredislua.Client) -> None:
+    _both_fences(client)
+    run_all(client, [acquire_call(B, "holder", 60_000)])
+
+
+def _b_held_me_registered_on_a(client: pyredislua.Client) -> None:
+    _b_held(client)
+    run_all(client, [acquire_call(A, "other", 60_000), acquire_call(A, "me", 60_000, 60_000)])
+    client.redis.delete(A.lock)  # its lease lapsed: "me" is still registered on a
+
+
+def _both_mine_a_busy_elsewhere(client: pyredislua.Client) -> None:
+    run_all(client, [acquire_all_call([A, B], "me", 60_000)])
+
+
+def _a_mine(client: pyredislua.Client) -> None:
+    _both_fences(client)
+    run_all(client, [acquire_call(A, "me", 60_000)])
+
+
+def _a_granted_to_me_out_of_order(client: pyredislua.Client) -> None:
+    """a was granted consuming "first"'s registration, but "me" popped the grant."""
+    _both_fences(client)
+    run_all(client, [acquire_call(A, "holder", 60_000),
+                     acquire_call(A, "first", 60_000, 60_000),
+                     acquire_call(A, "me", 60_000, 60_000),
+                     release_call(A, "holder", 60_000)])
+    assert client.redis.lpop(A.signal) == b"grant:3:60000"
+
+
+def _a_granted_to_me_b_busy(client: pyredislua.Client) -> None:
+    _a_granted_to_me_out_of_order(client)
+    run_all(client, [acquire_call(B, "holder", 60_000)])
+
+
+def _both_held(client: pyredislua.Client) -> None:
+    run_all(client, [acquire_all_call([A, B], "holder", 60_000)])
+
+
+# -- the reentrant lock ----------------------------------------------------------------------------
+
+R = ReentrantKeys("edge")
+RALL = R.all
+
+
+def _r_fence_exists(client: pyredislua.Client) -> None:
+    run_all(client, [reentrant_acquire_call(R, "before", "q", 60_000)])
+    client.run(reentrant_release_call(R, "before", "q"))
+
+
+def _r_held(client: pyredislua.Client) -> None:
+    _r_fence_exists(client)
+    run_all(client, [reentrant_acquire_call(R, "owner", "r1", 60_000)])
+
+
+def _r_held_twice(client: pyredislua.Client) -> None:
+    _r_held(client)
+    run_all(client, [reentrant_acquire_call(R, "owner", "r2", 60_000)])
+
+
+def _r_held_with_waiter(client: pyredislua.Client) -> None:
+    _r_held(client)
+    run_all(client, [reentrant_acquire_call(R, "w", "q", 60_000, 60_000)])
+
+
+def _r_registered_then_free(client: pyredislua.Client) -> None:
+    _r_held_with_waiter(client)
+    client.run(reentrant_release_call(R, "owner", "r1"))
+
+
+SCENARIOS += [
+    Scenario("lock.acquire_all", "free", AB, ("me", 60_000), _both_fences),
+    Scenario("lock.acquire_all", "free, ephemeral fences", AB, ("me", 60_000, -1, EPHEMERAL),
+             _both_fences),
+    Scenario("lock.acquire_all", "one mine, one free", AB, ("me", 90_000), _a_mine),
+    Scenario("lock.acquire_all", "repeat by the holder", AB, ("holder", 90_000), _both_held),
+    Scenario("lock.acquire_all", "busy, not waiting", AB, ("me", 60_000), _b_held,
+             writes=False),
+    Scenario("lock.acquire_all", "busy, registers on the busy lock", AB, ("me", 60_000, 60_000),
+             _b_held),
+    Scenario("lock.acquire_all", "busy, moves its registration to the busy lock", AB,
+             ("me", 60_000, 60_000), _b_held_me_registered_on_a),
+    Scenario("lock.acquire_all", "busy, a waiter gives up", AB, ("me", 60_000, 0),
+             _b_held_me_registered_on_a),
+    Scenario("lock.acquire_all", "a popped grant taken with the rest, consumed waiter back", AB,
+             ("me", 60_000, 60_000, 0, 1, "grant:3:60000"), _a_granted_to_me_out_of_order),
+    Scenario("lock.acquire_all", "a popped grant, another lock busy", AB,
+             ("me", 60_000, 60_000, 0, 1, "grant:3:60000"), _a_granted_to_me_b_busy),
+    Scenario("lock.extend_all", "held", (A.lock, B.lock), ("holder", 90_000), _both_held),
+    Scenario("lock.reentrant_acquire", "free", RALL, ("owner", "r1", 60_000), _r_fence_exists),
+    Scenario("lock.reentrant_acquire", "free, a registered waiter's retry", RALL,
+             ("w", "q", 60_000, 60_000), _r_registered_then_free),
+    Scenario("lock.reentrant_acquire", "again by the owner", RALL, ("owner", "r2", 60_000),
+             _r_held),
+    Scenario("lock.reentrant_acquire", "a re-sent acquire renews only", RALL,
+             ("owner", "r1", 90_000), _r_held),
+    Scenario("lock.reentrant_acquire", "busy, not waiting", RALL, ("w", "q", 60_000), _r_held,
+             writes=False),
+    Scenario("lock.reentrant_acquire", "busy, registers as a waiter", RALL,
+             ("w", "q", 60_000, 60_000), _r_held),
+    Scenario("lock.reentrant_acquire", "busy, a waiter gives up", RALL, ("w", "q", 60_000, 0),
+             _r_held_with_waiter),
+    Scenario("lock.reentrant_release", "a nested hold", RALL, ("owner", "r2"), _r_held_twice),
+    Scenario("lock.reentrant_release", "the last hold, nobody waiting", RALL, ("owner", "r1"),
+             _r_held),
+    Scenario("lock.reentrant_release", "the last hold wakes a waiter", RALL, ("owner", "r1"),
+             _r_held_with_waiter),
+    Scenario("lock.reentrant_release", "a re-sent release", RALL, ("owner", "r3"),
+             _r_held_twice, writes=False),
+    Scenario("lock.reentrant_extend", "held", (R.lock,), ("owner", 90_000), _r_held),
 ]

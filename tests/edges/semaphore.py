@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pyredislua
-from pyredislua.semaphore import SemaphoreKeys, acquire_call, release_call
+from pyredislua.semaphore import SemaphoreKeys, acquire_call, inbox, release_call
 from tests.edges import Scenario, run_all
 
 K = SemaphoreKeys("edge")
@@ -58,10 +58,10 @@ SCENARIOS = [
              _full_with_waiter),
     Scenario("semaphore.acquire", "a waiter claims its grant", ALL, ("w", N, 2, 60_000, 60_000),
              _granted_unclaimed),
-    Scenario("semaphore.acquire", "a wrong popper puts a grant back", ALL,
-             ("w2", N, 1, 60_000, 60_000, "grant:2:w"), _granted_unclaimed),
     Scenario("semaphore.acquire", "prunes an ended lease and takes its permits", ALL,
              ("me", N, 2, 60_000), _ended_lease),
+    Scenario("semaphore.forward", "an unclaimed grant to its waiter's inbox",
+             (K.semaphore, K.waiting, inbox(K, "w")), ("grant:2:w",), _granted_unclaimed),
     Scenario("semaphore.renew", "held", ALL, ("holder", 90_000), _held),
     Scenario("semaphore.renew", "a waiter claims its grant", ALL, ("w", 90_000),
              _granted_unclaimed),

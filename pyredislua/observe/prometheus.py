@@ -1,0 +1,156 @@
+"""A Prometheus collector for the figures Redis keeps about named primitives.
+
+The queue, Streams and write-behind operations keep their totals in Redis, updated atomically
+by the Lua operations themselves (so a Node.js producer and a Python worker count into the same
+figures); locks keep their holder, fence and waiters. This collector reads them at each scrape,
+all in one pipelined round trip (one per node on a cluster), with the read-only ``*.stats`` and
+``lock.inspect`` operations, and exposes them as Prometheus metrics: cumulative ``_total``
+counters (Prometheus computes rates) and gauges of depth and state.
+
+Embed it::
+
+    from prometheus_client import REGISTRY
+    REGISTRY.register(PyRedisLuaCollector(client, queues=["orders"], locks=["billing"]))
+
+or serve it: ``pyredislua metrics serve --url URL --queue orders --port 9187``. Needs the
+``prometheus`` extra (``prometheus_client``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..client import Client
+from ..engine.protocol import Call
+from ..lock import LockKeys, inspect_call
+from ..queue import Queue
+from ..queue import ops as queue_ops
+from ..stream import ops as stream_ops
+from ..stream.ops import StreamKeys
+from ..writebehind import StoreKeys
+from ..writebehind import ops as wb_ops
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The named primitives to read (their names as given to their classes)."""
+
+    queues: Sequence[str] = ()
+    streams: Sequence[tuple[str, str]] = ()  # (queue name, consumer group)
+    stores: Sequence[str] = ()
+    locks: Sequence[str] = ()
+    prefix: str = "prl"
+
+
+def _calls(client: Client, t: Targets) -> list[tuple[str, str, Call[Any]]]:
+    calls: list[tuple[str, str, Call[Any]]] = []
+    for name in t.queues:
+        keys = Queue(client, name, prefix=t.prefix).keys
+        calls.append(("queue", name, queue_ops.stats_call(keys)))
+    for name, group in t.streams:
+        calls.append(("stream", name, stream_ops.stats_call(StreamKeys(name, t.prefix), group)))
+    for name in t.stores:
+        calls.append(("store", name, wb_ops.stats_call(StoreKeys(name, t.prefix))))
+    for name in t.locks:
+        calls.append(("lock", name, inspect_call(LockKeys(name, t.prefix))))
+    return calls
+
+
+class PyRedisLuaCollector:
+    """A ``prometheus_client`` custom collector (``collect()`` yields metric families)."""
+
+    def __init__(self, client: Client, *, queues: Iterable[str] = (),
+                 streams: Iterable[str | tuple[str, str]] = (), stores: Iterable[str] = (),
+                 locks: Iterable[str] = (), prefix: str = "prl") -> None:
+        self.client = client
+        self.targets = Targets(
+            tuple(queues),
+            tuple((s, "workers") if isinstance(s, str) else (s[0], s[1]) for s in streams),
+            tuple(stores), tuple(locks), prefix)
+
+    def describe(self) -> list[Any]:
+        return []  # families are known only after reading: no describe-time round trip
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        calls = _calls(self.client, self.targets)
+        replies = self.client.run_many([c for _, _, c in calls], raise_on_error=False)
+
+        def gauge(name: str, doc: str, labels: Sequence[str]) -> Any:
+            return GaugeMetricFamily(f"pyredislua_{name}", doc, labels=list(labels))
+
+        def counter(name: str, doc: str, labels: Sequence[str]) -> Any:
+            return CounterMetricFamily(f"pyredislua_{name}", doc, labels=list(labels))
+
+        errors = gauge("read_errors", "1 when a primitive's figures could not be read at this "
+                       "scrape (its other metrics are then absent)", ["kind", "name"])
+        q_jobs = gauge("queue_jobs", "jobs by state", ["queue", "state"])
+        q_expired = gauge("queue_expired_leases", "active jobs whose lease ran out, awaiting "
+                          "a reap", ["queue"])
+        q_prio = gauge("queue_priority_jobs", "unfinished jobs by priority", ["queue", "priority"])
+        q_events = counter("queue_jobs", "jobs through each transition since the queue began "
+                           "(enqueued, acked, retried, dead, requeued, purged, reaped)",
+                           ["queue", "event"])
+        s_entries = gauge("stream_entries", "entries not yet acked", ["queue"])
+        s_pending = gauge("stream_pending", "entries delivered and not acked", ["queue", "group"])
+        s_consumer = gauge("stream_consumer_pending", "pending entries per consumer",
+                           ["queue", "group", "consumer"])
+        s_dead = gauge("stream_dead", "dead-lettered entries", ["queue"])
+        w_records = gauge("writebehind_records", "records by state", ["store", "state"])
+        w_lag = gauge("writebehind_lag_seconds", "age of the oldest record not yet in the sink",
+                      ["store"])
+        w_events = counter("writebehind_records", "records through each event since the store "
+                           "began", ["store", "event"])
+        l_held = gauge("lock_held", "1 while the lock is held", ["lock"])
+        l_fence = gauge("lock_fence", "the fence of the current or last holder", ["lock"])
+        l_waiters = gauge("lock_waiters", "registered waiters", ["lock"])
+        l_left = gauge("lock_lease_remaining_seconds", "time left of the current lease", ["lock"])
+
+        for (kind, name, _), reply in zip(calls, replies):
+            failed = isinstance(reply, BaseException)
+            errors.add_metric([kind, name], 1.0 if failed else 0.0)
+            if failed:
+                continue
+            if kind == "queue":
+                for state in ("ready", "delayed", "active", "dead"):
+                    q_jobs.add_metric([name, state], getattr(reply, state))
+                q_expired.add_metric([name], reply.expired_leases)
+                for event, value in sorted(reply.counters.items()):
+                    if event != "seq":  # the job id sequence, not an event
+                        q_events.add_metric([name, event], value)
+                for p in reply.priorities or ():
+                    q_prio.add_metric([name, str(p.priority)], p.unfinished)
+            elif kind == "stream":
+                group = dict(self.targets.streams)[name]
+                s_entries.add_metric([name], reply.length)
+                s_pending.add_metric([name, group], max(reply.pending, 0))
+                for consumer, count in sorted(reply.consumers.items()):
+                    s_consumer.add_metric([name, group, consumer], count)
+                s_dead.add_metric([name], reply.dead)
+            elif kind == "store":
+                for state in ("dirty", "retry", "claimed", "dead"):
+                    w_records.add_metric([name, state], getattr(reply, state))
+                w_lag.add_metric([name], reply.lag_ms / 1000)
+                for event, value in sorted(reply.counters.items()):
+                    if event != "seq":  # the version sequence, not an event
+                        w_events.add_metric([name, event], value)
+            else:
+                l_held.add_metric([name], 1.0 if reply.held else 0.0)
+                l_fence.add_metric([name], reply.fence)
+                l_waiters.add_metric([name], reply.waiters)
+                l_left.add_metric([name], max(reply.pttl_ms, 0) / 1000 if reply.held else 0.0)
+        yield from (errors, q_jobs, q_expired, q_prio, q_events, s_entries, s_pending,
+                    s_consumer, s_dead, w_records, w_lag, w_events, l_held, l_fence, l_waiters,
+                    l_left)
+
+
+def exposition(collector: PyRedisLuaCollector) -> str:
+    """The collector's metrics in Prometheus' text format (one scrape)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode()
