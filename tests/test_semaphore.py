@@ -538,6 +538,7 @@ class SemaphoreModel(RuleBasedStateMachine):
         self.held: dict[str, int] = {}  # lease -> permits (live)
         self.queue: list[tuple[str, int]] = []  # FIFO waiters
         self.granted: dict[str, int] = {}  # granted, not claimed yet (also in held)
+        self.forwarded: dict[str, str] = {}  # lease -> its grant, popped and forwarded to its inbox
         self.fence = 0
         self.seq = 0
 
@@ -626,9 +627,26 @@ class SemaphoreModel(RuleBasedStateMachine):
             self.held[lease] = k
         self._check_signal(signalled)
 
+    @precondition(lambda self: any(lease not in self.forwarded for lease in self.granted))
+    @rule(c=st.integers(0, 1))
+    def pop_and_forward(self, c: int) -> None:
+        """Another waiter pops the oldest grant from the signal list and forwards it."""
+        popped = self.r.lpop(self.keys.signal)
+        assert popped is not None
+        grant = parse_grant(popped)
+        assert self.granted.get(grant.lease) == grant.fence
+        assert self.clients[c].run(forward_call(self.keys, grant)) is True
+        self.forwarded[grant.lease] = grant.raw
+
     def _check_signal(self, signalled: list[str]) -> None:
+        for lease in list(self.forwarded):  # claimed or released: its inbox just expires
+            if lease not in self.granted:
+                del self.forwarded[lease]
+        for lease, grant in self.forwarded.items():
+            assert [x.decode() for x in self.r.lrange(inbox(self.keys, lease), 0, -1)] == [grant]
         expected = [f"grant:{fence}:{lease}" for lease, fence in
-                    sorted(self.granted.items(), key=lambda item: item[1])]
+                    sorted(self.granted.items(), key=lambda item: item[1])
+                    if lease not in self.forwarded]
         got = [x.decode() for x in self.r.lrange(self.keys.signal, 0, -1)]
         assert got == expected
         assert all(s in got for s in signalled)
