@@ -69,6 +69,8 @@ def test_permits_are_counted_and_fenced(client: pyredislua.Client, r: redis.Redi
     assert (a.count, b.count) == (2, 3)
     assert b.fence > a.fence > 0
     assert _in_use(r, sem.keys) == 5
+    state = sem.inspect()
+    assert (state.in_use, state.queued, state.fence) == (5, 0, b.fence)
     assert sem.acquire(1, blocking=False) is None
     assert sem.release(a) is True
     assert sem.release(a) is False  # a re-sent release changes nothing more

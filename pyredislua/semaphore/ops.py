@@ -93,6 +93,18 @@ def forward_call(keys: SemaphoreKeys, grant: Grant) -> Call[bool]:
                 (grant.raw,), lambda r: bool(int(r)))
 
 
+class SemaphoreState(NamedTuple):
+    in_use: int  # permits held by live leases
+    queued: int  # waiters queued (registrations that ended count until a call drops them)
+    fence: int  # the last fence issued (0 if never)
+    now_ms: int
+
+
+def inspect_call(keys: SemaphoreKeys) -> Call[SemaphoreState]:
+    return Call("semaphore.inspect", (keys.semaphore, keys.fence, keys.waiters), (),
+                lambda r: SemaphoreState(*(int(x) for x in r)))
+
+
 def release_call(keys: SemaphoreKeys, lease: str, permits: int) -> Call[ReleaseReply]:
     return Call("semaphore.release", keys.all, (lease, permits), parse_release)
 

@@ -17,7 +17,14 @@ from ..kit import ms
 from ..lock.hold import Lease
 from ..lock.plans import TRANSPORT_ERRORS
 from ..lock.watchdog import TaskWatchdog, ThreadWatchdog
-from .ops import MAX_PERMITS, SemaphoreKeys, release_call, renew_call
+from .ops import (
+    MAX_PERMITS,
+    SemaphoreKeys,
+    SemaphoreState,
+    inspect_call,
+    release_call,
+    renew_call,
+)
 from .plans import acquire_plan
 
 C = TypeVar("C", Client, AsyncClient)
@@ -256,6 +263,15 @@ class Semaphore(Generic[C]):
         if watchdog is None:
             return self._client.drive(plan)
         return watchdog.exclusive(plan)
+
+    @overload
+    def inspect(self: Semaphore[Client]) -> SemaphoreState: ...
+    @overload
+    def inspect(self: Semaphore[AsyncClient]) -> Awaitable[SemaphoreState]: ...
+    def inspect(self) -> SemaphoreState | Awaitable[SemaphoreState]:
+        """Permits in use, waiters queued and the last fence (one read-only call); the permits
+        free now are ``self.permits - state.in_use`` (a queued waiter may be owed them)."""
+        return self._client.run(inspect_call(self.keys))
 
     def hold(self, count: int = 1, *, timeout: float | None = None) -> PermitHold[C]:
         """Context manager: acquire ``count`` permits (waiting up to ``timeout``, default

@@ -62,6 +62,8 @@ SCENARIOS = [
              ("me", N, 2, 60_000), _ended_lease),
     Scenario("semaphore.forward", "an unclaimed grant to its waiter's inbox",
              (K.semaphore, K.waiting, inbox(K, "w")), ("grant:2:w",), _granted_unclaimed),
+    Scenario("semaphore.inspect", "full, with a waiter", (K.semaphore, K.fence, K.waiters), (),
+             _full_with_waiter, writes=False),
     Scenario("semaphore.renew", "held", ALL, ("holder", 90_000), _held),
     Scenario("semaphore.renew", "a waiter claims its grant", ALL, ("w", 90_000),
              _granted_unclaimed),
