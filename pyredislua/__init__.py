@@ -26,6 +26,7 @@ from .errors import (
     WrongTypeError,
 )
 from .lock import Lock, LockSet, LockState, LockTimeoutError, MultiLock, ReentrantLock
+from .redlock import Redlock
 from .semaphore import Permit, Semaphore
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "Pipeline",
     "PyRedisLuaError",
     "RedisVersionError",
+    "Redlock",
     "ReentrantLock",
     "Semaphore",
     "SemaphoreError",

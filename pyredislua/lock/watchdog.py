@@ -1,7 +1,6 @@
 """The lock's watchdog: renewing held leases in the background. The one place where the lock is
 written twice, because threads and asyncio tasks really differ here; both drivers are thin and
-run the same sans-IO renewal step (:meth:`Hold._renew_plan <.hold.Hold._renew_plan>`; a
-semaphore's permit, :class:`~pyredislua.semaphore.Permit`, is renewed the same way).
+run the same sans-IO renewal step (:meth:`Hold._renew_plan <.hold.Hold._renew_plan>`).
 
 * :class:`ThreadWatchdog` (a :class:`~pyredislua.Client`): one daemon thread per client renews
   every held lock of that client, earliest first. A renewal and a release or extend of the same
@@ -24,20 +23,31 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Protocol, TypeVar
-
-from ..engine.protocol import Plan
+from collections.abc import Awaitable, Generator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient, Client
     from .hold import Lease
 
 T = TypeVar("T")
 
 
+class SyncDriver(Protocol):
+    """What runs a lock's plans on the caller's thread: a :class:`~pyredislua.Client`, or
+    Redlock's driver over several."""
+
+    def drive(self, plan: Generator[Any, Any, T]) -> T: ...
+
+
+class AsyncDriver(Protocol):
+    """The same on asyncio: an :class:`~pyredislua.AsyncClient`, or Redlock's driver."""
+
+    def drive(self, plan: Generator[Any, Any, T]) -> Awaitable[T]: ...
+
+
 class Renewable(Protocol):
-    """What a watchdog renews: a lock's :class:`~.hold.Hold`, or a semaphore's permit."""
+    """What a watchdog needs of a hold: a :class:`~.hold.Hold`, a Redlock's, or a semaphore's
+    :class:`~pyredislua.semaphore.Permit`."""
 
     ttl_ms: int
     lost_reason: str | None
@@ -45,7 +55,8 @@ class Renewable(Protocol):
 
     def _mark_lost(self, reason: str) -> None: ...
 
-    def _renew_plan(self, now: float, cap: float | None = None) -> Plan[float | None]: ...
+    def _renew_plan(self, now: float, cap: float | None = None
+                    ) -> Generator[Any, Any, float | None]: ...
 
 
 class ThreadWatchdog:
@@ -53,7 +64,7 @@ class ThreadWatchdog:
 
     __slots__ = ("_client", "_hold", "_mutex", "_scheduled")
 
-    def __init__(self, client: Client, hold: Renewable) -> None:
+    def __init__(self, client: SyncDriver, hold: Renewable) -> None:
         self._client = client
         self._hold = hold
         # Serialises the lock's calls with its renewals: a renewal never runs after release.
@@ -64,7 +75,7 @@ class ThreadWatchdog:
         """A hold began: renew it a third of a lease from now."""
         _renewer_for(self._client).schedule(self, time.monotonic() + self._hold.ttl_ms / 3000)
 
-    def exclusive(self, plan: Plan[T]) -> T:
+    def exclusive(self, plan: Generator[Any, Any, T]) -> T:
         """Run a plan of the lock (extend) with no renewal of it under way."""
         with self._mutex:
             return self._client.drive(plan)
@@ -142,7 +153,7 @@ class _Renewer:
 _renewers_guard = threading.Lock()
 
 
-def _renewer_for(client: Client) -> _Renewer:
+def _renewer_for(client: SyncDriver) -> _Renewer:
     with _renewers_guard:
         renewer: _Renewer | None = getattr(client, "_renewer", None)
         if renewer is None:
@@ -156,7 +167,7 @@ class TaskWatchdog:
 
     __slots__ = ("_client", "_hold", "_task")
 
-    def __init__(self, client: AsyncClient, hold: Renewable) -> None:
+    def __init__(self, client: AsyncDriver, hold: Renewable) -> None:
         self._client = client
         self._hold = hold
         self._task: asyncio.Task[None] | None = None
@@ -182,18 +193,18 @@ class TaskWatchdog:
                 hold._mark_lost(f"renewal failed: {error!r}")
                 return
 
-    def exclusive(self, plan: Plan[T]) -> Awaitable[T]:
+    def exclusive(self, plan: Generator[Any, Any, T]) -> Awaitable[T]:
         """Run a plan of the lock (extend); a renewal may run beside it on the loop."""
         return self._client.drive(plan)
 
-    def release(self, plan: Plan[T]) -> Awaitable[T]:
+    def release(self, plan: Generator[Any, Any, T]) -> Awaitable[T]:
         """Run the release plan after stopping the renewal task, shielded from cancellation."""
         return self._shielded(plan)
 
-    async def _shielded(self, plan: Plan[T]) -> T:
+    async def _shielded(self, plan: Generator[Any, Any, T]) -> T:
         return await asyncio.shield(self._stop_then(plan))
 
-    async def _stop_then(self, plan: Plan[T]) -> T:
+    async def _stop_then(self, plan: Generator[Any, Any, T]) -> T:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
