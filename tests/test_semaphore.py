@@ -692,3 +692,28 @@ def test_the_contention_benchmark_runs(redis_url: str, r: redis.Redis) -> None:
     assert [x["phase"] for x in results] == ["semaphore-mixed", "limiter"]
     for x in results:
         assert x["holds_per_s"] > 0 and x["most_in_use"] <= x["permits"]
+
+
+def test_the_command_line(redis_url: str, r: redis.Redis) -> None:
+    import json
+    import subprocess
+    import sys
+
+    client = pyredislua.Client(r)
+    sem = Semaphore(client, "cli-sem", 3, ttl=30, auto_renew=False)
+    permit = sem.acquire(2)
+    assert permit is not None
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pyredislua", "semaphore", *args,
+                               "--url", redis_url], capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    shown = cli("inspect", "cli-sem", "--json")
+    assert shown.returncode == 0, shown.stderr
+    [row] = json.loads(shown.stdout)
+    assert (row["in_use"], row["queued"], row["fence"]) == (2, 0, permit.fence)
+    released = cli("release", "cli-sem", permit.lease, "--permits", "3")
+    assert released.returncode == 0 and released.stdout.startswith("released")
+    assert cli("release", "cli-sem", permit.lease, "--permits", "3").returncode == 2
+    assert sem.inspect().in_use == 0
