@@ -365,6 +365,9 @@ def test_fcall_by_name(r: redis.Redis) -> None:
     assert r.blpop([keys.signal], 1) == (keys.signal.encode(), b"grant:2:job-2")
     claimed = r.execute_command("FCALL", acquire, 6, *keys.all, "job-2", 3, 2, 30000)
     assert claimed[:2] == [1, 2]
+    inspect = lib.operation("semaphore.inspect").function
+    state = r.execute_command("FCALL_RO", inspect, 3, keys.semaphore, keys.fence, keys.waiters)
+    assert state[:3] == [2, 0, 2]
     with pytest.raises(redis.ResponseError, match="PYREDISLUA:BADARG"):
         r.execute_command("FCALL", acquire, 6, *keys.all, "job-3", 3, 4, 30000)
 
