@@ -720,3 +720,17 @@ def test_the_command_line(redis_url: str, r: redis.Redis) -> None:
     assert released.returncode == 0 and released.stdout.startswith("released")
     assert cli("release", "cli-sem", permit.lease, "--permits", "3").returncode == 2
     assert sem.inspect().in_use == 0
+
+
+def test_a_lease_of_thousands_of_permits(client: pyredislua.Client, r: redis.Redis) -> None:
+    """Permits are written in chunks (unpack's stack is bounded): 2,500 permits in one lease."""
+    sem = Semaphore(client, "big", 5_000, ttl=30, auto_renew=False)
+    permit = sem.acquire(2_500)
+    assert permit is not None and sem.inspect().in_use == 2_500
+    assert r.zcard(sem.keys.semaphore) == 2_501
+    assert sem.acquire(2_501, blocking=False) is None
+    assert sem.renew(permit, ttl=60)
+    assert min(score for _, score in r.zrange(sem.keys.semaphore, 1, -1, withscores=True)) > \
+        _server_ms(r) + 50_000
+    assert sem.release(permit)
+    assert sem.inspect().in_use == 0 and not r.exists(sem.keys.semaphore)

@@ -47,7 +47,6 @@ class Permit:
         self.ttl_ms = ttl_ms
         self.on_lost = on_lost
         self.lost_reason: str | None = None
-        self.released = False
         self._engine = engine
         self._lease: Lease | None = Lease(ttl_ms, since + ttl_ms / 1000, None)
         self._watchdog: ThreadWatchdog | TaskWatchdog | None = None
@@ -105,7 +104,6 @@ class Permit:
         lease, self._lease = self._lease, None  # stops the watchdog before the lease is gone
         valid = lease is not None and self.lost_reason is None and \
             time.monotonic() < lease.valid_until
-        self.released = True
         reply = yield from self._engine.run_one(release_call(self.keys, self.lease, permits))
         if not reply.released and lease is not None:
             self._mark_lost("the lease ended before release" if not valid else
