@@ -3,10 +3,13 @@
 Read :class:`Semaphore` (``semaphore.py``) first: its docstring states the guarantee and its
 limits. The package, from the Lua contract up:
 
-* ``ops.py``: the keys (``lua/keysets/semaphore.keys``) and one call spec per Lua operation;
-* ``plans.py``: the blocking acquire (queue, BLPOP a grant, claim it);
+* ``ops.py``: the keys (``lua/keysets/semaphore.keys``, and a waiter's inbox) and one call
+  spec per Lua operation (acquire, release, renew, forward, inspect);
+* ``plans.py``: the blocking acquire (queue, BLPOP a grant, forward another's, claim its own);
 * ``semaphore.py``: :class:`Semaphore`, one class on a sync or an asyncio client, and
-  :class:`Permit`, what it hands out (renewed by the lock's watchdog).
+  :class:`Permit`, what it hands out (renewed by the lock's watchdog);
+* ``commands.py``, ``bench.py``, ``demo.py``: ``pyredislua semaphore ...``,
+  ``pyredislua bench semaphore`` (against the polled concurrency limiter), the demo section.
 
 The concurrency limiter (:class:`~pyredislua.ratelimit.ConcurrencyLimiter`) is this semaphore's
 non-waiting half: its Lua operations keep the same permit state through the same include
