@@ -17,13 +17,17 @@ from .errors import (
     LockNotOwnedError,
     NotFoundError,
     OperationError,
+    PermitLostError,
     PyRedisLuaError,
     RedisVersionError,
+    SemaphoreError,
+    SemaphoreTimeoutError,
     StaleTokenError,
     WrongTypeError,
 )
 from .lock import Lock, LockSet, LockState, LockTimeoutError, MultiLock, ReentrantLock
 from .redlock import Redlock
+from .semaphore import Permit, Semaphore
 
 __version__ = "0.1.0"
 
@@ -53,11 +57,16 @@ __all__ = [
     "NotFoundError",
     "Operation",
     "OperationError",
+    "Permit",
+    "PermitLostError",
     "Pipeline",
     "PyRedisLuaError",
     "RedisVersionError",
     "Redlock",
     "ReentrantLock",
+    "Semaphore",
+    "SemaphoreError",
+    "SemaphoreTimeoutError",
     "Shortfall",
     "StaleTokenError",
     "WrongTypeError",

@@ -158,6 +158,23 @@ class LockLostError(LockError):
     """
 
 
+class SemaphoreError(PyRedisLuaError):
+    """Base class of semaphore errors."""
+
+
+class SemaphoreTimeoutError(SemaphoreError, TimeoutError):
+    """A blocking acquire did not get its permits within its timeout."""
+
+
+class PermitLostError(SemaphoreError):
+    """A semaphore lease ran out while its holder still believed it held the permits.
+
+    Raised on leaving a ``with`` block when renewal failed or the lease ran out by the local
+    clock: the work done inside may have run beside more holders than the semaphore allows. Use
+    the fencing token to make the protected resource reject stale holders.
+    """
+
+
 class RedisVersionError(LibraryError):
     """The server is too old for pyredislua (it needs Redis 7.0 or newer)."""
 

@@ -28,6 +28,7 @@ from pyredislua.engine.header import ArgSpec, Header
 from pyredislua.engine.protocol import Call
 from pyredislua.lock import Lock
 from pyredislua.queue import Queue
+from pyredislua.semaphore import Semaphore
 from pyredislua.topology import LocalCluster
 from tests.clusterkit import slot_of
 
@@ -232,6 +233,12 @@ def _workflows(client: pyredislua.Client, n: int) -> None:
         assert slot.acquired
         slots.release(slot)
 
+        sem = Semaphore(client, name, 3, ttl=10, auto_renew=False)
+        permit = sem.acquire(2)
+        assert permit is not None and permit.fence >= 1
+        assert sem.acquire(2, timeout=0.05) is None  # queues, BLPOPs its signal list, gives up
+        assert sem.release(permit)
+
         store = WriteBehind(client, name)
         store.set("k1", b"v1")
         store.set("k2", b"v2")
@@ -265,3 +272,7 @@ async def test_area_workflows_asyncio(cluster: LocalCluster, arc: redis.asyncio.
         await q.ack(job)
         assert (await GCRA(client, "api", "5/s").hit(name)).allowed
         assert (await SlidingLog(client, "s", "5/s").hit(name)).allowed
+        sem = Semaphore(client, name, 2, ttl=10)
+        async with sem.hold(2) as permit:
+            assert permit.fence >= 1
+            assert await sem.acquire(1, timeout=0.05) is None

@@ -14,6 +14,7 @@ from pyredislua.lock import Lock
 from pyredislua.observe.memory import measure, split_key
 from pyredislua.queue import Queue, StreamQueue
 from pyredislua.ratelimit import GCRA, SlidingLog
+from pyredislua.semaphore import Semaphore
 from pyredislua.writebehind import WriteBehind
 
 pytestmark = pytest.mark.cli
@@ -43,6 +44,11 @@ def _use_everything(client: pyredislua.Client) -> None:
     for i in range(5):
         cache.set(f"user:{i}", {"id": i}, tags=["users"])
     StreamQueue(client, "events").produce([b"e1", b"e2", b"e3"])
+    for i in range(2):
+        sem = Semaphore(client, f"pool-{i}", 4, ttl=60, auto_renew=False)
+        assert sem.acquire(2, blocking=False) is not None
+        assert sem.acquire(1, blocking=False) is not None
+        sem.acquire(3, timeout=0.01)  # queues, then gives up
 
 
 def test_the_report_counts_units_and_finds_no_undocumented_key(
@@ -58,6 +64,7 @@ def test_the_report_counts_units_and_finds_no_undocumented_key(
     assert areas["cache"].units == 5
     assert areas["cache tags"].units == 1  # the one tag set the entries share, counted apart
     assert areas["stream"].units == 3
+    assert (areas["semaphore"].instances_seen, areas["semaphore"].units) == (2, 2)
     for a in areas.values():
         if a.instances_seen:
             assert a.bytes_per_unit is not None and 10 < a.bytes_per_unit < 5000, a
@@ -105,7 +112,8 @@ def test_the_command(client: pyredislua.Client, r: redis.Redis, redis_url: str,
     assert main(["memory", "--url", redis_url, "--json"]) == 0
     [report] = json.loads(capsys.readouterr().out)
     assert {a["area"] for a in report["areas"] if a["units"]} == {
-        "lock", "queue", "stream", "writebehind", "ratelimit", "cache", "cache tags"}
+        "lock", "queue", "stream", "writebehind", "ratelimit", "cache", "cache tags",
+        "semaphore"}
 
 
 def test_a_cluster_is_reported_per_primary(cluster_client: pyredislua.Client,

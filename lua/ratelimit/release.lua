@@ -1,10 +1,10 @@
 --[[
 name: ratelimit.release
-version: 1.1.0
+version: 1.1.1
 summary: Release a concurrency lease by its id, freeing its slot at once.
 flags: allow-oom
 resend: safe
-includes: ratelimit
+includes: semaphore
 keys:
   slots: zset; live lease ids scored by the server time their lease ends, and the concurrency marker
 argv:
@@ -19,14 +19,14 @@ errors:
 ]]
 -- allow-oom: releasing frees memory, and a refused release would hold a slot until its lease ends
 local now = prl_now_ms()
-local scores = rcall('ZMSCORE', slots_key, lease, RATELIMIT_SLOTS_MARK)
+local scores = rcall('ZMSCORE', slots_key, lease, SEM_MARK)
 if scores[2] == false then
-  ratelimit_zset_absent(slots_key, 'concurrency')
+  sem_absent(slots_key, 'concurrency rate limiter')
   return {0, now, 0}
 end
 local released = 0
 if scores[1] then
-  rcall('ZREM', slots_key, lease)
+  sem_drop(slots_key, lease, 1)
   if tonumber(scores[1]) > now then released = 1 end
 end
-return {released, now, rcall('ZCOUNT', slots_key, '(' .. now, '+inf')}
+return {released, now, sem_in_use(slots_key, now)}

@@ -1,10 +1,10 @@
 --[[
 name: ratelimit.renew
-version: 1.1.0
+version: 1.1.1
 summary: Extend a live concurrency lease to end ttl_ms from now (a holder still working).
 flags: allow-oom
 resend: safe
-includes: ratelimit
+includes: semaphore
 keys:
   slots: zset; live lease ids scored by the server time their lease ends, and the concurrency marker
 argv:
@@ -21,13 +21,13 @@ errors:
 -- under a holder still at work and its slot could go to a second one once memory is back.
 -- A re-sent renewal only moves the lease's end a little later.
 local now = prl_now_ms()
-local scores = rcall('ZMSCORE', slots_key, lease, RATELIMIT_SLOTS_MARK)
+local scores = rcall('ZMSCORE', slots_key, lease, SEM_MARK)
 if scores[2] == false then
-  ratelimit_zset_absent(slots_key, 'concurrency')
+  sem_absent(slots_key, 'concurrency rate limiter')
   return {0, now}
 end
 local score = scores[1]
 if not score or tonumber(score) <= now then return {0, now} end
-rcall('ZADD', slots_key, 'XX', now + ttl_ms, lease)
-if rcall('PTTL', slots_key) < ttl_ms then rcall('PEXPIRE', slots_key, ttl_ms) end
+sem_put(slots_key, lease, 1, now + ttl_ms, 'XX')
+sem_keep(slots_key, ttl_ms)
 return {1, now}

@@ -46,7 +46,8 @@ class AsyncDriver(Protocol):
 
 
 class Renewable(Protocol):
-    """What a watchdog needs of a hold: a :class:`~.hold.Hold`, or a Redlock's."""
+    """What a watchdog needs of a hold: a :class:`~.hold.Hold`, a Redlock's, or a semaphore's
+    :class:`~pyredislua.semaphore.Permit`."""
 
     ttl_ms: int
     lost_reason: str | None

@@ -163,9 +163,12 @@ def split_key(key: str, prefix: str = "prl") -> tuple[str, str, str] | None:
         record = key.rfind(":req:")
         if record > len(head) + len(base) and "request" in suffixes:
             return base, key[:record], "req"
-        parts = key.rsplit(":", 1)
-        if len(parts) == 2 and parts[1] in suffixes and "}" in parts[0][len(head) + len(base):]:
-            return base, parts[0], parts[1]
+        parts = key.rsplit(":", 2)
+        named = len(head) + len(base)
+        if len(parts) >= 2 and parts[-1] in suffixes and "}" in key[named:-len(parts[-1])]:
+            return base, key[: -len(parts[-1]) - 1], parts[-1]
+        if len(parts) == 3 and parts[1] in suffixes and "}" in parts[0][named:]:
+            return base, parts[0], parts[1]  # a per-member key: a semaphore waiter's inbox
         return base, key, ""
     if not after.startswith("{"):
         return None
