@@ -369,6 +369,19 @@ class LocalCluster:
                 # taker (cluster-allow-replica-migration): it knows already
                 if "only with masters" not in str(error):
                     raise
+        # The target's claim must win everywhere, replicas included: gossip settles slot
+        # conflicts by config epoch, and a slot moved away and straight back could otherwise stay
+        # claimed by the earlier taker in some nodes' views (seen: 4 of 6 nodes, for good).
+        _ask(to_port, "CLUSTER", "BUMPEPOCH")
+        wait_until(lambda: all(self._owner_seen_by(port, slot) == to_port
+                               for port in self.alive_ports),
+                   30.0, f"every node to see slot {slot} on {to_port}")
+
+    def _owner_seen_by(self, port: int, slot: int) -> int | None:
+        for n in self.nodes(port).values():
+            if n.primary and any(lo <= slot <= hi for lo, hi in n.slots):
+                return n.port
+        return None
 
     def move_slots(self, slots: Iterable[int], to_port: int) -> None:
         for slot in slots:

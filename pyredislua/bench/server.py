@@ -428,8 +428,92 @@ def _optimistic_cases() -> list[Case]:
     ]
 
 
+def _lock_family_cases() -> list[Case]:
+    """The lock's relatives: several locks under one tag, the reentrant lock, Redlock's fence
+    raise, the read-write lock and the semaphore."""
+    from ..lock import LockKeys, acquire_call
+    from ..lock.multi import acquire_all_call, extend_all_call
+    from ..lock.reentrant import (
+        ReentrantKeys,
+        reentrant_acquire_call,
+        reentrant_extend_call,
+        reentrant_release_call,
+    )
+    from ..redlock.core import raise_call
+    from ..rwlock import ops as rw
+    from ..semaphore import ops as sem
+
+    def three(n: str) -> list[LockKeys]:
+        return [LockKeys(f"{{{n}}}:{i}") for i in range(3)]
+
+    def set_held(c: Client, n: str) -> Any:
+        return c.run(acquire_all_call(three(n), "holder", 30_000))
+
+    def r_held(c: Client, n: str) -> Any:
+        return c.run(reentrant_acquire_call(ReentrantKeys(n), "owner", "first", 30_000))
+
+    def rw_read(c: Client, n: str) -> Any:
+        return c.run(rw.acquire_call(rw.RWLockKeys(n), "reader", "read", 30_000))
+
+    def rw_write(c: Client, n: str) -> Any:
+        return c.run(rw.acquire_call(rw.RWLockKeys(n), "writer", "write", 30_000))
+
+    def sem_held(c: Client, n: str) -> Any:
+        return c.run(sem.acquire_call(sem.SemaphoreKeys(n), "holder", 4, 1, 30_000))
+
+    def lagging(c: Client, n: str) -> Any:  # held with fence 1; the quorum's fence is 5
+        return c.run(acquire_call(LockKeys(n), "holder", 30_000))
+
+    stale = sem.Grant(1, "gone", "grant:1:gone")
+    return [
+        Case("lock.acquire_all", "three free locks under one tag",
+             measure=lambda c, n, _: [acquire_all_call(three(n), "me", 30_000)]),
+        Case("lock.extend_all", "three held", setup=set_held,
+             measure=lambda c, n, _: [extend_all_call(three(n), "holder", 30_000)]),
+        Case("lock.reentrant_acquire", "free",
+             measure=lambda c, n, _: [reentrant_acquire_call(ReentrantKeys(n), "owner", "r1",
+                                                             30_000)]),
+        Case("lock.reentrant_acquire", "nested: the owner holds it", setup=r_held,
+             measure=lambda c, n, _: [reentrant_acquire_call(ReentrantKeys(n), "owner", "r2",
+                                                             30_000)]),
+        Case("lock.reentrant_release", "the last hold", setup=r_held,
+             measure=lambda c, n, _: [reentrant_release_call(ReentrantKeys(n), "owner",
+                                                             "first")]),
+        Case("lock.reentrant_extend", "held", setup=r_held,
+             measure=lambda c, n, _: [reentrant_extend_call(ReentrantKeys(n), "owner", 30_000)]),
+        Case("redlock.raise", "this node's counter behind the quorum's fence", setup=lagging,
+             measure=lambda c, n, _: [raise_call(LockKeys(n), "holder", 5)]),
+        Case("rwlock.acquire", "read, free",
+             measure=lambda c, n, _: [rw.acquire_call(rw.RWLockKeys(n), "me", "read", 30_000)]),
+        Case("rwlock.acquire", "write, free",
+             measure=lambda c, n, _: [rw.acquire_call(rw.RWLockKeys(n), "me", "write",
+                                                      30_000)]),
+        Case("rwlock.release", "a reader, nobody waiting", setup=rw_read,
+             measure=lambda c, n, _: [rw.release_call(rw.RWLockKeys(n), "reader", "read")]),
+        Case("rwlock.release", "the writer, nobody waiting", setup=rw_write,
+             measure=lambda c, n, _: [rw.release_call(rw.RWLockKeys(n), "writer", "write")]),
+        Case("rwlock.extend", "a reader", setup=rw_read,
+             measure=lambda c, n, _: [rw.extend_call(rw.RWLockKeys(n), "reader", "read",
+                                                     30_000)]),
+        Case("rwlock.inspect", "a reader holds it", setup=rw_read,
+             measure=lambda c, n, _: [rw.inspect_call(rw.RWLockKeys(n))]),
+        Case("semaphore.acquire", "1 of 4 permits, one held", setup=sem_held,
+             measure=lambda c, n, _: [sem.acquire_call(sem.SemaphoreKeys(n), "me", 4, 1,
+                                                       30_000)]),
+        Case("semaphore.release", "held, nobody waiting", setup=sem_held,
+             measure=lambda c, n, _: [sem.release_call(sem.SemaphoreKeys(n), "holder", 4)]),
+        Case("semaphore.renew", "held", setup=sem_held,
+             measure=lambda c, n, _: [sem.renew_call(sem.SemaphoreKeys(n), "holder", 30_000)]),
+        Case("semaphore.forward", "a stale grant: nothing to forward", setup=sem_held,
+             measure=lambda c, n, _: [sem.forward_call(sem.SemaphoreKeys(n), stale)]),
+        Case("semaphore.inspect", "one lease held", setup=sem_held,
+             measure=lambda c, n, _: [sem.inspect_call(sem.SemaphoreKeys(n))]),
+    ]
+
+
 AREAS: dict[str, Callable[[], list[Case]]] = {
     "lock": _lock_cases,
+    "lock-family": _lock_family_cases,
     "queue": _queue_cases,
     "stream": _stream_cases,
     "writebehind": _writebehind_cases,
