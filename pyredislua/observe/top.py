@@ -62,9 +62,11 @@ def rates(prev: Reading | None, cur: Reading) -> Rates:
         if seconds <= 0:
             continue
         now_c, then_c = fig.counters, before.counters
+        if any(now_c.get(n, 0) < v for n, v in then_c.items()):
+            continue  # a total went down: the counters were reset, no rate this time
         for label, names in columns:
             delta = sum(now_c.get(n, 0) for n in names) - sum(then_c.get(n, 0) for n in names)
-            row[label] = delta / seconds if delta >= 0 else None
+            row[label] = delta / seconds
     return out
 
 
