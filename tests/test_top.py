@@ -11,6 +11,8 @@ import sys
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import pyredislua
 from pyredislua.lock import Lock, LockKeys
@@ -169,7 +171,8 @@ def test_a_key_of_the_wrong_type_shows_in_its_row(client: pyredislua.Client,
 
 
 def test_a_server_that_cannot_be_reached_is_shown_not_fatal() -> None:
-    client = pyredislua.Client(redis.Redis(port=free_port(), socket_connect_timeout=1))
+    client = pyredislua.Client(redis.Redis(host="127.0.0.1", port=free_port(),
+                                           retry=Retry(NoBackoff(), 0)))  # refused at once
     out = io.StringIO()
     assert run(client, Targets(queues=["orders"]), server="s", interval=0.01, out=out,
                tty=False, frames=2) == 0
