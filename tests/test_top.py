@@ -62,6 +62,7 @@ def test_once_prints_one_frame_of_the_figures_redis_keeps(client: pyredislua.Cli
     assert "\x1b" not in frame  # --once: no escape codes, even on a terminal
     header = frame.splitlines()[0]
     assert "redis://here" in header and "refresh 1" in header and "UTC" in header
+    assert "every" not in header
     # queue, ready, delayed, active, dead, expired, enq/s ack/s fail/s dead/s (no rate yet)
     assert _row(frame, "orders") == ["orders", "3", "0", "1", "1", "0", "-", "-", "-", "-"]
     # stream, group, entries, pending, dead, consumers
@@ -143,7 +144,7 @@ def test_the_loop_rates_activity_between_two_refreshes(client: pyredislua.Client
     assert _row(frames[1], "orders")[1] == "1" and _row(frames[2], "orders")[1] == "6"
     assert enq is not None
     assert _row(frames[2], "orders")[6] == (f"{enq:,.0f}" if enq >= 100 else f"{enq:.1f}")
-    assert "refresh 2" in frames[2]
+    assert "refresh 2  every 0.01s" in frames[2]
 
 
 def test_a_key_of_the_wrong_type_shows_in_its_row(client: pyredislua.Client,

@@ -155,10 +155,12 @@ def _format(table: _Table) -> list[str]:
 
 def render(reading: Reading | None, rated: Rates, *, server: str, refresh: int,
            interval: float, error: str | None = None) -> str:
-    """One frame: a header line (server, time, refresh count), then a table per kind."""
+    """One frame: a header line (server, time, refresh count, period unless ``interval`` is 0),
+    then a table per kind of primitive."""
     wall = reading.wall if reading is not None else time.time()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall))
-    lines = [f"pyredislua top  {server}  {stamp}  refresh {refresh}  every {interval:g}s"]
+    every = f"  every {interval:g}s" if interval > 0 else ""
+    lines = [f"pyredislua top  {server}  {stamp}  refresh {refresh}{every}"]
     if error is not None:
         lines.append(f"ERROR reading the server: {error}")
     if reading is not None:
@@ -201,8 +203,8 @@ def run(client: Any, targets: Targets, *, server: str, interval: float = 2.0,
             except Exception as exc:  # the server is away: say so and keep watching
                 reading, error = None, _describe(exc)
             rated = rates(previous, reading) if reading is not None else {}
-            frame = render(reading, rated, server=server, refresh=refresh, interval=interval,
-                           error=error)
+            frame = render(reading, rated, server=server, refresh=refresh,
+                           interval=0 if once else interval, error=error)
             stream.write((CLEAR if ansi else "") + frame)
             stream.flush()
             if on_frame is not None:
