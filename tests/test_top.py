@@ -213,3 +213,17 @@ def test_ctrl_c_exits_zero(client: pyredislua.Client, redis_url: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_cluster_is_watched_in_one_pass(cluster_client: pyredislua.Client) -> None:
+    names = [f"q{i}" for i in range(6)]  # spread over the primaries
+    for i, name in enumerate(names):
+        Queue(cluster_client, name).enqueue_many([f"job {j}" for j in range(i + 1)])
+    lock = Lock(cluster_client, "billing", ttl=60, auto_renew=False)
+    assert lock.acquire(blocking=False)
+    out = io.StringIO()
+    assert run(cluster_client, Targets(queues=names, locks=["billing"]), server="cluster",
+               once=True, out=out) == 0
+    frame = out.getvalue()
+    assert [_row(frame, n)[1] for n in names] == ["1", "2", "3", "4", "5", "6"]
+    assert _row(frame, "billing")[1] == "yes"
