@@ -307,7 +307,7 @@ def test_majority_blackholed_loses_the_hold(nodes: list[FaultServer]) -> None:
             proxy.blackhole = True
         ends = holder.valid_until
         assert ends is not None
-        deadline = ends + 0.5
+        deadline = ends + 3  # on_lost: at the deadline, or soon after under load
         while not lost and time.monotonic() < deadline:
             time.sleep(0.01)
         assert lost == [holder] and holder.lost and not holder.held
@@ -484,7 +484,7 @@ async def test_asyncio_under_faults(nodes: list[FaultServer]) -> None:
             proxies[2].blackhole = True  # now no majority can renew: lost by its validity
             ends = lock.valid_until
             assert ends is not None
-            while not lost and time.monotonic() < ends + 0.5:
+            while not lost and time.monotonic() < ends + 3:  # on_lost may trail under load
                 await asyncio.sleep(0.01)
             assert lost == [lock] and time.monotonic() >= ends
             with pytest.raises(LockLostError):
