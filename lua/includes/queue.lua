@@ -7,7 +7,8 @@
 --   4 dead      sorted set, member = job id, score = server time (ms) it was dead-lettered
 --   5 jobs      hash, job id -> msgpack map {p priority, a attempts, m max attempts,
 --               b backoff base ms, k idempotency key, e enqueued at ms, r last reason,
---               t lease token, d deliveries (the last lease token), x max run time ms (absent: none)}
+--               t lease token, d deliveries (the last lease token), x max run time ms (absent: none),
+--               c the producer's W3C trace context (absent: none)}
 --   6 payloads  hash, job id -> payload (opaque bytes)
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
@@ -67,7 +68,8 @@ end
 local function queue_meta(raw, id)
   if not raw then prl_fail('BADSTATE', 'job ' .. prl_shown(id) .. ' is listed but has no record') end
   local ok, m = pcall(queue_decode, raw)
-  if not ok or (m.t ~= nil and type(m.t) ~= 'string') or (m.k ~= nil and type(m.k) ~= 'string') then
+  if not ok or (m.t ~= nil and type(m.t) ~= 'string') or (m.k ~= nil and type(m.k) ~= 'string')
+      or (m.c ~= nil and type(m.c) ~= 'string') then
     prl_fail('BADSTATE', 'job ' .. prl_shown(id) .. ': its record is not a queue job record')
   end
   return m

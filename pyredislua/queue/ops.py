@@ -66,6 +66,7 @@ class JobSpec:
     backoff: float = 1.0
     key: str | None = None
     max_run: float | None = None
+    trace_context: str = ""  # W3C traceparent [+ " " + tracestate] (set by tracing)
 
     def wire(self) -> tuple[bytes, int, int, int, int, str]:
         return (as_payload(self.payload), int(self.priority), ms(self.delay, name="delay"),
@@ -99,6 +100,7 @@ class Job:
     enqueued_at_ms: int
     leased_at_ms: int  # server time of the dequeue
     max_run_ms: int = 0  # the job's own max run time per attempt (0: none set at enqueue)
+    trace_context: str = ""  # the producer's W3C trace context, when it was traced
 
     @property
     def text(self) -> str:
@@ -186,7 +188,8 @@ def _parse_batch(reply: Any) -> list[Enqueued]:
 def _parse_dequeue(reply: Any) -> Dequeued:
     now = int(reply[0])
     jobs = [Job(as_text(j[0]), as_text(j[1]), as_payload(j[6]), int(j[5]), int(j[3]), int(j[4]),
-                int(j[2]), int(j[7]), now, int(j[8]) if len(j) > 8 else 0) for j in reply[2]]
+                int(j[2]), int(j[7]), now, int(j[8]) if len(j) > 8 else 0,
+                as_text(j[9]) if len(j) > 9 else "") for j in reply[2]]
     return Dequeued(now, int(reply[1]), jobs)
 
 
@@ -250,7 +253,11 @@ def _batch_chunks(jobs: Sequence[JobSpec]) -> list[tuple[Sequence[JobSpec], bool
 
 def enqueue_call(keys: QueueKeys, job: JobSpec, request_id: RequestId = None
                  ) -> Call[Enqueued]:
-    args = job.wire() if not job.max_run_ms else (*job.wire(), job.max_run_ms)
+    args: tuple[str | int | bytes, ...] = job.wire()
+    if job.trace_context:
+        args = (*args, job.max_run_ms, job.trace_context)
+    elif job.max_run_ms:
+        args = (*args, job.max_run_ms)
     return Call("queue.enqueue", keys.with_request(request_id), args, _parse_enqueue)
 
 
