@@ -16,6 +16,11 @@ from typing import Any
 
 import pytest
 import redis
+from opentelemetry import trace
+from opentelemetry.sdk import trace as trace_sdk
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 import pyredislua
 from pyredislua.errors import LockNotOwnedError
@@ -24,14 +29,6 @@ from pyredislua.observe import tracing
 from pyredislua.queue import Job, Queue
 from pyredislua.queue.worker import AsyncWorker, Worker
 from pyredislua.writebehind import Record, WriteBehind
-
-trace_sdk = pytest.importorskip("opentelemetry.sdk.trace")
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
-    InMemorySpanExporter,
-)
-from opentelemetry import trace  # noqa: E402
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 pytestmark = pytest.mark.queue
 

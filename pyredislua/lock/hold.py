@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.protocol import Call, Engine, Plan
-from ..observe import tracing
 from ..errors import LockError, LockLostError, LockNotOwnedError
 from ..kit import ms
+from ..observe import tracing
 from .ops import (
     RELEASED_GRANTED,
     RELEASED_UNCONFIRMED,
