@@ -143,6 +143,28 @@ def test_enqueue_many_one_span_per_call(client: pyredislua.Client,
     assert send.kind == SpanKind.PRODUCER
     assert send.attributes["messaging.batch.message_count"] == 3
     assert "messaging.message.id" not in send.attributes
+    jobs = q.dequeue(3)
+    want = f"00-{send.context.trace_id:032x}-{send.context.span_id:016x}-{send.context.trace_flags:02x}"
+    assert [j.trace_context for j in jobs] == [want] * 3
+
+
+@pytest.mark.parametrize("count", [1, 6, 7, 21, 22, 1002])
+def test_enqueue_many_every_job_carries_context(client: pyredislua.Client,
+                                                spans: InMemorySpanExporter, count: int) -> None:
+    """Field widths 8 (trace context) split into chunks the script reads right, also mixed
+    with max run times."""
+    q = Queue(client, f"carry{count}")
+    specs = [q.job(str(i), max_run=1 if i % 2 else None) for i in range(count)]
+    got = q.enqueue_many(specs)
+    assert len(got) == count
+    [send] = named(spans, f"send carry{count}")
+    jobs = q.dequeue(1000)
+    jobs += q.dequeue(1000)
+    assert sorted(j.text for j in jobs) == sorted(str(i) for i in range(count))
+    want = f"00-{send.context.trace_id:032x}-{send.context.span_id:016x}-{send.context.trace_flags:02x}"
+    assert {j.trace_context for j in jobs} == {want}
+    assert {j.max_run_ms for j in jobs if int(j.text) % 2} <= {1000}
+    assert all(j.max_run_ms == 0 for j in jobs if not int(j.text) % 2)
 
 
 def test_untraced_producer_gives_consumer_span_without_link(

@@ -235,19 +235,31 @@ def _nth(request_id: RequestId, index: int) -> RequestId:
     return f"{request_id}.{index}"
 
 
-def _batch_chunks(jobs: Sequence[JobSpec]) -> list[tuple[Sequence[JobSpec], bool]]:
-    """Chunks of at most MAX_BATCH jobs, each with whether it carries max run times: such a
-    chunk sends 7 fields per job, which the script tells from 6 by a field count that is not a
-    multiple of 6, so a chunk of 6k jobs is sent as 6k - 1 and 1."""
-    out: list[tuple[Sequence[JobSpec], bool]] = []
+def _fits(width: int, count: int) -> bool:
+    """Whether ``count`` jobs of ``width`` fields make a field count the script reads as that
+    width: 6 any; 7 when not a multiple of 6; 8 when a multiple of neither 6 nor 7."""
+    if width == 6:
+        return True
+    if width == 7:
+        return count % 6 != 0
+    return count % 3 != 0 and count % 7 != 0
+
+
+def _batch_chunks(jobs: Sequence[JobSpec]) -> list[tuple[Sequence[JobSpec], int]]:
+    """Chunks of at most MAX_BATCH jobs, each with its fields per job: 6; 7 when a job has a
+    max run time; 8 when a job carries a trace context. The script tells the width by the field
+    count (see :func:`_fits`), so a chunk whose count does not fit is sent as two that do."""
+    out: list[tuple[Sequence[JobSpec], int]] = []
     for start in range(0, len(jobs), MAX_BATCH):
         chunk = jobs[start:start + MAX_BATCH]
-        if not any(job.max_run_ms for job in chunk):
-            out.append((chunk, False))
-        elif len(chunk) % 6:
-            out.append((chunk, True))
-        else:
-            out.extend(((chunk[:-1], True), (chunk[-1:], True)))
+        width = (8 if any(job.trace_context for job in chunk)
+                 else 7 if any(job.max_run_ms for job in chunk) else 6)
+        if _fits(width, len(chunk)):
+            out.append((chunk, width))
+            continue
+        cut = next(n for n in range(1, len(chunk))
+                   if _fits(width, n) and _fits(width, len(chunk) - n))
+        out.extend(((chunk[:-cut], width), (chunk[-cut:], width)))
     return out
 
 
@@ -266,12 +278,14 @@ def enqueue_batch_calls(keys: QueueKeys, jobs: Sequence[JobSpec], request_id: Re
     """One call per 1000 jobs, each with its own request record (``request_id``: None for new
     random ones, False for none)."""
     calls = []
-    for index, (chunk, with_max_run) in enumerate(_batch_chunks(jobs)):
+    for index, (chunk, width) in enumerate(_batch_chunks(jobs)):
         args: list[str | int | bytes] = []
         for job in chunk:
             args.extend(job.wire())
-            if with_max_run:
+            if width >= 7:
                 args.append(job.max_run_ms)
+            if width == 8:
+                args.append(job.trace_context)
         calls.append(Call("queue.enqueue_batch", keys.with_request(_nth(request_id, index)),
                           tuple(args), _parse_batch))
     return calls

@@ -146,20 +146,23 @@ class Queue(Generic[C]):
 
     def _enqueue_many_plan(self, items: Iterable[JobSpec | bytes | str]) -> Plan[list[Enqueued]]:
         specs = self._specs(items)
-        calls = ops.enqueue_batch_calls(self.keys, specs)
-        if not calls:
-            return []
         traced = tracing.active()
-        span = None if traced is None else traced.send(self.name, len(specs))
-        try:
+        if not specs or traced is None:
+            calls = ops.enqueue_batch_calls(self.keys, specs)
+            if not calls:
+                return []
             results = yield from self._engine.run(calls)
+            return [e for chunk in results for e in chunk]
+        span = traced.send(self.name, len(specs))
+        try:
+            carried = traced.carried(span)  # every job of the call carries the call's span
+            specs = [s if s.trace_context else replace(s, trace_context=carried) for s in specs]
+            results = yield from self._engine.run(ops.enqueue_batch_calls(self.keys, specs))
         except BaseException as error:
-            if traced is not None:
-                traced.end(span, error)
+            traced.end(span, error)
             raise
         got = [e for chunk in results for e in chunk]
-        if traced is not None:
-            traced.sent(span, [e.id for e in got])
+        traced.sent(span, [e.id for e in got])
         return got
 
     def _traced_enqueue_plan(self, traced: tracing.Tracing, spec: JobSpec) -> Plan[Enqueued]:
