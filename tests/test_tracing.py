@@ -57,6 +57,11 @@ def named(exporter: InMemorySpanExporter, prefix: str) -> list[Any]:
     return [s for s in exporter.get_finished_spans() if s.name.startswith(prefix)]
 
 
+def traceparent(span: Any) -> str:
+    c = span.context
+    return f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}"
+
+
 def run_worker(worker: Worker, until: Callable[[], bool]) -> None:
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
@@ -144,7 +149,7 @@ def test_enqueue_many_one_span_per_call(client: pyredislua.Client,
     assert send.attributes["messaging.batch.message_count"] == 3
     assert "messaging.message.id" not in send.attributes
     jobs = q.dequeue(3)
-    want = f"00-{send.context.trace_id:032x}-{send.context.span_id:016x}-{send.context.trace_flags:02x}"
+    want = traceparent(send)
     assert [j.trace_context for j in jobs] == [want] * 3
 
 
@@ -161,7 +166,7 @@ def test_enqueue_many_every_job_carries_context(client: pyredislua.Client,
     jobs = q.dequeue(1000)
     jobs += q.dequeue(1000)
     assert sorted(j.text for j in jobs) == sorted(str(i) for i in range(count))
-    want = f"00-{send.context.trace_id:032x}-{send.context.span_id:016x}-{send.context.trace_flags:02x}"
+    want = traceparent(send)
     assert {j.trace_context for j in jobs} == {want}
     assert {j.max_run_ms for j in jobs if int(j.text) % 2} <= {1000}
     assert all(j.max_run_ms == 0 for j in jobs if not int(j.text) % 2)
