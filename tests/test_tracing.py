@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import pyredislua
 from pyredislua.errors import LockNotOwnedError
-from pyredislua.lock import Lock
+from pyredislua.lock import Lock, LockSet
 from pyredislua.observe import tracing
 from pyredislua.queue import Job, Queue
 from pyredislua.queue.worker import AsyncWorker, Worker
@@ -262,6 +262,16 @@ def test_lock_hold_span_records_lost_lease(client: pyredislua.Client, r: redis.R
     assert event.attributes["pyredislua.lock.reason"] == lock.lost_reason
 
 
+def test_lock_set_hold_span_ends_at_release(client: pyredislua.Client,
+                                            spans: InMemorySpanExporter) -> None:
+    locks = LockSet(client, ["{ls}:a", "{ls}:b"], ttl=5)
+    with locks:
+        assert not named(spans, "lock.hold")
+    [hold] = named(spans, "lock.hold ")
+    assert hold.name == f"lock.hold {locks.name}"
+    assert hold.attributes["pyredislua.lock.lost"] is False
+
+
 # -- write-behind -----------------------------------------------------------------------------
 
 
@@ -323,7 +333,7 @@ class Absent(importlib.abc.MetaPathFinder):
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Absent())
 import redis, pyredislua
-from pyredislua.lock import Lock
+from pyredislua.lock import Lock, LockSet
 from pyredislua.observe import tracing
 from pyredislua.queue import Queue
 from pyredislua.queue.worker import Worker

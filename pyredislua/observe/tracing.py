@@ -81,7 +81,8 @@ class Tracing:
 
     def current(self, span: Any) -> contextlib.AbstractContextManager[Any]:
         """``span`` made the current span (for the work it covers)."""
-        return self._trace.use_span(span, end_on_exit=False)
+        return self._trace.use_span(span, end_on_exit=False, record_exception=False,
+                                    set_status_on_exception=False)  # end() does both
 
     # -- queue ---------------------------------------------------------------------------------
 
