@@ -373,6 +373,7 @@ class WorkerCore:
     def give_up(self) -> None:
         """run() ends with Redis unreachable: what is still held returns when its lease ends."""
         for run in list(self.runs.values()):
+            self._end_span(run, None)  # its handler's end is no longer waited for
             if not run.gone:
                 run.gone = True
                 self.metrics.unsettled += 1
