@@ -181,21 +181,39 @@ async def test_async_owner_token_not_task(aclient: pyredislua.AsyncClient) -> No
     """Tasks sharing an owner token share the lock (nesting across tasks), another owner waits
     until every hold is released."""
 
-    async def nested(owner: str, depth: int, out: list[tuple[str, int | None]]) -> None:
+    holding = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def nested(owner: str, depth: int, out: list[tuple[str, int | None]],
+                     first: bool = False) -> None:
         async with ReentrantLock(aclient, "acct", owner=owner, ttl=5) as lock:
             out.append((owner, lock.fence))
+            if first:
+                holding.set()
+                await go_on.wait()  # the other tasks start while this one holds
             if depth > 1:
                 await nested(owner, depth - 1, out)
             await asyncio.sleep(0.01)
 
+    # "a" holds first. (Two tasks of one owner that both wait behind another owner are served
+    # one after the other: a waiting task is not told that its owner got the lock through
+    # another task; the README says so.)
     out: list[tuple[str, int | None]] = []
-    await asyncio.gather(nested("a", 3, out), nested("a", 2, out), nested("b", 3, out))
+    first = asyncio.ensure_future(nested("a", 3, out, first=True))
+    await holding.wait()
+    rest = asyncio.gather(nested("a", 2, out), nested("b", 3, out))
+    deadline = time.monotonic() + 5
+    while sum(o == "a" for o, _ in out) < 2:  # the second "a" task joined the hold
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    go_on.set()
+    await asyncio.gather(first, rest)
     fences = {owner: {f for o, f in out if o == owner} for owner in ("a", "b")}
     assert all(len(f) == 1 for f in fences.values()), "nested holds share the owner's fence"
     assert fences["a"] != fences["b"]
     # the "b" holds never interleave with the "a" holds
     owners = [o for o, _ in out]
-    assert owners in (["a"] * 5 + ["b"] * 3, ["b"] * 3 + ["a"] * 5)
+    assert owners == ["a"] * 5 + ["b"] * 3
 
 
 # -- a model against real Redis --------------------------------------------------------------------

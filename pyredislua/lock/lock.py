@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call
-from ..errors import LockNotOwnedError
 from ..kit import ms
 from ..observe import tracing
+from .block import HeldInBlock
 from .hold import Hold
 from .ops import FenceDurability, LockState, inspect_call, parse_state
 from .watchdog import TaskWatchdog, ThreadWatchdog
@@ -26,7 +24,7 @@ def _asked(call: Call[LockState], answer: Callable[[LockState], T]) -> Call[T]:
     return Call(call.op, call.keys, call.args, lambda reply: answer(parse_state(reply)))
 
 
-class Lock(Hold, Generic[C]):
+class Lock(Hold, HeldInBlock, Generic[C]):
     """A distributed lock with fencing tokens, fair hand-off and an auto-renewal watchdog, on a
     sync :class:`~pyredislua.Client` or an asyncio :class:`~pyredislua.AsyncClient`::
 
@@ -123,6 +121,11 @@ class Lock(Hold, Generic[C]):
             TaskWatchdog(client, self) if isinstance(client, AsyncClient)
             else ThreadWatchdog(client, self))
 
+    _what = "a Lock"
+
+    def _on_asyncio(self) -> bool:
+        return isinstance(self._client, AsyncClient)
+
     @property
     def client(self) -> C:
         return self._client
@@ -198,34 +201,3 @@ class Lock(Hold, Generic[C]):
         """Whether anyone holds the lock, asked of the server."""
         return self._client.run(_asked(inspect_call(self.keys), lambda s: s.held))
 
-    # -- ``with`` on a Client, ``async with`` on an AsyncClient ----------------------------------
-
-    def __enter__(self: Lock[Client]) -> Lock[Client]:
-        if isinstance(self._client, AsyncClient):
-            raise TypeError("a Lock on an AsyncClient is entered with 'async with'")
-        if not self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise self._timeout_error()
-        return self
-
-    def __exit__(self: Lock[Client], exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error
-
-    async def __aenter__(self: Lock[AsyncClient]) -> Lock[AsyncClient]:
-        if not isinstance(self._client, AsyncClient):
-            raise TypeError("a Lock on a sync Client is entered with 'with'")
-        if not await self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise self._timeout_error()
-        return self
-
-    async def __aexit__(self: Lock[AsyncClient], exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            await self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error

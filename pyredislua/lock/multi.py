@@ -23,7 +23,6 @@ import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from types import TracebackType
 from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import redis
@@ -31,8 +30,9 @@ import redis
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call, Engine, Plan, Sleep
 from ..engine.waiting import wait_for_signal
-from ..errors import LockError, LockNotOwnedError
+from ..errors import LockError, LockLostError, LockNotOwnedError
 from ..kit import TIMER_GRAIN, as_text, ms
+from .block import HeldInBlock
 from .hold import Hold, LockTimeoutError
 from .lock import Lock
 from .ops import (
@@ -246,7 +246,7 @@ def release_all_plan(engine: Engine, keys: Sequence[LockKeys], token: str, ttl_m
 # -- LockSet: one hash tag, all or none ----------------------------------------------------------
 
 
-class LockSet(Hold, Generic[C]):
+class LockSet(Hold, HeldInBlock, Generic[C]):
     """Several locks under one hash tag, taken all or none in one call, each with its own fence::
 
         with LockSet(client, ["{acct}:alice", "{acct}:bob"], ttl=10) as locks:
@@ -307,6 +307,15 @@ class LockSet(Hold, Generic[C]):
         self._watchdog: ThreadWatchdog | TaskWatchdog = (
             TaskWatchdog(client, self) if isinstance(client, AsyncClient)
             else ThreadWatchdog(client, self))
+
+    _what = "a LockSet"
+
+    def _on_asyncio(self) -> bool:
+        return isinstance(self._client, AsyncClient)
+
+    def _timeout_error(self) -> LockTimeoutError:
+        return LockTimeoutError(
+            f"locks {list(self.names)} not acquired within {self.blocking_timeout}s")
 
     @property
     def client(self) -> C:
@@ -385,43 +394,10 @@ class LockSet(Hold, Generic[C]):
         ttl_ms = self.ttl_ms if ttl is None else ms(ttl)
         return self._watchdog.exclusive(self._extend_plan(ttl_ms))
 
-    def __enter__(self: LockSet[Client]) -> LockSet[Client]:
-        if isinstance(self._client, AsyncClient):
-            raise TypeError("a LockSet on an AsyncClient is entered with 'async with'")
-        if not self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise LockTimeoutError(
-                f"locks {list(self.names)} not acquired within {self.blocking_timeout}s")
-        return self
-
-    def __exit__(self: LockSet[Client], exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error
-
-    async def __aenter__(self: LockSet[AsyncClient]) -> LockSet[AsyncClient]:
-        if not isinstance(self._client, AsyncClient):
-            raise TypeError("a LockSet on a sync Client is entered with 'with'")
-        if not await self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise LockTimeoutError(
-                f"locks {list(self.names)} not acquired within {self.blocking_timeout}s")
-        return self
-
-    async def __aexit__(self: LockSet[AsyncClient], exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            await self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error
-
-
 # -- MultiLock: any slots, one global order -------------------------------------------------------
 
 
-class MultiLock(Generic[C]):
+class MultiLock(HeldInBlock, Generic[C]):
     """Several locks anywhere (any slots, any nodes of a cluster), taken one at a time in one
     global order, each within a timeout; a failure releases every lock taken so far::
 
@@ -473,6 +449,22 @@ class MultiLock(Generic[C]):
                  token=token, prefix=prefix, handoff=handoff, requeue=False, fences=fences)
             for n in unique)
         self.names: tuple[str, ...] = tuple(unique)
+
+    _what = "a MultiLock"
+
+    def _on_asyncio(self) -> bool:
+        return isinstance(self._client, AsyncClient)
+
+    def _timeout_error(self) -> LockTimeoutError:
+        return LockTimeoutError(
+            f"locks {list(self.names)} not acquired within {self.blocking_timeout}s")
+
+    def _exit_error(self, exc_type: type[BaseException] | None) -> LockLostError | None:
+        for lk in self.locks:
+            error = lk._exit_error(exc_type)
+            if error is not None:
+                return error
+        return None
 
     @property
     def client(self) -> C:
@@ -552,40 +544,6 @@ class MultiLock(Generic[C]):
             except LockNotOwnedError:
                 failed.append(lk.name)
         _raise_not_owned(failed)
-
-    def __enter__(self: MultiLock[Client]) -> MultiLock[Client]:
-        if isinstance(self._client, AsyncClient):
-            raise TypeError("a MultiLock on an AsyncClient is entered with 'async with'")
-        if not self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise LockTimeoutError(
-                f"locks {list(self.names)} not acquired within {self.blocking_timeout}s")
-        return self
-
-    def __exit__(self: MultiLock[Client], exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            self.release()
-        for lk in self.locks:
-            error = lk._exit_error(exc_type)
-            if error is not None:
-                raise error
-
-    async def __aenter__(self: MultiLock[AsyncClient]) -> MultiLock[AsyncClient]:
-        if not isinstance(self._client, AsyncClient):
-            raise TypeError("a MultiLock on a sync Client is entered with 'with'")
-        if not await self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise LockTimeoutError(
-                f"locks {list(self.names)} not acquired within {self.blocking_timeout}s")
-        return self
-
-    async def __aexit__(self: MultiLock[AsyncClient], exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            await self.release()
-        for lk in self.locks:
-            error = lk._exit_error(exc_type)
-            if error is not None:
-                raise error
 
     def __repr__(self) -> str:
         return f"<MultiLock {list(self.names)} held={self.held}>"

@@ -16,7 +16,6 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import redis
@@ -26,6 +25,7 @@ from ..engine.protocol import Call, Engine, Plan, Sleep
 from ..engine.waiting import wait_for_signal
 from ..errors import LockNotOwnedError
 from ..kit import TIMER_GRAIN, ms
+from .block import HeldInBlock
 from .hold import Hold, Lease
 from .ops import RELEASED_UNCONFIRMED, LockKeys
 from .plans import (
@@ -166,7 +166,7 @@ def reentrant_acquire_plan(
                 yield Sleep(min(remaining, free_in))
 
 
-class ReentrantLock(Hold, Generic[C]):
+class ReentrantLock(Hold, HeldInBlock, Generic[C]):
     """A reentrant lock with fencing tokens and a watchdog, owned by an explicit owner token::
 
         def transfer(client, owner):
@@ -232,6 +232,11 @@ class ReentrantLock(Hold, Generic[C]):
     @property
     def owner(self) -> str:
         return self.token
+
+    _what = "a ReentrantLock"
+
+    def _on_asyncio(self) -> bool:
+        return isinstance(self._client, AsyncClient)
 
     @property
     def client(self) -> C:
@@ -332,36 +337,6 @@ class ReentrantLock(Hold, Generic[C]):
         """Make the lease last at least ``ttl`` seconds (default: the lock's ttl) from now."""
         ttl_ms = self.ttl_ms if ttl is None else ms(ttl)
         return self._watchdog.exclusive(self._extend_plan(ttl_ms))
-
-    def __enter__(self: ReentrantLock[Client]) -> ReentrantLock[Client]:
-        if isinstance(self._client, AsyncClient):
-            raise TypeError("a ReentrantLock on an AsyncClient is entered with 'async with'")
-        if not self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise self._timeout_error()
-        return self
-
-    def __exit__(self: ReentrantLock[Client], exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error
-
-    async def __aenter__(self: ReentrantLock[AsyncClient]) -> ReentrantLock[AsyncClient]:
-        if not isinstance(self._client, AsyncClient):
-            raise TypeError("a ReentrantLock on a sync Client is entered with 'with'")
-        if not await self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise self._timeout_error()
-        return self
-
-    async def __aexit__(self: ReentrantLock[AsyncClient], exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            await self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error
 
     def __repr__(self) -> str:
         return (f"<ReentrantLock {self.name!r} owner={self.token!r} fence={self.fence} "

@@ -1,4 +1,4 @@
-"""``pyredislua doctor`` and ``pyredislua memory``."""
+"""``pyredislua doctor``, ``memory``, ``metrics`` and ``top``."""
 
 from __future__ import annotations
 
@@ -87,6 +87,36 @@ def _collector(args: argparse.Namespace) -> Any:
                                locks=args.lock, prefix=args.prefix)
 
 
+def _targets(args: argparse.Namespace) -> Any:
+    from .figures import Targets
+
+    streams = tuple((s.split(":", 1)[0], s.split(":", 1)[1]) if ":" in s else (s, "workers")
+                    for s in args.stream)
+    return Targets(tuple(args.queue), streams, tuple(args.store), tuple(args.lock), args.prefix)
+
+
+def _shown_url(url: str) -> str:
+    """The URL without its credentials, for a header line."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _top(args: argparse.Namespace) -> int:
+    from .top import run
+
+    if args.interval <= 0:
+        raise ValueError("--interval must be positive")
+    client = cli.connect(args.url, "auto", cluster=args.cluster)
+    return run(client, _targets(args), server=_shown_url(args.url), interval=args.interval,
+               once=args.once)
+
+
 def _metrics_show(args: argparse.Namespace) -> int:
     from .prometheus import exposition
 
@@ -144,14 +174,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         m.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
                        help="talk to a Redis Cluster (default: detected from INFO cluster)")
         m.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
-        m.add_argument("--queue", action="append", default=[], help="a queue name (repeatable)")
-        m.add_argument("--stream", action="append", default=[],
-                       help="a Streams queue, NAME or NAME:GROUP (repeatable; group workers)")
-        m.add_argument("--store", action="append", default=[],
-                       help="a write-behind store name (repeatable)")
-        m.add_argument("--lock", action="append", default=[], help="a lock name (repeatable)")
+        _add_targets(m)
         if name == "serve":
             m.add_argument("--port", type=int, default=9187, help="HTTP port (default 9187)")
             m.add_argument("--host", default="127.0.0.1", help="address to bind (default "
                            "127.0.0.1)")
         m.set_defaults(run=run)
+
+    p = sub.add_parser("top", help="a live terminal view of named queues, streams, write-behind "
+                       "stores and locks, with rates between refreshes (Ctrl-C exits)")
+    p.add_argument("--url", required=True, help="Redis URL (any node of a cluster)")
+    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
+                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
+    p.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
+    _add_targets(p)
+    p.add_argument("--interval", type=float, default=2.0,
+                   help="seconds between refreshes (default 2)")
+    p.add_argument("--once", action="store_true",
+                   help="print one frame without escape codes and exit (for scripts)")
+    p.set_defaults(run=_top)
+
+
+def _add_targets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queue", action="append", default=[], help="a queue name (repeatable)")
+    p.add_argument("--stream", action="append", default=[],
+                   help="a Streams queue, NAME or NAME:GROUP (repeatable; group workers)")
+    p.add_argument("--store", action="append", default=[],
+                   help="a write-behind store name (repeatable)")
+    p.add_argument("--lock", action="append", default=[], help="a lock name (repeatable)")

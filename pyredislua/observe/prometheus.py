@@ -2,9 +2,10 @@
 
 The queue, Streams and write-behind operations keep their totals in Redis, updated atomically
 by the Lua operations themselves (so a Node.js producer and a Python worker count into the same
-figures); locks keep their holder, fence and waiters. This collector reads them at each scrape,
-all in one pipelined round trip (one per node on a cluster), with the read-only ``*.stats`` and
-``lock.inspect`` operations, and exposes them as Prometheus metrics: cumulative ``_total``
+figures); locks keep their holder, fence and waiters. This collector reads them at each scrape
+with :func:`pyredislua.observe.figures.read` (one pipelined round trip, one per node on a
+cluster, of the read-only ``*.stats`` and ``lock.inspect`` operations; ``pyredislua top`` reads
+them the same way), and exposes them as Prometheus metrics: cumulative ``_total``
 counters (Prometheus computes rates) and gauges of depth and state.
 
 Embed it::
@@ -19,43 +20,16 @@ or serve it: ``pyredislua metrics serve --url URL --queue orders --port 9187``. 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ..client import Client
-from ..engine.protocol import Call
-from ..lock import LockKeys, inspect_call
-from ..queue import Queue
-from ..queue import ops as queue_ops
-from ..stream import ops as stream_ops
-from ..stream.ops import StreamKeys
-from ..writebehind import StoreKeys
-from ..writebehind import ops as wb_ops
+from ..lock.ops import LockState
+from ..queue.ops import QueueStats
+from ..stream.ops import StreamStats
+from ..writebehind.ops import StoreStats
+from .figures import Targets, read
 
-
-@dataclass(frozen=True)
-class Targets:
-    """The named primitives to read (their names as given to their classes)."""
-
-    queues: Sequence[str] = ()
-    streams: Sequence[tuple[str, str]] = ()  # (queue name, consumer group)
-    stores: Sequence[str] = ()
-    locks: Sequence[str] = ()
-    prefix: str = "prl"
-
-
-def _calls(client: Client, t: Targets) -> list[tuple[str, str, Call[Any]]]:
-    calls: list[tuple[str, str, Call[Any]]] = []
-    for name in t.queues:
-        keys = Queue(client, name, prefix=t.prefix).keys
-        calls.append(("queue", name, queue_ops.stats_call(keys)))
-    for name, group in t.streams:
-        calls.append(("stream", name, stream_ops.stats_call(StreamKeys(name, t.prefix), group)))
-    for name in t.stores:
-        calls.append(("store", name, wb_ops.stats_call(StoreKeys(name, t.prefix))))
-    for name in t.locks:
-        calls.append(("lock", name, inspect_call(LockKeys(name, t.prefix))))
-    return calls
+__all__ = ["PyRedisLuaCollector", "Targets", "exposition"]
 
 
 class PyRedisLuaCollector:
@@ -76,8 +50,7 @@ class PyRedisLuaCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        calls = _calls(self.client, self.targets)
-        replies = self.client.run_many([c for _, _, c in calls], raise_on_error=False)
+        reading = read(self.client, self.targets)
 
         def gauge(name: str, doc: str, labels: Sequence[str]) -> Any:
             return GaugeMetricFamily(f"pyredislua_{name}", doc, labels=list(labels))
@@ -109,35 +82,31 @@ class PyRedisLuaCollector:
         l_waiters = gauge("lock_waiters", "registered waiters", ["lock"])
         l_left = gauge("lock_lease_remaining_seconds", "time left of the current lease", ["lock"])
 
-        for (kind, name, _), reply in zip(calls, replies):
-            failed = isinstance(reply, BaseException)
-            errors.add_metric([kind, name], 1.0 if failed else 0.0)
-            if failed:
-                continue
-            if kind == "queue":
+        for fig in reading.figures:
+            name, reply = fig.name, fig.stats
+            errors.add_metric([fig.kind, name], 0.0 if fig.error is None else 1.0)
+            if isinstance(reply, QueueStats):
                 for state in ("ready", "delayed", "active", "dead"):
                     q_jobs.add_metric([name, state], getattr(reply, state))
                 q_expired.add_metric([name], reply.expired_leases)
-                for event, value in sorted(reply.counters.items()):
-                    if event != "seq":  # the job id sequence, not an event
-                        q_events.add_metric([name, event], value)
+                for event, value in sorted(fig.counters.items()):
+                    q_events.add_metric([name, event], value)
                 for p in reply.priorities or ():
                     q_prio.add_metric([name, str(p.priority)], p.unfinished)
-            elif kind == "stream":
-                group = dict(self.targets.streams)[name]
+            elif isinstance(reply, StreamStats):
+                group = fig.group or ""
                 s_entries.add_metric([name], reply.length)
                 s_pending.add_metric([name, group], max(reply.pending, 0))
                 for consumer, count in sorted(reply.consumers.items()):
                     s_consumer.add_metric([name, group, consumer], count)
                 s_dead.add_metric([name], reply.dead)
-            elif kind == "store":
+            elif isinstance(reply, StoreStats):
                 for state in ("dirty", "retry", "claimed", "dead"):
                     w_records.add_metric([name, state], getattr(reply, state))
                 w_lag.add_metric([name], reply.lag_ms / 1000)
-                for event, value in sorted(reply.counters.items()):
-                    if event != "seq":  # the version sequence, not an event
-                        w_events.add_metric([name, event], value)
-            else:
+                for event, value in sorted(fig.counters.items()):
+                    w_events.add_metric([name, event], value)
+            elif isinstance(reply, LockState):
                 l_held.add_metric([name], 1.0 if reply.held else 0.0)
                 l_fence.add_metric([name], reply.fence)
                 l_waiters.add_metric([name], reply.waiters)

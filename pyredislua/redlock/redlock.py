@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from ..client import AsyncClient, Client
 from ..engine.protocol import Sleep
-from ..errors import LockNotOwnedError
 from ..kit import ms
+from ..lock.block import HeldInBlock
 from ..lock.watchdog import TaskWatchdog, ThreadWatchdog
 from .core import Fan, FanPlan
 from .hold import RedlockHold
@@ -189,7 +187,7 @@ async def _outcome_async(client: AsyncClient, plan: Any, before: asyncio.Future[
 # -- the façade ----------------------------------------------------------------------------------
 
 
-class Redlock(RedlockHold, Generic[C]):
+class Redlock(RedlockHold, HeldInBlock, Generic[C]):
     """The Redlock algorithm over N independent Redis masters (no replication between them), on
     a list of sync :class:`~pyredislua.Client` or of asyncio :class:`~pyredislua.AsyncClient`::
 
@@ -282,6 +280,11 @@ class Redlock(RedlockHold, Generic[C]):
             self._driver = SyncNodes(clients)  # type: ignore[arg-type]
             self._watchdog = ThreadWatchdog(self._driver, self)
 
+    _what = "a Redlock"
+
+    def _on_asyncio(self) -> bool:
+        return isinstance(self._driver, AsyncNodes)
+
     @property
     def clients(self) -> list[C]:
         return self._clients
@@ -331,34 +334,3 @@ class Redlock(RedlockHold, Generic[C]):
         result: Awaitable[None] | None = self._watchdog.exclusive(self._extend_plan(ttl_ms))
         return result
 
-    # -- ``with`` on Clients, ``async with`` on AsyncClients ----------------------------------
-
-    def __enter__(self: Redlock[Client]) -> Redlock[Client]:
-        if isinstance(self._driver, AsyncNodes):
-            raise TypeError("a Redlock on AsyncClients is entered with 'async with'")
-        if not self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise self._timeout_error()
-        return self
-
-    def __exit__(self: Redlock[Client], exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error
-
-    async def __aenter__(self: Redlock[AsyncClient]) -> Redlock[AsyncClient]:
-        if not isinstance(self._driver, AsyncNodes):
-            raise TypeError("a Redlock on sync Clients is entered with 'with'")
-        if not await self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise self._timeout_error()
-        return self
-
-    async def __aexit__(self: Redlock[AsyncClient], exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            await self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error

@@ -5,17 +5,16 @@ watchdogs."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call, Plan
 from ..errors import LockNotOwnedError
 from ..kit import ms
+from ..lock.block import HeldInBlock
 from ..lock.hold import Hold
 from ..lock.ops import RELEASED_UNCONFIRMED, parse_acquire
 from ..lock.plans import REPLY_GRACE, Acquired, release_plan
@@ -33,7 +32,7 @@ from .ops import (
 C = TypeVar("C", Client, AsyncClient)
 
 
-class RWHandle(Hold, Generic[C]):
+class RWHandle(Hold, HeldInBlock, Generic[C]):
     """A read share (``mode="read"``) or the write lock (``mode="write"``) of one
     :class:`~pyredislua.rwlock.RWLock`, made by its ``read()`` / ``write()``::
 
@@ -64,6 +63,11 @@ class RWHandle(Hold, Generic[C]):
         self._watchdog: ThreadWatchdog | TaskWatchdog = (
             TaskWatchdog(client, self) if isinstance(client, AsyncClient)
             else ThreadWatchdog(client, self))
+
+    _what = "an RWLock"
+
+    def _on_asyncio(self) -> bool:
+        return isinstance(self._client, AsyncClient)
 
     @property
     def client(self) -> C:
@@ -150,38 +154,6 @@ class RWHandle(Hold, Generic[C]):
         LockNotOwnedError if no longer held, LockLostError if the local lease ran out first."""
         ttl_ms = self.ttl_ms if ttl is None else ms(ttl)
         return self._watchdog.exclusive(self._extend_plan(ttl_ms))
-
-    # -- ``with`` on a Client, ``async with`` on an AsyncClient ----------------------------------
-
-    def __enter__(self: RWHandle[Client]) -> RWHandle[Client]:
-        if isinstance(self._client, AsyncClient):
-            raise TypeError("an RWLock on an AsyncClient is entered with 'async with'")
-        if not self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise self._timeout_error()
-        return self
-
-    def __exit__(self: RWHandle[Client], exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error
-
-    async def __aenter__(self: RWHandle[AsyncClient]) -> RWHandle[AsyncClient]:
-        if not isinstance(self._client, AsyncClient):
-            raise TypeError("an RWLock on a sync Client is entered with 'with'")
-        if not await self.acquire(blocking=True, timeout=self.blocking_timeout):
-            raise self._timeout_error()
-        return self
-
-    async def __aexit__(self: RWHandle[AsyncClient], exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        with contextlib.suppress(LockNotOwnedError):
-            await self.release()
-        error = self._exit_error(exc_type)
-        if error is not None:
-            raise error
 
     def __repr__(self) -> str:
         return (f"<RWHandle {self.name!r} {self.mode} fence={self.fence} held={self.held}>")
