@@ -7,7 +7,8 @@
 --   4 dead      sorted set, member = job id, score = server time (ms) it was dead-lettered
 --   5 jobs      hash, job id -> msgpack map {p priority, a attempts, m max attempts,
 --               b backoff base ms, k idempotency key, e enqueued at ms, r last reason,
---               t lease token, d deliveries (the last lease token), x max run time ms (absent: none)}
+--               t lease token, d deliveries (the last lease token), x max run time ms (absent: none),
+--               c the producer's W3C trace context (absent: none)}
 --   6 payloads  hash, job id -> payload (opaque bytes)
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
@@ -67,7 +68,8 @@ end
 local function queue_meta(raw, id)
   if not raw then prl_fail('BADSTATE', 'job ' .. prl_shown(id) .. ' is listed but has no record') end
   local ok, m = pcall(queue_decode, raw)
-  if not ok or (m.t ~= nil and type(m.t) ~= 'string') or (m.k ~= nil and type(m.k) ~= 'string') then
+  if not ok or (m.t ~= nil and type(m.t) ~= 'string') or (m.k ~= nil and type(m.k) ~= 'string')
+      or (m.c ~= nil and type(m.c) ~= 'string') then
     prl_fail('BADSTATE', 'job ' .. prl_shown(id) .. ': its record is not a queue job record')
   end
   return m
@@ -148,11 +150,12 @@ local function queue_wake(K, n, llen)
   redis.call('RPUSH', K.marker, unpack(markers))
 end
 
--- Validate one job's six enqueue fields at argv[i..i+5] (seven with max_run, at argv[i+6]);
--- returns a table or raises BADARG.
-local function queue_check_job(argv, i, label, with_max_run)
-  local max_run_ms = 0
-  if with_max_run then max_run_ms = prl_int(argv, i + 6, label .. 'max_run_ms', 0, 86400000, nil) end
+-- Validate one job's six enqueue fields at argv[i..i+5] (seven with max_run, at argv[i+6];
+-- eight with the trace context too, at argv[i+7]); returns a table or raises BADARG.
+local function queue_check_job(argv, i, label, width)
+  local max_run_ms, trace_context = 0, ''
+  if width >= 7 then max_run_ms = prl_int(argv, i + 6, label .. 'max_run_ms', 0, 86400000, nil) end
+  if width >= 8 then trace_context = prl_str(argv, i + 7, label .. 'trace_context', 0, 1024, nil) end
   return {
     payload = prl_str(argv, i, label .. 'payload', 0, 16777216, nil),
     priority = prl_int(argv, i + 1, label .. 'priority', -2147483648, 2147483647, nil),
@@ -161,6 +164,7 @@ local function queue_check_job(argv, i, label, with_max_run)
     backoff_ms = prl_int(argv, i + 4, label .. 'backoff_ms', 0, 86400000, nil),
     idem_key = prl_str(argv, i + 5, label .. 'idem_key', 0, 512, nil),
     max_run_ms = max_run_ms,
+    trace_context = trace_context,
   }
 end
 
@@ -232,6 +236,7 @@ local function queue_add(K, jobs, now)
     ids[n] = id
     local m = {p = job.priority, a = 0, m = job.max_attempts, b = job.backoff_ms, e = now}
     if job.max_run_ms > 0 then m.x = job.max_run_ms end
+    if job.trace_context ~= '' then m.c = job.trace_context end
     if job.idem_key ~= '' then
       m.k = job.idem_key
       if holders[job.idem_key] == n then

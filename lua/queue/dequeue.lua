@@ -1,6 +1,6 @@
 --[[
 name: queue.dequeue
-version: 1.2.0
+version: 1.3.0
 summary: Lease up to count ready jobs, lowest (priority, enqueue order) first; due delayed jobs are made ready first.
 flags: allow-oom
 resend: safe
@@ -12,7 +12,8 @@ argv:
 returns:
   {now, wait_ms, {job, ...}}: now is the server time; wait_ms is 0 when jobs were leased, else
   the ms until the next delayed job is due (-1: none). job = {id, token, deadline, attempts,
-  max_attempts, priority, payload, enqueued_at, max_run_ms} (max_run_ms 0: none set)
+  max_attempts, priority, payload, enqueued_at, max_run_ms, trace_context} (max_run_ms 0: none
+  set; trace_context "": none stored)
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
   BADSTATE: a key holds something else than the queue keeps there (nothing changed)
@@ -37,7 +38,7 @@ if first then
       local deadline = tonumber(deadlines[i] or '0')
       if raws[i] and deadline > now then
         local m = queue_meta(raws[i], id)
-        if m.t == tokens[i] then out[#out + 1] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0} end
+        if m.t == tokens[i] then out[#out + 1] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0, m.c or ''} end
       end
     end
   end
@@ -128,7 +129,7 @@ for i, id in ipairs(chosen) do
   leases[2 * i] = id
   records[2 * i - 1] = id
   records[2 * i] = queue_encode(m)
-  out[i] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0}
+  out[i] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0, m.c or ''}
   rec[2 * i - 1] = id
   rec[2 * i] = m.t
 end

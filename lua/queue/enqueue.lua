@@ -1,7 +1,7 @@
 --[[
 name: queue.enqueue
-version: 1.2.0
-summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key, max run time).
+version: 1.3.0
+summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key, max run time, trace context).
 flags: none
 resend: safe
 includes: queue
@@ -14,6 +14,7 @@ argv:
   backoff_ms: int 0..86400000 = 1000; base of the exponential retry backoff (0: retry at once)
   idem_key: str 0..512 = ""; idempotency key ("" for none)
   max_run_ms: int 0..86400000 = 0; longest a worker may run the job per attempt (0: no limit of its own); dequeue returns it
+  trace_context: str 0..1024 = ""; the producer's W3C trace context, "traceparent" or "traceparent tracestate" ("" for none); stored with the job, dequeue returns it
 returns:
   {job id, 1} when added; {existing job id, 0} when the idempotency key names an unfinished job
 errors:
@@ -44,6 +45,7 @@ local llen = delay_ms > 0 and QUEUE_MARKERS or rcall('LLEN', K.marker)
 local id = queue_id(rcall('HINCRBY', K.stats, 'seq', 1))
 local m = {p = priority, a = 0, m = max_attempts, b = backoff_ms, e = now}
 if max_run_ms > 0 then m.x = max_run_ms end
+if trace_context ~= '' then m.c = trace_context end
 if idem_key ~= '' then
   m.k = idem_key
   rcall('HSET', K.idem, idem_key, id)

@@ -20,6 +20,7 @@ from typing import Any
 from ..engine.protocol import Call, Engine, Plan
 from ..errors import LockError, LockLostError, LockNotOwnedError
 from ..kit import ms
+from ..observe import tracing
 from .ops import (
     RELEASED_GRANTED,
     RELEASED_UNCONFIRMED,
@@ -104,6 +105,7 @@ class Hold:
         # (sent, until): this object is a registered waiter (its release requeued it, or a wait
         # ended without ending its registration); the next acquire may wait for a grant first
         self._registered: tuple[float, float] | None = None
+        self._hold_span: Any = None  # the lock.hold span while tracing (observe.tracing)
 
     # -- what this object believes (no round trip) --------------------------------------------
 
@@ -137,6 +139,8 @@ class Hold:
     def _mark_lost(self, reason: str) -> None:
         if self.lost_reason is None:
             self.lost_reason = reason
+            if self._hold_span is not None:
+                self._hold_span.add_event("lost", {"pyredislua.lock.reason": reason})
             if self.on_lost is not None:
                 with contextlib.suppress(Exception):
                     self.on_lost(self)
@@ -173,23 +177,57 @@ class Hold:
 
     def _acquire_plan(self, timeout: float | None, max_block: float) -> Plan[bool]:
         """A blocking acquire (see :func:`~pyredislua.lock.plans.acquire_plan`)."""
-        token = self._acquire_token()
-        acquired = yield from acquire_plan(
-            self._engine, self.keys, token, self._first_ttl_ms, blocking=True, timeout=timeout,
-            max_block=max_block, fence_ttl_ms=self.fence_ttl_ms, registered=self._registration())
-        return self._settle(acquired, token)
+        traced = tracing.active()
+        span = None if traced is None else traced.lock_wait(self.name, True)
+        try:
+            token = self._acquire_token()
+            acquired = yield from acquire_plan(
+                self._engine, self.keys, token, self._first_ttl_ms, blocking=True,
+                timeout=timeout, max_block=max_block, fence_ttl_ms=self.fence_ttl_ms,
+                registered=self._registration())
+            got = self._settle(acquired, token)
+        except BaseException as error:
+            if traced is not None:
+                traced.end(span, error)
+            raise
+        if traced is not None:
+            traced.lock_waited(span, got, self.fence)
+        return got
+
+    def _traced_try_plan(self, traced: tracing.Tracing) -> Plan[bool]:
+        """A non-blocking acquire in a ``lock.wait`` span (only while tracing)."""
+        span = traced.lock_wait(self.name, False)
+        try:
+            got = yield from self._engine.run_one(self._try_call())
+        except BaseException as error:
+            traced.end(span, error)
+            raise
+        traced.lock_waited(span, got, self.fence)
+        return got
+
+    def _end_hold_span(self) -> None:
+        span, self._hold_span = self._hold_span, None
+        if span is not None:
+            span.set_attribute("pyredislua.lock.lost", self.lost_reason is not None)
+            span.end()
 
     def _settle(self, acquired: Acquired, token: str) -> bool:
         result = acquired.result
         self._registered = acquired.registered
         if not result.acquired:
             return False
+        renewing = self.held
         self._hold_token = result.token or token
         self.fence = result.fence
         self.lost_reason = None
         since = acquired.since
         cap = None if self.max_hold is None else since + self.max_hold
         self._lease = Lease(self.ttl_ms, since + result.pttl_ms / 1000, cap)
+        if not renewing or self._hold_span is None:
+            self._end_hold_span()  # a hold lost and never released: it ended anyway
+            traced = tracing.active()
+            if traced is not None:
+                self._hold_span = traced.lock_hold(self.name, self.fence)
         self._on_acquired()
         return True
 
@@ -213,15 +251,18 @@ class Hold:
         call = release_call(self.keys, hold, self.ttl_ms, self.handoff_ms, waiter,
                             REQUEUE_MS if requeue else 0)
         give_up_at = max(lease.valid_until if lease is not None else now, now + REPLY_GRACE)
-        released = yield from release_plan(self._engine, call, give_up_at)
-        if released == RELEASED_GRANTED and requeue:
-            self._registered = (now, now + REQUEUE_MS / 1000)
-        if released == RELEASED_UNCONFIRMED and valid:
-            return  # released (or expired) after the work was done inside the lease
-        if released in (0, RELEASED_UNCONFIRMED):
-            if lease is not None:
-                self._mark_lost("the lease expired before release")
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this owner")
+        try:
+            released = yield from release_plan(self._engine, call, give_up_at)
+            if released == RELEASED_GRANTED and requeue:
+                self._registered = (now, now + REQUEUE_MS / 1000)
+            if released == RELEASED_UNCONFIRMED and valid:
+                return  # released (or expired) after the work was done inside the lease
+            if released in (0, RELEASED_UNCONFIRMED):
+                if lease is not None:
+                    self._mark_lost("the lease expired before release")
+                raise LockNotOwnedError(f"lock {self.name!r} is not held by this owner")
+        finally:
+            self._end_hold_span()
 
     # -- extend and renew ------------------------------------------------------------------------
 

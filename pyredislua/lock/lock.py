@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar, overload
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call
 from ..kit import ms
+from ..observe import tracing
 from .block import HeldInBlock
 from .hold import Hold
 from .ops import FenceDurability, LockState, inspect_call, parse_state
@@ -147,6 +148,9 @@ class Lock(Hold, HeldInBlock, Generic[C]):
         if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
             raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
         if not blocking:
+            traced = tracing.active()
+            if traced is not None:
+                return self._client.drive(self._traced_try_plan(traced))
             return self._client.run(self._try_call())
         return self._client.drive(self._acquire_plan(timeout, self._client.max_block))
 

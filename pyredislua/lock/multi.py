@@ -350,14 +350,17 @@ class LockSet(Hold, HeldInBlock, Generic[C]):
         now = time.monotonic()
         valid = lease is not None and self.lost_reason is None and now < lease.valid_until
         give_up_at = max(lease.valid_until if lease is not None else now, now + REPLY_GRACE)
-        outcome = yield from release_all_plan(self._engine, self.all_keys, self.token,
-                                              self.ttl_ms, self.handoff_ms, give_up_at)
-        not_held = [self.names[i] for i, o in enumerate(outcome)
-                    if o == 0 or (o == RELEASED_UNCONFIRMED and not valid)]
-        if not_held:
-            if lease is not None:
-                self._mark_lost("a lease expired before release")
-            raise LockNotOwnedError(f"locks {not_held} were not held by this owner")
+        try:
+            outcome = yield from release_all_plan(self._engine, self.all_keys, self.token,
+                                                  self.ttl_ms, self.handoff_ms, give_up_at)
+            not_held = [self.names[i] for i, o in enumerate(outcome)
+                        if o == 0 or (o == RELEASED_UNCONFIRMED and not valid)]
+            if not_held:
+                if lease is not None:
+                    self._mark_lost("a lease expired before release")
+                raise LockNotOwnedError(f"locks {not_held} were not held by this owner")
+        finally:
+            self._end_hold_span()  # the lock.hold span _settle began (observe.tracing)
 
     @overload
     def acquire(self: LockSet[Client], blocking: bool = True, timeout: float | None = None

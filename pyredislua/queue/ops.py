@@ -66,6 +66,7 @@ class JobSpec:
     backoff: float = 1.0
     key: str | None = None
     max_run: float | None = None
+    trace_context: str = ""  # W3C traceparent [+ " " + tracestate] (set by tracing)
 
     def wire(self) -> tuple[bytes, int, int, int, int, str]:
         return (as_payload(self.payload), int(self.priority), ms(self.delay, name="delay"),
@@ -99,6 +100,7 @@ class Job:
     enqueued_at_ms: int
     leased_at_ms: int  # server time of the dequeue
     max_run_ms: int = 0  # the job's own max run time per attempt (0: none set at enqueue)
+    trace_context: str = ""  # the producer's W3C trace context, when it was traced
 
     @property
     def text(self) -> str:
@@ -186,7 +188,8 @@ def _parse_batch(reply: Any) -> list[Enqueued]:
 def _parse_dequeue(reply: Any) -> Dequeued:
     now = int(reply[0])
     jobs = [Job(as_text(j[0]), as_text(j[1]), as_payload(j[6]), int(j[5]), int(j[3]), int(j[4]),
-                int(j[2]), int(j[7]), now, int(j[8]) if len(j) > 8 else 0) for j in reply[2]]
+                int(j[2]), int(j[7]), now, int(j[8]) if len(j) > 8 else 0,
+                as_text(j[9]) if len(j) > 9 else "") for j in reply[2]]
     return Dequeued(now, int(reply[1]), jobs)
 
 
@@ -232,25 +235,41 @@ def _nth(request_id: RequestId, index: int) -> RequestId:
     return f"{request_id}.{index}"
 
 
-def _batch_chunks(jobs: Sequence[JobSpec]) -> list[tuple[Sequence[JobSpec], bool]]:
-    """Chunks of at most MAX_BATCH jobs, each with whether it carries max run times: such a
-    chunk sends 7 fields per job, which the script tells from 6 by a field count that is not a
-    multiple of 6, so a chunk of 6k jobs is sent as 6k - 1 and 1."""
-    out: list[tuple[Sequence[JobSpec], bool]] = []
+def _fits(width: int, count: int) -> bool:
+    """Whether ``count`` jobs of ``width`` fields make a field count the script reads as that
+    width: 6 any; 7 when not a multiple of 6; 8 when a multiple of neither 6 nor 7."""
+    if width == 6:
+        return True
+    if width == 7:
+        return count % 6 != 0
+    return count % 3 != 0 and count % 7 != 0
+
+
+def _batch_chunks(jobs: Sequence[JobSpec]) -> list[tuple[Sequence[JobSpec], int]]:
+    """Chunks of at most MAX_BATCH jobs, each with its fields per job: 6; 7 when a job has a
+    max run time; 8 when a job carries a trace context. The script tells the width by the field
+    count (see :func:`_fits`), so a chunk whose count does not fit is sent as two that do."""
+    out: list[tuple[Sequence[JobSpec], int]] = []
     for start in range(0, len(jobs), MAX_BATCH):
         chunk = jobs[start:start + MAX_BATCH]
-        if not any(job.max_run_ms for job in chunk):
-            out.append((chunk, False))
-        elif len(chunk) % 6:
-            out.append((chunk, True))
-        else:
-            out.extend(((chunk[:-1], True), (chunk[-1:], True)))
+        width = (8 if any(job.trace_context for job in chunk)
+                 else 7 if any(job.max_run_ms for job in chunk) else 6)
+        if _fits(width, len(chunk)):
+            out.append((chunk, width))
+            continue
+        cut = next(n for n in range(1, len(chunk))
+                   if _fits(width, n) and _fits(width, len(chunk) - n))
+        out.extend(((chunk[:-cut], width), (chunk[-cut:], width)))
     return out
 
 
 def enqueue_call(keys: QueueKeys, job: JobSpec, request_id: RequestId = None
                  ) -> Call[Enqueued]:
-    args = job.wire() if not job.max_run_ms else (*job.wire(), job.max_run_ms)
+    args: tuple[str | int | bytes, ...] = job.wire()
+    if job.trace_context:
+        args = (*args, job.max_run_ms, job.trace_context)
+    elif job.max_run_ms:
+        args = (*args, job.max_run_ms)
     return Call("queue.enqueue", keys.with_request(request_id), args, _parse_enqueue)
 
 
@@ -259,12 +278,14 @@ def enqueue_batch_calls(keys: QueueKeys, jobs: Sequence[JobSpec], request_id: Re
     """One call per 1000 jobs, each with its own request record (``request_id``: None for new
     random ones, False for none)."""
     calls = []
-    for index, (chunk, with_max_run) in enumerate(_batch_chunks(jobs)):
+    for index, (chunk, width) in enumerate(_batch_chunks(jobs)):
         args: list[str | int | bytes] = []
         for job in chunk:
             args.extend(job.wire())
-            if with_max_run:
+            if width >= 7:
                 args.append(job.max_run_ms)
+            if width == 8:
+                args.append(job.trace_context)
         calls.append(Call("queue.enqueue_batch", keys.with_request(_nth(request_id, index)),
                           tuple(args), _parse_batch))
     return calls

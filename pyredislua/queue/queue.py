@@ -21,6 +21,7 @@ from ..compression import Compressor
 from ..engine.protocol import Call, Engine, Plan
 from ..engine.waiting import until_signalled
 from ..kit import as_payload
+from ..observe import tracing
 from . import ops
 from .ops import (
     Action,
@@ -144,11 +145,37 @@ class Queue(Generic[C]):
             return info
 
     def _enqueue_many_plan(self, items: Iterable[JobSpec | bytes | str]) -> Plan[list[Enqueued]]:
-        calls = ops.enqueue_batch_calls(self.keys, self._specs(items))
-        if not calls:
-            return []
-        results = yield from self._engine.run(calls)
-        return [e for chunk in results for e in chunk]
+        specs = self._specs(items)
+        traced = tracing.active()
+        if not specs or traced is None:
+            calls = ops.enqueue_batch_calls(self.keys, specs)
+            if not calls:
+                return []
+            results = yield from self._engine.run(calls)
+            return [e for chunk in results for e in chunk]
+        span = traced.send(self.name, len(specs))
+        try:
+            carried = traced.carried(span)  # every job of the call carries the call's span
+            specs = [s if s.trace_context else replace(s, trace_context=carried) for s in specs]
+            results = yield from self._engine.run(ops.enqueue_batch_calls(self.keys, specs))
+        except BaseException as error:
+            traced.end(span, error)
+            raise
+        got = [e for chunk in results for e in chunk]
+        traced.sent(span, [e.id for e in got])
+        return got
+
+    def _traced_enqueue_plan(self, traced: tracing.Tracing, spec: JobSpec) -> Plan[Enqueued]:
+        """``enqueue`` in a PRODUCER span whose context the job carries."""
+        span = traced.send(self.name, 1)
+        try:
+            spec = replace(spec, trace_context=traced.carried(span))
+            got = yield from self._engine.run_one(ops.enqueue_call(self.keys, self._wire(spec)))
+        except BaseException as error:
+            traced.end(span, error)
+            raise
+        traced.sent(span, [got.id])
+        return got
 
     def _dequeue_plan(self, count: int, lease: float | None, timeout: float | None,
                       max_block: float) -> Plan[list[Job]]:
@@ -196,6 +223,9 @@ class Queue(Generic[C]):
         worker may run it per attempt, in seconds (default: the worker's ``max_run``)."""
         spec = self.job(payload, priority=priority, delay=delay, max_attempts=max_attempts,
                         backoff=backoff, key=key, max_run=max_run)
+        traced = tracing.active()
+        if traced is not None:
+            return self._client.drive(self._traced_enqueue_plan(traced, spec))
         return self._client.run(ops.enqueue_call(self.keys, self._wire(spec)))
 
     @overload

@@ -46,6 +46,7 @@ from ..engine.protocol import Call, Command, Do, NotSentError, NotSentTimeoutErr
 from ..engine.waiting import wait_for_signal
 from ..errors import DurabilityError, StaleTokenError, transient
 from ..kit import within
+from ..observe import tracing
 from . import ops
 from .ops import Dequeued, Job, JobInfo, Settled
 
@@ -106,6 +107,7 @@ class _Run:
     checking: bool = False  # a read of the job decides whether that call ran
     abandoned: bool = False  # the worker no longer waits for (or counts) its handler
     gone: bool = False  # accounted for: acked, failed, released, lost or unsettled
+    span: Any = None  # its handler's CONSUMER span, while tracing (observe.tracing)
 
 
 Handler = Callable[[Any, float], list[Job] | None]
@@ -247,14 +249,35 @@ class WorkerCore:
             self._decide(run, "release", SHUTDOWN_REASON)
             return False
         run.started = self.clock()
+        traced = tracing.active()
+        if traced is not None:
+            run.span = traced.process(self.queue.name, job.id, job.attempts, job.priority,
+                                      job.trace_context)
         self.emit("started", job)
         return True
+
+    def span(self, job: Job) -> Any:
+        """The span of ``job``'s handler run (None: not tracing), made current around it."""
+        run = self.runs.get(job.id)
+        return None if run is None or run.job is not job else run.span
+
+    @staticmethod
+    def _end_span(run: _Run | None, error: BaseException | None) -> None:
+        span = None if run is None else run.span
+        traced = tracing.active()
+        if span is not None and run is not None:
+            run.span = None
+            if traced is not None:
+                traced.end(span, error)
+            else:
+                span.end()
 
     def finished(self, job: Job, error: BaseException | None, seconds: float = 0.0) -> bool:
         """Record a handler's end. Returns True when the loop must be woken with a push."""
         avg = self.job_seconds
         self.job_seconds = seconds if avg is None else 0.9 * avg + 0.1 * seconds
         run = self.runs.get(job.id)  # the very lease the slot was given, not a later one
+        self._end_span(run if run is not None and run.job is job else None, error)
         if run is None or run.job is not job or run.abandoned or run.settle is not None:
             return False  # lost, timed out or given up on: a late result changes nothing
         if error is None:
@@ -342,6 +365,7 @@ class WorkerCore:
         return left
 
     def abandoned(self, run: _Run, how: str | None, why: str) -> None:
+        self._end_span(run, TimeoutError(f"the handler was abandoned: {why}"))
         if how is not None:
             self.metrics.abandoned += 1
             self.emit("abandoned", run.job, how=how, reason=why)
@@ -349,6 +373,7 @@ class WorkerCore:
     def give_up(self) -> None:
         """run() ends with Redis unreachable: what is still held returns when its lease ends."""
         for run in list(self.runs.values()):
+            self._end_span(run, None)  # its handler's end is no longer waited for
             if not run.gone:
                 run.gone = True
                 self.metrics.unsettled += 1
@@ -862,6 +887,7 @@ class Worker:
                 return
             with self._cond:
                 run = self.core.start(job)
+                span = self.core.span(job)
                 if run:
                     self._current[job.id] = me
                 if not run or job.max_run_ms or self.core.max_run is not None:
@@ -872,7 +898,8 @@ class Worker:
             error: BaseException | None = None
             began = time.monotonic()
             try:
-                self.handler(self.queue.open(job))
+                with tracing.current(span):
+                    self.handler(self.queue.open(job))
             except BaseException as e:  # the job's failure, reported to the queue
                 error = e
             with self._cond:
@@ -1028,7 +1055,8 @@ class AsyncWorker:
             error: BaseException | None = None
             began = time.monotonic()
             try:
-                await self.handler(self.queue.open(job))
+                with tracing.current(self.core.span(job)):
+                    await self.handler(self.queue.open(job))
             except asyncio.CancelledError:
                 if me in self._retired or self._closing:
                     raise  # given up on: its job was settled without it

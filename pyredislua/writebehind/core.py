@@ -39,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..engine.protocol import Command, Do, Engine, Plan, Sleep
 from ..engine.waiting import wait_for_signal
 from ..kit import ms
+from ..observe import tracing
 from .ops import (
     MAX_BATCH,
     Claim,
@@ -211,7 +212,28 @@ def flush_claim_plan(engine: Engine, keys: StoreKeys, sink: Sink, claim: Claim,
                      on_error: Callable[[BaseException], None] | None = None
                      ) -> Plan[FlushEvent]:
     """Write one claimed batch to the sink, then ack / fail / release its records in one round
-    trip (retried while Redis is unreachable, until ``control`` gives up)."""
+    trip (retried while Redis is unreachable, until ``control`` gives up); in a
+    ``writebehind.flush`` span while tracing (:mod:`pyredislua.observe.tracing`)."""
+    traced = tracing.active()
+    if traced is None:
+        return (yield from _flush_claim_plan(engine, keys, sink, claim, config, clock, control,
+                                             on_error))
+    span = traced.flush(keys.name)
+    try:
+        with traced.current(span):
+            event = yield from _flush_claim_plan(engine, keys, sink, claim, config, clock,
+                                                 control, on_error)
+    except BaseException as error:
+        traced.end(span, error)
+        raise
+    traced.flushed(span, event)
+    return event
+
+
+def _flush_claim_plan(engine: Engine, keys: StoreKeys, sink: Sink, claim: Claim,
+                      config: FlushConfig, clock: Callable[[], float],
+                      control: LoopControl | None,
+                      on_error: Callable[[BaseException], None] | None) -> Plan[FlushEvent]:
     started = time.perf_counter()
     written, failed, unavailable = yield from write_isolating(sink, claim.records)
     sink_seconds = time.perf_counter() - started
