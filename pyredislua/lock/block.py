@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import contextlib
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from ..client import AsyncClient, Client
 from ..errors import LockNotOwnedError
+from .hold import Hold
+from .watchdog import TaskWatchdog, ThreadWatchdog
 
 H = TypeVar("H", bound="HeldInBlock")
+C = TypeVar("C", Client, AsyncClient)
 
 
 class HeldInBlock:
@@ -60,3 +64,28 @@ class HeldInBlock:
         error = me._exit_error(exc_type)
         if error is not None:
             raise error
+
+
+class ClientHold(Hold, HeldInBlock, Generic[C]):
+    """A :class:`~.hold.Hold` run by one client, sync or asyncio, with its watchdog: the base of
+    Lock, ReentrantLock, LockSet and the read-write lock's handles. Subclasses call
+    :meth:`_bind` in ``__init__`` once the Hold is set up."""
+
+    _client: C
+    _watchdog: ThreadWatchdog | TaskWatchdog
+
+    def _bind(self, client: C) -> None:
+        self._client = client
+        self._watchdog = (TaskWatchdog(client, self) if isinstance(client, AsyncClient)
+                          else ThreadWatchdog(client, self))
+
+    def _on_asyncio(self) -> bool:
+        return isinstance(self._client, AsyncClient)
+
+    @property
+    def client(self) -> C:
+        return self._client
+
+    def _on_acquired(self) -> None:
+        if self.auto_renew:
+            self._watchdog.start()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call
 from ..kit import ms
 from ..observe import tracing
-from .block import HeldInBlock
-from .hold import Hold
+from .block import ClientHold
 from .ops import FenceDurability, LockState, inspect_call, parse_state
-from .watchdog import TaskWatchdog, ThreadWatchdog
 
 C = TypeVar("C", Client, AsyncClient)
 T = TypeVar("T")
@@ -24,7 +22,7 @@ def _asked(call: Call[LockState], answer: Callable[[LockState], T]) -> Call[T]:
     return Call(call.op, call.keys, call.args, lambda reply: answer(parse_state(reply)))
 
 
-class Lock(Hold, HeldInBlock, Generic[C]):
+class Lock(ClientHold[C]):
     """A distributed lock with fencing tokens, fair hand-off and an auto-renewal watchdog, on a
     sync :class:`~pyredislua.Client` or an asyncio :class:`~pyredislua.AsyncClient`::
 
@@ -116,23 +114,9 @@ class Lock(Hold, HeldInBlock, Generic[C]):
         super().__init__(client.engine, name, ttl=ttl, auto_renew=auto_renew, max_hold=max_hold,
                          on_lost=on_lost, blocking_timeout=blocking_timeout, token=token,
                          prefix=prefix, handoff=handoff, requeue=requeue, fences=fences)
-        self._client: C = client
-        self._watchdog: ThreadWatchdog | TaskWatchdog = (
-            TaskWatchdog(client, self) if isinstance(client, AsyncClient)
-            else ThreadWatchdog(client, self))
+        self._bind(client)
 
     _what = "a Lock"
-
-    def _on_asyncio(self) -> bool:
-        return isinstance(self._client, AsyncClient)
-
-    @property
-    def client(self) -> C:
-        return self._client
-
-    def _on_acquired(self) -> None:
-        if self.auto_renew:
-            self._watchdog.start()
 
     @overload
     def acquire(self: Lock[Client], blocking: bool = True, timeout: float | None = None

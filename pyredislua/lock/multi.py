@@ -32,8 +32,8 @@ from ..engine.protocol import Call, Engine, Plan, Sleep
 from ..engine.waiting import wait_for_signal
 from ..errors import LockError, LockLostError, LockNotOwnedError
 from ..kit import TIMER_GRAIN, as_text, ms
-from .block import HeldInBlock
-from .hold import Hold, LockTimeoutError
+from .block import ClientHold, HeldInBlock
+from .hold import LockTimeoutError
 from .lock import Lock
 from .ops import (
     RELEASED_UNCONFIRMED,
@@ -51,7 +51,6 @@ from .plans import (
     backoff,
     registration_ms,
 )
-from .watchdog import TaskWatchdog, ThreadWatchdog
 
 C = TypeVar("C", Client, AsyncClient)
 
@@ -246,7 +245,7 @@ def release_all_plan(engine: Engine, keys: Sequence[LockKeys], token: str, ttl_m
 # -- LockSet: one hash tag, all or none ----------------------------------------------------------
 
 
-class LockSet(Hold, HeldInBlock, Generic[C]):
+class LockSet(ClientHold[C]):
     """Several locks under one hash tag, taken all or none in one call, each with its own fence::
 
         with LockSet(client, ["{acct}:alice", "{acct}:bob"], ttl=10) as locks:
@@ -303,27 +302,13 @@ class LockSet(Hold, HeldInBlock, Generic[C]):
                 f"'{{tenant}}:b'; got tags {sorted(tags)} (use MultiLock across tags)")
         self.name = ",".join(unique)
         self.fence_by_name: dict[str, int] = {}
-        self._client: C = client
-        self._watchdog: ThreadWatchdog | TaskWatchdog = (
-            TaskWatchdog(client, self) if isinstance(client, AsyncClient)
-            else ThreadWatchdog(client, self))
+        self._bind(client)
 
     _what = "a LockSet"
-
-    def _on_asyncio(self) -> bool:
-        return isinstance(self._client, AsyncClient)
 
     def _timeout_error(self) -> LockTimeoutError:
         return LockTimeoutError(
             f"locks {list(self.names)} not acquired within {self.blocking_timeout}s")
-
-    @property
-    def client(self) -> C:
-        return self._client
-
-    def _on_acquired(self) -> None:
-        if self.auto_renew:
-            self._watchdog.start()
 
     def _extend_call(self, ttl_ms: int) -> Call[bool]:
         return extend_all_call(self.all_keys, self.token, ttl_ms)

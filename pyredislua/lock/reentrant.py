@@ -16,7 +16,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, NamedTuple, TypeVar, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 import redis
 
@@ -25,8 +25,8 @@ from ..engine.protocol import Call, Engine, Plan, Sleep
 from ..engine.waiting import wait_for_signal
 from ..errors import LockNotOwnedError
 from ..kit import TIMER_GRAIN, ms
-from .block import HeldInBlock
-from .hold import Hold, Lease
+from .block import ClientHold
+from .hold import Lease
 from .ops import RELEASED_UNCONFIRMED, LockKeys
 from .plans import (
     BLPOP_GRACE,
@@ -37,7 +37,6 @@ from .plans import (
     registration_ms,
     release_plan,
 )
-from .watchdog import TaskWatchdog, ThreadWatchdog
 
 C = TypeVar("C", Client, AsyncClient)
 
@@ -166,7 +165,7 @@ def reentrant_acquire_plan(
                 yield Sleep(min(remaining, free_in))
 
 
-class ReentrantLock(Hold, HeldInBlock, Generic[C]):
+class ReentrantLock(ClientHold[C]):
     """A reentrant lock with fencing tokens and a watchdog, owned by an explicit owner token::
 
         def transfer(client, owner):
@@ -224,10 +223,7 @@ class ReentrantLock(Hold, HeldInBlock, Generic[C]):
         self.keys = self.rkeys
         self.holds = 0  # the owner's holds on the server, as the last reply said
         self._requests: list[str] = []  # this object's holds, most recent last
-        self._client: C = client
-        self._watchdog: ThreadWatchdog | TaskWatchdog = (
-            TaskWatchdog(client, self) if isinstance(client, AsyncClient)
-            else ThreadWatchdog(client, self))
+        self._bind(client)
 
     @property
     def owner(self) -> str:
@@ -235,21 +231,10 @@ class ReentrantLock(Hold, HeldInBlock, Generic[C]):
 
     _what = "a ReentrantLock"
 
-    def _on_asyncio(self) -> bool:
-        return isinstance(self._client, AsyncClient)
-
-    @property
-    def client(self) -> C:
-        return self._client
-
     @property
     def depth(self) -> int:
         """How many holds this object has (its acquires not yet released)."""
         return len(self._requests)
-
-    def _on_acquired(self) -> None:
-        if self.auto_renew:
-            self._watchdog.start()
 
     def _extend_call(self, ttl_ms: int) -> Call[bool]:
         return reentrant_extend_call(self.rkeys, self.token, ttl_ms)

@@ -8,17 +8,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call, Plan
 from ..errors import LockNotOwnedError
 from ..kit import ms
-from ..lock.block import HeldInBlock
-from ..lock.hold import Hold
+from ..lock.block import ClientHold
 from ..lock.ops import RELEASED_UNCONFIRMED, parse_acquire
 from ..lock.plans import REPLY_GRACE, Acquired, release_plan
-from ..lock.watchdog import TaskWatchdog, ThreadWatchdog
 from .ops import (
     HANDOFF_MS,
     Mode,
@@ -32,7 +30,7 @@ from .ops import (
 C = TypeVar("C", Client, AsyncClient)
 
 
-class RWHandle(Hold, HeldInBlock, Generic[C]):
+class RWHandle(ClientHold[C]):
     """A read share (``mode="read"``) or the write lock (``mode="write"``) of one
     :class:`~pyredislua.rwlock.RWLock`, made by its ``read()`` / ``write()``::
 
@@ -59,25 +57,11 @@ class RWHandle(Hold, HeldInBlock, Generic[C]):
                          prefix=prefix, handoff=handoff)
         self.mode: Mode = mode
         self.rw_keys = RWLockKeys(name, prefix)
-        self._client: C = client
-        self._watchdog: ThreadWatchdog | TaskWatchdog = (
-            TaskWatchdog(client, self) if isinstance(client, AsyncClient)
-            else ThreadWatchdog(client, self))
+        self._bind(client)
 
     _what = "an RWLock"
 
-    def _on_asyncio(self) -> bool:
-        return isinstance(self._client, AsyncClient)
-
-    @property
-    def client(self) -> C:
-        return self._client
-
     # -- the plans (Hold's, over the read-write lock's operations) --------------------------------
-
-    def _on_acquired(self) -> None:
-        if self.auto_renew:
-            self._watchdog.start()
 
     def _extend_call(self, ttl_ms: int) -> Call[bool]:
         return extend_call(self.rw_keys, self._hold_token, self.mode, ttl_ms)
