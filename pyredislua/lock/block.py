@@ -1,6 +1,7 @@
-"""``with`` on a sync client, ``async with`` on an asyncio one, written once for everything held
-under a lease: Lock, ReentrantLock, LockSet, MultiLock, Redlock and the read-write lock's
-handles."""
+"""What every lease holder shares, written once: ``with`` on a sync client and ``async with`` on
+an asyncio one (:class:`HeldInBlock`: Lock, ReentrantLock, LockSet, MultiLock, Redlock and the
+read-write lock's handles), and a Hold bound to one client with its watchdog
+(:class:`ClientHold`)."""
 
 from __future__ import annotations
 
