@@ -47,6 +47,10 @@ class Fan:
     # once enough said yes, wait this many times as long again (at least 1 ms) for the others:
     # nodes as healthy as the majority are then heard from, a paused one costs little
     linger: float = 0.0
+    # the calls' own deadline: past it (and a grace for the reply in flight) the driver stops
+    # waiting, whatever a node's connection does (a call that could not honour it, stuck on a
+    # black-holed socket, must not hold up the lock's watchdog)
+    deadline: float | None = None
 
     def satisfied(self, replies: Mapping[int, Any]) -> bool:
         return self.enough > 0 and sum(
@@ -135,7 +139,7 @@ def fan_calls(engines: Sequence[Engine], calls: Mapping[int, Call[Any]], deadlin
     """One call per listed node, each awaited until ``deadline`` and no longer (``enough``,
     ``ok``, ``linger``: see :class:`Fan`)."""
     return Fan(tuple((node, engines[node].run_one(call, deadline=deadline))
-                     for node, call in calls.items()), enough, ok, linger)
+                     for node, call in calls.items()), enough, ok, linger, deadline)
 
 
 def _granted(reply: Any) -> bool:

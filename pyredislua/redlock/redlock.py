@@ -46,6 +46,14 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
         return _pool
 
 
+# How long past a fan's deadline its driver still waits for a reply already in flight.
+FAN_GRACE = 0.05
+
+
+def _give_up_at(fan: Fan) -> float:
+    return math.inf if fan.deadline is None else fan.deadline + FAN_GRACE
+
+
 def _linger(fan: Fan, started: float) -> float:
     return max(0.001, fan.linger * (time.monotonic() - started))
 
@@ -102,8 +110,10 @@ class SyncNodes:
                                                 plan, before)
         replies: dict[int, Any] = {}
         linger_until: float | None = None
+        give_up = _give_up_at(fan)
         while len(replies) < len(fan.plans):  # until enough said yes, and the linger is over
-            wait = None if linger_until is None else max(0.0, linger_until - time.monotonic())
+            until = give_up if linger_until is None else min(linger_until, give_up)
+            wait = None if until == math.inf else max(0.0, until - time.monotonic())
             try:
                 node, value = results.get(timeout=wait)
             except queue.Empty:
@@ -151,10 +161,14 @@ class AsyncNodes:
             by_task[call] = node
         replies: dict[int, Any] = {}
         pending = set(by_task)
+        give_up = _give_up_at(fan)
         try:
             while pending:  # until enough said yes; the others run on to their deadlines
-                done, pending = await asyncio.wait(pending,
+                left = None if give_up == math.inf else max(0.0, give_up - time.monotonic())
+                done, pending = await asyncio.wait(pending, timeout=left,
                                                    return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break  # past the calls' deadline: the rest count as not answered
                 for task in done:
                     replies[by_task[task]] = task.result()
                 if fan.satisfied(replies):
