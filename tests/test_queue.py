@@ -262,7 +262,7 @@ def test_stats_peek_get(client: pyredislua.Client) -> None:
 def test_read_only_ops_are_flagged_no_writes() -> None:
     lib = pyredislua.render_library()
     ro = {n for n, op in lib.operations.items() if n.startswith("queue.") and op.read_only}
-    assert ro == {"queue.stats", "queue.peek", "queue.get", "queue.dead"}
+    assert ro == {"queue.stats", "queue.peek", "queue.get", "queue.dead", "queue.metrics"}
 
 
 def test_survives_function_and_script_flush(client: pyredislua.Client, r: redis.Redis) -> None:

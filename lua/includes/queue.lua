@@ -8,7 +8,8 @@
 --   5 jobs      hash, job id -> msgpack map {p priority, a attempts, m max attempts,
 --               b backoff base ms, k idempotency key, e enqueued at ms, r last reason,
 --               t lease token, d deliveries (the last lease token), x max run time ms (absent: none),
---               c the producer's W3C trace context (absent: none)}
+--               c the producer's W3C trace context (absent: none), l the server time of the
+--               current lease when its dequeue recorded metrics (absent: not recorded)}
 --   6 payloads  hash, job id -> payload (opaque bytes)
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
@@ -21,6 +22,9 @@
 --               call, under the same hash tag): a call that changed something stores its reply
 --               there for QUEUE_REQUEST_TTL_MS; the same call re-sent (a client retrying after a
 --               lost reply) finds it and replies the same, changing nothing.
+-- and the operations that record metrics an optional twelfth (the eleventh for reap, which
+-- takes no request record: the operations use their metrics_key local):
+--  12 metrics   hash, the queue's metrics (lua/includes/metrics.lua)
 --
 -- Ordering: a job id is its enqueue sequence number as 16 zero-padded decimal digits, so the
 -- byte order of ids is the enqueue order. The ready score is the bare priority (an integer in
@@ -41,7 +45,7 @@ local QUEUE_REQUEST_TTL_MS = 120000
 local function queue_K(keys)
   return {ready = keys[1], delayed = keys[2], active = keys[3], dead = keys[4], jobs = keys[5],
           payloads = keys[6], idem = keys[7], prio = keys[8], stats = keys[9], marker = keys[10],
-          request = keys[11]}
+          request = keys[11], metrics = keys[12]}
 end
 
 local function queue_id(seq)
@@ -61,7 +65,7 @@ end
 -- per field); the token and the idempotency key must be strings when present.
 local function queue_decode(raw)
   local m = cmsgpack.unpack(raw)
-  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0) + (m.x or 0)
+  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0) + (m.x or 0) + (m.l or 0)
   return m
 end
 

@@ -1,11 +1,11 @@
 --[[
 name: queue.ack
-version: 1.1.0
+version: 1.2.0
 summary: Finish leased jobs: each id must come with its live lease token, else nothing changes.
 flags: allow-oom
 resend: safe
-includes: queue
-keys: keyset queue + request
+includes: queue, metrics
+keys: keyset queue + request, metrics
 argv:
   pairs: rest; id, token, id, token, ... (1..1000 jobs)
 returns:
@@ -39,12 +39,16 @@ if #ids == 1 then
   local free = m.k and rcall('HGET', K.idem, m.k) == id
   local count = queue_count(rcall('HGET', K.prio, m.p), 'the count of priority ' .. m.p)
   rcall('HLEN', K.payloads)
+  local M = metrics_open(metrics_key, 'queue', now)
   rcall('HINCRBY', K.stats, 'acked', 1)
   if free then rcall('HDEL', K.idem, m.k) end
   if count > 1 then rcall('HSET', K.prio, m.p, count - 1) else rcall('HDEL', K.prio, m.p) end
   rcall('ZREM', K.active, id)
   rcall('HDEL', K.jobs, id)
   rcall('HDEL', K.payloads, id)
+  metrics_count(M, 'completed', 1)
+  if M and m.l then metrics_sample(M, 'run', now - m.l) end
+  metrics_flush(M)
   queue_record(K, 'queue.ack', 1)
   return 1
 end
@@ -68,6 +72,7 @@ if #names > 0 then
 end
 local counts = queue_prio_read(K, wanted)
 rcall('HLEN', K.payloads)
+local M = metrics_open(metrics_key, 'queue', now)
 -- write: the counter first (it fails on a bad counter before anything changed)
 rcall('HINCRBY', K.stats, 'acked', #ids)
 if #free > 0 then queue_chunked('HDEL', K.idem, free) end
@@ -75,5 +80,12 @@ queue_prio_write(K, counts, changes)
 queue_chunked('ZREM', K.active, ids)
 queue_chunked('HDEL', K.jobs, ids)
 queue_chunked('HDEL', K.payloads, ids)
+metrics_count(M, 'completed', #ids)
+if M then
+  for _, m in ipairs(metas) do
+    if m.l then metrics_sample(M, 'run', now - m.l) end
+  end
+end
+metrics_flush(M)
 queue_record(K, 'queue.ack', #ids)
 return #ids

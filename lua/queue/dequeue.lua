@@ -1,11 +1,11 @@
 --[[
 name: queue.dequeue
-version: 1.3.0
+version: 1.4.0
 summary: Lease up to count ready jobs, lowest (priority, enqueue order) first; due delayed jobs are made ready first.
 flags: allow-oom
 resend: safe
-includes: queue
-keys: keyset queue + request
+includes: queue, metrics
+keys: keyset queue + request, metrics
 argv:
   count: int 1..1000 = 1; most jobs to lease
   lease_ms: int 1..86400000 = 30000; lease length; ack, nack or extend before it ends
@@ -117,11 +117,15 @@ local payloads = rcall('HMGET', K.payloads, unpack(chosen))
 -- a job enqueued before lease tokens were per job continues from the old shared counter
 local base = legacy and queue_count(rcall('HGET', K.stats, 'tokens'), 'the lease token counter') or 0
 local llen = left and rcall('LLEN', K.marker) or 0
+local M = metrics_open(metrics_key, 'queue', now)
 -- write: the leases first (a wrong type of active fails there, before anything changed)
 local deadline = now + lease_ms
 local leases, records, out, rec = {}, {}, {}, {}
 for i, id in ipairs(chosen) do
   local m = metas[i]
+  -- metrics: the wait of a first delivery (from its enqueue), and when this lease began
+  if M and m.a == 0 then metrics_sample(M, 'wait', now - m.e) end
+  m.l = M and now or nil
   m.a = m.a + 1
   m.d = (m.d or base) + 1
   m.t = queue_num(m.d)
@@ -140,5 +144,6 @@ if #from_ready > 0 then queue_chunked('ZREM', K.ready, from_ready) end
 queue_chunked('HSET', K.jobs, records)
 -- chain the wake-up: more work is waiting and no marker is left for an idle consumer
 if left and llen == 0 then queue_wake(K, 1, 0) end
+metrics_flush(M)
 queue_record(K, 'queue.dequeue', rec)
 return {now, 0, out}

@@ -1,11 +1,11 @@
 --[[
 name: queue.enqueue
-version: 1.3.0
+version: 1.4.0
 summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key, max run time, trace context).
 flags: none
 resend: safe
-includes: queue
-keys: keyset queue + request
+includes: queue, metrics
+keys: keyset queue + request, metrics
 argv:
   payload: str 0..16777216; the job's payload (opaque bytes)
   priority: int -2147483648..2147483647 = 0; lower runs first
@@ -41,6 +41,7 @@ local count = queue_count(rcall('HGET', K.prio, priority), 'the count of priorit
 local into = delay_ms > 0 and K.delayed or K.ready
 rcall('ZCARD', into)
 local llen = delay_ms > 0 and QUEUE_MARKERS or rcall('LLEN', K.marker)
+local M = metrics_open(metrics_key, 'queue', now)
 -- write: the sequence first (a stats key of another type, or a bad sequence, fails there)
 local id = queue_id(rcall('HINCRBY', K.stats, 'seq', 1))
 local m = {p = priority, a = 0, m = max_attempts, b = backoff_ms, e = now}
@@ -55,6 +56,8 @@ rcall('HSET', K.payloads, id, payload)
 rcall('ZADD', into, delay_ms > 0 and now + delay_ms or priority, id)
 rcall('HSET', K.prio, priority, count + 1)
 if llen < QUEUE_MARKERS then rcall('RPUSH', K.marker, '1') end
+metrics_count(M, 'enqueued', 1)
+metrics_flush(M)
 local reply = {id, 1}
 queue_record(K, 'queue.enqueue', reply)
 return reply

@@ -1,11 +1,11 @@
 --[[
 name: queue.enqueue_batch
-version: 1.3.0
+version: 1.4.0
 summary: Add up to 1000 jobs in one call, all validated before the first is added.
 flags: none
 resend: safe
-includes: queue
-keys: keyset queue + request
+includes: queue, metrics
+keys: keyset queue + request, metrics
 argv:
   items: rest; 6 fields per job: payload, priority, delay_ms, max_attempts, backoff_ms, idem_key (as queue.enqueue, all required); or 7, max_run_ms last, when the field count is not a multiple of 6 (7 x a job count that is not a multiple of 6); or 8, max_run_ms then trace_context (the producer's W3C trace context, "" for none, at most 1024 bytes), when it is a multiple of neither 6 nor 7 (8 x a job count that is a multiple of neither 3 nor 7)
 returns:
@@ -34,6 +34,10 @@ for i = items_start, #ARGV, width do
 end
 local first = queue_recorded(K, 'queue.enqueue_batch')
 if first then return first end
-local out, added = queue_add(K, batch, prl_now_ms())
+local now = prl_now_ms()
+local M = metrics_open(metrics_key, 'queue', now)
+local out, added = queue_add(K, batch, now)
+metrics_count(M, 'enqueued', added)
+metrics_flush(M)
 if added > 0 then queue_record(K, 'queue.enqueue_batch', out) end
 return out

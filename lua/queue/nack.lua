@@ -1,11 +1,11 @@
 --[[
 name: queue.nack
-version: 1.1.0
+version: 1.2.0
 summary: Give a leased job back: retry it with backoff, dead-letter it, or release it uncounted.
 flags: allow-oom
 resend: safe
-includes: queue
-keys: keyset queue + request
+includes: queue, metrics
+keys: keyset queue + request, metrics
 argv:
   id: str 1..64; the job id
   token: str 1..64; its live lease token
@@ -25,7 +25,13 @@ local first = queue_recorded(K, 'queue.nack')
 if first then return first end
 local now = prl_now_ms()
 local m = queue_live_one(K, id, token, now)
+local M = metrics_open(metrics_key, 'queue', now)
 local outcome, at = queue_settle_one(K, id, m, now, reason, action, delay_ms)
+if action ~= 'release' then
+  metrics_count(M, 'failed', 1)
+  metrics_count(M, outcome == 'dead' and 'dead' or 'retried', 1)
+  metrics_flush(M)
+end
 local reply = {outcome, at, m.a}
 queue_record(K, 'queue.nack', reply)
 return reply

@@ -17,6 +17,10 @@ set's fixed extras (keys only some operations add after the set's, such as the s
 ``<prefix>:<base>:<tagged name>`` for the key named like the set, that plus ``:<key name>`` for
 the others. ``all`` is the tuple of the set's keys in order: an operation's KEYS. An extra that
 differs per call (a request record) is not annotated: a :class:`RecordedKeySet` builds it.
+
+Metrics (docs/design/metrics-in-redis.md): a set with a ``metrics`` extra records into
+``<base>:metrics`` when built with ``metrics=True``; the calls of the operations that record then
+pass it last (:meth:`KeySet.with_metrics`, :meth:`RecordedKeySet.with_request`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class KeySet:
     name: str
     base: str
     all: tuple[str, ...]
+    recording: bool  # calls of the operations that record metrics pass the metrics key
+    metrics_key: str  # <base>:metrics
 
     def __init_subclass__(cls, *, keyset: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -70,13 +76,24 @@ class KeySet:
         cls.spec = spec
         cls._names = tuple(declared)
 
-    def __init__(self, name: str, prefix: str = "prl") -> None:
+    def __init__(self, name: str, prefix: str = "prl", *, metrics: bool = False) -> None:
         spec = self.spec
+        if metrics and "metrics" not in [k.name for k in spec.extras]:
+            raise TypeError(f"lua/keysets/{spec.name}.keys has no 'metrics' extra: "
+                            "its operations record no metrics")
         self.name = name
         self.base = f"{prefix}:{spec.base}:{tagged_name(name)}"
         for key in self._names:
             setattr(self, key, self.base if key == spec.name else f"{self.base}:{key}")
         self.all = tuple(getattr(self, key.name) for key in spec.keys)
+        self.recording = metrics
+        self.metrics_key = f"{self.base}:metrics"
+
+    def with_metrics(self, keys: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """``keys`` (default: the set's keys) with the metrics key last when this key set
+        records (for operations that take ``+ metrics`` and no request record)."""
+        keys = self.all if keys is None else keys
+        return (*keys, self.metrics_key) if self.recording else keys
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -99,11 +116,15 @@ class RecordedKeySet(KeySet):
         whose operations record their replies (expires by itself)."""
         return f"{self.base}:req:{request_id}"
 
-    def with_request(self, request_id: RequestId = None, keys: tuple[str, ...] | None = None
-                     ) -> tuple[str, ...]:
+    def with_request(self, request_id: RequestId = None, keys: tuple[str, ...] | None = None,
+                     *, metrics: bool = True) -> tuple[str, ...]:
         """``keys`` (default: the set's keys) with a request record last, unless
-        ``request_id`` is False (None: a new random id)."""
+        ``request_id`` is False (None: a new random id). When this key set records and the
+        operation takes the metrics key (``metrics``), that key follows the request record,
+        which is then always there (a new random one when ``request_id`` is False)."""
         keys = self.all if keys is None else keys
+        if self.recording and metrics:
+            return (*keys, self.request(request_id or new_request_id()), self.metrics_key)
         if request_id is False:
             return keys
         return (*keys, self.request(request_id or new_request_id()))

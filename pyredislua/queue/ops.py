@@ -7,6 +7,10 @@ dequeue, ack, nack, requeue, purge) carry a request record key, ``prl:q:{name}:r
 new random id per call by default (``request_id=None``): redis-py re-sends the same command after
 a lost reply, the script finds the record of the first run and replies the same, changing
 nothing. ``request_id=False`` leaves the record out (the ten-key call of the FCALL contract).
+
+Metrics: keys built with ``QueueKeys(name, metrics=True)`` make enqueue, enqueue_batch, dequeue,
+ack, nack and reap pass the metrics key last (after a request record, always present then); read
+them with :func:`metrics_call` (or :func:`pyredislua.observe.series.series_call`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ..engine.keysets import RecordedKeySet, RequestId
 from ..engine.protocol import Call
 from ..kit import as_payload, as_text
 from ..kit import ms as kit_ms
+from ..observe.series import MinuteSeries, parse_series
 
 State = Literal["ready", "delayed", "active", "dead"]
 Action = Literal["retry", "dead", "release"]
@@ -323,11 +328,17 @@ def extend_call(keys: QueueKeys, job_id: str, token: str, lease_ms: int) -> Call
 
 
 def reap_call(keys: QueueKeys, limit: int = 100) -> Call[list[Settled]]:
-    return Call("queue.reap", keys.all, (limit,), _parse_reap)
+    return Call("queue.reap", keys.with_metrics(), (limit,), _parse_reap)
 
 
 def stats_call(keys: QueueKeys) -> Call[QueueStats]:
     return Call("queue.stats", keys.all, (), _parse_stats)
+
+
+def metrics_call(keys: QueueKeys) -> Call[MinuteSeries]:
+    """The queue's recorded metrics (``queue.metrics``, no writes; see
+    :mod:`pyredislua.observe.series`)."""
+    return Call("queue.metrics", (keys.metrics_key,), (), parse_series("queue", keys.name))
 
 
 def peek_call(keys: QueueKeys, state: State = "ready", count: int = 10) -> Call[list[JobInfo]]:
@@ -345,10 +356,10 @@ def dead_call(keys: QueueKeys, offset: int = 0, count: int = 100
 
 def requeue_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100,
                  request_id: RequestId = None) -> Call[list[str]]:
-    return Call("queue.requeue", keys.with_request(request_id), (limit, *ids),
+    return Call("queue.requeue", keys.with_request(request_id, metrics=False), (limit, *ids),
                 lambda r: [as_text(x) for x in r])
 
 
 def purge_call(keys: QueueKeys, ids: Sequence[str] = (), limit: int = 100,
                request_id: RequestId = None) -> Call[int]:
-    return Call("queue.purge", keys.with_request(request_id), (limit, *ids), int)
+    return Call("queue.purge", keys.with_request(request_id, metrics=False), (limit, *ids), int)

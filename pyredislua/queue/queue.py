@@ -22,6 +22,7 @@ from ..engine.protocol import Call, Engine, Plan
 from ..engine.waiting import until_signalled
 from ..kit import as_payload
 from ..observe import tracing
+from ..observe.series import MinuteSeries
 from . import ops
 from .ops import (
     Action,
@@ -88,9 +89,11 @@ class Queue(Generic[C]):
 
     name: the queue (its keys live under ``prl:q:{name}:``). lease: default lease in seconds.
     Defaults for enqueue: priority 0 (lower first), max_attempts 3, backoff 1 s (exponential with
-    jitter, capped at one hour). ``compress=Compressor()`` stores payloads compressed (see
-    :mod:`pyredislua.compression`): every producer and consumer of the queue must then use one
-    (a worker retries, then dead-letters, a payload no Compressor wrote).
+    jitter, capped at one hour). ``metrics=True``: enqueue, dequeue, ack, nack and reap record
+    per-minute counts and wait/run histograms in ``prl:q:{name}:metrics`` (read them with
+    :meth:`metrics`; see docs/design/metrics-in-redis.md). ``compress=Compressor()`` stores
+    payloads compressed (see :mod:`pyredislua.compression`): every producer and consumer of the
+    queue must then use one (a worker retries, then dead-letters, a payload no Compressor wrote).
 
     Every method is one call or one plan (:mod:`.ops`), returned as the client makes it: a value
     on a ``Client``, an awaitable on an ``AsyncClient``.
@@ -98,10 +101,10 @@ class Queue(Generic[C]):
 
     def __init__(self, client: C, name: str, *, prefix: str = "prl", lease: float = 30.0,
                  max_attempts: int = 3, backoff: float = 1.0,
-                 compress: Compressor | None = None) -> None:
+                 compress: Compressor | None = None, metrics: bool = False) -> None:
         self.name = name
         self.compress = compress
-        self.keys = QueueKeys(name, prefix)
+        self.keys = QueueKeys(name, prefix, metrics=metrics)
         self.lease_ms = ms(lease, name="lease", allow_zero=False)
         self.max_attempts = max_attempts
         self.backoff = backoff
@@ -303,6 +306,15 @@ class Queue(Generic[C]):
     def stats(self: Queue[AsyncClient]) -> Awaitable[QueueStats]: ...
     def stats(self) -> QueueStats | Awaitable[QueueStats]:
         return self._client.run(ops.stats_call(self.keys))
+
+    @overload
+    def metrics(self: Queue[Client]) -> MinuteSeries: ...
+    @overload
+    def metrics(self: Queue[AsyncClient]) -> Awaitable[MinuteSeries]: ...
+    def metrics(self) -> MinuteSeries | Awaitable[MinuteSeries]:
+        """What the operations recorded (with ``metrics=True``, by any client): counts per
+        minute over the last hour, and the hour's wait and run histograms (read-only)."""
+        return self._client.run(ops.metrics_call(self.keys))
 
     @overload
     def peek(self: Queue[Client], state: State = "ready", count: int = 10) -> list[JobInfo]: ...

@@ -20,6 +20,8 @@ BASE = "prl:q:{edge}"
 ALL = tuple(f"{BASE}:{n}" for n in NAMES)
 REQUEST = f"{BASE}:req:edge-1"
 REQ = (*ALL, REQUEST)
+METRICS = f"{BASE}:metrics"
+MET = (*REQ, METRICS)  # recording: the metrics key after the request record
 MINUTE = 60_000
 
 
@@ -218,4 +220,21 @@ SCENARIOS = [
     Scenario("queue.get", "a leased job", ALL, ("0000000000000002",), _leased_setup,
              writes=False),
     Scenario("queue.dead", "dead jobs", ALL, (0, 10), _dead, writes=False),
+    # recording metrics (the trailing metrics key), on a fresh hash and on one in use
+    Scenario("queue.enqueue", "records metrics", MET, _job("p", 1), _in_use),
+    Scenario("queue.enqueue", "records metrics, metrics in use", MET, _job("p", 1),
+             _again(Call("queue.enqueue", (*ALL, f"{BASE}:req:edge-0", METRICS), _job("q")),
+                    _in_use)),
+    Scenario("queue.enqueue_batch", "records metrics", MET, BATCH, _in_use),
+    Scenario("queue.dequeue", "records metrics", MET, (2, MINUTE), _in_use),
+    Scenario("queue.dequeue", "records metrics, promotes a due job", MET, (1, MINUTE),
+             _due_and_ready),
+    Scenario("queue.ack", "records metrics", MET, ACK_TWO, _leased_setup),
+    Scenario("queue.ack", "records metrics, one job", MET, ACK_ONE, _leased_setup),
+    Scenario("queue.nack", "records metrics: retry", MET, (*LEASED[0], "boom"), _leased_setup),
+    Scenario("queue.nack", "records metrics: dead", MET, (*LEASED[1], "bad", "dead"),
+             _leased_setup),
+    Scenario("queue.reap", "records metrics", (*ALL, METRICS), (100,), _expired),
+    Scenario("queue.metrics", "recorded", (METRICS,), (),
+             _again(Call("queue.enqueue", MET, _job("p"))), writes=False),
 ]
