@@ -147,7 +147,8 @@ def test_every_declared_key_has_a_type() -> None:
     for op in lib.operations.values():
         assert all(k.type in KEY_TYPES for k in op.header.keys), op.name
     assert [k.type for k in lib.operation("lock.acquire").header.keys] == [
-        "hash", "string", "list", "zset"]
+        "hash", "string", "list", "zset", "hash"]
+    assert lib.operation("lock.acquire").header.keys[-1].optional  # the metrics key
     assert key_type_at(lib.operation("cache.set").header, 7) == "set"
 
 

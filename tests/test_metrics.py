@@ -341,3 +341,67 @@ def test_counts_match_a_model(r: redis.Redis, ops: list[tuple[str, int]]) -> Non
     assert totals(s) == model
     assert sum(s.histograms["wait"]) == waits
     assert sum(s.histograms["run"]) == runs
+
+
+# -- locks --------------------------------------------------------------------------------------
+
+
+LOCK_COUNTERS = ("acquired", "contended", "handoffs", "expired")
+
+
+def _until(condition: Any, timeout: float = 10.0) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.002)
+
+
+def test_lock_records_acquisitions_and_handoffs(client: pyredislua.Client,
+                                                r: redis.Redis) -> None:
+    import threading
+
+    from pyredislua.lock import Lock
+
+    a = Lock(client, "ml", metrics=True, auto_renew=False)
+    b = Lock(client, "ml", metrics=True, auto_renew=False)
+    assert a.acquire()
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(bool(b.acquire(timeout=10))))
+    t.start()
+    _until(lambda: r.zscore(a.keys.waiters, b.token) is not None)
+    a.release()  # granted to the registered waiter
+    t.join(10)
+    assert got == [True]
+    b.release()
+    assert a.acquire(blocking=False)  # free again
+    assert not b.acquire(blocking=False)  # busy, not a waiter: nothing counted
+    a.release()
+    s = a.metrics()
+    assert s.kind == "lock" and s.histograms == {}
+    assert totals(s) == {"acquired": 3, "contended": 1, "handoffs": 1, "expired": 0}
+
+
+def test_lock_records_leases_found_expired(client: pyredislua.Client, r: redis.Redis) -> None:
+    from pyredislua.lock import Lock, LockKeys, extend_call, release_call
+
+    a = Lock(client, "ml", metrics=True, auto_renew=False, ttl=0.05)
+    assert a.acquire()
+    _until(lambda: not r.exists(a.keys.lock))
+    keys = LockKeys("ml", metrics=True)
+    assert client.run(release_call(keys, a.token)) == 0
+    assert client.run(extend_call(keys, a.token, 1000)) is False
+    s = client.run(series_call("lock", "ml"))
+    assert totals(s) == {"acquired": 1, "contended": 0, "handoffs": 0, "expired": 2}
+
+
+def test_lock_recording_off_writes_no_metrics_key(client: pyredislua.Client,
+                                                  r: redis.Redis) -> None:
+    from pyredislua.lock import Lock
+
+    a = Lock(client, "plain", auto_renew=False)
+    assert a.acquire()
+    a.extend()
+    a.release()
+    assert not r.exists(metrics_key("lock", "plain"))
+    assert totals(a.metrics()) == dict.fromkeys(LOCK_COUNTERS, 0)

@@ -20,7 +20,7 @@ local METRICS_TTL_MS = 3660000
 local METRICS_BUCKETS = 17
 local METRICS = {
   queue = {c = {'enqueued', 'completed', 'failed', 'retried', 'dead'}, h = {'wait', 'run'}},
-  lock = {c = {'acquired', 'contended', 'handoffs', 'expired'}, h = {'wait'}},
+  lock = {c = {'acquired', 'contended', 'handoffs', 'expired'}, h = {}},
   ratelimit = {c = {'allowed', 'denied'}, h = {}},
   writebehind = {c = {'written', 'flushed', 'failed', 'dead'}, h = {'lag'}},
   cache = {c = {'hits', 'misses', 'stale', 'recomputes'}, h = {}},
@@ -31,8 +31,10 @@ local function metrics_num(n)
 end
 
 -- The recording state of one call (nil when the call passed no metrics key): reads the stamps.
+-- now_ms: the server time the operation read (nil: read it here).
 local function metrics_open(key, kind, now_ms)
   if not key then return nil end
+  now_ms = now_ms or prl_now_ms()
   local minute = math.floor(now_ms / 60000)
   local period = math.floor(minute / 5)
   local slot, slot5 = minute % 60, period % 12
@@ -86,6 +88,14 @@ local function metrics_flush(M)
   end
   for name, n in pairs(M.c) do redis.pcall('HINCRBY', key, name .. ':' .. M.slot, n) end
   for field, n in pairs(M.h) do redis.pcall('HINCRBY', key, 'h:' .. field .. ':' .. M.slot5, n) end
+end
+
+-- Record n of one counter in a call that writes nothing else on this path (read, then write).
+local function metrics_once(key, kind, counter, n)
+  if not key then return end
+  local M = metrics_open(key, kind)
+  metrics_count(M, counter, n)
+  metrics_flush(M)
 end
 
 -- The reply of an area's metrics operation: {minute, {counter, {60 counts, oldest first}, ...},

@@ -1,11 +1,11 @@
 --[[
 name: lock.acquire
-version: 1.1.2
+version: 1.2.0
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
 resend: safe
-includes: lock
-keys: keyset lock
+includes: lock, metrics
+keys: keyset lock + metrics
 argv:
   token: str 1..256; the owner token (unique per holder)
   ttl_ms: int 1..1000000000000; lease length in milliseconds
@@ -103,6 +103,7 @@ end
 -- Free. A waiter (wait_ms given) may be registered: read its entry first, so a mistyped waiters
 -- key fails before anything is written; the fence counter fails (if it does) at the first write.
 local registered = waits and rcall('ZSCORE', waiters_key, token)
+local M = metrics_key and metrics_open(metrics_key, 'lock')
 local fence = rcall('INCR', fence_key)
 if fence_ttl_ms > 0 then
   local fttl = lock_int(ARGV[4], fence_ttl_ms)
@@ -113,4 +114,10 @@ else
 end
 rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
 if registered then rcall('ZREM', waiters_key, token) end
+if M then
+  -- an acquisition; contended when the caller was a registered waiter
+  metrics_count(M, 'acquired', 1)
+  if registered then metrics_count(M, 'contended', 1) end
+  metrics_flush(M)
+end
 return {1, fence, ttl_ms}

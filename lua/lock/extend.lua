@@ -1,12 +1,13 @@
 --[[
 name: lock.extend
-version: 1.1.1
+version: 1.2.0
 summary: Renew the lease of a held lock to ttl_ms from now; only the owner can, and an expired lock stays expired.
 flags: allow-oom
 resend: safe
-includes: lock
+includes: lock, metrics
 keys:
   lock: hash; {owner, fence}
+  metrics: optional hash; the lock's metrics, prl:lock:{name}:metrics: pass it to record an extend that finds its lease gone (expired)
 argv:
   token: str 1..256; the owner token
   ttl_ms: int 1..1000000000000; new lease length in milliseconds, counted from now
@@ -16,6 +17,10 @@ returns:
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
 ]]
-if rcall('HGET', lock_key, 'owner') ~= token then return 0 end
+if rcall('HGET', lock_key, 'owner') ~= token then
+  -- the caller's lease is gone: expired (or expired and another took the lock)
+  metrics_once(metrics_key, 'lock', 'expired', 1)
+  return 0
+end
 rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
 return 1

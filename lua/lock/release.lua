@@ -1,11 +1,11 @@
 --[[
 name: lock.release
-version: 1.1.2
+version: 1.2.0
 summary: Release a held lock (owner only); if a live waiter is registered, grant the lock to it directly.
 flags: allow-oom
 resend: once
-includes: lock
-keys: keyset lock
+includes: lock, metrics
+keys: keyset lock + metrics
 argv:
   token: str 1..256; the owner token: your own, or the grant you popped
   ttl_ms: int 1..1000000000000 = 30000; your lease: what a grant carries when no registered waiter declared one, and the lease of your requeue registration
@@ -24,12 +24,20 @@ errors:
 ]]
 -- Nobody waiting (the hot path): one field of the lock is all it reads.
 if rcall('ZCARD', waiters_key) == 0 then
-  if rcall('HGET', lock_key, 'owner') ~= token then return 0 end
+  if rcall('HGET', lock_key, 'owner') ~= token then
+    -- the caller's lease is gone: expired (or expired and another took the lock)
+    metrics_once(metrics_key, 'lock', 'expired', 1)
+    return 0
+  end
   rcall('DEL', lock_key)
   return 1
 end
 local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl', 'gw', 'gd')
-if held[1] ~= token then return 0 end
+if held[1] ~= token then
+  -- the caller's lease is gone: expired (or expired and another took the lock)
+  metrics_once(metrics_key, 'lock', 'expired', 1)
+  return 0
+end
 
 local now, now_arg = lock_now()
 -- A holder through a grant may name the token it registered with (waiter). If its grant consumed
@@ -85,6 +93,7 @@ end
 local lease = ttl_ms
 if shortest and shortest <= -1 then lease = math.floor(-shortest) end
 local pending = rcall('LLEN', signal_key)
+local M = metrics_key and metrics_open(metrics_key, 'lock', now)
 local fence = rcall('INCR', fence_key)
 local previous = tonumber(held[2])
 if previous and fence <= previous then
@@ -126,5 +135,12 @@ if requeue_ms > 0 then
   -- The releaser queues up behind the waiters at once, saving its next acquire a round trip.
   lock_register(waiters_key, me, now + requeue_ms, lock_neg(ARGV[2], ttl_ms),
                 lock_int(ARGV[5], requeue_ms))
+end
+if M then
+  -- the grant is a hold that begins: an acquisition by a waiter
+  metrics_count(M, 'acquired', 1)
+  metrics_count(M, 'contended', 1)
+  metrics_count(M, 'handoffs', 1)
+  metrics_flush(M)
 end
 return 2

@@ -81,9 +81,10 @@ class Hold:
         handoff: float = 0.1,
         requeue: bool | None = None,
         fences: FenceDurability = "durable",
+        metrics: bool = False,
     ) -> None:
         self.name = name
-        self.keys = LockKeys(name, prefix)
+        self.keys = LockKeys(name, prefix, metrics=metrics)
         self.token = token or secrets.token_hex(16)
         self.ttl_ms = ms(ttl)
         self.handoff_ms = ms(handoff)

@@ -10,8 +10,9 @@ from ..client import AsyncClient, Client
 from ..engine.protocol import Call
 from ..kit import ms
 from ..observe import tracing
+from ..observe.series import MinuteSeries
 from .block import ClientHold
-from .ops import FenceDurability, LockState, inspect_call, parse_state
+from .ops import FenceDurability, LockState, inspect_call, metrics_call, parse_state
 
 C = TypeVar("C", Client, AsyncClient)
 T = TypeVar("T")
@@ -91,6 +92,10 @@ class Lock(ClientHold[C]):
     without releasing, the next fence may restart at 1. Every user of one lock name must use the
     same setting. For short-lived mutexes whose fences nobody stores (the cache's single-flight).
 
+    ``metrics=True``: acquire, release and extend record per-minute counts (acquired, contended,
+    handoffs, expired) in ``prl:lock:{name}:metrics``; read them with :meth:`metrics` (see
+    docs/design/metrics-in-redis.md).
+
     Every method is one call or one plan (:mod:`.ops`, :mod:`.plans`, :mod:`.hold`), returned as
     the client makes it: a value on a ``Client``, an awaitable on an ``AsyncClient``.
     """
@@ -110,10 +115,12 @@ class Lock(ClientHold[C]):
         handoff: float = 0.1,
         requeue: bool | None = None,
         fences: FenceDurability = "durable",
+        metrics: bool = False,
     ) -> None:
         super().__init__(client.engine, name, ttl=ttl, auto_renew=auto_renew, max_hold=max_hold,
                          on_lost=on_lost, blocking_timeout=blocking_timeout, token=token,
-                         prefix=prefix, handoff=handoff, requeue=requeue, fences=fences)
+                         prefix=prefix, handoff=handoff, requeue=requeue, fences=fences,
+                         metrics=metrics)
         self._bind(client)
 
     _what = "a Lock"
@@ -167,6 +174,15 @@ class Lock(ClientHold[C]):
     def inspect(self) -> LockState | Awaitable[LockState]:
         """The lock's state on the server (one read-only call)."""
         return self._client.run(inspect_call(self.keys))
+
+    @overload
+    def metrics(self: Lock[Client]) -> MinuteSeries: ...
+    @overload
+    def metrics(self: Lock[AsyncClient]) -> Awaitable[MinuteSeries]: ...
+    def metrics(self) -> MinuteSeries | Awaitable[MinuteSeries]:
+        """What acquire, release and extend recorded (with ``metrics=True``, by any client), per
+        minute over the last hour (one read-only call)."""
+        return self._client.run(metrics_call(self.keys))
 
     @overload
     def owned(self: Lock[Client]) -> bool: ...

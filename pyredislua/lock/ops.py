@@ -12,6 +12,7 @@ from typing import Any, Literal, NamedTuple
 from ..engine.keysets import KeySet
 from ..engine.protocol import Call
 from ..kit import as_text
+from ..observe.series import MinuteSeries, parse_series
 
 
 class LockKeys(KeySet, keyset="lock"):
@@ -97,11 +98,11 @@ def acquire_call(keys: LockKeys, token: str, ttl_ms: int, wait_ms: int | None = 
         args = (token, ttl_ms, -1 if wait_ms is None else wait_ms)
         if fence_ttl_ms:
             args = (*args, fence_ttl_ms)
-    return Call("lock.acquire", keys.all, args, parse_acquire)
+    return Call("lock.acquire", keys.with_metrics(), args, parse_acquire)
 
 
 def extend_call(keys: LockKeys, token: str, ttl_ms: int) -> Call[bool]:
-    return Call("lock.extend", (keys.lock,), (token, ttl_ms), _renewed)
+    return Call("lock.extend", keys.with_metrics((keys.lock,)), (token, ttl_ms), _renewed)
 
 
 RELEASED_FREE = 1
@@ -119,7 +120,14 @@ def release_call(keys: LockKeys, token: str, ttl_ms: int = 30_000, handoff_ms: i
     args: tuple[str | int, ...] = (token, ttl_ms, handoff_ms, waiter, requeue_ms)
     if not requeue_ms:
         args = args[:4] if waiter else args[:3] if handoff_ms != 100 else args[:2]
-    return Call("lock.release", keys.all, args, int)
+    return Call("lock.release", keys.with_metrics(), args, int)
+
+
+def metrics_call(keys: LockKeys) -> Call[MinuteSeries]:
+    """The lock's recorded metrics (``lock.metrics``, no writes; keys built with
+    ``metrics=True`` make acquire, release and extend record: see
+    :mod:`pyredislua.observe.series`)."""
+    return Call("lock.metrics", (keys.metrics_key,), (), parse_series("lock", keys.name))
 
 
 def inspect_call(keys: LockKeys) -> Call[LockState]:

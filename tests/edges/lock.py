@@ -16,6 +16,7 @@ from tests.edges import Scenario, run_all
 
 K = LockKeys("edge")
 ALL = (K.lock, K.fence, K.signal, K.waiters)
+MET = (*ALL, K.metrics_key)  # recording metrics
 EPHEMERAL = 3_600_000  # fence_ttl_ms of an ephemeral lock
 
 
@@ -105,6 +106,25 @@ SCENARIOS = [
              _held_ephemeral_with_waiter),
     Scenario("lock.release", "a grant popped out of order puts the consumed waiter back", ALL,
              ("grant:2:60000", 60_000, 100, "b"), _popped_out_of_order),
+    # recording metrics (the trailing metrics key)
+    Scenario("lock.acquire", "free, records metrics", MET, ("me", 60_000), _fence_exists),
+    Scenario("lock.acquire", "free, a registered waiter's retry, records metrics", MET,
+             ("me", 60_000, 60_000), _registered_then_free),
+    Scenario("lock.acquire", "busy, registers, records nothing", MET, ("me", 60_000, 60_000),
+             _held),
+    Scenario("lock.extend", "held, records nothing", (K.lock, K.metrics_key), ("holder", 90_000),
+             _held, writes=True),
+    Scenario("lock.extend", "expired: records it", (K.lock, K.metrics_key), ("gone", 90_000),
+             _held),
+    Scenario("lock.release", "no waiter, records nothing", MET, ("holder",), _held),
+    Scenario("lock.release", "expired: records it", MET, ("gone",), _held),
+    Scenario("lock.release", "expired, a waiter registered: records it", MET, ("gone",),
+             _held_with_waiter),
+    Scenario("lock.release", "grants to a waiter, records metrics", MET, ("holder", 60_000),
+             _held_with_waiter),
+    Scenario("lock.metrics", "recorded", (K.metrics_key,), (),
+             lambda client: run_all(client, [acquire_call(LockKeys("edge", metrics=True),
+                                                          "me", 60_000)]), writes=False),
     Scenario("lock.inspect", "held with a waiter", (K.lock, K.fence, K.waiters), (),
              _held_with_waiter, writes=False),
 ]
