@@ -150,7 +150,7 @@ def _cases() -> Iterator[Any]:
     for scenario in SCENARIOS:
         header = LIBRARY.operation(scenario.op).header
         for position in range(1, len(scenario.keys) + 1):
-            spec = key_spec_at(header, position)
+            spec = key_spec_at(header, position, len(scenario.keys), scenario.trailing)
             kind, name = spec.type, spec.name
             case_id = f"{scenario.id}-{position}:{name}:{kind}"
             marks = [_XFAIL] if case_id in KNOWN_FAILURES else []

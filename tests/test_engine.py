@@ -12,7 +12,13 @@ import pytest
 import redis
 
 import pyredislua
-from pyredislua.engine.header import KEY_TYPES, HeaderError, key_type_at, parse_header
+from pyredislua.engine.header import (
+    KEY_TYPES,
+    HeaderError,
+    key_spec_at,
+    key_type_at,
+    parse_header,
+)
 from pyredislua.engine.render import lua_root, render_library
 from pyredislua.lock import LockKeys, acquire_call, inspect_call, release_call
 from pyredislua.server import RedisServer
@@ -150,6 +156,12 @@ def test_every_declared_key_has_a_type() -> None:
         "hash", "string", "list", "zset", "hash"]
     assert lib.operation("lock.acquire").header.keys[-1].optional  # the metrics key
     assert key_type_at(lib.operation("cache.set").header, 7) == "set"
+    # a variadic operation's optional trailing key (the metrics key): the call says it is there
+    gcra = lib.operation("ratelimit.gcra").header
+    assert [key_spec_at(gcra, i, 3, 1).name for i in (1, 2, 3)] == ["each", "each", "metrics"]
+    assert [key_spec_at(gcra, i, 3).name for i in (1, 2, 3)] == ["each", "each", "each"]
+    assert "local metrics_key" not in lib.operation("ratelimit.gcra").function_body.split(
+        "prl_int")[0]  # the body binds it, from the ARGV count
 
 
 def test_load_is_idempotent(r: redis.Redis) -> None:

@@ -405,3 +405,38 @@ def test_lock_recording_off_writes_no_metrics_key(client: pyredislua.Client,
     a.release()
     assert not r.exists(metrics_key("lock", "plain"))
     assert totals(a.metrics()) == dict.fromkeys(LOCK_COUNTERS, 0)
+
+
+# -- rate limiters ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["GCRA", "TokenBucket", "FixedWindow", "SlidingWindow",
+                                       "SlidingLog"])
+def test_limiter_records_decisions_under_the_calls_tag(client: pyredislua.Client,
+                                                       r: redis.Redis, algorithm: str) -> None:
+    from pyredislua import ratelimit
+
+    cls = getattr(ratelimit, algorithm)
+    one = cls(client, "api", "3/h", metrics=True)
+    two = cls(client, "api2", "3/h", "10/d", metrics=True)
+    outcomes = [one.hit("alice").allowed for _ in range(5)]
+    assert outcomes == [True, True, True, False, False]
+    one.check("alice")  # a peek records nothing
+    assert [two.hit("bob", tag="team").allowed for _ in range(4)] == [True] * 3 + [False]
+    s = one.metrics(tag="alice")
+    assert s.kind == "limiter" and s.name == "api" and s.histograms == {}
+    assert totals(s) == {"allowed": 3, "denied": 2}
+    assert totals(client.run(series_call("limiter", "api2", tag="team"))) == {
+        "allowed": 3, "denied": 1}
+    assert r.exists("prl:rl:{alice}:metrics:api", "prl:rl:{team}:metrics:api2") == 2
+    assert 0 < r.pttl("prl:rl:{team}:metrics:api2") <= TTL_MS
+
+
+def test_limiter_recording_off_writes_no_metrics_key(client: pyredislua.Client,
+                                                     r: redis.Redis) -> None:
+    from pyredislua.ratelimit import GCRA
+
+    lim = GCRA(client, "api", "3/h")
+    lim.hit("alice")
+    assert lim.hit_call("alice").keys == tuple(lim.keys("alice"))
+    assert not r.keys("prl:rl:*:metrics:*")

@@ -5,12 +5,14 @@
 ##}
 {%- macro prologue(op) %}
   local rcall = redis.call
-{%- if op.min_keys < op.keys|length %}
+{%- if op.min_keys < op.keys|length and not op.variadic_keys %}
   if #KEYS < {{ op.min_keys }} or #KEYS > {{ op.keys|length }} then prl_fail('BADARG', '{{ op.name }} takes {{ op.min_keys }}..{{ op.keys|length }} keys, got ' .. #KEYS) end
 {%- endif %}
   prl_arity('{{ op.name }}', KEYS, ARGV, {{ -1 if (op.variadic_keys or op.min_keys < op.keys|length) else op.keys|length }}, {{ op.min_args }}, {{ -1 if op.max_args is none else op.max_args }})
 {%- for k in op.keys %}
+{%- if not (op.variadic_keys and k.optional) %}
   local {{ k.name }}_key = KEYS[{{ loop.index }}]
+{%- endif %}
 {%- endfor %}
 {%- for a in op.argv %}
 {%- if a.type == 'int' %}

@@ -1,12 +1,13 @@
 --[[
 name: ratelimit.gcra
-version: 1.1.2
+version: 1.2.0
 summary: Charge a request against one or more GCRA (generic cell rate algorithm) limits, all or none.
 flags: none
 resend: once
-includes: ratelimit
+includes: ratelimit, metrics
 keys: variadic
   each: string; 1..16 keys, one per limit, all under one hash tag; each a string "gcra:<tat_ms>:<frac>:<limit>", the theoretical arrival time; expires when the bucket is full again
+  metrics: optional hash; the limiter's metrics, prl:rl:{tag}:metrics:<limiter name> (docs/design/metrics-in-redis.md), after the limit keys: a call passing one more key than it has limits records its decision there (allowed or denied, per minute); expires 61 minutes after the last minute anything was recorded
 argv:
   cost: int 1..1000000; units the request weighs; above the limit it is denied and changes nothing
   limits: rest; per key: limit (int 1..1000000), period_ms (int 1..2678400000), burst: requests admitted at once (0 = limit); sustained rate limit/period
@@ -21,4 +22,18 @@ errors:
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
 if #KEYS == 1 and #ARGV == 4 then return ratelimit_one(KEYS[1], ARGV, 'gcra', cost, true) end
-return ratelimit_decide(KEYS, ARGV, limits_start, 3, 'gcra', cost, true)
+-- one more key than limits: the last is the metrics key (read first, recorded last)
+local limit_keys, metrics_key = KEYS, nil
+if #KEYS > 1 and #ARGV - limits_start + 1 == (#KEYS - 1) * 3 then
+  limit_keys, metrics_key = {unpack(KEYS, 1, #KEYS - 1)}, KEYS[#KEYS]
+end
+local M = metrics_open(metrics_key, 'ratelimit')
+local reply
+if #limit_keys == 1 and #ARGV == 4 then
+  reply = ratelimit_one(limit_keys[1], ARGV, 'gcra', cost, true)
+else
+  reply = ratelimit_decide(limit_keys, ARGV, limits_start, 3, 'gcra', cost, true)
+end
+metrics_count(M, reply[1] == 1 and 'allowed' or 'denied', 1)
+metrics_flush(M)
+return reply

@@ -36,6 +36,9 @@ or more whole groups in order (several locks in one call); the named locals bind
 A key whose type reads ``optional <type>`` (``request: optional string; ...``) may be left out;
 only the last keys may be optional, so a call passes the required keys and then as many of the
 optional ones, in order, as it uses (the prologue checks the count; an absent key is ``nil``).
+Under ``keys: variadic`` optional keys may follow the repeating entry: the operation itself
+tells from its ARGV whether a call passed them, and binds them (the prologue binds no local
+for them).
 
 ``resend``: ``safe`` (the default) when running the same call twice, as a client does that re-sends
 a command whose reply it lost, has the effect of running it once; ``once`` when it is not: the
@@ -216,13 +219,24 @@ def _parse_key(name: str, text: str, where: str) -> KeySpec:
     return KeySpec(name, kind, doc.strip(), optional)
 
 
-def key_spec_at(header: Header, position: int) -> KeySpec:
+def key_spec_at(header: Header, position: int, count: int | None = None,
+                trailing: int = 0) -> KeySpec:
     """The declared key at KEYS[position] (1-based); under ``keys: variadic`` the last
-    declared entry covers every later position, under a repeated key set the group repeats."""
+    required entry covers every later position, under a repeated key set the group repeats.
+
+    A variadic header may end with optional keys (a metrics key): the operation tells from its
+    ARGV whether a call passed them, so the caller says how many of the call's ``count`` keys
+    are such ``trailing`` ones."""
     if not header.keys:
         raise IndexError(f"{header.name} declares no keys")
     if header.repeated:
         return header.keys[(position - 1) % len(header.keys)]
+    if header.variadic_keys:
+        required = [k for k in header.keys if not k.optional]
+        optional = [k for k in header.keys if k.optional]
+        if trailing and count is not None and position > count - trailing:
+            return optional[position - (count - trailing) - 1]
+        return required[min(position, len(required)) - 1]
     return header.keys[min(position, len(header.keys)) - 1]
 
 
@@ -363,7 +377,9 @@ def parse_header(text: str, where: str = "<lua>",
             raise HeaderError(f"{where}: a repeated key set takes no extras")
     if any(k.optional for k in keys):
         first = next(i for i, k in enumerate(keys) if k.optional)
-        if not all(k.optional for k in keys[first:]) or top.get("variadic_keys") == "yes":
+        if (not all(k.optional for k in keys[first:]) or first == 0
+                or top.get("repeated") == "yes" or (keyset is not None
+                and top.get("variadic_keys") == "yes")):
             raise HeaderError(f"{where}: only the last keys may be optional (not variadic ones)")
     argv = tuple(_parse_arg(k, d, where) for k, d in sections.get("argv", []))
     names = [k.name for k in keys] + [a.name for a in argv]

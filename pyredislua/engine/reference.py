@@ -48,10 +48,14 @@ def render_reference(library: Library) -> str:
                 if h.repeated:
                     lines += ["KEYS repeat as a group: one group of the entries below per "
                               "item (lock), in order.", ""]
+                elif h.variadic_keys and h.min_keys < len(h.keys):
+                    lines += ["KEYS are variadic: the required entries below in order, the last "
+                              "repeating, then the optional ones when the call passes them "
+                              "(see their role).", ""]
                 elif h.variadic_keys:
                     lines += ["KEYS are variadic: the entries below in order, the last repeating.",
                               ""]
-                if h.min_keys < len(h.keys):
+                if h.min_keys < len(h.keys) and not h.variadic_keys:
                     lines += [f"KEYS: the first {h.min_keys} are required; the optional ones "
                               "after them may be left out (a call passes them in order).", ""]
                 lines += ["| KEYS | type | role |", "|---|---|---|"]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Generic, TypeVar, overload
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call
 from ..kit import hash_tag, ms
+from ..observe.series import MinuteSeries, parse_series
 from .decorators import rate_limited
 from .ops import (
     MAX_COST,
@@ -121,14 +122,19 @@ class Limiter(Generic[C]):
     Keys: ``prl:rl:{<tag>}:<algorithm>:<name>:<identity>:<period_ms>``; the tag defaults to
     the identity. ``on_failure``: what a hit or check decides when Redis is unreachable or
     refuses it: ``"open"`` (admit; the default), ``"closed"`` (deny) or ``"raise"``, or a
-    :class:`~pyredislua.ratelimit.ops.Failure`.
+    :class:`~pyredislua.ratelimit.ops.Failure`. ``metrics=True``: every hit records its decision
+    (allowed or denied, per minute) in ``prl:rl:{<tag>}:metrics:<name>``, under the call's own
+    hash tag (one key per tag: with the default tag, per identity); read it with
+    :meth:`metrics_call` (see docs/design/metrics-in-redis.md). Checks, ``hit_many`` and
+    combined calls record nothing.
     """
 
     algorithm: ClassVar[str] = "gcra"
     client: C
 
     def __init__(self, client: C, name: str, *rates: RateLike, burst: int | None = None,
-                 prefix: str = PREFIX, on_failure: FailureLike = "open") -> None:
+                 prefix: str = PREFIX, on_failure: FailureLike = "open",
+                 metrics: bool = False) -> None:
         if not rates:
             raise ValueError("a limiter needs at least one rate, e.g. '100/s'")
         if not name or "{" in name or "}" in name:
@@ -150,6 +156,8 @@ class Limiter(Generic[C]):
                            for a in Limit(self.algorithm, r, "").args())
         self._args1 = (1, *self._tail)  # the arguments of the usual cost, 1
         self._ops = (f"ratelimit.{self.algorithm}", f"ratelimit.{self.algorithm}_peek")
+        self.metrics_enabled = metrics
+        self._metrics_mid = f"}}:metrics:{name}"
         self._policy: _Policy | None = None
 
     def _check_rates(self) -> None:
@@ -176,11 +184,32 @@ class Limiter(Generic[C]):
         base = f"{self._key_head}{t}{self._key_mid}{identity}"
         return tuple([base + p for p in periods])
 
+    def metrics_key(self, identity: str, *, tag: str | None = None) -> str:
+        """Where this limiter's decisions under the call's hash tag (default: the identity) are
+        recorded: ``prl:rl:{<tag>}:metrics:<name>``."""
+        t = identity if tag is None else tag
+        hash_tag(t)  # the explanatory ValueError of a bad tag
+        return f"{self._key_head}{t}{self._metrics_mid}"
+
+    def _hit_keys(self, identity: str, tag: str | None) -> tuple[str, ...]:
+        """The keys of a charging call: the limit keys, and the metrics key when recording."""
+        limit_keys: tuple[str, ...] = self._keys(identity, tag)
+        if self.metrics_enabled:
+            return (*limit_keys, f"{self._key_head}{identity if tag is None else tag}"
+                                 f"{self._metrics_mid}")
+        return limit_keys
+
+    def metrics_call(self, *, tag: str) -> Call[MinuteSeries]:
+        """The decisions recorded under hash tag ``tag`` (``ratelimit.metrics``, no writes)."""
+        return Call("ratelimit.metrics", (self.metrics_key(tag, tag=tag),), (),
+                    parse_series("limiter", self.name))
+
     def _call(self, identity: str, cost: int, tag: str | None, peek: bool) -> Call[Decision]:
         if cost.__class__ is not int or not (0 if peek else 1) <= cost <= MAX_COST:
             check_cost(cost, peek)
-        return Call(self._ops[peek], self._keys(identity, tag), (cost, *self._tail),
-                    parse_decision)
+        sent: tuple[str, ...] = (self._keys(identity, tag) if peek
+                                 else self._hit_keys(identity, tag))
+        return Call(self._ops[peek], sent, (cost, *self._tail), parse_decision)
 
     def _policy_for(self, failure: Failure) -> _Policy:
         policy = self._policy
@@ -189,6 +218,15 @@ class Limiter(Generic[C]):
             if failure is self.failure:
                 self._policy = policy
         return policy
+
+    @overload
+    def metrics(self: Limiter[Client], *, tag: str) -> MinuteSeries: ...
+    @overload
+    def metrics(self: Limiter[AsyncClient], *, tag: str) -> Awaitable[MinuteSeries]: ...
+    def metrics(self, *, tag: str) -> MinuteSeries | Awaitable[MinuteSeries]:
+        """The decisions recorded under hash tag ``tag`` (with ``metrics=True``, by any client):
+        allowed and denied per minute over the last hour (one read-only call)."""
+        return self.client.run(self.metrics_call(tag=tag))
 
     def hit_call(self, identity: str, cost: int = 1, *, tag: str | None = None) -> Call[Decision]:
         return self._call(identity, cost, tag, False)
@@ -221,11 +259,12 @@ class Limiter(Generic[C]):
         if cost.__class__ is not int or not 1 <= cost <= MAX_COST:
             check_cost(cost, False)
         keys = self._keys(identity, tag)
+        hit_keys = self._hit_keys(identity, tag) if self.metrics_enabled else keys
         args = self._args1 if cost == 1 else (cost, *self._tail)
         if failure.mode == "raise":
-            return self.client.run(Call(self._ops[0], keys, args, parse_decision))
+            return self.client.run(Call(self._ops[0], hit_keys, args, parse_decision))
         policy, peek_op = self._policy_for(failure), self._ops[1]
-        return self.client.run(Call(self._ops[0], keys, args, parse_decision,
+        return self.client.run(Call(self._ops[0], hit_keys, args, parse_decision,
                                     lambda error: policy.hit(error, peek_op, keys, args)))
 
     @overload

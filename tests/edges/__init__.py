@@ -26,6 +26,8 @@ class Scenario:
     setup: Callable[[pyredislua.Client], None] = lambda client: None
     # False when this path legitimately writes nothing (the suite checks the others do write)
     writes: bool = True
+    # how many of the keys are a variadic operation's optional trailing keys (a metrics key)
+    trailing: int = 0
 
     @property
     def id(self) -> str:

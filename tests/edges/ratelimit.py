@@ -17,6 +17,7 @@ ALGORITHMS = ("gcra", "token_bucket", "sliding_log", "sliding_window", "fixed_wi
 HOUR = 3_600_000
 K1, K2, K3 = "{rl}:a", "{rl}:b", "{rl}:c"
 SLOTS = "{rl}:slots"
+METRICS = "prl:rl:{rl}:metrics:edge"
 
 
 def _limit(limit: int = 5, period: int = HOUR) -> tuple[Any, ...]:
@@ -59,6 +60,14 @@ def _per_algorithm() -> list[Scenario]:
                      writes=False),
             Scenario(f"ratelimit.{a}", "two limits, admitted: all or none", (K1, K2),
                      (1, *_limit(), *_limit(10, 2 * HOUR)), _state((a, K1, 1), (a, K2, 1))),
+            # recording: one more key than limits, the last the metrics key
+            Scenario(f"ratelimit.{a}", "admitted, records metrics", (K1, METRICS),
+                     (1, *_limit()), _state((a, K1, 2)), trailing=1),
+            Scenario(f"ratelimit.{a}", "denied, records metrics", (K1, METRICS),
+                     (1, *_limit()), _state((a, K1, 5)), trailing=1),
+            Scenario(f"ratelimit.{a}", "two limits, records metrics", (K1, K2, METRICS),
+                     (1, *_limit(), *_limit(10, 2 * HOUR)), _state((a, K1, 1), (a, K2, 1)),
+                     trailing=1),
             Scenario(f"ratelimit.{a}_peek", "existing state", (K1, K2),
                      (1, *_limit(), *_limit(10, 2 * HOUR)), _state((a, K1, 2), (a, K2, 1)),
                      writes=False),
@@ -103,6 +112,9 @@ SCENARIOS = [
     Scenario("ratelimit.release", "held", (SLOTS,), ("holder",), _held),
     Scenario("ratelimit.reset", "limiters of every kind", (K1, K2, SLOTS), (),
              lambda c: (_state(("token_bucket", K1, 1), ("sliding_log", K2, 1))(c), _held(c))),
+    Scenario("ratelimit.metrics", "recorded", (METRICS,), (),
+             lambda client: run_all(client, [Call("ratelimit.gcra", (K1, METRICS),
+                                                  (1, *_limit()))]), writes=False),
     Scenario("ratelimit.inspect", "a sliding log", (K1,), (), _state(("sliding_log", K1, 2)),
              writes=False),
 ]
