@@ -440,3 +440,59 @@ def test_limiter_recording_off_writes_no_metrics_key(client: pyredislua.Client,
     lim.hit("alice")
     assert lim.hit_call("alice").keys == tuple(lim.keys("alice"))
     assert not r.keys("prl:rl:*:metrics:*")
+
+
+# -- write-behind -------------------------------------------------------------------------------
+
+
+class _PoisonSink:
+    """Takes every record but those whose key starts with "poison" (rejected, each time)."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    def write(self, records: Any) -> None:
+        if any(r.key.startswith("poison") for r in records):
+            raise ValueError("poison")
+        self.written.extend(r.key for r in records)
+
+
+def test_store_records_writes_flushes_failures_and_lag(client: pyredislua.Client,
+                                                       r: redis.Redis) -> None:
+    from pyredislua.writebehind import WriteBehind
+
+    store = WriteBehind(client, "ws", metrics=True, max_attempts=1, backoff=0, max_delay=0)
+    store.set("a", b"1")
+    store.write_many([("b", "2"), ("poison", "x")])
+    store.delete("c")
+    sink = _PoisonSink()
+    store.flush(sink)
+    assert sorted(sink.written) == ["a", "b", "c"]
+    s = store.metrics()
+    assert s.kind == "store" and set(s.histograms) == {"lag"}
+    assert totals(s) == {"written": 4, "flushed": 3, "failed": 1, "dead": 1}
+    assert sum(s.histograms["lag"]) == 3
+    assert client.run(series_call("store", "ws")) == s
+    assert 0 < r.pttl(metrics_key("store", "ws")) <= TTL_MS
+
+
+def test_store_records_expired_claims(client: pyredislua.Client, r: redis.Redis) -> None:
+    from pyredislua.writebehind import WriteBehind
+    from pyredislua.writebehind.ops import claim_call, reap_call
+
+    store = WriteBehind(client, "ws", metrics=True, max_attempts=1)
+    store.set("a", b"1")
+    claim = client.run(claim_call(store.keys, 10, 1))
+    assert len(claim.records) == 1
+    _until(lambda: client.run(reap_call(store.keys, 100, 1)) == 1)
+    assert totals(store.metrics()) == {"written": 1, "flushed": 0, "failed": 1, "dead": 1}
+
+
+def test_store_recording_off_writes_no_metrics_key(client: pyredislua.Client,
+                                                   r: redis.Redis) -> None:
+    from pyredislua.writebehind import WriteBehind
+
+    store = WriteBehind(client, "plain", max_delay=0)
+    store.set("a", b"1")
+    store.flush(_PoisonSink())
+    assert not r.exists(metrics_key("store", "plain"))

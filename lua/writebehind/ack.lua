@@ -1,11 +1,11 @@
 --[[
 name: writebehind.ack
-version: 1.0.1
+version: 1.1.0
 summary: Mark flushed records clean, each only if its version is unchanged since the claim; a record written meanwhile stays dirty.
 flags: allow-oom
 resend: safe
-includes: writebehind
-keys: keyset writebehind
+includes: writebehind, metrics
+keys: keyset writebehind + metrics
 argv:
   claim_id: int 1..9007199254740991; the claim id claim returned; records claimed by another claim are left alone
   items: rest; 1..1000 (key, version) pairs: the versions written to the sink (negative for a delete)
@@ -70,6 +70,17 @@ for j = 1, count do
   out[j] = status
 end
 if #clean + #redo > 0 then wb_check(K, 'dirty', 'retry', 'dead') end
+-- metrics: flushed, and the lag of each from its oldest unflushed write (its dirty-since)
+local M = nil
+if metrics_key and #clean > 0 then
+  local at = prl_now_ms()
+  M = metrics_open(metrics_key, 'writebehind', at)
+  metrics_count(M, 'flushed', #clean)
+  for n = 1, #clean do
+    local ok, m = pcall(cmsgpack.unpack, raws[n])
+    if ok and type(m) == 'table' and type(m.s) == 'number' then metrics_sample(M, 'lag', at - m.s) end
+  end
+end
 -- write: the ZREM from claimed comes first (a claimed key of another type fails it, unwritten)
 local held = 0
 for i = 1, #clean, 1000 do
@@ -85,6 +96,7 @@ wb_chunked('HDEL', K.meta, clean)
 wb_chunked('HDEL', K.versions, forget)
 wb_flush_writes(K, w)
 wb_stats_write(K, c, {acked = #clean})
+metrics_flush(M)
 local left = (held > 0 or #redo > 0) and rcall('ZCOUNT', K.claimed, id_text, id_text) or mine
 -- cleaned records held by other claims (counted: removed from claimed, but not from this one)
 if held > mine - left - #redo then wb_forget_others(K, clean, raws) end

@@ -1,11 +1,11 @@
 --[[
 name: writebehind.claim
-version: 1.1.1
+version: 1.2.0
 summary: Claim up to count due dirty records, oldest first, with value and version, under a lease (expired claims count an attempt and return to dirty, due retries return to dirty first).
 flags: allow-oom
 resend: safe
-includes: writebehind
-keys: keyset writebehind
+includes: writebehind, metrics
+keys: keyset writebehind + metrics
 argv:
   count: int 1..1000; most records to claim
   lease_ms: int 1..86400000; the claim expires after this long and the records become dirty again
@@ -52,6 +52,7 @@ rcall('HLEN', K.values)  -- their types: they are read after the first write bel
 rcall('HLEN', K.versions)
 local head = #first > 0 and tonumber(first[2]) or nil
 if head and head < 0 then rcall('HLEN', K.meta) end  -- a suspect's claim writes its meta
+local M = metrics_open(metrics_key, 'writebehind', now)
 local reaped, died = 0, 0
 if #expired > 0 or #retried > 0 then
   -- upkeep: expired claims (an attempt each) and due retries return to dirty, first
@@ -77,6 +78,10 @@ local function counted(fields)
     fields[#fields + 1] = wb_int(tonumber(sv[4] or '0') + died)
   end
   if #fields > 0 then rcall('HSET', K.stats, unpack(fields)) end
+  -- an expired claim its upkeep returned is a failed flush (an attempt counted)
+  metrics_count(M, 'failed', reaped)
+  metrics_count(M, 'dead', died)
+  metrics_flush(M)
 end
 local function wait_hint(wait)
   local nr = rcall('ZRANGE', K.retry, 0, 0, 'WITHSCORES')

@@ -1,11 +1,11 @@
 --[[
 name: writebehind.fail
-version: 1.0.1
+version: 1.1.0
 summary: Report records the sink rejected: retry each after an exponential backoff, or dead-letter it with the error after max_attempts.
 flags: allow-oom
 resend: safe
-includes: writebehind
-keys: keyset writebehind
+includes: writebehind, metrics
+keys: keyset writebehind + metrics
 argv:
   claim_id: int 1..9007199254740991; the claim id claim returned; records claimed by another claim are left alone
   max_attempts: int 1..1000; dead-letter a record on this many failed attempts
@@ -47,6 +47,7 @@ if #held > 0 then
 end
 local c = wb_stats(K, {'failed', 'dead'})
 if #held > 0 then wb_check(K, 'dirty', 'retry', 'dead') end
+local M = #held > 0 and metrics_open(metrics_key, 'writebehind', now) or nil
 -- decide
 local w = wb_writes()
 local out, release, failed, dead = {}, {}, 0, 0
@@ -83,5 +84,8 @@ end
 wb_chunked('ZREM', K.claimed, release)
 wb_flush_writes(K, w)
 wb_stats_write(K, c, {failed = failed, dead = dead})
+metrics_count(M, 'failed', failed)
+metrics_count(M, 'dead', dead)
+metrics_flush(M)
 wb_forget_claim(K, wb_int(claim_id))
 return out

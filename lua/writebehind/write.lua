@@ -1,11 +1,11 @@
 --[[
 name: writebehind.write
-version: 1.1.0
+version: 1.2.0
 summary: Store values and deletes (tombstones), give each a new version and mark the keys dirty, atomically.
 flags: none
 resend: safe
-includes: writebehind
-keys: keyset writebehind
+includes: writebehind, metrics
+keys: keyset writebehind + metrics
 argv:
   notify_at: int 0..1000000; also wake a flusher when the dirty count reaches this (0: only when the set turns non-empty)
   items: rest; 1..1000 (op, key, value) triples; op is set or del (a del's value is ignored)
@@ -50,6 +50,7 @@ if count == 1 then
   if undead then rcall('ZCARD', K.dead) end
   local wake = wb_wakes(before, dirty and 1 or 0, notify_at)
   local queued = wake and rcall('LLEN', K.signal) or 1
+  local M = metrics_open(metrics_key, 'writebehind', now)
   -- write
   if set then rcall('HSET', K.values, key, ARGV[items_start + 2]) else rcall('HDEL', K.values, key) end
   rcall('HSET', K.versions, key, set and base + 1 or -(base + 1))
@@ -58,6 +59,8 @@ if count == 1 then
   if put then rcall('HSET', K.meta, key, cmsgpack.pack(m)) end
   wb_write_count(K, sv, base, count, coalesce and 1 or 0)
   if wake then wb_signal(K, queued) end
+  metrics_count(M, 'written', 1)
+  metrics_flush(M)
   return {base + 1}
 end
 
@@ -104,6 +107,7 @@ end
 if undead then rcall('ZCARD', K.dead) end  -- its type, before the first write
 local wake = wb_wakes(before, fresh, notify_at)
 local queued = wake and rcall('LLEN', K.signal) or 1
+local M = metrics_open(metrics_key, 'writebehind', now)
 local sets, vers, dels, zdirty, hmeta = {}, {}, nil, nil, nil
 for key, st in pairs(state) do
   local i = items_start + 3 * (st.j - 1)
@@ -138,4 +142,6 @@ if zdirty then wb_chunked('ZADD', K.dirty, zdirty) end
 if hmeta then wb_chunked('HSET', K.meta, hmeta) end
 wb_write_count(K, sv, base, count, coalesced)
 if wake then wb_signal(K, queued) end
+metrics_count(M, 'written', count)
+metrics_flush(M)
 return versions

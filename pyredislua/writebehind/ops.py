@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from ..engine.keysets import KeySet
 from ..engine.protocol import Call
 from ..kit import as_bytes, as_text
+from ..observe.series import MinuteSeries, parse_series
 
 MAX_BATCH = 1000  # records per Lua call; bigger batches are split and pipelined
 MAX_ERROR = 4096  # bytes of error text kept with a failed record
@@ -110,7 +111,7 @@ def write_call(keys: StoreKeys, items: Sequence[tuple[str, str, bytes]], notify_
     args: list[str | int | bytes] = [notify_at]
     for op, key, value in items:
         args += [op, key, value]
-    return Call("writebehind.write", keys.all, tuple(args), _ints)
+    return Call("writebehind.write", keys.with_metrics(), tuple(args), _ints)
 
 
 def _parse_claim(reply: Any) -> Claim:
@@ -134,7 +135,7 @@ def claim_call(keys: StoreKeys, count: int, lease_ms: int, *, min_count: int = 0
     of a call that claimed records returns the same records instead of claiming more (redis-py
     re-sends a command after a timeout). Re-send a claim whose reply was lost with the same id."""
     rid = new_request_id() if request_id is None else request_id
-    return Call("writebehind.claim", keys.all,
+    return Call("writebehind.claim", keys.with_metrics(),
                 (count, lease_ms, min_count, max_age_ms, max_attempts, rid), _parse_claim)
 
 
@@ -142,7 +143,7 @@ def ack_call(keys: StoreKeys, claim_id: int, records: Sequence[Record]) -> Call[
     args: list[str | int | bytes] = [claim_id]
     for r in records:
         args += [r.key, r.signed_version]
-    return Call("writebehind.ack", keys.all, tuple(args), _ints)
+    return Call("writebehind.ack", keys.with_metrics(), tuple(args), _ints)
 
 
 def fail_call(keys: StoreKeys, claim_id: int, records: Sequence[tuple[Record, str]], *,
@@ -150,7 +151,7 @@ def fail_call(keys: StoreKeys, claim_id: int, records: Sequence[tuple[Record, st
     args: list[str | int | bytes] = [claim_id, max_attempts, backoff_ms, max_backoff_ms]
     for r, error in records:
         args += [r.key, r.signed_version, error.encode()[:MAX_ERROR]]
-    return Call("writebehind.fail", keys.all, tuple(args), _ints)
+    return Call("writebehind.fail", keys.with_metrics(), tuple(args), _ints)
 
 
 def release_call(keys: StoreKeys, claim_id: int, record_keys: Sequence[str], delay_ms: int = 0
@@ -158,8 +159,15 @@ def release_call(keys: StoreKeys, claim_id: int, record_keys: Sequence[str], del
     return Call("writebehind.release", keys.all, (claim_id, delay_ms, *record_keys), int)
 
 
+def metrics_call(keys: StoreKeys) -> Call[MinuteSeries]:
+    """The store's recorded metrics (``writebehind.metrics``, no writes; keys built with
+    ``metrics=True`` make write, claim, ack, fail and reap record: see
+    :mod:`pyredislua.observe.series`)."""
+    return Call("writebehind.metrics", (keys.metrics_key,), (), parse_series("store", keys.name))
+
+
 def reap_call(keys: StoreKeys, limit: int = 100, max_attempts: int = 5) -> Call[int]:
-    return Call("writebehind.reap", keys.all, (limit, max_attempts), int)
+    return Call("writebehind.reap", keys.with_metrics(), (limit, max_attempts), int)
 
 
 def requeue_call(keys: StoreKeys, record_keys: Sequence[str] = (), limit: int = 100

@@ -14,6 +14,7 @@ from typing import Generic, TypeVar, overload
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call, Engine, Plan
 from ..kit import as_bytes, ms
+from ..observe.series import MinuteSeries
 from .core import FlushConfig, FlushEvent, drain_plan
 from .flusher import AsyncFlusher, Flusher
 from .ops import (
@@ -29,6 +30,7 @@ from .ops import (
     dead_call,
     fail_call,
     get_call,
+    metrics_call,
     reap_call,
     release_call,
     requeue_call,
@@ -73,7 +75,10 @@ class WriteBehind(Generic[C]):
     ``lease``: a claim not acked within it returns to dirty; ``max_attempts`` failed attempts
     before a record is dead-lettered, retried after ``backoff`` doubling up to ``max_backoff``;
     ``unavailable_delay``: retry delay of a batch the sink could not take at all. ``config``: a
-    whole :class:`FlushConfig` instead.
+    whole :class:`FlushConfig` instead. ``metrics=True``: writes, claims, acks, failures and
+    reaps record per-minute counts (written, flushed, failed, dead) and the write-to-ack lag
+    histogram in ``prl:wb:{name}:metrics``; read them with :meth:`metrics` (see
+    docs/design/metrics-in-redis.md).
     """
 
     client: C
@@ -83,11 +88,12 @@ class WriteBehind(Generic[C]):
                  max_delay: float = _DEFAULT.max_delay, lease: float = _DEFAULT.lease,
                  max_attempts: int = _DEFAULT.max_attempts, backoff: float = _DEFAULT.backoff,
                  max_backoff: float = _DEFAULT.max_backoff,
-                 unavailable_delay: float = _DEFAULT.unavailable_delay) -> None:
+                 unavailable_delay: float = _DEFAULT.unavailable_delay,
+                 metrics: bool = False) -> None:
         if not name:
             raise ValueError("a write-behind store needs a name")
         self.client = client
-        self.keys = StoreKeys(name, prefix)
+        self.keys = StoreKeys(name, prefix, metrics=metrics)
         self.config = config or FlushConfig(
             batch_size=batch_size, max_delay=max_delay, lease=lease, max_attempts=max_attempts,
             backoff=backoff, max_backoff=max_backoff, unavailable_delay=unavailable_delay)
@@ -268,6 +274,15 @@ class WriteBehind(Generic[C]):
     def stats(self: WriteBehind[AsyncClient]) -> Awaitable[StoreStats]: ...
     def stats(self) -> StoreStats | Awaitable[StoreStats]:
         return self.client.run(stats_call(self.keys))
+
+    @overload
+    def metrics(self: WriteBehind[Client]) -> MinuteSeries: ...
+    @overload
+    def metrics(self: WriteBehind[AsyncClient]) -> Awaitable[MinuteSeries]: ...
+    def metrics(self) -> MinuteSeries | Awaitable[MinuteSeries]:
+        """What the operations recorded (with ``metrics=True``, by any client): counts per
+        minute over the last hour and the hour's lag histogram (one read-only call)."""
+        return self.client.run(metrics_call(self.keys))
 
     @overload
     def flush(self: WriteBehind[Client], sink: Sink, max_batches: int | None = None

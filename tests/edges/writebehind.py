@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 
 import pyredislua
+from pyredislua.engine.protocol import Call
 from pyredislua.writebehind import Record
 from pyredislua.writebehind.ops import StoreKeys, claim_call, fail_call, write_call
 from tests.edges import Scenario, run_all
 
 K = StoreKeys("edge")
 ALL = K.all
+MET = (*ALL, K.metrics_key)  # recording metrics
 RID = 4242  # the request id of the pinned claim
 FIXED = 9_000_000_000_000_000  # the pinned claim's id: its lease ends in the 23rd century
 VERSIONS = {"a": 101, "b": 102, "c": -103}  # c is a delete
@@ -108,4 +110,23 @@ SCENARIOS = [
     Scenario("writebehind.stats", "a claim and a dead letter", ALL, (), _dead, writes=False),
     Scenario("writebehind.get", "values and versions", (K.values, K.versions), ("a", "c"),
              _written, writes=False),
+    # recording metrics (the trailing metrics key)
+    Scenario("writebehind.write", "new records, records metrics", MET,
+             (0, "set", "a", "1", "set", "b", "2", "del", "c", "")),
+    Scenario("writebehind.write", "one record, records metrics", MET, (0, "set", "a", "2"),
+             _written),
+    Scenario("writebehind.claim", "claims due records, records nothing", MET, _claim(5, 77),
+             _written),
+    Scenario("writebehind.claim", "an expired claim is dead-lettered, records it", MET,
+             _claim(1, 79), _expired),
+    Scenario("writebehind.ack", "cleans, records metrics", MET, (FIXED, "a", 101, "c", -103),
+             _claimed),
+    Scenario("writebehind.fail", "dead-letter, records metrics", MET,
+             (FIXED, 1, 1000, 1000, "a", 101, "boom"), _claimed),
+    Scenario("writebehind.fail", "retry, records metrics", MET,
+             (FIXED, 5, 1000, 1000, "a", 101, "boom"), _claimed),
+    Scenario("writebehind.reap", "expired claims, records metrics", MET, (100, 5), _expired),
+    Scenario("writebehind.metrics", "recorded", (K.metrics_key,), (),
+             lambda client: run_all(client, [Call("writebehind.write", MET,
+                                                  (0, "set", "a", "1"))]), writes=False),
 ]
