@@ -22,6 +22,7 @@ from pyredislua.observe.series import (
     series_call,
 )
 from pyredislua.queue import Queue, Worker
+from pyredislua.queue.ops import ack_calls
 
 TTL_MS = 61 * 60_000
 
@@ -233,14 +234,18 @@ def test_histogram_bucket_of_a_run_time(client: pyredislua.Client, r: redis.Redi
     q = Queue(client, "mq", metrics=True)
     q.enqueue("a")
     [job] = q.dequeue(lease=3600)
-    # move the lease's start back by ms: the server-side record is the source of the sample
+    # move the lease's start back by ms: the lease token ('<deliveries>.<server ms>') is the
+    # source of the sample
     script = """
     local m = cmsgpack.unpack(redis.call('HGET', KEYS[1], ARGV[1]))
-    m.l = m.l - tonumber(ARGV[2])
+    local d, at = string.match(m.t, '^(%d+)%.(%d+)$')
+    m.t = d .. '.' .. string.format('%d', tonumber(at) - tonumber(ARGV[2]))
     redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(m))
+    return m.t
     """
-    r.eval(script, 1, q.keys.jobs, job.id, ms)
-    q.ack(job)
+    token = r.eval(script, 1, q.keys.jobs, job.id, ms).decode()
+    [ack] = ack_calls(q.keys, [(job.id, token)])
+    assert client.run(ack) == 1
     run = q.metrics().histograms["run"]
     assert run[bucket] == 1 and sum(run) == 1
 

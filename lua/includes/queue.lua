@@ -8,8 +8,7 @@
 --   5 jobs      hash, job id -> msgpack map {p priority, a attempts, m max attempts,
 --               b backoff base ms, k idempotency key, e enqueued at ms, r last reason,
 --               t lease token, d deliveries (the last lease token), x max run time ms (absent: none),
---               c the producer's W3C trace context (absent: none), l the server time of the
---               current lease when its dequeue recorded metrics (absent: not recorded)}
+--               c the producer's W3C trace context (absent: none)}
 --   6 payloads  hash, job id -> payload (opaque bytes)
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
@@ -65,7 +64,7 @@ end
 -- per field); the token and the idempotency key must be strings when present.
 local function queue_decode(raw)
   local m = cmsgpack.unpack(raw)
-  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0) + (m.x or 0) + (m.l or 0)
+  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0) + (m.x or 0)
   return m
 end
 
@@ -106,6 +105,12 @@ local function queue_recorded(K, op)
     prl_fail('BADSTATE', 'the request record ' .. prl_shown(K.request) .. ' is not one of ' .. op)
   end
   return v.r
+end
+
+-- The server time (ms) a lease token says its lease began ('<deliveries>.<ms>'; nil for a
+-- token from before 1.20, or none): what the run-time histogram measures from.
+local function queue_leased_at(token)
+  return token and tonumber(string.match(token, '%.(%d+)$'))
 end
 
 -- Store a call's reply (or what rebuilds it) as its request record, after its writes.

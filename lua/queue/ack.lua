@@ -47,7 +47,8 @@ if #ids == 1 then
   rcall('HDEL', K.jobs, id)
   rcall('HDEL', K.payloads, id)
   metrics_count(M, 'completed', 1)
-  if M and m.l then metrics_sample(M, 'run', now - m.l) end
+  local leased = M and queue_leased_at(m.t)
+  if leased then metrics_sample(M, 'run', now - leased) end
   metrics_flush(M)
   queue_record(K, 'queue.ack', 1)
   return 1
@@ -83,7 +84,8 @@ queue_chunked('HDEL', K.payloads, ids)
 metrics_count(M, 'completed', #ids)
 if M then
   for _, m in ipairs(metas) do
-    if m.l then metrics_sample(M, 'run', now - m.l) end
+    local leased = queue_leased_at(m.t)
+    if leased then metrics_sample(M, 'run', now - leased) end
   end
 end
 metrics_flush(M)

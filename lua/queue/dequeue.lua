@@ -13,7 +13,8 @@ returns:
   {now, wait_ms, {job, ...}}: now is the server time; wait_ms is 0 when jobs were leased, else
   the ms until the next delayed job is due (-1: none). job = {id, token, deadline, attempts,
   max_attempts, priority, payload, enqueued_at, max_run_ms, trace_context} (max_run_ms 0: none
-  set; trace_context "": none stored)
+  set; trace_context "": none stored). A token is opaque (today: the job's delivery count and the
+  server time of the lease, so a lease from before Redis lost its data never matches a new one)
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
   BADSTATE: a key holds something else than the queue keeps there (nothing changed)
@@ -120,15 +121,18 @@ local llen = left and rcall('LLEN', K.marker) or 0
 local M = metrics_open(metrics_key, 'queue', now)
 -- write: the leases first (a wrong type of active fails there, before anything changed)
 local deadline = now + lease_ms
+-- A lease token is its job's delivery count and the server time of the lease: job ids and
+-- delivery counts start again after Redis lost its data (a restart without persistence), and a
+-- worker still holding a lease from before must not settle the new job that got its id.
+local stamp = '.' .. string.format('%d', now)
 local leases, records, out, rec = {}, {}, {}, {}
 for i, id in ipairs(chosen) do
   local m = metas[i]
-  -- metrics: the wait of a first delivery (from its enqueue), and when this lease began
+  -- metrics: the wait of a first delivery (from its enqueue)
   if M and m.a == 0 then metrics_sample(M, 'wait', now - m.e) end
-  m.l = M and now or nil
   m.a = m.a + 1
   m.d = (m.d or base) + 1
-  m.t = queue_num(m.d)
+  m.t = queue_num(m.d) .. stamp
   leases[2 * i - 1] = deadline
   leases[2 * i] = id
   records[2 * i - 1] = id
