@@ -247,7 +247,7 @@ BAD_SET = [
     ((b"v", "0", "0", "0", "0"), 2),  # ttl 0
     ((b"v", "1000", "0", "0", "2"), 2),  # negative not 0|1
     ((b"v", "1000", "0", "0", "0", "tag", "-1"), 2),  # a tag without its set key
-    ((b"v", "1000", "0", "0", "0"), 3),  # a set key without a tag
+    ((b"v", "1000", "0", "0", "0"), 4),  # two keys past the tags (one more is the metrics key)
     ((b"v", "1000", "0", "0", "0", "", "-1"), 3),  # empty tag
     ((b"v", "1000", "0", "0", "0", "t0"), 3),  # a tag without its expected generation
     ((b"v", "1000", "0", "0", "0", "t0", "-2"), 3),  # bad expected generation

@@ -501,3 +501,42 @@ def test_store_recording_off_writes_no_metrics_key(client: pyredislua.Client,
     store.set("a", b"1")
     store.flush(_PoisonSink())
     assert not r.exists(metrics_key("store", "plain"))
+
+
+# -- cache --------------------------------------------------------------------------------------
+
+
+def test_cache_records_lookups_and_recomputes(client: pyredislua.Client, r: redis.Redis) -> None:
+    from pyredislua.cache import Cache
+
+    cache = Cache(client, "mc", metrics=True, beta=0, ttl=0.05, grace=60)
+    computed: list[str] = []
+
+    def compute(key: str) -> Any:
+        def run() -> Any:
+            computed.append(key)
+            return None if key == "none" else {"k": key}
+        return run
+
+    assert cache.get_or_compute("a", compute("a")) == {"k": "a"}  # miss, recompute
+    assert cache.get_or_compute("none", compute("none")) is None  # miss, recompute (not-found)
+    _until(lambda: cache.get("a").status == 3)  # expired, in grace (Cache.get counts nothing)
+    assert cache.get_or_compute("a", compute("a")) == {"k": "a"}  # stale: recomputed
+    long = Cache(client, "mc", metrics=True, beta=0, ttl=600)
+    long.get_or_compute("b", compute("b"))  # miss, recompute
+    assert long.get_or_compute("b", compute("b")) == {"k": "b"}  # hit
+    assert computed == ["a", "none", "a", "b"]
+    s = cache.metrics()
+    assert s.kind == "cache" and s.name == "mc" and s.histograms == {}
+    assert totals(s) == {"hits": 1, "misses": 3, "stale": 1, "recomputes": 4}
+    assert client.run(series_call("cache", "mc")) == s
+
+
+def test_cache_recording_off_writes_no_metrics_key(client: pyredislua.Client,
+                                                   r: redis.Redis) -> None:
+    from pyredislua.cache import Cache
+
+    cache = Cache(client, "plain", beta=0)
+    cache.get_or_compute("a", lambda: 1)
+    cache.get_or_compute("a", lambda: 1)
+    assert not r.exists(metrics_key("cache", "plain"))

@@ -1,14 +1,15 @@
 --[[
 name: cache.set
-version: 1.1.0
+version: 1.2.0
 summary: Store a cache entry (or a cached not-found) with its TTL, recompute cost and tags, recording each tag's current generation.
 flags: none
 resend: safe
-includes: cache
+includes: cache, metrics
 keys: variadic
   entry: hash; the cached entry (KEYS[1])
   generations: hash; tag to generation (KEYS[2]); lives at least as long as the entries carrying tags
   tag_sets: set; one set per tag, in the order of the tag arguments (KEYS[3..])
+  metrics: optional hash; the namespace's metrics, prl:cache:{namespace}:metrics, after the tag sets: a call passing it (one more key than 2 plus its tags) counts a stored value as a recompute
 argv:
   value: str 0..8388608; the value (at most 8 MiB) (ignored for a not-found)
   ttl_ms: int 1..31536000000; logical time to live
@@ -25,7 +26,13 @@ errors:
   BADSTATE: a tag's generation is not an integer (nothing changed)
 ]]
 if #KEYS < 2 then prl_fail('BADARG', 'cache.set takes at least 2 keys, got ' .. #KEYS) end
-local ntags = cache_tags(ARGV, tag_names_start, #KEYS)
+-- one key more than 2 plus the tags: the last is the metrics key
+local nkeys, metrics_key = #KEYS, nil
+local npairs = #ARGV - tag_names_start + 1
+if npairs >= 0 and npairs % 2 == 0 and #KEYS == 3 + npairs / 2 then
+  nkeys, metrics_key = #KEYS - 1, KEYS[#KEYS]
+end
+local ntags = cache_tags(ARGV, tag_names_start, nkeys)
 local entry, tags = KEYS[1], KEYS[2]
 -- read: every key this call writes is checked before the first write
 rcall('HLEN', entry)  -- an entry is a hash (WRONGTYPE otherwise: it is not replaced blindly)
@@ -54,6 +61,7 @@ if ntags > 0 then
   tags_ttl = rcall('PTTL', tags)
 end
 local now = prl_now_ms()
+local M = metrics_open(metrics_key, 'cache', now)
 fields[6] = now + ttl_ms
 local life = ttl_ms + grace_ms
 -- write
@@ -68,4 +76,6 @@ end
 -- an entry is valid only while its tags' generations are current: the generations must outlive
 -- it (were they gone, an invalidated entry would look valid again)
 if ntags > 0 and tags_ttl < life then rcall('PEXPIRE', tags, life) end
+metrics_count(M, 'recomputes', 1)
+metrics_flush(M)
 return 1

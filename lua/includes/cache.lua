@@ -28,3 +28,49 @@ local function cache_tags(argv, start, nkeys)
   end
   return ntags
 end
+
+-- cache.get's body, shared with cache.get_recorded (not named cache_get: that is the
+-- operation's own function): the entry's status, value, delta, ttl and the asked tags'
+-- generations (reads only).
+local function cache_lookup(entry_key, generations_key, argv, tag_names_start)
+  local asked = {}
+  for i = tag_names_start, #argv do
+    prl_str(argv, i, 'tag', 1, 256, nil)
+    asked[#asked + 1] = argv[i]
+  end
+  if #asked > 32 then prl_fail('BADARG', 'at most 32 tags, got ' .. #asked) end
+  local asked_gens = {}
+  if #asked > 0 then
+    local g = redis.call('HMGET', generations_key, unpack(asked))
+    for i = 1, #asked do
+      asked_gens[i] = tonumber(g[i] or '0')
+      if not asked_gens[i] then
+        prl_fail('BADSTATE', 'the generation of tag ' .. prl_shown(asked[i]) .. ' is not a number')
+      end
+    end
+  end
+  local raw = redis.call('HGETALL', entry_key)
+  if #raw == 0 then return {0, false, 0, 0, asked_gens} end
+  local f, tagnames, gens = {}, {}, {}
+  for i = 1, #raw, 2 do
+    local name = raw[i]
+    if string.sub(name, 1, 2) == 't:' then
+      tagnames[#tagnames + 1] = string.sub(name, 3)
+      gens[#gens + 1] = raw[i + 1]
+    else
+      f[name] = raw[i + 1]
+    end
+  end
+  if #tagnames > 0 then
+    local current = redis.call('HMGET', generations_key, unpack(tagnames))
+    for i = 1, #tagnames do
+      if (current[i] or '0') ~= gens[i] then return {0, false, 0, 0, asked_gens} end
+    end
+  end
+  local ttl = tonumber(f.e or '0') - prl_now_ms()
+  local status = 1
+  if ttl <= 0 then status = 3 elseif f.n == '1' then status = 2 end
+  local value = f.v
+  if f.n == '1' then value = false end
+  return {status, value, tonumber(f.d or '0'), ttl, asked_gens}
+end

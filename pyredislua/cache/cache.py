@@ -41,6 +41,7 @@ from ..engine.protocol import Call, Command, Do, Engine, Plan
 from ..errors import LockNotOwnedError
 from ..kit import as_text, ms
 from ..lock import Lock
+from ..observe.series import MinuteSeries
 from .ops import (
     HIT,
     NEGATIVE,
@@ -51,6 +52,7 @@ from .ops import (
     delete_call,
     get_call,
     invalidate_tag_call,
+    metrics_call,
     set_call,
     xfetch_early,
 )
@@ -146,6 +148,9 @@ class Cache(Generic[C]):
     ``compute`` returning None caches "not found" for ``negative_ttl``.
     ``compress=Compressor()`` stores values compressed (zstd or zlib; small ones raw), see
     :mod:`pyredislua.compression`; other clients reading them must decompress.
+    ``metrics=True``: lookups record hits, misses and stale entries, and recomputes record
+    themselves, per minute in ``prl:cache:{namespace}:metrics`` (read them with :meth:`metrics`;
+    see docs/design/metrics-in-redis.md).
     """
 
     client: C
@@ -155,9 +160,9 @@ class Cache(Generic[C]):
                  lock_ttl: float = 30.0, wait_timeout: float | None = None,
                  codec: Codec | None = None, compress: Compressor | None = None,
                  prefix: str = "prl", on_event: Callable[[str, str], None] | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, metrics: bool = False) -> None:
         self.client = client
-        self.keys = CacheKeys(namespace, prefix)
+        self.keys = CacheKeys(namespace, prefix, metrics=metrics)
         self.namespace = namespace
         self.ttl_ms = ms(ttl, "ttl")
         self.negative_ttl_ms = ms(negative_ttl, "negative_ttl")
@@ -217,7 +222,7 @@ class Cache(Generic[C]):
         try:
             stored = yield from self.engine.run_one(set_call(
                 self.keys, key, data, self._ttl(ttl, value is None), delta_ms=delta_ms,
-                grace_ms=self.grace_ms, tags=tags, expected=generations))
+                grace_ms=self.grace_ms, tags=tags, expected=generations, record=True))
         except REFUSED:
             self._count("not_stored", key)
             return value
@@ -264,7 +269,7 @@ class Cache(Generic[C]):
             return (yield from self._compute_and_set(key, compute, ttl, tags,
                                                      entry.generations))
         try:
-            again = yield from self.engine.run_one(get_call(self.keys, key, tags))
+            again = yield from self.engine.run_one(get_call(self.keys, key, tags, record=False))
             if again.found:  # another caller recomputed while we waited
                 self._count("waits", key)
                 return self._decode(again)
@@ -347,7 +352,16 @@ class Cache(Generic[C]):
     def get(self: Cache[AsyncClient], key: str) -> Awaitable[Entry]: ...
     def get(self, key: str) -> Entry | Awaitable[Entry]:
         """The raw entry (status, value bytes, delta, remaining TTL); counts nothing."""
-        return self.client.run(get_call(self.keys, key))
+        return self.client.run(get_call(self.keys, key, record=False))
+
+    @overload
+    def metrics(self: Cache[Client]) -> MinuteSeries: ...
+    @overload
+    def metrics(self: Cache[AsyncClient]) -> Awaitable[MinuteSeries]: ...
+    def metrics(self) -> MinuteSeries | Awaitable[MinuteSeries]:
+        """What the lookups and recomputes recorded (with ``metrics=True``, by any client), per
+        minute over the last hour (one read-only call)."""
+        return self.client.run(metrics_call(self.keys))
 
     @overload
     def get_or_compute(self: Cache[Client], key: str, compute: Callable[[], Any], *,

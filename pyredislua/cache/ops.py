@@ -10,6 +10,7 @@ from typing import Any
 
 from ..engine.protocol import Call
 from ..kit import tagged_name
+from ..observe.series import MinuteSeries, parse_series
 
 MISS, HIT, NEGATIVE, STALE = 0, 1, 2, 3
 MAX_VALUE = 8 * 1024 * 1024
@@ -21,12 +22,15 @@ class CacheKeys:
     """Key names of one cache namespace; every key shares the namespace's hash tag, so any
     call (an entry with its tag sets, a tag with the entries it deletes) stays in one slot."""
 
-    def __init__(self, namespace: str, prefix: str = "prl") -> None:
+    def __init__(self, namespace: str, prefix: str = "prl", *, metrics: bool = False) -> None:
         if not namespace or "{" in namespace or "}" in namespace:
             raise ValueError(f"a cache namespace must be non-empty, without braces: {namespace!r}")
         self.namespace = namespace
         self.base = f"{prefix}:cache:{tagged_name(namespace)}"
         self.generations = f"{self.base}:tags"
+        # metrics (docs/design/metrics-in-redis.md): lookups and recomputes record here
+        self.recording = metrics
+        self.metrics_key = f"{self.base}:metrics"
 
     def entry(self, key: str) -> str:
         if not isinstance(key, str) or not key:
@@ -69,25 +73,40 @@ def _tags(tags: Sequence[str]) -> list[str]:
     return unique
 
 
-def get_call(keys: CacheKeys, key: str, tags: Sequence[str] = ()) -> Call[Entry]:
-    """The entry, plus the current generations of ``tags`` (read before a recompute)."""
+def get_call(keys: CacheKeys, key: str, tags: Sequence[str] = (), *, record: bool = True
+             ) -> Call[Entry]:
+    """The entry, plus the current generations of ``tags`` (read before a recompute). Keys
+    built with ``metrics=True`` (and ``record``) make it ``cache.get_recorded``, which counts
+    the lookup as a hit, miss or stale entry in the namespace's metrics."""
     tags = _tags(tags)
     for t in tags:
         keys.tag_set(t)  # validates the tag
+    if keys.recording and record:
+        return Call("cache.get_recorded", (keys.entry(key), keys.generations, keys.metrics_key),
+                    tuple(tags), _parse_entry)
     return Call("cache.get", (keys.entry(key), keys.generations), tuple(tags), _parse_entry)
+
+
+def metrics_call(keys: CacheKeys) -> Call[MinuteSeries]:
+    """The namespace's recorded metrics (``cache.metrics``, no writes; see
+    :mod:`pyredislua.observe.series`)."""
+    return Call("cache.metrics", (keys.metrics_key,), (), parse_series("cache", keys.namespace))
 
 
 def set_call(keys: CacheKeys, key: str, value: bytes | None, ttl_ms: int, *, delta_ms: int = 0,
              grace_ms: int = 0, tags: Sequence[str] = (),
-             expected: Sequence[int] | None = None) -> Call[bool]:
+             expected: Sequence[int] | None = None, record: bool = False) -> Call[bool]:
     """``value`` None caches "not found". ``expected``: the tags' generations read before the
-    value was computed; the entry is not stored (False) if one was invalidated since."""
+    value was computed; the entry is not stored (False) if one was invalidated since.
+    ``record`` (with keys built with ``metrics=True``): count a stored value as a recompute."""
     tags = _tags(tags)
     if expected is not None and len(expected) != len(tags):
         raise ValueError("expected needs one generation per tag")
     if value is not None and len(value) > MAX_VALUE:
         raise ValueError(f"a cached value is at most {MAX_VALUE} bytes, got {len(value)}")
     call_keys = (keys.entry(key), keys.generations, *(keys.tag_set(t) for t in tags))
+    if record and keys.recording:
+        call_keys = (*call_keys, keys.metrics_key)
     pairs: list[str | int] = []
     for i, t in enumerate(tags):
         pairs += [t, -1 if expected is None else expected[i]]
