@@ -52,8 +52,10 @@ def test_against_another_checkout(own_server: RedisServer, tmp_path: Path) -> No
     shutil.copytree(ROOT / "lua", tmp_path / "lua")
     results = server.measure(own_server.url, _args("--against", str(tmp_path), "--only",
                                                    "ratelimit.gcra", "--no-peers"))
-    [hit, fresh, denied, peek] = [row for row in results["rows"] if row["kind"] == "pyredislua"]
-    for row in (hit, fresh, denied, peek):
+    [hit, fresh, denied, peek, recorded] = [row for row in results["rows"]
+                                            if row["kind"] == "pyredislua"]
+    assert "metrics" in recorded["path"]  # the same call with the metrics key (5 commands)
+    for row in (hit, fresh, denied, peek, recorded):
         assert row["this"]["commands"] == row["against"]["commands"]
     assert "ratio" in server.render(results)
 

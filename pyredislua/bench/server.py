@@ -511,6 +511,98 @@ def _lock_family_cases() -> list[Case]:
     ]
 
 
+def _metrics_cases() -> list[Case]:
+    """The recording operations with the metrics key (docs/design/metrics-in-redis.md), each
+    beside its row without it, and the metrics reads. The setup records once first, so the
+    measured call finds its minute's stamp fresh (the once-a-minute reset is not measured)."""
+    from ..cache import ops as ca
+    from ..lock import LockKeys, acquire_call, release_call
+    from ..lock.ops import metrics_call as lock_metrics
+    from ..queue import ops as q
+    from ..writebehind import ops as w
+
+    payload = b"x" * 100
+
+    def qk(n: str) -> q.QueueKeys:
+        return q.QueueKeys(n, metrics=True)
+
+    def enqueued(c: Client, n: str) -> Any:
+        return c.run(q.enqueue_call(qk(n), q.JobSpec(payload)))
+
+    def leased(c: Client, n: str) -> Any:
+        enqueued(c, n)
+        enqueued(c, n)
+        return c.run(q.dequeue_call(qk(n), 1, 30_000)).jobs[0]
+
+    def lk(n: str) -> LockKeys:
+        return LockKeys(n, metrics=True)
+
+    def used(c: Client, n: str) -> Any:
+        c.run_many([acquire_call(lk(n), "before", 30_000), release_call(lk(n), "before")])
+
+    def gcra(n: str) -> Call[Any]:
+        return Call("ratelimit.gcra", (f"{{{n}}}:gcra:0", f"prl:rl:{{{n}}}:metrics:bench"),
+                    (1, 1_000, HOUR, 0))
+
+    def wk(n: str) -> w.StoreKeys:
+        return w.StoreKeys(n, metrics=True)
+
+    def written(c: Client, n: str) -> Any:
+        c.run_many([w.write_call(wk(n), [("set", f"r{i}", payload)]) for i in range(10)])
+
+    def claimed(c: Client, n: str) -> Any:
+        written(c, n)
+        return c.run(w.claim_call(wk(n), 10, 30_000))
+
+    def ck(n: str) -> ca.CacheKeys:
+        return ca.CacheKeys(n, metrics=True)
+
+    def cached(c: Client, n: str) -> Any:
+        c.run(ca.set_call(ck(n), "k", payload, 60_000, tags=["t"], record=True))
+
+    return [
+        Case("queue.enqueue", "with a request record and metrics", setup=enqueued,
+             measure=lambda c, n, _: [q.enqueue_call(qk(n), q.JobSpec(payload))]),
+        Case("queue.dequeue", "with a request record and metrics",
+             setup=lambda c, n: (enqueued(c, n), enqueued(c, n)),
+             measure=lambda c, n, _: [q.dequeue_call(qk(n), 1, 30_000)]),
+        Case("queue.ack", "with a request record and metrics", setup=leased,
+             measure=lambda c, n, job: q.ack_calls(qk(n), [(job.id, job.token)])),
+        Case("queue.nack", "retry with backoff, with a request record", setup=lambda c, n:
+             leased(c, n), measure=lambda c, n, job: [q.nack_call(
+                 q.QueueKeys(n), job.id, job.token, "boom")]),
+        Case("queue.nack", "retry with backoff, with a request record and metrics",
+             setup=leased, measure=lambda c, n, job: [q.nack_call(qk(n), job.id, job.token,
+                                                                  "boom")]),
+        Case("queue.metrics", "an hour of a queue's figures", setup=leased,
+             measure=lambda c, n, _: [q.metrics_call(qk(n))]),
+        Case("lock.acquire", "uncontended cycle, with metrics", setup=used,
+             label="lock.acquire + lock.release",
+             measure=lambda c, n, _: [acquire_call(lk(n), "me", 30_000),
+                                      release_call(lk(n), "me")]),
+        Case("lock.metrics", "a lock's figures", setup=used,
+             measure=lambda c, n, _: [lock_metrics(lk(n))]),
+        Case("ratelimit.gcra", "admitted, state exists, with metrics",
+             setup=lambda c, n: c.run(gcra(n)), measure=lambda c, n, _: [gcra(n)]),
+        Case("ratelimit.metrics", "a limiter's figures", setup=lambda c, n: c.run(gcra(n)),
+             measure=lambda c, n, _: [Call("ratelimit.metrics",
+                                           (f"prl:rl:{{{n}}}:metrics:bench",))]),
+        Case("writebehind.write", "one record, store in use, with metrics", setup=written,
+             measure=lambda c, n, _: [w.write_call(wk(n), [("set", "r99", payload)])]),
+        Case("writebehind.ack", "a claim of 10, with metrics", setup=claimed,
+             measure=lambda c, n, cl: [w.ack_call(wk(n), cl.token, cl.records)]),
+        Case("writebehind.metrics", "a store's figures", setup=claimed,
+             measure=lambda c, n, _: [w.metrics_call(wk(n))]),
+        Case("cache.get_recorded", "hit, one tag (cache.get with metrics)", setup=cached,
+             measure=lambda c, n, _: [ca.get_call(ck(n), "k", ["t"])]),
+        Case("cache.set", "one tag, with metrics", setup=cached,
+             measure=lambda c, n, _: [ca.set_call(ck(n), "k", b"y" * 100, 60_000, tags=["t"],
+                                                  record=True)]),
+        Case("cache.metrics", "a cache's figures", setup=cached,
+             measure=lambda c, n, _: [ca.metrics_call(ck(n))]),
+    ]
+
+
 AREAS: dict[str, Callable[[], list[Case]]] = {
     "lock": _lock_cases,
     "lock-family": _lock_family_cases,
@@ -520,6 +612,7 @@ AREAS: dict[str, Callable[[], list[Case]]] = {
     "cache": _cache_cases,
     "ratelimit": _ratelimit_cases,
     "optimistic": _optimistic_cases,
+    "metrics": _metrics_cases,
 }
 
 
