@@ -11,7 +11,9 @@
 -- of another type fails there, before anything is written. Its writes come last
 -- (metrics_flush): a stale minute stamp deletes that slot's counters (the area's fixed names),
 -- restamps it and refreshes the TTL (61 minutes: a key nobody records into for an hour holds
--- nothing the reader would show); a stale period stamp deletes that period's buckets. Then one
+-- nothing the reader would show); a stale period stamp deletes that period's buckets (an absent
+-- stamp has nothing to delete: a slot's fields are written only after its stamp); the stamps
+-- go in one HSET. Then one
 -- HINCRBY per counter and per histogram bucket touched, through redis.pcall: a counter someone
 -- overwrote with garbage is skipped, never an error after a write. The minute comes from TIME
 -- (the caller's now_ms), never from the client.
@@ -39,9 +41,12 @@ local function metrics_open(key, kind, now_ms)
   local period = math.floor(minute / 5)
   local slot, slot5 = minute % 60, period % 12
   local stamps = redis.call('HMGET', key, 'm:' .. slot, 'p:' .. slot5)
-  return {key = key, spec = METRICS[kind], minute = metrics_num(minute), period = metrics_num(period),
-          slot = slot, slot5 = slot5, fresh = stamps[1] == metrics_num(minute),
-          fresh5 = stamps[2] == metrics_num(period), c = {}, h = {}, any = false}
+  local m, p = metrics_num(minute), metrics_num(period)
+  -- fresh: the slot counts this minute (period); unstamped: no field of the slot exists (a
+  -- slot's fields are only ever written after its stamp), so there is nothing to reset
+  return {key = key, spec = METRICS[kind], minute = m, period = p, slot = slot, slot5 = slot5,
+          fresh = stamps[1] == m, fresh5 = stamps[2] == p, old = stamps[1] ~= false,
+          old5 = stamps[2] ~= false, c = {}, h = {}, any = false}
 end
 
 -- Count n more of counter name (n > 0).
@@ -71,21 +76,28 @@ end
 local function metrics_flush(M)
   if not M or not M.any then return end
   local key, spec = M.key, M.spec
+  local stamp, stale = nil, nil
   if not M.fresh then
-    local old = {}
-    for i, c in ipairs(spec.c) do old[i] = c .. ':' .. M.slot end
-    redis.call('HDEL', key, unpack(old))
-    redis.call('HSET', key, 'm:' .. M.slot, M.minute)
-    redis.call('PEXPIRE', key, METRICS_TTL_MS)
+    stamp = {'m:' .. M.slot, M.minute}
+    if M.old then
+      stale = {}
+      for i, c in ipairs(spec.c) do stale[i] = c .. ':' .. M.slot end
+    end
   end
   if not M.fresh5 and next(M.h) then
-    local old = {}
-    for _, h in ipairs(spec.h) do
-      for b = 0, METRICS_BUCKETS - 1 do old[#old + 1] = 'h:' .. h .. ':' .. b .. ':' .. M.slot5 end
+    stamp = stamp or {}
+    stamp[#stamp + 1] = 'p:' .. M.slot5
+    stamp[#stamp + 1] = M.period
+    if M.old5 then
+      stale = stale or {}
+      for _, h in ipairs(spec.h) do
+        for b = 0, METRICS_BUCKETS - 1 do stale[#stale + 1] = 'h:' .. h .. ':' .. b .. ':' .. M.slot5 end
+      end
     end
-    redis.call('HDEL', key, unpack(old))
-    redis.call('HSET', key, 'p:' .. M.slot5, M.period)
   end
+  if stale then redis.call('HDEL', key, unpack(stale)) end
+  if stamp then redis.call('HSET', key, unpack(stamp)) end
+  if not M.fresh then redis.call('PEXPIRE', key, METRICS_TTL_MS) end
   for name, n in pairs(M.c) do redis.pcall('HINCRBY', key, name .. ':' .. M.slot, n) end
   for field, n in pairs(M.h) do redis.pcall('HINCRBY', key, 'h:' .. field .. ':' .. M.slot5, n) end
 end

@@ -564,7 +564,7 @@ def _metrics_cases() -> list[Case]:
         Case("queue.enqueue", "with a request record and metrics", setup=enqueued,
              measure=lambda c, n, _: [q.enqueue_call(qk(n), q.JobSpec(payload))]),
         Case("queue.dequeue", "with a request record and metrics",
-             setup=lambda c, n: (enqueued(c, n), enqueued(c, n)),
+             setup=lambda c, n: leased(c, n) and enqueued(c, n),
              measure=lambda c, n, _: [q.dequeue_call(qk(n), 1, 30_000)]),
         Case("queue.ack", "with a request record and metrics", setup=leased,
              measure=lambda c, n, job: q.ack_calls(qk(n), [(job.id, job.token)])),
