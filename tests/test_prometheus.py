@@ -124,6 +124,58 @@ def test_metrics_show(client: pyredislua.Client, redis_url: str,
     assert value(found, "pyredislua_writebehind_records", store="tx", state="dirty") == 3
 
 
+def test_recorded_series_are_scraped(client: pyredislua.Client, r: redis.Redis) -> None:
+    """The metrics the operations record themselves: the last complete minute (pre-set with
+    the server's minute - 1), the hour's totals and the histograms' cumulative buckets."""
+    from pyredislua.ratelimit import GCRA
+
+    q = Queue(client, "mq", metrics=True)
+    q.enqueue_many(["a", "b"])
+    [job] = q.dequeue(1)
+    q.ack(job)
+    lim = GCRA(client, "api", "1/h", metrics=True)
+    lim.hit("x", tag="team")
+    lim.hit("x", tag="team")  # denied (one an hour)
+    collector = PyRedisLuaCollector(client, series=[("queue", "mq"), ("limiter", "api", "team"),
+                                                    ("lock", "nothing here")])
+    for _ in range(5):
+        minute = int(r.time()[0]) // 60
+        before = minute - 1
+        r.hset("prl:q:{mq}:metrics", mapping={f"m:{before % 60}": before,
+                                              f"completed:{before % 60}": 7})
+        found = samples(exposition(collector))
+        if int(r.time()[0]) // 60 == minute:
+            break
+    labels = {"kind": "queue", "name": "mq"}
+    assert value(found, "pyredislua_recorded_last_minute", counter="completed", **labels) == 7
+    assert value(found, "pyredislua_recorded_last_hour", counter="completed", **labels) == 8
+    assert value(found, "pyredislua_recorded_last_hour", counter="enqueued", **labels) == 2
+    assert value(found, "pyredislua_recorded_last_hour", kind="limiter", name="api",
+                 counter="allowed") == 1
+    assert value(found, "pyredislua_recorded_last_hour", kind="limiter", name="api",
+                 counter="denied") == 1
+    assert value(found, "pyredislua_recorded_seconds_count", histogram="wait", **labels) == 1
+    assert value(found, "pyredislua_recorded_seconds_bucket", histogram="run", le="+Inf",
+                 **labels) == 1
+    assert value(found, "pyredislua_recorded_seconds_bucket", histogram="run", le="0.001",
+                 **labels) <= 1
+    assert value(found, "pyredislua_recorded_last_hour", kind="lock", name="nothing here",
+                 counter="acquired") == 0  # an absent key reads as zeros
+    assert all(v == 0 for (metric, _), v in found.items()
+               if metric == "pyredislua_recorded_read_errors")
+
+
+def test_metrics_show_recorded_series(client: pyredislua.Client, redis_url: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from pyredislua.cli import main
+
+    Queue(client, "mq", metrics=True).enqueue("a")
+    assert main(["metrics", "show", "--url", redis_url, "--series", "queue:mq"]) == 0
+    found = samples(capsys.readouterr().out)
+    assert value(found, "pyredislua_recorded_last_hour", kind="queue", name="mq",
+                 counter="enqueued") == 1
+
+
 def test_a_cluster_is_read_in_one_pass(cluster_client: pyredislua.Client) -> None:
     names = [f"q{i}" for i in range(6)]  # spread over the primaries
     for name in names:

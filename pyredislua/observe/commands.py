@@ -83,8 +83,14 @@ def _collector(args: argparse.Namespace) -> Any:
 
     client = cli.connect(args.url, "auto", cluster=args.cluster)
     streams = [tuple(s.split(":", 1)) if ":" in s else s for s in args.stream]
+    series = []
+    for text in args.series:
+        parts = text.split(":", 2)
+        if len(parts) < 2 or not all(parts):
+            raise SystemExit(f"--series takes KIND:NAME[:TAG], got {text!r}")
+        series.append((parts[0], parts[1], parts[2] if len(parts) > 2 else None))
     return PyRedisLuaCollector(client, queues=args.queue, streams=streams, stores=args.store,
-                               locks=args.lock, prefix=args.prefix)
+                               locks=args.lock, prefix=args.prefix, series=series)
 
 
 def _targets(args: argparse.Namespace) -> Any:
@@ -175,6 +181,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="talk to a Redis Cluster (default: detected from INFO cluster)")
         m.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
         _add_targets(m)
+        m.add_argument("--series", action="append", default=[], metavar="KIND:NAME[:TAG]",
+                       help="the metrics a primitive's operations record themselves (kind "
+                       "queue, lock, limiter, store or cache; a limiter's TAG: its calls' "
+                       "hash tag, default the name); repeatable")
         if name == "serve":
             m.add_argument("--port", type=int, default=9187, help="HTTP port (default 9187)")
             m.add_argument("--host", default="127.0.0.1", help="address to bind (default "

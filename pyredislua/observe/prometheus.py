@@ -15,6 +15,14 @@ Embed it::
 
 or serve it: ``pyredislua metrics serve --url URL --queue orders --port 9187``. Needs the
 ``prometheus`` extra (``prometheus_client``).
+
+``series=[("queue", "orders"), ("limiter", "api", "tenant-7")]`` adds the metrics the Lua
+operations record themselves (:mod:`pyredislua.observe.series`; (kind, name[, tag])), read in
+one more pipelined round trip of ``no-writes`` operations: per counter the last complete
+minute's count (``pyredislua_recorded_last_minute``) and the hour's total
+(``pyredislua_recorded_last_hour``), and per histogram the hour's cumulative log2 buckets
+(``pyredislua_recorded_seconds_bucket{le=...}``, a gauge: the window slides, so counts go down;
+``histogram_quantile`` reads it as it reads any bucket series).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from ..queue.ops import QueueStats
 from ..stream.ops import StreamStats
 from ..writebehind.ops import StoreStats
 from .figures import Targets, read
+from .series import MinuteSeries, bucket_bounds, series_call
 
 __all__ = ["PyRedisLuaCollector", "Targets", "exposition"]
 
@@ -37,8 +46,11 @@ class PyRedisLuaCollector:
 
     def __init__(self, client: Client, *, queues: Iterable[str] = (),
                  streams: Iterable[str | tuple[str, str]] = (), stores: Iterable[str] = (),
-                 locks: Iterable[str] = (), prefix: str = "prl") -> None:
+                 locks: Iterable[str] = (), prefix: str = "prl",
+                 series: Iterable[tuple[str, str] | tuple[str, str, str | None]] = ()
+                 ) -> None:
         self.client = client
+        self.series = tuple((s[0], s[1], s[2] if len(s) > 2 else None) for s in series)
         self.targets = Targets(
             tuple(queues),
             tuple((s, "workers") if isinstance(s, str) else (s[0], s[1]) for s in streams),
@@ -114,6 +126,42 @@ class PyRedisLuaCollector:
         yield from (errors, q_jobs, q_expired, q_prio, q_events, s_entries, s_pending,
                     s_consumer, s_dead, w_records, w_lag, w_events, l_held, l_fence, l_waiters,
                     l_left)
+        if self.series:
+            yield from self._recorded(gauge)
+
+    def _recorded(self, gauge: Any) -> Iterator[Any]:
+        """The recorded series: one more pipelined round trip."""
+        calls = [series_call(kind, name, tag=tag, prefix=self.targets.prefix)
+                 for kind, name, tag in self.series]
+        replies = self.client.run_many(calls, raise_on_error=False)
+        labels = ["kind", "name", "counter"]
+        minute = gauge("recorded_last_minute", "what the operations recorded in the last "
+                       "complete minute (server time)", labels)
+        hour = gauge("recorded_last_hour", "what the operations recorded over the last hour",
+                     labels)
+        buckets = gauge("recorded_seconds_bucket", "recorded durations over the last hour, "
+                        "cumulative per upper bound (log2 ms buckets)",
+                        ["kind", "name", "histogram", "le"])
+        count = gauge("recorded_seconds_count", "recorded durations over the last hour",
+                      ["kind", "name", "histogram"])
+        failed = gauge("recorded_read_errors", "1 when a primitive's recorded metrics could "
+                       "not be read at this scrape", ["kind", "name"])
+        for (kind, name, _), reply in zip(self.series, replies):
+            failed.add_metric([kind, name], 1.0 if isinstance(reply, BaseException) else 0.0)
+            if not isinstance(reply, MinuteSeries):
+                continue
+            for counter, values in reply.counters.items():
+                minute.add_metric([kind, name, counter], values[-2])
+                hour.add_metric([kind, name, counter], sum(values))
+            for histogram, values in reply.histograms.items():
+                running = 0
+                for b, n in enumerate(values):
+                    running += n
+                    high = bucket_bounds(b)[1]
+                    le = "+Inf" if high == float("inf") else repr(high / 1000)
+                    buckets.add_metric([kind, name, histogram, le], running)
+                count.add_metric([kind, name, histogram], running)
+        yield from (minute, hour, buckets, count, failed)
 
 
 def exposition(collector: PyRedisLuaCollector) -> str:
