@@ -540,3 +540,49 @@ def test_cache_recording_off_writes_no_metrics_key(client: pyredislua.Client,
     cache.get_or_compute("a", lambda: 1)
     cache.get_or_compute("a", lambda: 1)
     assert not r.exists(metrics_key("cache", "plain"))
+
+
+# -- the ring against a model -------------------------------------------------------------------
+
+RING = st.dictionaries(st.integers(0, 59), st.tuples(st.integers(0, 2), st.integers(0, 1000),
+                                                     st.integers(0, 1000)), max_size=12)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ring=RING)
+def test_the_minute_ring_matches_a_model(r: redis.Redis,
+                                         ring: dict[int, tuple[int, int, int]]) -> None:
+    """Slots pre-set with stamps 0, 1 or 2 hours behind the minute that slot last stood for:
+    the read shows exactly the live ones, aligned by age; a recording resets a stale current
+    slot and adds to a live one; the other slots are untouched."""
+    r.flushall()
+    client = pyredislua.Client(r)
+    q = Queue(client, "ring", metrics=True)
+    key = metrics_key("queue", "ring")
+
+    def run(minute: int) -> tuple[MinuteSeries, MinuteSeries]:
+        r.delete(key)
+        mapping: dict[str, int] = {}
+        for slot, (hours, completed, enqueued) in ring.items():
+            stamp = minute - (minute - slot) % 60 - 60 * hours
+            mapping |= {f"m:{slot}": stamp, f"completed:{slot}": completed,
+                        f"enqueued:{slot}": enqueued}
+        if mapping:
+            r.hset(key, mapping=mapping)
+        before = q.metrics()
+        q.enqueue("x")
+        return before, q.metrics()
+
+    before, after = in_one_minute(r, run)
+    minute = before.minute
+    expected = [0] * 60
+    for slot, (hours, completed, _) in ring.items():
+        if hours == 0:
+            expected[59 - (minute - slot) % 60] = completed
+    assert list(before.counters["completed"]) == expected
+    current = ring.get(minute % 60)
+    live = current is not None and current[0] == 0
+    assert after.counters["enqueued"][-1] == (current[2] + 1 if live and current else 1)
+    assert after.counters["completed"][-1] == (current[1] if live and current else 0)
+    assert list(after.counters["completed"])[:-1] == expected[:-1]
