@@ -175,7 +175,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.url)
+    return run_demo(args.url, cluster=args.cluster)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -249,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="show the primitives at work",
                        description="Run the demo against --url, or a throwaway redis-server.")
-    p.add_argument("--url", help="Redis URL (default: start a throwaway redis-server)")
+    p.add_argument("--url", help="Redis URL (default: start a throwaway redis-server; "
+                   "any node of a cluster)")
+    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
+                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
     p.set_defaults(run=_cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks against peers and the round-trip ceiling",

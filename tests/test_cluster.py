@@ -275,6 +275,68 @@ def test_area_commands_work_on_a_cluster(cluster: LocalCluster, how: str,
     assert code == 0, err
 
 
+def _every_command(name: str, job: str, lease: str) -> list[list[str]]:
+    """Every command that reads or writes the data of a named primitive (all on ``name``)."""
+    rl = f"prl:rl:{{{name}}}:x"
+    return [
+        ["queue", "stats", name], ["queue", "peek", name], ["queue", "get", name, job],
+        ["queue", "dead", "list", name], ["queue", "dead", "requeue", name],
+        ["queue", "dead", "purge", name, "--yes"],
+        ["semaphore", "inspect", name], ["semaphore", "release", name, lease, "--permits", "2"],
+        ["writebehind", "stats", "--store", name], ["writebehind", "dead", "--store", name],
+        ["writebehind", "requeue", "--store", name],
+        ["cache", "invalidate-tag", "--namespace", name, "--tag", "t"],
+        ["ratelimit", "inspect", rl], ["ratelimit", "check", rl, "--rate", "5/s"],
+        ["ratelimit", "hit", rl, "--rate", "5/s"], ["ratelimit", "reset", rl],
+        ["memory"], ["metrics", "show", "--queue", name], ["top", "--once", "--queue", name],
+        ["load-data", "--scale", "0.01", "--quiet"],
+    ]
+
+
+def test_every_command_works_on_a_cluster(cluster: LocalCluster,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Each area's commands, on names whose slots are on another node than the URL's: none
+    fails (before, they raised MovedError or answered for one node only)."""
+    from pyredislua.cache import Cache
+    from pyredislua.semaphore import Semaphore
+    from pyredislua.writebehind import WriteBehind
+
+    url_node = cluster.primaries()[0]
+    url = f"redis://127.0.0.1:{url_node}/0"
+    name = tags_by_primary(cluster, prefix="c")[cluster.primaries()[1]][0]
+    rc = redis.RedisCluster.from_url(cluster.url)
+    try:
+        client = pyredislua.Client(rc)
+        q = Queue(client, name)
+        q.enqueue(b"x", max_attempts=1)
+        [job] = q.dequeue(count=1, timeout=0)
+        q.nack(job, "boom", action="dead")
+        permit = Semaphore(client, name, 2, ttl=30, auto_renew=False).acquire(1)
+        assert permit is not None
+        WriteBehind(client, name).set("k", b"v")
+        Cache(client, name).set("y", 1, tags=["t"])
+        for args in _every_command(name, job.id, permit.lease):
+            code, out, err = _main(capsys, *args, "--url", url)
+            assert "pyredislua: error" not in err, (args, err)
+            assert code == 0, (args, out, err)
+        # and what they did happened on the name's own node
+        stats = q.stats()
+        assert (stats.dead, stats.ready) == (0, 1)  # dead-lettered, then requeued by the CLI
+        assert Semaphore(client, name, 2).inspect().in_use == 0
+    finally:
+        rc.close()
+
+
+def test_the_demo_runs_on_a_cluster(cluster: LocalCluster,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`pyredislua demo --url <any node>` used to stop at its first key on another node
+    (MovedError)."""
+    code, out, err = _main(capsys, "demo", "--url", f"redis://127.0.0.1:{cluster.primaries()[0]}")
+    assert code == 0, err
+    assert out.rstrip().endswith("Done.")
+    assert f"{LIB.name} {LIB.version}" in out
+
+
 # -- the README recipes -------------------------------------------------------------------------
 
 
