@@ -17,7 +17,15 @@ import redis.sentinel
 
 import pyredislua
 from pyredislua.topology import LocalCluster, LocalSentinel
-from tests.clusterkit import Traffic, Writer, ause_lock, tags_by_primary, use_lock
+from tests.clusterkit import (
+    Traffic,
+    Writer,
+    ause_lock,
+    info_versions,
+    on_node,
+    tags_by_primary,
+    use_lock,
+)
 from tests.faultkit import FaultOutcome, FaultReport
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]
@@ -88,6 +96,39 @@ def test_cluster_failover_under_traffic(cluster: LocalCluster, mode: str, kill: 
         recovered=True, recovery_s=recovery, surfaced=_surfaced(traffic, writer), lost=lost,
         note=f"{len(writer.acked)} jobs acknowledged"
              + (f", {writer.unconfirmed} reported unconfirmed" if durable else "")))
+
+
+def test_a_promoted_replica_without_the_library_is_loaded_under_traffic(
+        cluster: LocalCluster) -> None:
+    """A replica that lacks the library (made writable and flushed here; in the field: one that
+    lost it some other way) is promoted by CLUSTER FAILOVER while calls run on its slots: the
+    first call there loads it and is retried, and no call fails."""
+    library = pyredislua.render_library()
+    victim = cluster.primaries()[0]
+    replica = cluster.replicas_of(victim)[0]
+    tags = tags_by_primary(cluster, 3)[victim]
+    conns: list[redis.RedisCluster] = []
+
+    def make_client() -> pyredislua.Client:
+        conns.append(redis.RedisCluster.from_url(cluster.url))
+        return pyredislua.Client(conns[-1], mode="function")
+
+    traffic = Traffic(make_client, tags).start()
+    try:
+        traffic.wait_for_calls(len(tags))
+        on_node(replica, "CONFIG", "SET", "replica-read-only", "no")
+        on_node(replica, "FUNCTION", "FLUSH")
+        assert on_node(replica, "FUNCTION", "LIST") == []
+        assert cluster.failover(victim) == replica
+        for tag in tags:
+            traffic.wait_for_tag(tag)
+    finally:
+        on_node(replica, "CONFIG", "SET", "replica-read-only", "yes")
+        traffic.stop()
+        for conn in conns:
+            conn.close()
+    assert traffic.errors == [], traffic.errors[:5]
+    assert info_versions(cluster, library.info_function)[replica] == library.version
 
 
 async def test_cluster_failover_asyncio(cluster: LocalCluster,
