@@ -247,8 +247,10 @@ def test_what_a_killed_primary_loses(pair: Pair, scenario: str,
     confirmed = measure(pair, scenario, durable, rounds, writes=10, start=base + 500)
     record_property("durability", f"{scenario}: without {without}; with {confirmed}")
     assert confirmed.lost == 0
+    assert without.lost == without.lost_locks + without.lost_jobs
     assert confirmed.acknowledged + confirmed.unconfirmed == rounds * 10
     assert without.acknowledged == rounds * 10
     if scenario == "cut off":
         assert without.lost == without.acknowledged  # every write since the cut
+        assert (without.lost_locks, without.lost_jobs) == (rounds * 5, rounds * 5)
         assert confirmed.acknowledged == 0  # none was confirmed: the callers know
