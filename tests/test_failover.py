@@ -16,6 +16,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 
 import pyredislua
+from pyredislua.queue import Queue
 from pyredislua.topology import LocalCluster, LocalSentinel
 from tests.clusterkit import (
     Traffic,
@@ -234,3 +235,48 @@ def test_sentinel_sync_basics(sentinel: LocalSentinel, mode: str) -> None:
         use_lock(client, "b1")
     finally:
         conn.close()
+
+
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from pyredislua.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_cli_on_a_sentinel_url(sentinel: LocalSentinel,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``--url redis+sentinel://host:port,.../service``: every command reaches the primary the
+    sentinels name, and the one after a failover (a write there would fail READONLY on the
+    demoted one)."""
+    import json
+
+    hosts = ",".join(f"{h}:{p}" for h, p in sentinel.sentinel_addresses)
+    url = f"redis+sentinel://{hosts}/{sentinel.service}?socket_timeout=2"
+    code, out, err = _main(capsys, "load", "--url", url)
+    assert code == 0, err
+    assert out.startswith(f"{pyredislua.render_library().name} ") and ": loaded" in out
+    conn, client = _sentinel_client(sentinel, "function")
+    try:
+        Queue(client.with_durability(1), "cli-q").enqueue(b"job")  # on the replica too
+    finally:
+        conn.close()
+    for when in ("before", "after"):
+        if when == "after":
+            old = sentinel.primary()
+            assert sentinel.failover() != old
+        code, out, err = _main(capsys, "queue", "stats", "cli-q", "--url", url, "--json")
+        assert code == 0, err
+        assert json.loads(out)["ready"] == 1
+        code, out, err = _main(capsys, "ratelimit", "hit", "prl:rl:{cli}:x", "--rate", "5/s",
+                               "--url", url)
+        assert code == 0, err
+        code, out, err = _main(capsys, "list", "--url", url)
+        assert code == 0 and "missing" not in out, out + err
+    for bad in (f"redis+sentinel://{hosts}", "redis+sentinel://nohost/x"):
+        code, out, err = _main(capsys, "queue", "stats", "q", "--url", bad)
+        assert code == 1, out
+        assert "pyredislua: error: ValueError:" in err and "host:port" in err, err
+    code, out, err = _main(capsys, "queue", "stats", "q", "--url", url, "--cluster")
+    assert code == 1 and "not a cluster" in err
