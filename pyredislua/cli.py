@@ -76,11 +76,12 @@ def _sentinel_client(url: str, mode: str) -> Any:
                          f"got {url!r}")
     query = dict(parse_qsl(parts.query))
     timeouts = {k: float(query[k]) for k in _SENTINEL_TIMEOUTS if k in query}
-    sentinel_kwargs = dict(timeouts)
+    sentinel_kwargs: dict[str, Any] = dict(timeouts)
     if "sentinel_password" in query:
         sentinel_kwargs["password"] = query["sentinel_password"]
-    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **timeouts)
-    conn = manager.master_for(
+    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
+                       **timeouts)
+    conn = manager.master_for(  # type: ignore[no-untyped-call]
         path[0], db=int(path[1]) if len(path) > 1 else 0, username=parts.username or None,
         password=parts.password or None, ssl=parts.scheme.startswith("rediss"), **timeouts)
     return Client(conn, mode=mode)  # type: ignore[arg-type]
