@@ -256,6 +256,19 @@ def test_cli_load_fails_when_a_primary_is_unreachable(cluster: LocalCluster,
     assert "not loaded on" in err
 
 
+def test_cli_on_a_one_primary_cluster(one_primary: LocalCluster,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The one-primary cluster crashed the loader ('bytes' object has no attribute 'values')."""
+    node = f"127.0.0.1:{one_primary.primaries()[0]}"
+    code, out, err = _main(capsys, "load", "--url", one_primary.url)
+    assert code == 0, err
+    assert out.splitlines()[1].split() == [node, "loaded"]
+    code, out, err = _main(capsys, "list", "--url", one_primary.url)
+    assert code == 0 and f"{node}: server holds {LIB.name} {LIB.version}" in out, out + err
+    code, out, err = _main(capsys, "queue", "stats", "q", "--url", one_primary.url, "--json")
+    assert code == 0 and json.loads(out)["ready"] == 0, err
+
+
 @pytest.mark.parametrize("how", ["detected", "--cluster", "?cluster=true"])
 def test_area_commands_work_on_a_cluster(cluster: LocalCluster, how: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
