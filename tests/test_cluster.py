@@ -353,6 +353,23 @@ def test_the_demo_runs_on_a_cluster(cluster: LocalCluster,
 # -- the README recipes -------------------------------------------------------------------------
 
 
+def test_redis_cli_cluster_call_recipe_loads_every_primary(cluster: LocalCluster) -> None:
+    """The README's `redis-cli --cluster call` recipe: the library on stdin (-x; as an argument
+    it is over Linux's 128 KiB limit), primaries only (replicas answer READONLY and get it by
+    replication), one result line per primary."""
+    node = cluster.primaries()[0]
+    done = shell(
+        f"pyredislua render | redis-cli -x --cluster call 127.0.0.1:{node} "
+        "FUNCTION LOAD REPLACE --cluster-only-masters | grep -E '^[^ ]+:[0-9]+: '")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == sorted(
+        f"127.0.0.1:{p}: {LIB.name}" for p in cluster.primaries())
+    assert set(info_versions(cluster, LIB.info_function).values()) == {LIB.version}
+    too_long = shell(f'redis-cli --cluster call 127.0.0.1:{node} FUNCTION LOAD REPLACE '
+                     '"$(pyredislua render)"')
+    assert too_long.returncode != 0 and "Argument list too long" in too_long.stderr
+
+
 def test_redis_cli_loop_recipe_loads_every_primary(cluster: LocalCluster) -> None:
     """The README's loop over CLUSTER NODES: no argument-size limit on the library."""
     node = cluster.primaries()[0]
