@@ -286,6 +286,9 @@ def test_area_commands_work_on_a_cluster(cluster: LocalCluster, how: str,
     code, out, err = _main(capsys, "ratelimit", "hit", "prl:rl:{cli}:x", "--rate", "5/s",
                            "--url", url, *flag)
     assert code == 0, err
+    code, out, err = _main(capsys, "load", "--url", url, *flag)  # `?cluster=true`: TypeError
+    assert code == 0, err
+    assert len(out.splitlines()) == 1 + len(cluster.primaries())  # a line per primary
 
 
 def _every_command(name: str, job: str, lease: str) -> list[list[str]]:
