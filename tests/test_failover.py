@@ -75,12 +75,16 @@ def test_cluster_failover_under_traffic(cluster: LocalCluster, mode: str, kill: 
         writer.wait_for_acks(20)
         began = time.monotonic()
         promoted = cluster.failover(victim, kill=kill)
-        errors_at_promotion = len(traffic.errors)
         traffic.wait_for_calls(2 * len(tags))  # every primary serves again, the new one too
         if durable and kill:  # the promoted primary has no replica to confirm writes
             cluster.restore()  # until the killed one is back as its replica
         writer.wait_for_acks(20)
         recovery = time.monotonic() - began
+        # recovered: from here on, no call fails. (Before this point, with a killed primary,
+        # a call in flight when it died may fail (it may have run), and a lock cycle may find
+        # its acquire, acknowledged but not yet replicated, gone on the promoted replica.)
+        errors_recovered = len(traffic.errors)
+        traffic.wait_for_calls(2 * len(tags))
     finally:
         traffic.stop()
         writer.stop()
@@ -88,7 +92,8 @@ def test_cluster_failover_under_traffic(cluster: LocalCluster, mode: str, kill: 
     for conn in conns:
         conn.close()
     assert promoted != victim
-    assert not traffic.errors[errors_at_promotion:], "errors after the promotion"
+    assert not traffic.errors[errors_recovered:], "errors once recovered"
+    assert len(traffic.errors) <= 2, traffic.errors  # the one cycle in flight at the kill
     if not kill or durable:  # a manual failover waits for the replica to catch up
         assert lost == 0
     if not kill:
