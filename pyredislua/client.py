@@ -608,6 +608,20 @@ async def _send_once_async(conn: Any, commands: Sequence[tuple[Any, ...]]) -> li
         await pool.release(connection)
 
 
+async def _drop_if_closed(node: Any) -> None:
+    """Disconnect the pooled connection the node will use next if the server already closed it
+    (its end seen by the event loop: the node died, or killed the client). Written into, it
+    would fail after the write, and a ``once`` call would be given up (it may have run);
+    disconnected, it connects again first, and a refused connection is :class:`NotSentError`.
+    (redis-py's sync pools check this themselves; its asyncio cluster nodes do not.)"""
+    free = getattr(node, "_free", None)
+    if not free:
+        return
+    reader = getattr(free[0], "_reader", None)
+    if reader is not None and (reader.at_eof() or reader.exception() is not None):
+        await free[0].disconnect()
+
+
 async def _on_node_async(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list[Any]:
     """:func:`_on_node_sync` on an asyncio cluster client."""
     from redis.asyncio.cluster import ClusterNode, PipelineCommand
@@ -617,6 +631,7 @@ async def _on_node_async(conn: Any, name: str, commands: list[tuple[Any, ...]]) 
         host, _, port = name.rpartition(":")
         node = ClusterNode(host, int(port), "primary", **conn.get_connection_kwargs())
         conn.nodes_manager.nodes_cache[node.name] = node
+    await _drop_if_closed(node)
     try:
         stack = [PipelineCommand(i, *args) for i, args in enumerate(commands)]
         await node.execute_pipeline(stack)
