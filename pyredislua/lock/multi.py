@@ -43,8 +43,10 @@ from .plans import (
     REPLY_GRACE,
     TRANSPORT_ERRORS,
     Acquired,
+    Tries,
     backoff,
     blocking_tries,
+    lease_left,
 )
 
 C = TypeVar("C", Client, AsyncClient)
@@ -140,7 +142,7 @@ def acquire_all_plan(
         blocking=blocking, timeout=timeout, max_block=max_block, clock=clock))
 
 
-class _AllTries:
+class _AllTries(Tries[AllResult, AcquiredAll]):
     def __init__(self, engine: Engine, keys: Sequence[LockKeys], token: str, ttl_ms: int,
                  fence_ttl_ms: int, handoff_ms: int) -> None:
         self.engine, self.keys, self.token, self.ttl_ms = engine, keys, token, ttl_ms
@@ -164,11 +166,11 @@ class _AllTries:
         self.busy = result.busy
         return None
 
-    def pttl_ms(self, result: AllResult) -> int:
-        return result.pttl_ms
+    def free_in(self, result: AllResult) -> float:
+        return lease_left(result.pttl_ms)
 
-    def signal(self, result: AllResult | None) -> str:
-        return self.keys[self.busy].signal
+    def signals(self, result: AllResult | None) -> tuple[str, ...]:
+        return (self.keys[self.busy].signal,)
 
     def popped(self, value: Any, since: float, deadline: float | None
                ) -> Plan[AcquiredAll | None]:

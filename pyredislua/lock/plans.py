@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import redis
 
@@ -41,7 +41,6 @@ NOT_SENT_ERRORS = (NotSentError, NotSentTimeoutError)
 
 R = TypeVar("R")
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 
 def registration_ms(max_block: float) -> int:
@@ -69,40 +68,49 @@ class Acquired(NamedTuple):
 Registration = tuple[float, float]  # (sent, until): the call that registered a waiter, and its end
 
 
-class Tries(Protocol[R, T_co]):
+class Tries(Generic[R, T]):
     """What one kind of blocking acquire does at each step of :func:`blocking_tries` (a lock,
-    a set of locks under one tag, a reentrant lock); the waiting itself is shared."""
+    a set of locks under one tag, a reentrant lock, a semaphore's permits); the waiting itself
+    is shared."""
+
+    # the last stretch before the deadline is slept in pieces no longer than this
+    stretch_cap = math.inf
 
     def call(self, wait_ms: int | None) -> Call[R]:
         """The acquire call; ``wait_ms`` as the operations take it (None: not a waiter, 0: end
         the registration, > 0: register for that long)."""
-        ...
+        raise NotImplementedError
+
+    def forward(self) -> Call[Any] | None:
+        """A call to send first in the acquire's round trip (taken: sent at most once)."""
+        return None
 
     def settle(self, result: R, sent_at: float, waiting: bool,
-               registered: Registration | None) -> Plan[T_co | None]:
+               registered: Registration | None) -> Plan[T | None]:
         """What a reply ends with (None: wait, then try again). ``waiting``: the caller may
         still wait."""
-        ...
+        raise NotImplementedError
 
-    def pttl_ms(self, result: R) -> int:
-        """How long the lock that is busy stays so at most (its lease)."""
-        ...
+    def free_in(self, result: R) -> float:
+        """Seconds until what is busy frees itself at most (a lease ends; inf: unknown)."""
+        raise NotImplementedError
 
-    def signal(self, result: R | None) -> str:
-        """The signal list to block on (None: before the first try)."""
-        ...
+    def signals(self, result: R | None) -> tuple[str, ...]:
+        """The signal lists to block on (``result`` None: before the first try)."""
+        raise NotImplementedError
 
-    def popped(self, value: Any, since: float, deadline: float | None) -> Plan[T_co | None]:
+    def popped(self, value: Any, since: float, deadline: float | None) -> Plan[T | None]:
         """What a popped signal ends with (None: try again). ``since``: the send time of the
         call that registered the caller, before anything was pushed to it."""
-        ...
+        return None
+        yield
 
-    def timed_out(self, sent_at: float, registered: Registration | None) -> Plan[T_co]:
+    def timed_out(self, sent_at: float, registered: Registration | None) -> Plan[T]:
         """The outcome when the deadline passed while Redis did not answer."""
-        ...
+        raise NotImplementedError
 
 
-def blocking_tries(engine: Engine, tries: Tries[Any, T], *, blocking: bool,
+def blocking_tries(engine: Engine, tries: Tries[Any, T], *, blocking: bool = True,
                    timeout: float | None, max_block: float,
                    registered: Registration | None = None,
                    clock: Callable[[], float] = time.monotonic) -> Plan[T]:
@@ -128,7 +136,7 @@ def blocking_tries(engine: Engine, tries: Tries[Any, T], *, blocking: bool,
     if blocking and registered is not None:
         block = _block_for(deadline, max_block, until, math.inf, clock)
         if block >= 0.001:
-            popped = yield from _wait(tries.signal(None), block, deadline, clock)
+            popped = yield from _wait(tries.signals(None), block, deadline, clock)
             if popped is not None:
                 final = yield from tries.popped(popped, since, deadline)
                 if final is not None:
@@ -143,8 +151,12 @@ def blocking_tries(engine: Engine, tries: Tries[Any, T], *, blocking: bool,
         wait_ms: int | None = window_ms if blocks else (0 if until else None)
         sent_at = clock()
         call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
+        call, first = tries.call(wait_ms), tries.forward()
         try:
-            result = yield from engine.run_one(tries.call(wait_ms), deadline=call_deadline)
+            if first is None:
+                result = yield from engine.run_one(call, deadline=call_deadline)
+            else:  # one round trip
+                _, result = yield from engine.run([first, call], deadline=call_deadline)
         except TRANSPORT_ERRORS as error:
             # the outcome is unknown: the retry (the acquire is idempotent) tells
             if deadline is None:
@@ -163,10 +175,10 @@ def blocking_tries(engine: Engine, tries: Tries[Any, T], *, blocking: bool,
                                         (since, until) if until else None)
         if final is not None:
             return final
-        free_in = max(tries.pttl_ms(result), 1) / 1000 + 0.001
+        free_in = tries.free_in(result)
         block = _block_for(deadline, max_block, until, free_in, clock)
         if block >= 0.001:
-            popped = yield from _wait(tries.signal(result), block, deadline, clock)
+            popped = yield from _wait(tries.signals(result), block, deadline, clock)
             if popped is not None:
                 final = yield from tries.popped(popped, since, deadline)
                 if final is not None:
@@ -176,7 +188,12 @@ def blocking_tries(engine: Engine, tries: Tries[Any, T], *, blocking: bool,
             if remaining > 0:
                 # The last stretch: sleep it out, then one final try, which takes over a grant
                 # pushed meanwhile (a registered waiter may take one that nobody popped).
-                yield Sleep(min(remaining, free_in))
+                yield Sleep(min(remaining, free_in, tries.stretch_cap))
+
+
+def lease_left(pttl_ms: int) -> float:
+    """Seconds until a lease with ``pttl_ms`` left has surely ended (at least 1 ms on)."""
+    return max(pttl_ms, 1) / 1000 + 0.001
 
 
 def _block_for(deadline: float | None, max_block: float, registered_until: float,
@@ -190,16 +207,16 @@ def _block_for(deadline: float | None, max_block: float, registered_until: float
     return min(remaining, max_block, registered, free_in)
 
 
-def _wait(signal: str, block: float, deadline: float | None, clock: Callable[[], float]
-          ) -> Plan[Any]:
-    """Block on ``signal`` for ``block`` seconds (aimed short of the deadline already: no timer
+def _wait(signals: tuple[str, ...], block: float, deadline: float | None,
+          clock: Callable[[], float]) -> Plan[Any]:
+    """Block on ``signals`` for ``block`` seconds (aimed short of the deadline already: no timer
     grain taken off again); the popped value, or None (nothing came, or the connection failed:
     the next try retries, and backs off, or gives up at the deadline)."""
     blpop_deadline = clock() + block + BLPOP_GRACE
     if deadline is not None:  # the BLPOP itself ends (block) before the deadline
         blpop_deadline = min(blpop_deadline, max(deadline, clock() + block + 0.05))
     try:
-        popped = yield from wait_for_signal((signal,), block, max_block=block,
+        popped = yield from wait_for_signal(signals, block, max_block=block,
                                             deadline=blpop_deadline, grain=0.0)
     except TRANSPORT_ERRORS:
         return None
@@ -234,7 +251,7 @@ def acquire_plan(
         timeout=timeout, max_block=max_block, registered=registered, clock=clock))
 
 
-class _LockTries:
+class _LockTries(Tries[AcquireResult, Acquired]):
     def __init__(self, engine: Engine, keys: LockKeys, token: str, ttl_ms: int,
                  fence_ttl_ms: int, clock: Callable[[], float]) -> None:
         self.engine, self.keys, self.token, self.ttl_ms = engine, keys, token, ttl_ms
@@ -252,11 +269,11 @@ class _LockTries:
         return None
         yield  # a plan: settling a lock's reply needs no call
 
-    def pttl_ms(self, result: AcquireResult) -> int:
-        return result.pttl_ms
+    def free_in(self, result: AcquireResult) -> float:
+        return lease_left(result.pttl_ms)
 
-    def signal(self, result: AcquireResult | None) -> str:
-        return self.keys.signal
+    def signals(self, result: AcquireResult | None) -> tuple[str, ...]:
+        return (self.keys.signal,)
 
     def timed_out(self, sent_at: float, registered: Registration | None) -> Plan[Acquired]:
         return Acquired(AcquireResult(False, None, 0), sent_at, registered)

@@ -26,7 +26,9 @@ from .lease import Lease
 from .ops import RELEASED_UNCONFIRMED, LockKeys
 from .plans import (
     REPLY_GRACE,
+    Tries,
     blocking_tries,
+    lease_left,
     release_plan,
 )
 
@@ -113,7 +115,7 @@ def reentrant_acquire_plan(
         timeout=timeout, max_block=max_block, clock=clock))
 
 
-class _ReentrantTries:
+class _ReentrantTries(Tries[ReentrantResult, tuple[ReentrantResult, float]]):
     def __init__(self, keys: ReentrantKeys, owner: str, request: str, ttl_ms: int) -> None:
         self.keys, self.owner, self.request, self.ttl_ms = keys, owner, request, ttl_ms
 
@@ -128,16 +130,11 @@ class _ReentrantTries:
         return None
         yield  # a plan: nothing to send
 
-    def pttl_ms(self, result: ReentrantResult) -> int:
-        return result.pttl_ms
+    def free_in(self, result: ReentrantResult) -> float:
+        return lease_left(result.pttl_ms)
 
-    def signal(self, result: ReentrantResult | None) -> str:
-        return self.keys.signal
-
-    def popped(self, value: Any, since: float, deadline: float | None
-               ) -> Plan[tuple[ReentrantResult, float] | None]:
-        return None  # a wake-up: try again
-        yield
+    def signals(self, result: ReentrantResult | None) -> tuple[str, ...]:
+        return (self.keys.signal,)
 
     def timed_out(self, sent_at: float, registered: tuple[float, float] | None
                   ) -> Plan[tuple[ReentrantResult, float]]:
