@@ -495,11 +495,17 @@ def test_screenshot_for_the_readme(state: State, serve: Callable[..., Served]) -
         pytest.skip("set PYREDISLUA_DASHBOARD_SCREENSHOT=docs/dashboard.png to take it")
     if CHROMIUM is None:
         pytest.skip(WHY_NOT)
-    q = Queue(state.client, "orders")
-    q.enqueue_many([q.job(f'{{"order": {100 + i}, "sku": "A-{i}"}}', priority=i % 3)
-                    for i in range(12)])
+    recording: dict[str, Any] = {"metrics": True} if HAS_SERIES else {}
+    q = Queue(state.client, "orders", **recording)
+    q.enqueue_many([q.job(f'{{"order": {100 + i}, "sku": "A-{i}"}}', priority=i % 3,
+                          key=f"order-{100 + i}") for i in range(24)])
+    for n, job in enumerate(q.dequeue(10)):
+        if n < 8:
+            q.ack(job)
+        else:
+            q.nack(job, "timeout talking to the payment API", delay=0)
     s = serve(allow_actions=True)
     with cdp.Browser(CHROMIUM) as b:
-        b.goto(s.url + "/queue/orders?by=key&q=invoice-7")
+        b.goto(s.url + "/queue/orders?by=key&q=order-122")
         b.screenshot(str(Path(path)))
     assert Path(path).stat().st_size > 10_000

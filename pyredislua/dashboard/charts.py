@@ -216,11 +216,12 @@ def line_chart(lines: Mapping[str, Sequence[int]], *, minute: int, title: str,
 
 
 def histogram_chart(histogram: Sequence[int], *, title: str, width: int = 560,
-                    height: int = 120) -> str:
-    """An inline SVG bar chart of one log2-millisecond histogram (17 buckets)."""
+                    height: int = 140) -> str:
+    """An inline SVG bar chart of one log2-millisecond histogram (17 buckets), captioned
+    with ``title``."""
     if len(histogram) != BUCKETS:
         raise ValueError(f"a histogram has {BUCKETS} buckets, got {len(histogram)}")
-    left, right, top, bottom = 40, 8, 8, 20
+    left, right, top, bottom = 40, 8, 22, 20
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = _nice_top(max(histogram))
     bar = plot_w / BUCKETS
@@ -231,8 +232,9 @@ def histogram_chart(histogram: Sequence[int], *, title: str, width: int = 560,
         f"<title>{html.escape(title)}</title>",
         f'<line class="axis" x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" '
         f'y2="{top + plot_h}" stroke="#94a3b8"/>',
-        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" font-size="10" '
+        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" font-size="10" '
         f'fill="#64748b">{peak}</text>',
+        f'<text x="{left}" y="15" font-size="11" fill="#334155">{html.escape(title)}</text>',
     ]
     for b, count in enumerate(histogram):
         low, high = bucket_bounds(b)

@@ -6,7 +6,7 @@ dashboard can point at a replica. The two writes, requeue and purge, live in :fu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,31 +22,29 @@ from .charts import SeriesLike
 
 PAGE = 50  # rows per table: every read is bounded
 SeriesKind = Literal["queue", "lock", "limiter", "store", "cache"]
-Runner = Callable[[Sequence[Call[Any]]], Awaitable[list[Any]]]
 
 
-def runner(client: Client | AsyncClient) -> Runner:
-    """Run calls in one pipelined round trip without raising on error replies (they come back
+class Reader:
+    """Runs calls in one pipelined round trip without raising on error replies (they come back
     as exceptions, each in its place): awaited on an AsyncClient, in a worker thread (one at a
-    time) on a sync Client."""
-    if isinstance(client, AsyncClient):
-        aclient = client
+    time) on a sync Client. ``operations``: the names of the operations the client's library
+    has (a call to any other would fail the whole round trip, not only its own reply)."""
 
-        async def run_async(calls: Sequence[Call[Any]]) -> list[Any]:
-            return await aclient.run_many(calls, raise_on_error=False) if calls else []
-        return run_async
-    sync = client
-    lock = asyncio.Lock()
+    def __init__(self, client: Client | AsyncClient) -> None:
+        self.client = client
+        self.operations = frozenset(client.library.operations)
+        self._lock = asyncio.Lock()
 
-    async def run_sync(calls: Sequence[Call[Any]]) -> list[Any]:
+    async def __call__(self, calls: Sequence[Call[Any]]) -> list[Any]:
         if not calls:
             return []
-        async with lock:
-            return await asyncio.to_thread(sync.run_many, calls, raise_on_error=False)
-    return run_sync
+        if isinstance(self.client, AsyncClient):
+            return await self.client.run_many(calls, raise_on_error=False)
+        async with self._lock:
+            return await asyncio.to_thread(self.client.run_many, calls, raise_on_error=False)
 
 
-def series_call(kind: SeriesKind, name: str) -> Call[Any] | None:
+def series_call(kind: SeriesKind, name: str, prefix: str = "prl") -> Call[Any] | None:
     """The read of one primitive's per-minute series (issue 12 §1), None while
     ``pyredislua.observe.series`` is not part of the package."""
     try:
@@ -55,7 +53,8 @@ def series_call(kind: SeriesKind, name: str) -> Call[Any] | None:
         )
     except ImportError:
         return None
-    call: Call[Any] = make(kind, name)
+    call: Call[Any] = (make(kind, name) if prefix == "prl"
+                       else make(kind, name, prefix=prefix))
     return call
 
 
@@ -97,21 +96,28 @@ class Config:
 class _Plan:
     """Calls gathered for one round trip; each ``add`` returns the index of its reply."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: Reader, prefix: str) -> None:
+        self.operations = run.operations
+        self.prefix = prefix
         self.calls: list[Call[Any]] = []
 
     def add(self, call: Call[Any]) -> int:
         self.calls.append(call)
         return len(self.calls) - 1
 
-    def add_series(self, kind: SeriesKind, name: str) -> int | None:
-        call = series_call(kind, name)
-        return None if call is None else self.add(call)
+    def add_series(self, kind: SeriesKind, name: str) -> int | str:
+        """The index of the series' reply, or why it is not read."""
+        call = series_call(kind, name, self.prefix)
+        if call is None:
+            return SERIES_MISSING
+        if call.op not in self.operations:
+            return f"no metrics recorded (no {call.op} operation in this pyredislua)"
+        return self.add(call)
 
 
-def _series(replies: list[Any], index: int | None) -> Series:
-    if index is None:
-        return Series(None, SERIES_MISSING)
+def _series(replies: list[Any], index: int | str) -> Series:
+    if isinstance(index, str):
+        return Series(None, index)
     reply = replies[index]
     if isinstance(reply, BaseException):
         text = str(reply).strip().splitlines()[0] if str(reply).strip() else ""
@@ -133,10 +139,10 @@ class Overview:
     limiters: Sequence[str]
 
 
-async def overview(run: Runner, client: Client | AsyncClient, config: Config) -> Overview:
+async def overview(run: Reader, config: Config) -> Overview:
     """Every target's figures and series, in one round trip."""
-    planned = fig.calls(client, config.targets)
-    plan = _Plan()
+    planned = fig.calls(run.client, config.targets)
+    plan = _Plan(run, config.targets.prefix)
     for *_, call in planned:
         plan.add(call)
     wanted: list[tuple[SeriesKind, str]] = [
@@ -168,12 +174,12 @@ class QueuePage:
     search_error: str | None = None
 
 
-async def queue_page(run: Runner, config: Config, name: str, *, state: State = "ready",
+async def queue_page(run: Reader, config: Config, name: str, *, state: State = "ready",
                      dead_offset: int = 0, search: tuple[str, str] | None = None) -> QueuePage:
     """One queue: its figures, series, the first jobs of ``state``, a page of dead letters and
     a search by job id or idempotency key, in one round trip."""
     keys = config.queue_keys(name)
-    plan = _Plan()
+    plan = _Plan(run, config.targets.prefix)
     i_stats = plan.add(queue_ops.stats_call(keys))
     i_series = plan.add_series("queue", name)
     i_jobs = plan.add(queue_ops.peek_call(keys, state, PAGE)) if state != "dead" else None
@@ -208,10 +214,10 @@ class StorePage:
     dead_error: str | None
 
 
-async def store_page(run: Runner, config: Config, name: str, *, dead_offset: int = 0
+async def store_page(run: Reader, config: Config, name: str, *, dead_offset: int = 0
                      ) -> StorePage:
     keys = config.store_keys(name)
-    plan = _Plan()
+    plan = _Plan(run, config.targets.prefix)
     i_stats = plan.add(wb_ops.stats_call(keys))
     i_series = plan.add_series("store", name)
     i_dead = plan.add(wb_ops.dead_call(keys, dead_offset, PAGE))
@@ -225,7 +231,7 @@ async def store_page(run: Runner, config: Config, name: str, *, dead_offset: int
 Action = Literal["requeue", "purge"]
 
 
-async def act(run: Runner, config: Config, kind: str, name: str, action: Action,
+async def act(run: Reader, config: Config, kind: str, name: str, action: Action,
               ids: Sequence[str]) -> str:
     """Requeue or purge dead letters (queues: by id; stores: requeue by record key), and say
     what was done. The only writes the dashboard makes, and only when actions are allowed."""

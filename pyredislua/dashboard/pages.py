@@ -225,6 +225,10 @@ def _action(config: Config, root: str, token: str, kind: str, name: str, action:
             f'<button type="submit" class="{e(action)}">{e(label)}</button></form>')
 
 
+HISTOGRAMS = {"wait": "wait time (enqueued → leased)", "run": "run time (leased → acked)",
+              "lag": "lag (written → taken by the sink)"}
+
+
 def _series_charts(series: Series, lines: dict[str, Sequence[str]], hists: Sequence[str],
                    title: str, extra: dict[str, Sequence[int]] | None = None) -> str:
     s = series.value
@@ -244,7 +248,7 @@ def _series_charts(series: Series, lines: dict[str, Sequence[str]], hists: Seque
         hist = s.histograms.get(h)
         if hist is not None and any(hist):
             values = list(hist)
-            cards.append(charts.histogram_chart(values, title=f"{title}: {h} time"))
+            cards.append(charts.histogram_chart(values, title=HISTOGRAMS.get(h, h)))
             pct = charts.percentiles(values)
             rows.append([e(h), *(e(b.text) if b else "-" for b in pct.values()),
                          str(sum(values))])

@@ -50,7 +50,7 @@ class Dashboard:
     def __init__(self, client: Any, config: data.Config, *, token: str | None = None) -> None:
         self.client = client
         self.config = config
-        self.run = data.runner(client)
+        self.run = data.Reader(client)
         self.token = token or secrets.token_urlsafe(24)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,7 +95,7 @@ class Dashboard:
         html_type = [(b"content-type", b"text/html; charset=utf-8")]
         if method in ("GET", "HEAD"):
             if not parts:
-                got = await data.overview(self.run, self.client, self.config)
+                got = await data.overview(self.run, self.config)
                 return 200, html_type, pages.overview(self.config, root, got).encode()
             if len(parts) == 2 and parts[0] in ("queue", "store"):
                 kind, name = parts
