@@ -27,7 +27,7 @@ from pyredislua.dashboard import charts
 from pyredislua.lock import Lock, LockKeys
 from pyredislua.lock.ops import acquire_call
 from pyredislua.queue import Queue
-from pyredislua.server import free_port
+from pyredislua.server import RedisServer, free_port
 from pyredislua.writebehind import StoreKeys, WriteBehind
 from pyredislua.writebehind.ops import claim_call, fail_call
 from tests import cdp
@@ -354,6 +354,27 @@ def test_mounted_under_a_prefix_and_on_an_async_client(state: State, redis_url: 
     got = httpx.post(s.url + "/ops/queue/orders/requeue",
                      data={"csrf": s.app.token, "id": state.dead_id})
     assert got.status_code == 303 and got.headers["location"].startswith("/ops/queue/orders?")
+
+
+def test_reads_from_a_replica(own_server: RedisServer, serve: Callable[..., Served]) -> None:
+    """Every page is read with read-only operations, so a read-only replica serves them."""
+    primary = redis.Redis.from_url(own_server.url)
+    state = _state(pyredislua.Client(primary))
+    with RedisServer(extra_args=("--replicaof", "127.0.0.1", str(own_server.port))) as replica:
+        conn = redis.Redis.from_url(replica.url)
+        deadline = time.monotonic() + 10
+        while conn.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not sync"
+            time.sleep(0.02)
+        assert primary.wait(1, 5000) == 1  # the replica has every write so far
+        s = serve(client=pyredislua.Client(conn))
+        assert re.search(r"orders 2 0 1 1 5 ", _text(httpx.get(s.url + "/").text))
+        found = _text(httpx.get(s.url + "/queue/orders",
+                                params={"by": "key", "q": "invoice-7"}).text)
+        assert re.search(rf"{state.dead_key_id} ready", found)
+        assert "card declined" in found
+        assert "sink refused" in _text(httpx.get(s.url + "/store/tx").text)
+        assert conn.info("replication")["role"] == "slave"
 
 
 def test_the_command_serves_the_dashboard(state: State, redis_url: str) -> None:
