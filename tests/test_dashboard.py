@@ -4,6 +4,7 @@ in a real headless Chromium (skipped, with the reason, when no Chromium is insta
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import os
 import re
@@ -148,6 +149,66 @@ def test_histogram_chart_draws_a_bar_per_bucket() -> None:
     assert heights[2] > heights[16] > 0 and heights[0] == 0
 
 
+def _queue_series(minute: int = 29_000_000) -> Any:
+    ones = [0] * 57 + [4, 6, 2]
+    return _minute_series(
+        kind="queue", name="orders", minute=minute,
+        counters={"enqueued": ones, "completed": [0] * 57 + [1, 5, 3], "failed": [0] * 60,
+                  "retried": [0] * 60, "dead": [0] * 58 + [1, 0]},
+        histograms={"wait": _hist(b0=5, b4=4, b9=1), "run": _hist(b2=9)})
+
+
+def test_queue_page_draws_the_series_it_is_given() -> None:
+    from pyredislua.dashboard import data, pages
+    from pyredislua.observe.figures import Figure, Targets
+    from pyredislua.queue.ops import QueueStats
+
+    config = data.Config(Targets(queues=["orders"]), allow_actions=False, refresh=0)
+    stats = QueueStats(2, 0, 1, 0, 1, {"enqueued": 12}, None)
+    page = data.QueuePage("orders", Figure("queue", "orders", stats), data.Series(
+        _queue_series()), "ready", [], None, 0, 0, [], None)
+    out = pages.queue(config, "/ops", "token", page)
+    assert out.count("<svg") == 4  # unfinished, throughput, wait and run histograms
+    assert out.count('class="series"') == 6  # 1 unfinished + 5 counters
+    # unfinished now 3, walked back: 3 - 2 + 3 = 4, 4 - 6 + 5 + 1 = 4, 4 - 4 + 1 = 1
+    points = re.search(r'data-series="unfinished"[^>]*points="([^"]+)"', out)
+    assert points is not None
+    ys = [float(p.split(",")[1]) for p in points.group(1).split()]
+    assert ys[-4] > ys[-1] > ys[-2] == ys[-3]  # 1, 4, 4, 3 (y grows down)
+    rows = re.findall(r"<tr><td>(wait|run)</td><td>([^<]+)</td><td>([^<]+)</td>"
+                      r"<td>([^<]+)</td>", out)
+    assert rows == [("wait", "&lt; 1 ms", "&lt; 16 ms", "&lt; 512 ms"),
+                    ("run", "&lt; 4 ms", "&lt; 4 ms", "&lt; 4 ms")]
+    assert "no metrics recorded" not in out and 'method="post"' not in out
+    empty = data.QueuePage("orders", Figure("queue", "orders", stats), data.Series(
+        None, "no metrics recorded (because)"), "ready", [], None, 0, 0, [], None)
+    assert "no metrics recorded (because)" in pages.queue(config, "", "t", empty)
+
+
+def test_overview_shows_limiter_rates_and_lock_figures_from_series() -> None:
+    from pyredislua.dashboard import data, pages
+    from pyredislua.lock.ops import LockState
+    from pyredislua.observe.figures import Figure, Targets
+
+    config = data.Config(Targets(locks=["billing"]), limiters=["api", "quiet"], refresh=0)
+    api = _minute_series(kind="limiter", name="api", minute=1,
+                         counters={"allowed": [0] * 54 + [30] * 5 + [7],
+                                   "denied": [0] * 54 + [10] * 5 + [1]}, histograms={})
+    lock = _minute_series(kind="lock", name="billing", minute=1,
+                          counters={"acquired": [0] * 55 + [2] * 5, "contended": [0] * 60,
+                                    "handoffs": [0] * 60, "expired": [0] * 60},
+                          histograms={"wait": _hist(b0=3, b11=1)})
+    got = data.Overview([Figure("lock", "billing", LockState(True, "tok", 1500, 7, 2))],
+                        {("limiter", "api"): data.Series(api),
+                         ("limiter", "quiet"): data.Series(None, "no metrics recorded (x)"),
+                         ("lock", "billing"): data.Series(lock)}, ["api", "quiet"])
+    text = _text(pages.overview(config, "", got))
+    assert "api 30.0 10.0 24.5 %" in text  # 51 denied of 208 over the hour
+    assert "quiet no metrics recorded (x)" in text
+    assert "billing held tok 7 1.5 s 2 1.6 < 1 ms / < 2.05 s / < 2.05 s" in text
+    assert pages.overview(config, "", got).count('class="series"') == 2
+
+
 # -- a live Redis with queue, lock and write-behind state ----------------------------------------
 
 
@@ -224,8 +285,8 @@ def serve(redis_url: str) -> Iterator[Callable[..., Served]]:
 
 
 def _text(page: str) -> str:
-    """The page's text: tags out, whitespace squeezed."""
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)).replace(" ,", ",")
+    """The page's text: tags out, entities decoded, whitespace squeezed."""
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
 
 
 # -- plain HTTP ----------------------------------------------------------------------------------
