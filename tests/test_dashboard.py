@@ -417,6 +417,35 @@ def test_mounted_under_a_prefix_and_on_an_async_client(state: State, redis_url: 
     assert got.status_code == 303 and got.headers["location"].startswith("/ops/queue/orders?")
 
 
+async def test_a_plain_asgi_call_on_a_url(state: State, redis_url: str) -> None:
+    """No server in between: the app called as any ASGI server calls it, built from a URL."""
+    app = dashboard.app(redis_url, queues=["orders"], refresh=5)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def startup() -> dict[str, Any]:
+        return {"type": "lifespan.startup"} if not sent else {"type": "lifespan.shutdown"}
+
+    await app({"type": "lifespan"}, startup, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete",
+                                         "lifespan.shutdown.complete"]
+    sent.clear()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await app({"type": "http", "method": "GET", "path": "/queue/orders", "root_path": "",
+               "query_string": b"state=dead", "headers": []}, receive, send)
+    start, body = sent
+    assert start["status"] == 200
+    assert dict(start["headers"])[b"content-length"] == str(len(body["body"])).encode()
+    page = body["body"].decode()
+    assert '<meta http-equiv="refresh" content="5">' in page
+    assert re.search(rf"{state.dead_id} dead \S+ \S+ 0 1/3 card declined", _text(page))
+
+
 def test_reads_from_a_replica(own_server: RedisServer, serve: Callable[..., Served]) -> None:
     """Every page is read with read-only operations, so a read-only replica serves them."""
     primary = redis.Redis.from_url(own_server.url)
