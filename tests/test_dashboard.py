@@ -190,7 +190,8 @@ def test_overview_shows_limiter_rates_and_lock_figures_from_series() -> None:
     from pyredislua.lock.ops import LockState
     from pyredislua.observe.figures import Figure, Targets
 
-    config = data.Config(Targets(locks=["billing"]), limiters=["api", "quiet"], refresh=0)
+    config = data.Config(Targets(locks=["billing"]), limiters=[("api", None), ("quiet", None)],
+                         refresh=0)
     api = _minute_series(kind="limiter", name="api", minute=1,
                          counters={"allowed": [0] * 54 + [30] * 5 + [7],
                                    "denied": [0] * 54 + [10] * 5 + [1]}, histograms={})
@@ -203,9 +204,9 @@ def test_overview_shows_limiter_rates_and_lock_figures_from_series() -> None:
                          ("limiter", "quiet"): data.Series(None, "no metrics recorded (x)"),
                          ("lock", "billing"): data.Series(lock)}, ["api", "quiet"])
     text = _text(pages.overview(config, "", got))
-    assert "api 30.0 10.0 24.5 %" in text  # 51 denied of 208 over the hour
+    assert "api 30.0 10.0 157 51 24.5 %" in text  # 51 denied of 208 over the hour
     assert "quiet no metrics recorded (x)" in text
-    assert "billing held tok 7 1.5 s 2 1.6 < 1 ms / < 2.05 s / < 2.05 s" in text
+    assert "billing held tok 7 1.5 s 2 1.6 10 < 1 ms / < 2.05 s / < 2.05 s" in text
     assert pages.overview(config, "", got).count('class="series"') == 2
 
 
@@ -262,10 +263,11 @@ def serve(redis_url: str) -> Iterator[Callable[..., Served]]:
 
     def start(allow_actions: bool = False, *, wrap: Callable[[Any], Any] | None = None,
               client: Any = None, **kw: Any) -> Served:
+        shown: dict[str, Any] = {"queues": ["orders"], "locks": ["billing", "idle"],
+                                 "stores": ["tx"], "limiters": ["api"], **kw}
         app = dashboard.app(client or pyredislua.Client(redis.Redis.from_url(redis_url)),
-                            queues=["orders"], locks=["billing", "idle"], stores=["tx"],
-                            limiters=["api"], allow_actions=allow_actions, refresh=0,
-                            server="redis://test", **kw)
+                            allow_actions=allow_actions, refresh=0, server="redis://test",
+                            **shown)
         port = free_port()
         srv = uvicorn.Server(uvicorn.Config(wrap(app) if wrap else app, host="127.0.0.1",
                                             port=port, log_level="warning", lifespan="off"))
@@ -596,6 +598,26 @@ def test_browser_draws_charts_from_recorded_series(redis_url: str, r: redis.Redi
     assert browser.count("svg.chart polyline.series") >= 5
     assert browser.count("svg.histogram rect.bar") == 2 * charts.BUCKETS
     assert browser.count("table.percentiles tbody tr") == 2
+
+
+@pytest.mark.skipif(not HAS_SERIES, reason=NO_SERIES)
+def test_overview_reads_recorded_lock_and_limiter_series(redis_url: str, r: redis.Redis,
+                                                         serve: Callable[..., Served]) -> None:
+    from pyredislua.ratelimit import GCRA
+
+    client = pyredislua.Client(redis.Redis.from_url(redis_url))
+    limiter = GCRA(client, "api", "3/h", metrics=True)  # type: ignore[call-arg]  # §1
+    assert [limiter.hit("alice", tag="team").allowed for _ in range(5)] == [True] * 3 + [False] * 2
+    lock = Lock(client, "billing", ttl=60, auto_renew=False, metrics=True)  # type: ignore[call-arg]
+    for _ in range(3):
+        assert lock.acquire(blocking=False)
+        lock.release()
+    s = serve(limiters=[("api", "team"), "api"], locks=["billing"])
+    text = _text(httpx.get(s.url + "/").text)
+    # this minute's counts are in the hour, not yet in the per-minute rate (complete minutes)
+    assert "api (tag team) 0.0 0.0 3 2 40.0 %" in text, text
+    assert re.search(r"api no metrics recorded", text), text  # nothing under the tag "api"
+    assert re.search(r"billing free - 3 - 0 0\.0 3 ", text), text
 
 
 def test_screenshot_for_the_readme(state: State, serve: Callable[..., Served]) -> None:

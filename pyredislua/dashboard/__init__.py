@@ -22,7 +22,8 @@ __all__ = ["Config", "Dashboard", "app"]
 
 def app(client: Client | AsyncClient | str, *, queues: Sequence[str] = (),
         streams: Sequence[tuple[str, str]] = (), stores: Sequence[str] = (),
-        locks: Sequence[str] = (), limiters: Sequence[str] = (), prefix: str = "prl",
+        locks: Sequence[str] = (), limiters: Sequence[str | tuple[str, str]] = (),
+        prefix: str = "prl",
         targets: Targets | None = None, allow_actions: bool = False,
         title: str = "pyredislua", server: str = "", refresh: int = 10) -> Dashboard:
     """The dashboard as an ASGI application.
@@ -30,7 +31,9 @@ def app(client: Client | AsyncClient | str, *, queues: Sequence[str] = (),
     ``client``: a :class:`~pyredislua.Client` (read in a worker thread), an
     :class:`~pyredislua.AsyncClient`, or a Redis URL. The primitives shown: ``targets`` (as
     ``pyredislua metrics`` and ``top`` take them) or ``queues``, ``streams`` ((name, group)
-    pairs), ``stores``, ``locks``, plus ``limiters`` (shown from their per-minute series).
+    pairs), ``stores``, ``locks``, plus ``limiters`` (shown from their per-minute series: a
+    name, or a (name, hash tag) pair when its calls are tagged with something else than the
+    name, since a limiter's figures are kept per tag).
     ``allow_actions``: serve the requeue and purge actions (otherwise every POST gets 403).
     ``refresh``: seconds between page reloads, 0 for none."""
     if isinstance(client, str):
@@ -41,5 +44,6 @@ def app(client: Client | AsyncClient | str, *, queues: Sequence[str] = (),
         targets = Targets(tuple(queues), tuple(streams), tuple(stores), tuple(locks), prefix)
     if refresh < 0:
         raise ValueError("refresh must be 0 (none) or positive")
-    config = Config(targets, tuple(limiters), allow_actions, title, server, refresh)
+    shown = tuple((lim, None) if isinstance(lim, str) else (lim[0], lim[1]) for lim in limiters)
+    config = Config(targets, shown, allow_actions, title, server, refresh)
     return Dashboard(client, config)

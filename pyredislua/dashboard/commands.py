@@ -19,7 +19,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     if args.refresh < 0:
         raise ValueError("--refresh must be 0 (none) or positive")
     client = cli.connect(args.url, "auto", cluster=args.cluster)
-    served = app(client, targets=_targets(args), limiters=args.limiter,
+    limiters = [tuple(lim.split(":", 1)) if ":" in lim else lim for lim in args.limiter]
+    served = app(client, targets=_targets(args), limiters=limiters,
                  allow_actions=args.allow_actions, server=_shown_url(args.url),
                  refresh=args.refresh)
     mode = "actions enabled" if args.allow_actions else "read-only"
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
     _add_targets(p)
     p.add_argument("--limiter", action="append", default=[],
-                   help="a rate limiter name, shown from its per-minute series (repeatable)")
+                   help="a rate limiter, NAME or NAME:TAG (the hash tag its calls use, when "
+                   "not the name), shown from its per-minute series (repeatable)")
     p.add_argument("--allow-actions", action="store_true",
                    help="serve the requeue and purge actions on dead letters (default: "
                    "read-only, every POST refused with 403)")

@@ -44,18 +44,32 @@ class Reader:
             return await asyncio.to_thread(self.client.run_many, calls, raise_on_error=False)
 
 
-def series_call(kind: SeriesKind, name: str, prefix: str = "prl") -> Call[Any] | None:
+def series_call(kind: SeriesKind, name: str, prefix: str = "prl", tag: str | None = None
+                ) -> Call[Any] | None:
     """The read of one primitive's per-minute series (issue 12 §1), None while
-    ``pyredislua.observe.series`` is not part of the package."""
+    ``pyredislua.observe.series`` is not part of the package. ``tag``: a limiter's hash tag
+    (its figures are kept per tag; default: its name)."""
     try:
         from ..observe.series import (  # type: ignore[import-not-found, import-untyped, unused-ignore]
             series_call as make,
         )
     except ImportError:
         return None
-    call: Call[Any] = (make(kind, name) if prefix == "prl"
-                       else make(kind, name, prefix=prefix))
+    extra: dict[str, str] = {}
+    if prefix != "prl":
+        extra["prefix"] = prefix
+    if tag is not None:
+        extra["tag"] = tag
+    call: Call[Any] = make(kind, name, **extra)
     return call
+
+
+Limiter = tuple[str, "str | None"]  # (name, hash tag; None: the name)
+
+
+def limiter_label(limiter: Limiter) -> str:
+    name, tag = limiter
+    return name if tag is None else f"{name} (tag {tag})"
 
 
 SERIES_MISSING = "no metrics recorded (this pyredislua has no per-minute series)"
@@ -74,7 +88,7 @@ class Config:
     """What the dashboard shows and whether it may change anything."""
 
     targets: Targets
-    limiters: Sequence[str] = ()
+    limiters: Sequence[Limiter] = ()
     allow_actions: bool = False
     title: str = "pyredislua"
     server: str = ""  # shown in the header (a URL without credentials)
@@ -82,8 +96,7 @@ class Config:
 
     def has(self, kind: str, name: str) -> bool:
         t = self.targets
-        known = {"queue": t.queues, "store": t.stores, "lock": t.locks,
-                 "limiter": self.limiters}.get(kind, ())
+        known = {"queue": t.queues, "store": t.stores, "lock": t.locks}.get(kind, ())
         return name in known
 
     def queue_keys(self, name: str) -> QueueKeys:
@@ -105,9 +118,9 @@ class _Plan:
         self.calls.append(call)
         return len(self.calls) - 1
 
-    def add_series(self, kind: SeriesKind, name: str) -> int | str:
+    def add_series(self, kind: SeriesKind, name: str, tag: str | None = None) -> int | str:
         """The index of the series' reply, or why it is not read."""
-        call = series_call(kind, name, self.prefix)
+        call = series_call(kind, name, self.prefix, tag)
         if call is None:
             return SERIES_MISSING
         if call.op not in self.operations:
@@ -135,8 +148,8 @@ def _value(reply: Any) -> tuple[Any, str | None]:
 @dataclass
 class Overview:
     figures: list[Figure]
-    series: dict[tuple[str, str], Series]
-    limiters: Sequence[str]
+    series: dict[tuple[str, str], Series]  # by (kind, name; a limiter's label)
+    limiters: Sequence[str]  # their labels
 
 
 async def overview(run: Reader, config: Config) -> Overview:
@@ -148,13 +161,15 @@ async def overview(run: Reader, config: Config) -> Overview:
     wanted: list[tuple[SeriesKind, str]] = [
         *(("queue", n) for n in config.targets.queues),
         *(("lock", n) for n in config.targets.locks),
-        *(("store", n) for n in config.targets.stores),
-        *(("limiter", n) for n in config.limiters)]
-    at = {(kind, name): plan.add_series(kind, name) for kind, name in wanted}
+        *(("store", n) for n in config.targets.stores)]
+    at: dict[tuple[str, str], int | str] = {
+        (kind, name): plan.add_series(kind, name) for kind, name in wanted}
+    for limiter in config.limiters:
+        at["limiter", limiter_label(limiter)] = plan.add_series("limiter", *limiter)
     replies = await run(plan.calls)
     return Overview(fig.figures(planned, replies[:len(planned)]),
                     {key: _series(replies, index) for key, index in at.items()},
-                    config.limiters)
+                    [limiter_label(limiter) for limiter in config.limiters])
 
 
 @dataclass

@@ -83,6 +83,12 @@ def _rate(series: SeriesLike | None, counter: str) -> str:
     return f"{charts.per_minute_rate(series.counters[counter]):.1f}"
 
 
+def _hour(series: SeriesLike | None, counter: str) -> str:
+    if series is None or counter not in series.counters:
+        return '<span class="muted">-</span>'
+    return str(sum(series.counters[counter]))
+
+
 def _ms(ms: int) -> str:
     if ms < 0:
         return "-"
@@ -119,18 +125,19 @@ def overview(config: Config, root: str, data: Overview) -> str:
             s = data.series.get(("queue", f.name), Series(None)).value
             link = f'<a href="{e(_link(root, "queue", f.name))}">{e(f.name)}</a>'
             if not isinstance(f.stats, QueueStats):
-                rows.append([link, f'<span class="error">{e(f.error)}</span>', *[""] * 8])
+                rows.append([link, f'<span class="error">{e(f.error)}</span>', *[""] * 9])
                 continue
             st = f.stats
             active = f"{st.active}" + (f' <span class="note">({st.expired_leases} expired)</span>'
                                        if st.expired_leases else "")
             rows.append([link, str(st.ready), str(st.delayed), active, str(st.dead),
                          str(st.counters.get("enqueued", 0)), _rate(s, "enqueued"),
-                         _rate(s, "completed"), _pcts(s, "wait"), _pcts(s, "run")])
+                         _rate(s, "completed"), _hour(s, "completed"), _pcts(s, "wait"),
+                         _pcts(s, "run")])
         parts.append("<h2>Queues</h2>" + _table(
             ["queue", "ready", "delayed", "active", "dead", "enqueued (total)",
-             "enqueued/min", "completed/min", "wait p50 / p90 / p99",
-             "run p50 / p90 / p99"], rows, cls="queues", numeric=(1, 2, 3, 4, 5, 6, 7)))
+             "enqueued/min", "completed/min", "completed (last hour)", "wait p50 / p90 / p99",
+             "run p50 / p90 / p99"], rows, cls="queues", numeric=(1, 2, 3, 4, 5, 6, 7, 8)))
     if streams:
         rows = []
         for f in streams:
@@ -151,16 +158,17 @@ def overview(config: Config, root: str, data: Overview) -> str:
             s = data.series.get(("lock", f.name), Series(None)).value
             if not isinstance(f.stats, LockState):
                 rows.append([e(f.name), f'<span class="error">{e(f.error)}</span>',
-                             *[""] * 6])
+                             *[""] * 7])
                 continue
             lst = f.stats
             rows.append([e(f.name), "held" if lst.held else '<span class="muted">free</span>',
                          f"<code>{e(lst.owner)}</code>" if lst.owner else "-", str(lst.fence),
                          _ms(lst.pttl_ms) if lst.held else "-", str(lst.waiters),
-                         _rate(s, "acquired"), _pcts(s, "wait")])
+                         _rate(s, "acquired"), _hour(s, "acquired"), _pcts(s, "wait")])
         parts.append("<h2>Locks</h2>" + _table(
             ["lock", "state", "owner", "fence", "lease left", "waiters", "acquired/min",
-             "wait p50 / p90 / p99"], rows, cls="locks", numeric=(3, 4, 5, 6)))
+             "acquired (last hour)", "wait p50 / p90 / p99"], rows, cls="locks",
+            numeric=(3, 4, 5, 6, 7)))
     if data.limiters:
         rows, drawn = [], []
         for name in data.limiters:
@@ -168,20 +176,21 @@ def overview(config: Config, root: str, data: Overview) -> str:
             s = ser.value
             if not charts.recorded(s) or s is None:
                 rows.append([e(name), '<span class="muted no-metrics">'
-                             f'{e(ser.note or "no metrics recorded")}</span>', "", ""])
+                             f'{e(ser.note or "no metrics recorded")}</span>', "", "", "", ""])
                 continue
             allowed = sum(s.counters.get("allowed", ()))
             denied = sum(s.counters.get("denied", ()))
             part = charts.share(denied, allowed + denied)
-            rows.append([e(name), _rate(s, "allowed"), _rate(s, "denied"),
-                         "-" if part is None else f"{100 * part:.1f} %"])
-            chart = charts.line_chart(
-                {k: s.counters[k] for k in ("allowed", "denied") if k in s.counters},
-                minute=s.minute, title=f"limiter {name}: allowed and denied per minute")
-            drawn.append(f'<div class="card">{chart}</div>')
+            rows.append([e(name), _rate(s, "allowed"), _rate(s, "denied"), str(allowed),
+                         str(denied), "-" if part is None else f"{100 * part:.1f} %"])
+            lines = {k: s.counters[k] for k in ("allowed", "denied") if k in s.counters}
+            if lines:
+                chart = charts.line_chart(
+                    lines, minute=s.minute, title=f"limiter {name}: allowed and denied per minute")
+                drawn.append(f'<div class="card">{chart}</div>')
         parts.append("<h2>Rate limiters</h2>" + _table(
-            ["limiter", "allowed/min", "denied/min", "denied (last hour)"], rows,
-            cls="limiters", numeric=(1, 2, 3)))
+            ["limiter", "allowed/min", "denied/min", "allowed (last hour)", "denied (last hour)",
+             "denied share (last hour)"], rows, cls="limiters", numeric=(1, 2, 3, 4, 5)))
         if drawn:
             parts.append(f'<div class="charts">{"".join(drawn)}</div>')
     if stores:
