@@ -422,6 +422,15 @@ def store(config: Config, root: str, token: str, page: StorePage, flash: str = "
         parts.append(_table(["key", "version", "change", "attempts", "error", "died",
                              *(["actions"] if config.allow_actions else [])], rows,
                             cls="dead"))
+    nav = []
+    if page.dead_offset > 0:
+        newer = _link(root, "store", name, dead=max(0, page.dead_offset - 50))
+        nav.append(f'<a href="{e(newer)}">newer</a>')
+    if len(page.dead) >= 50:
+        older = _link(root, "store", name, dead=page.dead_offset + 50)
+        nav.append(f'<a href="{e(older)}">older</a>')
+    if nav:
+        parts.append(f'<p>{" ".join(nav)}</p>')
     return layout(config, root, f"store {name}", "".join(parts))
 
 
