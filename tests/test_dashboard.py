@@ -304,7 +304,9 @@ def test_overview_shows_every_primitive(state: State, serve: Callable[..., Serve
     # queue: ready, delayed, active, dead, enqueued total
     assert re.search(r"orders 2 0 1 1 5 ", text), text
     owner = re.escape(state.lock_token[:20])
-    assert re.search(rf"billing held {owner}\S* 1 (59\.\d|60\.0) s 1 ", text), text
+    lease = re.search(rf"billing held {owner}\S* 1 (\d+\.\d) s 1 ", text)
+    assert lease is not None, text
+    assert 30 < float(lease.group(1)) <= 60  # a 60 s lease, read moments after it began
     assert "idle free - 0 - 0" in text
     assert re.search(r"tx 1 0 1 ", text), text  # pending 1, retrying 0, dead 1
     if not HAS_SERIES:
@@ -378,11 +380,9 @@ def test_actions_need_the_token_and_the_same_origin(state: State,
     assert httpx.post(url, data=form, headers={"sec-fetch-site": "cross-site"}).status_code == 403
     assert httpx.post(url, data=form, headers={"origin": "null"}).status_code == 403
     assert q.stats().dead == 1  # nothing was done
-    host = s.url.split("//", 1)[1]
     got = httpx.post(url, data=form, headers={"origin": s.url, "sec-fetch-site": "same-origin"})
     assert got.status_code == 303 and got.headers["location"].startswith("/queue/orders?done=")
     assert q.stats().dead == 0 and q.get(state.dead_id).state == "ready"  # type: ignore[union-attr]
-    assert host in s.url
     page = _text(httpx.get(s.url + got.headers["location"]).text)
     assert "requeued 1 of 1 dead letter(s)" in page
     # purge, and the store's requeue
