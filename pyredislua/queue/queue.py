@@ -327,6 +327,18 @@ class Queue(Generic[C]):
         return self._client.run(call)
 
     @overload
+    def get_by_key(self: Queue[Client], idem_key: str) -> JobInfo | None: ...
+    @overload
+    def get_by_key(self: Queue[AsyncClient], idem_key: str) -> Awaitable[JobInfo | None]: ...
+    def get_by_key(self, idem_key: str) -> JobInfo | Awaitable[JobInfo | None] | None:
+        """The unfinished job holding the idempotency key ``idem_key`` (None: no unfinished
+        job holds it; a key is released when its job finishes, dies or is purged)."""
+        call = ops.get_by_key_call(self.keys, idem_key)
+        if self.compress is not None:
+            call = _mapped(call, lambda info: None if info is None else self._shown(info))
+        return self._client.run(call)
+
+    @overload
     def dead(self: Queue[Client], offset: int = 0, count: int = 100
              ) -> tuple[int, list[JobInfo]]: ...
     @overload
