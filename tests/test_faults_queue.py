@@ -13,8 +13,8 @@ it counts: each duplicate must be matched by a ``lost`` lease). Every case also 
 worker's counts add up (leased = acked + failed + lost + released + unsettled) and that stop()
 leaves no worker thread or task behind.
 
-The Streams queue has no consumer loop of its own (``consume``/``ack`` are single calls): its
-faults are those of the calls, covered with the other operations.
+The Streams queue has no worker of its own: consumers running the README's consume/ack loop
+go through the same faults in ``tests/test_faults_stream.py``.
 """
 
 from __future__ import annotations
