@@ -140,8 +140,12 @@ def test_client_kill(fault_server: FaultServer, fault_report: FaultReport) -> No
     killed = fault_server.kill_clients()
     back = time.monotonic()
     before = writer.valid_until or 0
-    renewed = wait_for(lambda: (writer.valid_until or 0) > before and time.monotonic(),
-                       timeout=2, what="a renewal after the kill")
+    try:
+        renewed = wait_for(lambda: (writer.valid_until or 0) > before and time.monotonic(),
+                           timeout=2, what="a renewal after the kill")
+    except AssertionError:
+        raise AssertionError(f"no renewal: lost={writer.lost} "
+                             f"{getattr(writer, 'lost_reason', None)!r}") from None
     wait_for(lambda: (writer.valid_until or 0) > back + 2.2, timeout=4,
              what="renewals past three leases")
     assert writer.held and not lost.is_set()
