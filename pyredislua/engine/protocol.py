@@ -390,7 +390,7 @@ class Engine:
                 batch: list[Command] = []
                 probe = with_body and not self.version_checked
                 if probe:  # the first EVAL of a body: an old server would fail to compile it
-                    batch.append(Command(VERSION_PROBE, all_primaries=True))
+                    batch.append(Command(VERSION_PROBE, all_primaries=True, deadline=deadline))
                 spots: list[tuple[int, int]] = []
                 for i in pending:
                     batch.append(self.command(calls[i], with_body=with_body,
@@ -419,12 +419,14 @@ class Engine:
             if isinstance(first, NoScriptError):
                 with_body = True  # EVAL both runs and caches the script: no extra round trip
             elif _is_refused_fcall(first):
-                yield from self.check_server()
+                yield from self.check_server(deadline=deadline)
                 if self.requested_mode != "auto":
                     raise from_reply(first, calls[retry[0]].op)
                 self.mode = "script"
             else:
-                yield from self.ensure_library()
+                # reloading keeps the calls' deadline: a node that stops answering while its
+                # code is missing must not hold the caller past it
+                yield from self.ensure_library(deadline=deadline)
             pending = retry
         else:
             raise LibraryError("the Lua code kept disappearing while being reloaded; giving up")
@@ -483,11 +485,12 @@ class Engine:
             check_version(per_node)
         self.version_checked = True
 
-    def check_server(self) -> Plan[None]:
-        """Check once that every primary runs a Redis pyredislua supports (7.0+)."""
+    def check_server(self, *, deadline: float | None = None) -> Plan[None]:
+        """Check once that every primary runs a Redis pyredislua supports (7.0+).
+        ``deadline``: see :class:`Command`."""
         if self.version_checked:
             return
-        [per_node] = yield [Command(VERSION_PROBE, all_primaries=True)]
+        [per_node] = yield [Command(VERSION_PROBE, all_primaries=True, deadline=deadline)]
         self._check_versions(per_node)
 
     # -- loading --------------------------------------------------------------------------------
@@ -525,19 +528,21 @@ class Engine:
         newest = max(versions.values(), key=_version_tuple) if versions else None
         return LoadReport(mode, lib.name, lib.version, action, newest, dict(nodes))
 
-    def ensure_library(self, *, force: bool = False) -> Plan[LoadReport]:
+    def ensure_library(self, *, force: bool = False, deadline: float | None = None
+                       ) -> Plan[LoadReport]:
         """Make sure every primary has this library version or a newer compatible one, each
         primary settled on its own: absent → load, older → replace, same → leave, newer →
         leave (never downgrade). A node that answers nothing is reported ``unreachable``.
 
         The same version with other code is a conflict (someone edited lua/ without bumping
-        the version): an error unless ``force``.
+        the version): an error unless ``force``. ``deadline``: see :class:`Command` (every
+        command of the settling keeps it).
         """
         lib = self.library
         info_args = ("FCALL_RO", lib.info_function, 0)
-        batch = [Command(info_args, all_primaries=True)]
+        batch = [Command(info_args, all_primaries=True, deadline=deadline)]
         if not self.version_checked:
-            batch.append(Command(VERSION_PROBE, all_primaries=True))
+            batch.append(Command(VERSION_PROBE, all_primaries=True, deadline=deadline))
         replies = yield batch
         if len(replies) > 1:
             self._check_versions(replies[1])
@@ -554,7 +559,7 @@ class Engine:
                 action, version = self._library_state(node, reply, force)
                 if action == "fallback":
                     self.mode = "script"
-                    return (yield from self.load_scripts())
+                    return (yield from self.load_scripts(deadline=deadline))
                 if version is not None:
                     versions[node] = version
                 if action in ("load", "replace"):
@@ -565,7 +570,7 @@ class Engine:
                 return self._report("function", nodes, versions)
             load_replies = yield [
                 Command(("FUNCTION", "LOAD", "REPLACE", lib.code) if replace
-                        else ("FUNCTION", "LOAD", lib.code), node=node)
+                        else ("FUNCTION", "LOAD", lib.code), node=node, deadline=deadline)
                 for node, replace in loads.items()]
             again: list[str] = []
             for (node, replace), reply in zip(loads.items(), load_replies):
@@ -576,7 +581,7 @@ class Engine:
                     nodes[node] = "unreachable"
                 elif self.requested_mode == "auto" and _is_refused_fcall(reply):
                     self.mode = "script"
-                    return (yield from self.load_scripts())
+                    return (yield from self.load_scripts(deadline=deadline))
                 elif "already exists" in str(reply) and f"'{lib.name}'" in str(reply):
                     again.append(node)  # another client loaded it meanwhile: look again
                 elif isinstance(reply, OutOfMemoryError):
@@ -594,17 +599,19 @@ class Engine:
                                                f"{reply}")
             if not again:
                 return self._report("function", nodes, versions)
-            looked = yield [Command(info_args, node=node) for node in again]
+            looked = yield [Command(info_args, node=node, deadline=deadline) for node in again]
             states = dict(zip(again, looked))
         raise LibraryError(f"could not settle which {lib.name} the server holds")
 
-    def load_scripts(self) -> Plan[LoadReport]:
-        """SCRIPT LOAD every operation on every primary (what EVALSHA finds afterwards)."""
+    def load_scripts(self, *, deadline: float | None = None) -> Plan[LoadReport]:
+        """SCRIPT LOAD every operation on every primary (what EVALSHA finds afterwards).
+        ``deadline``: see :class:`Command`."""
         ops = list(self.library.operations.values())
-        batch = [Command(("SCRIPT", "LOAD", op.script), all_primaries=True) for op in ops]
+        batch = [Command(("SCRIPT", "LOAD", op.script), all_primaries=True, deadline=deadline)
+                 for op in ops]
         probe = not self.version_checked
         if probe:
-            batch.insert(0, Command(VERSION_PROBE, all_primaries=True))
+            batch.insert(0, Command(VERSION_PROBE, all_primaries=True, deadline=deadline))
         replies = yield batch
         if probe:
             self._check_versions(replies.pop(0))

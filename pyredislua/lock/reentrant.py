@@ -26,7 +26,7 @@ from ..engine.waiting import wait_for_signal
 from ..errors import LockNotOwnedError
 from ..kit import TIMER_GRAIN, ms
 from .block import ClientHold
-from .hold import Lease
+from .lease import Lease
 from .ops import RELEASED_UNCONFIRMED, LockKeys
 from .plans import (
     BLPOP_GRACE,
