@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import (
@@ -600,6 +600,11 @@ class Engine:
                     return (yield from self.load_scripts(deadline=deadline))
                 elif "already exists" in str(reply) and f"'{lib.name}'" in str(reply):
                     again.append(node)  # another client loaded it meanwhile: look again
+                elif isinstance(reply, OutOfMemoryError):
+                    # FUNCTION LOAD is refused at maxmemory (noeviction) although the
+                    # operations that free memory would run: raised as it came (transient), so
+                    # a worker or flusher backs off and loads it once memory is back
+                    raise reply
                 elif isinstance(reply, NoPermissionError):
                     raise LibraryPermissionError(
                         f"this Redis user may not run FUNCTION LOAD ({reply}); load {lib.name} "

@@ -13,6 +13,9 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import redis
 
 from ..engine.protocol import Call, Engine, NotSentError, NotSentTimeoutError, Plan, Sleep
+from ..engine.waiting import REPLY_GRACE as REPLY_GRACE
+from ..engine.waiting import TRANSPORT_ERRORS as TRANSPORT_ERRORS
+from ..engine.waiting import backoff as backoff
 from ..engine.waiting import wait_for_signal
 from ..kit import TIMER_GRAIN, as_text
 from .ops import (
@@ -27,16 +30,11 @@ from .ops import (
 # A waiter's registration outlives its BLPOP by this much, covering the round trip back: a
 # waiter blocks only while it is surely registered.
 REGISTRATION_SLACK_MS = 250
-# A call made this close to a blocking acquire's deadline (the final try is sent at the deadline)
-# has this long for its reply; any other call's reply is awaited until the deadline and no longer.
-REPLY_GRACE = 0.25
 # A BLPOP ends by itself (its timeout, resolved on Redis' cron tick); a reply later than this
 # past its timeout means the server is not answering: the connection is dropped, the wait redone.
 BLPOP_GRACE = 1.0
-# Connection errors inside a blocking acquire, release or renewal are retried with this backoff.
-RETRY_FIRST, RETRY_MAX = 0.01, 0.25
-
-TRANSPORT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# REPLY_GRACE, backoff and TRANSPORT_ERRORS (imported from here by the other lock areas) are
+# shared with every call that keeps a caller's deadline: engine/waiting.py
 NOT_SENT_ERRORS = (NotSentError, NotSentTimeoutError)
 
 R = TypeVar("R")
@@ -51,10 +49,6 @@ def registration_ms(max_block: float) -> int:
     requeue registration is shorter, a reply overtook another), the popper's release names its
     waiter token and the server puts the consumed registration back."""
     return math.ceil(max_block * 1000) + REGISTRATION_SLACK_MS
-
-
-def backoff(attempt: int) -> float:
-    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** attempt)
 
 
 class Acquired(NamedTuple):
