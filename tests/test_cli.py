@@ -98,3 +98,10 @@ def test_demo_runs_on_a_throwaway_server() -> None:
     assert len(titles) >= 4
     for title in titles:
         assert not title.rstrip().endswith((" into", ";", ",")), title
+    # each area's title is the whole first paragraph of its demo module's docstring, however
+    # many lines it spans (it was cut at the first line break)
+    from pyredislua.areas import area_modules
+
+    for module in area_modules("demo"):
+        paragraph = " ".join((module.__doc__ or "").strip().split("\n\n", 1)[0].split())
+        assert f"== {paragraph}" in titles, (module.__name__, paragraph)

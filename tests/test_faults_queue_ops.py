@@ -24,6 +24,7 @@ from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
 import pyredislua
+from pyredislua.errors import StaleTokenError
 from pyredislua.queue import Entry, Queue, StreamQueue
 from pyredislua.queue import ops as qops
 from pyredislua.stream import ops as sops
@@ -259,3 +260,31 @@ def test_every_queue_and_stream_operation_is_safe_to_resend() -> None:
     for call in calls:
         assert call.op in recorded and ":req:" in call.keys[-1], call
     assert len({c.keys[-1] for c in calls}) == len(calls)  # one record per call
+
+
+def test_a_lease_from_before_a_restart_without_persistence_settles_nothing(
+        fault_server: FaultServer, fault_report: FaultReport) -> None:
+    """Job ids and delivery counts start again once Redis lost its data. A worker still holding
+    a lease from before (its job is gone) must not settle the new job that got the same id:
+    lease tokens carry the server time of their lease, so the old token is stale."""
+    conn = redis.Redis(port=fault_server.port)
+    q = Queue(pyredislua.Client(conn, mode="function"), "wiped")
+    q.enqueue("before")
+    [old] = q.dequeue(1)
+    fault_server.crash_restart()  # no persistence: the job and the queue's counters are gone
+    wait_for(lambda: conn.ping(), what="the restarted server")
+    q.enqueue("after")
+    [new] = q.dequeue(1)
+    assert new.id == old.id  # the same id, a different job
+    for settle in (lambda: q.ack(old), lambda: q.nack(old, "stale", action="dead"),
+                   lambda: q.extend(old, 30)):
+        with pytest.raises(StaleTokenError):
+            settle()
+    s = q.stats()
+    assert (s.active, s.dead) == (1, 0)  # the new job is still leased, to its own worker
+    q.ack(new)
+    assert q.stats().active == 0
+    fault_report.record(FaultOutcome(
+        QUEUE, "a lease held across a restart without persistence", True, None, "none", 0, 0,
+        "the old lease's ack, nack and extend are STALE: the new job with the same id stays "
+        "leased to its own worker"))

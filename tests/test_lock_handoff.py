@@ -5,7 +5,7 @@ Each test pins one guarantee:
 
 * a grant never outlives the lock it grants (both expire at the same instant);
 * a waiter's believed lease is a lower bound of the server's, even for a grant made before the
-  waiter's own call;
+  waiter's own call, and with the watchdog renewing a 100 ms lease (the case as reported);
 * a grant carries at most the lease its popper asked for, so a crashed popper holds the lock for
   its own TTL at most;
 * the waiters set stays bounded while waits are abandoned continuously;
@@ -15,6 +15,7 @@ Each test pins one guarantee:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -74,6 +75,50 @@ def test_a_grant_made_before_the_waiters_call_is_not_counted_from_its_call(
     assert lease.valid_until <= after + (server_left_ms + 1) / 1000, (
         lease.valid_until - after, server_left_ms)
     waiter.release()
+
+
+def test_a_watched_holder_of_an_aged_grant_never_overlaps_the_next_holder(
+        client: pyredislua.Client, r: redis.Redis) -> None:
+    """The case as reported: with the watchdog and ttl=0.1, a waiter that met a grant made well
+    before its own call believed it held while a third client acquired (3 of 3 times). Now the
+    registering call takes the aged grant over with a lease of its own; whenever another client
+    gets the lock, the watched holder's belief has ended before (its renewals may fail under
+    load: then it must know)."""
+    keys = LockKeys("res")
+    aged = 0
+    for attempt in range(30):
+        if aged == 3:
+            break
+        r.delete(keys.lock, keys.signal, keys.waiters)
+        holder = Lock(client, "res", ttl=0.1, auto_renew=False, handoff=1)
+        assert holder.acquire(blocking=False)
+        # a waiter registers asking for the same 100 ms lease, then dies between calls
+        assert not client.run(acquire_call(keys, f"ghost-{attempt}", 100, 10_000)).acquired
+        holder.release()
+        wait_for(lambda: r.pttl(keys.lock) <= 20, what="the unpopped grant to age",
+                 interval=0.0005)
+        if r.pttl(keys.lock) <= 0:
+            continue  # a stall outlasted the grant (a loaded machine): set it up again
+        aged += 1
+        watched = Lock(client, "res", ttl=0.1, auto_renew=True)
+        assert watched.acquire(timeout=1)
+        try:
+            end = time.monotonic() + 0.4
+            while time.monotonic() < end:
+                third = client.run(acquire_call(keys, f"third-{attempt}", 1_000))
+                got = time.monotonic()
+                lease = watched._lease
+                believed = lease.valid_until if lease is not None and watched.held else None
+                if third.acquired:
+                    assert believed is None or believed <= got, (
+                        f"attempt {attempt}: a third client holds while the watched holder "
+                        f"believes {1000 * (believed - got):.1f} ms remain")
+                    break
+        finally:
+            with contextlib.suppress(pyredislua.LockError):
+                watched.release()
+        r.delete(keys.lock)
+    assert aged == 3, "the grant expired before it could be met, every time"
 
 
 def test_a_grant_carries_no_longer_lease_than_its_popper_asked_for(

@@ -567,3 +567,32 @@ async def test_asyncio_a_killed_connection_is_retried_and_a_lost_exec_is_not(
         "the first retried, the second not: each applied once"))
     await conn.aclose()
     other.close()
+
+
+# -- lifecycle (issue 8 §3) -------------------------------------------------------------------
+
+
+def test_a_full_lifecycle_leaves_only_the_values_themselves(client: pyredislua.Client,
+                                                            r: redis.Redis) -> None:
+    """Every writing path (create, update with and without a TTL, set_many, a refused write, a
+    re-sent write recognised by its request id, delete): the only keys are the versioned values
+    still alive (README: optimistic, keys it leaves), no request record or other key beside
+    them; deleted and expired values leave nothing."""
+    accounts = Versioned(client, "life")
+    assert accounts.set("alice", "100", version=0).ok
+    assert accounts.set("bob", "5", version=0, ttl=0.2).ok
+    accounts.update("alice", lambda v: str(int(v or 0) - 30))
+    both = accounts.update_many(["{x}a", "{x}b"], lambda d: {"{x}a": "1", "{x}b": "2"})
+    assert not accounts.set_many({"{x}a": (0, "z"), "{x}b": (both.versions["{x}b"], "z")}).ok
+    key = accounts.key("carol")
+    call = set_call(key, b"1", 0, 0, "request-1")
+    made = client.run(call)
+    assert client.run(call).version == made.version  # the re-send recognises its own write
+    assert accounts.delete("carol", version=made.version).ok
+    values = {accounts.key(n).encode() for n in ("alice", "bob", "{x}a", "{x}b")}
+    assert set(r.scan_iter()) == values
+    assert [r.pttl(k) for k in sorted(values - {accounts.key("bob").encode()})] == [-1, -1, -1]
+    wait_for(lambda: not r.exists(accounts.key("bob")), timeout=5, what="bob's TTL to run out")
+    for name in ("alice", "{x}a", "{x}b"):
+        assert accounts.delete(name, version=accounts.get(name).version).ok
+    assert list(r.scan_iter()) == []

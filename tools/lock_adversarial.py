@@ -3,7 +3,8 @@
 ``Lock`` per acquire, and a check that no two holders' *believed* lease windows overlap.
 
     .venv/bin/python tools/lock_adversarial.py [--seconds 8] [--processes 6] [--kill-every 0.25]
-                                               [--source CHECKOUT] [--url URL] [--mode function]
+                                               [--ghosts 0.05] [--source CHECKOUT] [--url URL]
+                                               [--mode function]
 
 Each worker process loops: a new ``Lock`` (ttl 1-5 ms, no watchdog, requeue on or off), a
 blocking acquire (half with a 1-30 ms timeout, slept out locally, half with 0.15-0.6 s, waiting
@@ -15,6 +16,14 @@ the server's lease) or its release, whichever is first. CLOCK_MONOTONIC is syste
 so windows of different processes compare directly. A killer SIGKILLs a random worker every
 ``--kill-every`` seconds and starts a replacement, forked from the runner so it starts at once
 (a killed holder's window runs to its lease deadline).
+
+A random SIGKILL rarely lands in the most harmful place for a waiter: just after it registered,
+before it blocks. So, on a fraction ``--ghosts`` of its turns, a worker plays such a waiter
+instead: one raw registering acquire (a new token, registered for 20-300 ms, as the README's
+recipe step 1) and nothing after it, as if it died there. Grants are then made for waiters that
+never come, and real waiters meet them unpopped: what made a waiter count a grant's lease from
+its own later call (issue 8 §2). A ghost that finds the lock free holds it unseen, like a holder
+killed at once.
 
 Reported (JSON on stdout): holds, kills, overlapping believed windows, windows whose fences do
 not increase in time order, counter writes that found the value changed under them inside the
@@ -58,19 +67,26 @@ return v + 1
 """
 
 
-def _worker(url: str, mode: str, out: str, until: float, seed: int) -> None:
+def _worker(url: str, mode: str, out: str, until: float, seed: int, ghosts: float) -> None:
     import redis
 
     import pyredislua
     from pyredislua.errors import LockNotOwnedError
-    from pyredislua.lock import Lock
+    from pyredislua.lock import Lock, LockKeys, acquire_call
 
     r = redis.Redis.from_url(url)
     client = pyredislua.Client(r, mode=mode)  # type: ignore[arg-type]
     read, cas = r.register_script(READ), r.register_script(CAS)
     rng = random.Random(seed)
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    keys = LockKeys(NAME)
     while time.monotonic() < until:
+        if rng.random() < ghosts:
+            # a waiter that registers and dies before it blocks (see the module docstring)
+            token = f"ghost-{seed}-{rng.getrandbits(64):x}"
+            client.run(acquire_call(keys, token, rng.randint(1, 5), rng.randint(20, 300)))
+            os.write(fd, b"G\n")
+            continue
         lock = Lock(client, NAME, ttl=rng.uniform(0.001, 0.005), auto_renew=False,
                            requeue=rng.random() < 0.5)
         # half sleep out a short timeout locally, half block on the signal list (BLPOP)
@@ -97,13 +113,13 @@ def _worker(url: str, mode: str, out: str, until: float, seed: int) -> None:
     os.close(fd)
 
 
-def _spawn(mode: str, url: str, directory: str, n: int, until: float) -> int:
+def _spawn(mode: str, url: str, directory: str, n: int, until: float, ghosts: float) -> int:
     """Fork a worker (the library is rendered already: a replacement starts at once)."""
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            _worker(url, mode, os.path.join(directory, f"worker-{n}.log"), until, n)
+            _worker(url, mode, os.path.join(directory, f"worker-{n}.log"), until, n, ghosts)
         except BaseException:
             import traceback
 
@@ -118,10 +134,13 @@ def _analyse(directory: str, kills: int) -> dict[str, Any]:
     windows: list[tuple[float, float, int]] = []
     starts: dict[tuple[str, int], tuple[float, float]] = {}
     ends: dict[tuple[str, int], float] = {}
-    written, conflicts, stale, late_writes = [], 0, 0, 0
+    written, conflicts, stale, late_writes, ghosts = [], 0, 0, 0, 0
     for path in Path(directory).glob("worker-*.log"):
         for line in path.read_text().splitlines():
             parts = line.split()
+            if parts == ["G"]:
+                ghosts += 1
+                continue
             if len(parts) < 3:
                 continue  # a line cut by SIGKILL
             key = (path.name, int(parts[1]))
@@ -162,6 +181,7 @@ def _analyse(directory: str, kills: int) -> dict[str, Any]:
             latest = window
         latest_fence = max(latest_fence, fence)
     return {"holds": len(windows), "released": len(ends), "kills": kills,
+            "ghost_waiters": ghosts,
             "acquired_after_the_lease_ran_out": expired_on_arrival,
             "overlapping_windows": overlaps, "fences_out_of_order": fence_disorder,
             "counter_conflicts_inside_windows": conflicts,
@@ -171,8 +191,8 @@ def _analyse(directory: str, kills: int) -> dict[str, Any]:
             "overlap_examples": examples[:5]}
 
 
-def run(seconds: float, processes: int, kill_every: float, url: str, mode: str = "function"
-        ) -> dict[str, Any]:
+def run(seconds: float, processes: int, kill_every: float, url: str, mode: str = "function",
+        ghosts: float = 0.05) -> dict[str, Any]:
     """Run the adversarial workload against ``url``; returns the counts."""
     import redis
 
@@ -184,7 +204,7 @@ def run(seconds: float, processes: int, kill_every: float, url: str, mode: str =
     rng = random.Random(42)
     with tempfile.TemporaryDirectory(prefix="lock-adversarial-") as directory:
         until = time.monotonic() + seconds
-        workers = [_spawn(mode, url, directory, n, until) for n in range(processes)]
+        workers = [_spawn(mode, url, directory, n, until, ghosts) for n in range(processes)]
         spawned, kills, largest_waiters = processes, 0, 0
         next_kill = time.monotonic() + kill_every
         keys = f"prl:lock:{{{NAME}}}"
@@ -195,7 +215,7 @@ def run(seconds: float, processes: int, kill_every: float, url: str, mode: str =
                 os.kill(workers[victim], signal.SIGKILL)
                 os.waitpid(workers[victim], 0)
                 kills += 1
-                workers[victim] = _spawn(mode, url, directory, spawned, until)
+                workers[victim] = _spawn(mode, url, directory, spawned, until, ghosts)
                 spawned += 1
                 next_kill += kill_every
             time.sleep(0.01)
@@ -220,18 +240,20 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=0.25)
     parser.add_argument("--url", help="a disposable Redis (default: a throwaway redis-server)")
     parser.add_argument("--mode", default="function", choices=["function", "script"])
+    parser.add_argument("--ghosts", type=float, default=0.05,
+                        help="fraction of turns a worker registers as a waiter and walks away")
     parser.add_argument("--source", help="checkout whose pyredislua to run (default: this)")
     args = parser.parse_args()
     sys.path.insert(0, args.source or str(Path(__file__).resolve().parents[1]))
     if args.url:
-        print(json.dumps(run(args.seconds, args.processes, args.kill_every, args.url, args.mode),
-                         indent=1))
+        print(json.dumps(run(args.seconds, args.processes, args.kill_every, args.url, args.mode,
+                             args.ghosts), indent=1))
         return
     from pyredislua.server import RedisServer
 
     with RedisServer() as server:
         print(json.dumps(run(args.seconds, args.processes, args.kill_every, server.url,
-                             args.mode), indent=1))
+                             args.mode, args.ghosts), indent=1))
 
 
 if __name__ == "__main__":

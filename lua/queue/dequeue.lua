@@ -1,6 +1,6 @@
 --[[
 name: queue.dequeue
-version: 1.3.0
+version: 1.3.1
 summary: Lease up to count ready jobs, lowest (priority, enqueue order) first; due delayed jobs are made ready first.
 flags: allow-oom
 resend: safe
@@ -13,7 +13,8 @@ returns:
   {now, wait_ms, {job, ...}}: now is the server time; wait_ms is 0 when jobs were leased, else
   the ms until the next delayed job is due (-1: none). job = {id, token, deadline, attempts,
   max_attempts, priority, payload, enqueued_at, max_run_ms, trace_context} (max_run_ms 0: none
-  set; trace_context "": none stored)
+  set; trace_context "": none stored). A token is opaque (today: the job's delivery count and the
+  server time of the lease, so a lease from before Redis lost its data never matches a new one)
 errors:
   BADARG: an argument or the key count is invalid (nothing changed)
   BADSTATE: a key holds something else than the queue keeps there (nothing changed)
@@ -119,12 +120,16 @@ local base = legacy and queue_count(rcall('HGET', K.stats, 'tokens'), 'the lease
 local llen = left and rcall('LLEN', K.marker) or 0
 -- write: the leases first (a wrong type of active fails there, before anything changed)
 local deadline = now + lease_ms
+-- A lease token is its job's delivery count and the server time of the lease: job ids and
+-- delivery counts start again after Redis lost its data (a restart without persistence), and a
+-- worker still holding a lease from before must not settle the new job that got its id.
+local stamp = '.' .. string.format('%d', now)
 local leases, records, out, rec = {}, {}, {}, {}
 for i, id in ipairs(chosen) do
   local m = metas[i]
   m.a = m.a + 1
   m.d = (m.d or base) + 1
-  m.t = queue_num(m.d)
+  m.t = queue_num(m.d) .. stamp
   leases[2 * i - 1] = deadline
   leases[2 * i] = id
   records[2 * i - 1] = id

@@ -8,12 +8,13 @@ NOSCRIPT recovery, mode fallback and error mapping are written once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import (
@@ -168,6 +169,18 @@ def _is_refused_fcall(reply: Any) -> bool:
 
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
+
+
+# Loading the code on a node that lacks it is part of the call that found it missing; the
+# call's deadline is stretched to at least this much from then, for the loading and the call
+# run again (a tight deadline, such as a non-blocking acquire's, must not fail a free lock
+# because the library had to be loaded first), and no further (a node that stops answering
+# meanwhile holds the caller that long).
+RELOAD_GRACE = 1.0
+
+
+def _reload_deadline(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline, time.monotonic() + RELOAD_GRACE)
 
 
 def _unreachable(reply: Any) -> bool:
@@ -390,7 +403,7 @@ class Engine:
                 batch: list[Command] = []
                 probe = with_body and not self.version_checked
                 if probe:  # the first EVAL of a body: an old server would fail to compile it
-                    batch.append(Command(VERSION_PROBE, all_primaries=True))
+                    batch.append(Command(VERSION_PROBE, all_primaries=True, deadline=deadline))
                 spots: list[tuple[int, int]] = []
                 for i in pending:
                     batch.append(self.command(calls[i], with_body=with_body,
@@ -418,13 +431,18 @@ class Engine:
             first = replies[pending.index(retry[0])]
             if isinstance(first, NoScriptError):
                 with_body = True  # EVAL both runs and caches the script: no extra round trip
+                deadline = _reload_deadline(deadline)
             elif _is_refused_fcall(first):
-                yield from self.check_server()
+                deadline = _reload_deadline(deadline)
+                yield from self.check_server(deadline=deadline)
                 if self.requested_mode != "auto":
                     raise from_reply(first, calls[retry[0]].op)
                 self.mode = "script"
             else:
-                yield from self.ensure_library()
+                # reloading is bounded too: a node that stops answering while its code is
+                # missing must not hold the caller for good
+                deadline = _reload_deadline(deadline)
+                yield from self.ensure_library(deadline=deadline)
             pending = retry
         else:
             raise LibraryError("the Lua code kept disappearing while being reloaded; giving up")
@@ -483,11 +501,12 @@ class Engine:
             check_version(per_node)
         self.version_checked = True
 
-    def check_server(self) -> Plan[None]:
-        """Check once that every primary runs a Redis pyredislua supports (7.0+)."""
+    def check_server(self, *, deadline: float | None = None) -> Plan[None]:
+        """Check once that every primary runs a Redis pyredislua supports (7.0+).
+        ``deadline``: see :class:`Command`."""
         if self.version_checked:
             return
-        [per_node] = yield [Command(VERSION_PROBE, all_primaries=True)]
+        [per_node] = yield [Command(VERSION_PROBE, all_primaries=True, deadline=deadline)]
         self._check_versions(per_node)
 
     # -- loading --------------------------------------------------------------------------------
@@ -525,19 +544,21 @@ class Engine:
         newest = max(versions.values(), key=_version_tuple) if versions else None
         return LoadReport(mode, lib.name, lib.version, action, newest, dict(nodes))
 
-    def ensure_library(self, *, force: bool = False) -> Plan[LoadReport]:
+    def ensure_library(self, *, force: bool = False, deadline: float | None = None
+                       ) -> Plan[LoadReport]:
         """Make sure every primary has this library version or a newer compatible one, each
         primary settled on its own: absent → load, older → replace, same → leave, newer →
         leave (never downgrade). A node that answers nothing is reported ``unreachable``.
 
         The same version with other code is a conflict (someone edited lua/ without bumping
-        the version): an error unless ``force``.
+        the version): an error unless ``force``. ``deadline``: see :class:`Command` (every
+        command of the settling keeps it).
         """
         lib = self.library
         info_args = ("FCALL_RO", lib.info_function, 0)
-        batch = [Command(info_args, all_primaries=True)]
+        batch = [Command(info_args, all_primaries=True, deadline=deadline)]
         if not self.version_checked:
-            batch.append(Command(VERSION_PROBE, all_primaries=True))
+            batch.append(Command(VERSION_PROBE, all_primaries=True, deadline=deadline))
         replies = yield batch
         if len(replies) > 1:
             self._check_versions(replies[1])
@@ -554,7 +575,7 @@ class Engine:
                 action, version = self._library_state(node, reply, force)
                 if action == "fallback":
                     self.mode = "script"
-                    return (yield from self.load_scripts())
+                    return (yield from self.load_scripts(deadline=deadline))
                 if version is not None:
                     versions[node] = version
                 if action in ("load", "replace"):
@@ -565,7 +586,7 @@ class Engine:
                 return self._report("function", nodes, versions)
             load_replies = yield [
                 Command(("FUNCTION", "LOAD", "REPLACE", lib.code) if replace
-                        else ("FUNCTION", "LOAD", lib.code), node=node)
+                        else ("FUNCTION", "LOAD", lib.code), node=node, deadline=deadline)
                 for node, replace in loads.items()]
             again: list[str] = []
             for (node, replace), reply in zip(loads.items(), load_replies):
@@ -576,9 +597,14 @@ class Engine:
                     nodes[node] = "unreachable"
                 elif self.requested_mode == "auto" and _is_refused_fcall(reply):
                     self.mode = "script"
-                    return (yield from self.load_scripts())
+                    return (yield from self.load_scripts(deadline=deadline))
                 elif "already exists" in str(reply) and f"'{lib.name}'" in str(reply):
                     again.append(node)  # another client loaded it meanwhile: look again
+                elif isinstance(reply, OutOfMemoryError):
+                    # FUNCTION LOAD is refused at maxmemory (noeviction) although the
+                    # operations that free memory would run: raised as it came (transient), so
+                    # a worker or flusher backs off and loads it once memory is back
+                    raise reply
                 elif isinstance(reply, NoPermissionError):
                     raise LibraryPermissionError(
                         f"this Redis user may not run FUNCTION LOAD ({reply}); load {lib.name} "
@@ -589,17 +615,19 @@ class Engine:
                                                f"{reply}")
             if not again:
                 return self._report("function", nodes, versions)
-            looked = yield [Command(info_args, node=node) for node in again]
+            looked = yield [Command(info_args, node=node, deadline=deadline) for node in again]
             states = dict(zip(again, looked))
         raise LibraryError(f"could not settle which {lib.name} the server holds")
 
-    def load_scripts(self) -> Plan[LoadReport]:
-        """SCRIPT LOAD every operation on every primary (what EVALSHA finds afterwards)."""
+    def load_scripts(self, *, deadline: float | None = None) -> Plan[LoadReport]:
+        """SCRIPT LOAD every operation on every primary (what EVALSHA finds afterwards).
+        ``deadline``: see :class:`Command`."""
         ops = list(self.library.operations.values())
-        batch = [Command(("SCRIPT", "LOAD", op.script), all_primaries=True) for op in ops]
+        batch = [Command(("SCRIPT", "LOAD", op.script), all_primaries=True, deadline=deadline)
+                 for op in ops]
         probe = not self.version_checked
         if probe:
-            batch.insert(0, Command(VERSION_PROBE, all_primaries=True))
+            batch.insert(0, Command(VERSION_PROBE, all_primaries=True, deadline=deadline))
         replies = yield batch
         if probe:
             self._check_versions(replies.pop(0))

@@ -13,7 +13,8 @@ package, from the Lua contract up:
 * ``reentrant.py``: :class:`ReentrantLock`, taken again by its owner, released as many times.
 """
 
-from .hold import REQUEUE_MS, Lease, LockTimeoutError
+from .hold import REQUEUE_MS, LockTimeoutError
+from .lease import Lease
 from .lock import Lock
 from .multi import (
     AllResult,

@@ -9,18 +9,16 @@ sync or an asyncio client; the watchdogs (:mod:`.watchdog`) run the renewals.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..engine.protocol import Call, Engine, Plan
 from ..errors import LockError, LockLostError, LockNotOwnedError
 from ..kit import ms
 from ..observe import tracing
+from .lease import Lease, LeaseHolder
 from .ops import (
     RELEASED_GRANTED,
     RELEASED_UNCONFIRMED,
@@ -43,27 +41,7 @@ class LockTimeoutError(LockError, TimeoutError):
     """A blocking acquire did not get the lock within its timeout."""
 
 
-@dataclass(slots=True)
-class Lease:
-    """When to renew a held lock and for how long; pure bookkeeping, no I/O."""
-
-    ttl_ms: int
-    valid_until: float  # local time by which the server-side lease surely has not ended
-    cap_at: float | None  # max_hold: renewal never extends past this instant
-
-    @property
-    def renew_every(self) -> float:
-        return self.ttl_ms / 3000
-
-    def next_renewal_ttl(self, now: float) -> int | None:
-        """The TTL to renew with now, or None when the hold cap leaves nothing to renew."""
-        if self.cap_at is None:
-            return self.ttl_ms
-        left_ms = math.floor((self.cap_at - now) * 1000)
-        return min(self.ttl_ms, left_ms) if left_ms > 0 else None
-
-
-class Hold:
+class Hold(LeaseHolder):
     """The sans-IO core of a lock object; see the module docstring and :class:`Lock`."""
 
     def __init__(
@@ -114,36 +92,9 @@ class Hold:
         """The owner token of the current hold: ``token``, or the grant this object popped."""
         return self._hold_token
 
-    @property
-    def lost(self) -> bool:
-        """True once this holder may no longer hold the lock although it did not release it:
-        renewal failed, or the lease ran out by the local clock (the server's lease may last a
-        little longer; the local estimate is a lower bound), whether or not a call is pending."""
-        if self.lost_reason is not None:
-            return True
-        lease = self._lease
-        return lease is not None and time.monotonic() >= lease.valid_until
-
-    @property
-    def held(self) -> bool:
-        """Whether this object believes it holds the lock (no round trip; see ``owned()``)."""
-        return self._lease is not None and not self.lost
-
-    @property
-    def valid_until(self) -> float | None:
-        """``time.monotonic()`` by which the current lease has surely not ended (None: not
-        held). Work done before it is inside the lease."""
-        lease = self._lease
-        return None if lease is None or self.lost_reason is not None else lease.valid_until
-
-    def _mark_lost(self, reason: str) -> None:
-        if self.lost_reason is None:
-            self.lost_reason = reason
-            if self._hold_span is not None:
-                self._hold_span.add_event("lost", {"pyredislua.lock.reason": reason})
-            if self.on_lost is not None:
-                with contextlib.suppress(Exception):
-                    self.on_lost(self)
+    def _noted_lost(self, reason: str) -> None:
+        if self._hold_span is not None:
+            self._hold_span.add_event("lost", {"pyredislua.lock.reason": reason})
 
     def _on_acquired(self) -> None:
         """Called once a hold begins (the façade starts its watchdog)."""

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from .hold import Lease
+    from .lease import Lease
 
 T = TypeVar("T")
 

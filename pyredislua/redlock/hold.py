@@ -1,13 +1,12 @@
 """What one ``Redlock`` object knows of its hold, and the plans that change it: no I/O.
 
 The counterpart of :class:`pyredislua.lock.hold.Hold` for N nodes: the same bookkeeping
-(:class:`~pyredislua.lock.hold.Lease`, ``lost``/``on_lost``, ``valid_until``), and the same
+(:class:`~pyredislua.lock.lease.LeaseHolder`: ``lost``/``on_lost``, ``valid_until``), and the same
 watchdog interface (``_renew_plan``), so :mod:`pyredislua.lock.watchdog` renews it unchanged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import secrets
@@ -18,7 +17,8 @@ from typing import Any
 from ..engine.protocol import Engine
 from ..errors import LockError, LockLostError, LockNotOwnedError
 from ..kit import ms
-from ..lock.hold import Lease, LockTimeoutError
+from ..lock.hold import LockTimeoutError
+from ..lock.lease import Lease, LeaseHolder
 from ..lock.ops import LockKeys
 from .core import Attempt, FanPlan, attempts_plan, extend_round, quorum, release_all
 
@@ -26,7 +26,7 @@ from .core import Attempt, FanPlan, attempts_plan, extend_round, quorum, release
 _draw = random.Random().random
 
 
-class RedlockHold:
+class RedlockHold(LeaseHolder):
     """The sans-IO core of a Redlock object; see :class:`~pyredislua.redlock.Redlock`."""
 
     def __init__(
@@ -94,34 +94,6 @@ class RedlockHold:
         return quorum(len(self._engines))
 
     # -- what this object believes (no round trip) ----------------------------------------------
-
-    @property
-    def lost(self) -> bool:
-        """True once this holder may no longer hold the lock although it did not release it:
-        renewal failed to reach a majority, or the validity ran out by the local clock."""
-        if self.lost_reason is not None:
-            return True
-        lease = self._lease
-        return lease is not None and time.monotonic() >= lease.valid_until
-
-    @property
-    def held(self) -> bool:
-        """Whether this object believes it holds the lock (no round trip)."""
-        return self._lease is not None and not self.lost
-
-    @property
-    def valid_until(self) -> float | None:
-        """``time.monotonic()`` until which a majority surely still holds the lease (start of
-        the acquire or renewal + ttl - drift); None when not held."""
-        lease = self._lease
-        return None if lease is None or self.lost_reason is not None else lease.valid_until
-
-    def _mark_lost(self, reason: str) -> None:
-        if self.lost_reason is None:
-            self.lost_reason = reason
-            if self.on_lost is not None:
-                with contextlib.suppress(Exception):
-                    self.on_lost(self)
 
     def _on_acquired(self) -> None:
         """Called once a hold begins (the façade starts its watchdog)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import secrets
 import time
@@ -14,7 +13,7 @@ from ..client import AsyncClient, Client
 from ..engine.protocol import Engine, Plan
 from ..errors import PermitLostError, SemaphoreTimeoutError
 from ..kit import ms
-from ..lock.hold import Lease
+from ..lock.lease import Lease, LeaseHolder
 from ..lock.plans import TRANSPORT_ERRORS
 from ..lock.watchdog import TaskWatchdog, ThreadWatchdog
 from .ops import (
@@ -30,7 +29,7 @@ from .plans import acquire_plan
 C = TypeVar("C", Client, AsyncClient)
 
 
-class Permit:
+class Permit(LeaseHolder):
     """``count`` permits of a semaphore held under one lease (``lease``), with its fencing token.
 
     ``valid_until`` (``time.monotonic()``) is a lower bound of when the server lets the lease go:
@@ -50,30 +49,6 @@ class Permit:
         self._engine = engine
         self._lease: Lease | None = Lease(ttl_ms, since + ttl_ms / 1000, None)
         self._watchdog: ThreadWatchdog | TaskWatchdog | None = None
-
-    @property
-    def valid_until(self) -> float | None:
-        lease = self._lease
-        return None if lease is None or self.lost_reason is not None else lease.valid_until
-
-    @property
-    def lost(self) -> bool:
-        """True once the permits may be someone else's although they were not released."""
-        if self.lost_reason is not None:
-            return True
-        lease = self._lease
-        return lease is not None and time.monotonic() >= lease.valid_until
-
-    @property
-    def held(self) -> bool:
-        return self._lease is not None and not self.lost
-
-    def _mark_lost(self, reason: str) -> None:
-        if self.lost_reason is None:
-            self.lost_reason = reason
-            if self.on_lost is not None:
-                with contextlib.suppress(Exception):
-                    self.on_lost(self)
 
     def _renew_plan(self, now: float, cap: float | None = None) -> Plan[float | None]:
         """One watchdog step (:mod:`pyredislua.lock.watchdog`): renew, or mark lost. Returns
