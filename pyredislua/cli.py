@@ -48,12 +48,56 @@ def _is_cluster_node(conn: redis.Redis) -> bool:
         return False
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+_SENTINEL_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
+
+
+def _sentinel_client(url: str, mode: str) -> Any:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``: a Client
+    on the primary the sentinels name for ``service`` (asked again after a failover). The
+    user and password are the primary's; ``?sentinel_password=`` authenticates to the
+    sentinels, ``?socket_timeout=`` and ``?socket_connect_timeout=`` (seconds) apply to both;
+    ``rediss+sentinel`` reaches the primary over TLS."""
+    from redis.sentinel import Sentinel
+
+    from .client import Client
+
+    parts = urlsplit(url)
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    sentinels = []
+    for host in filter(None, hosts.split(",")):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"a Sentinel URL lists host:port pairs, got {host!r} in {url!r}")
+        sentinels.append((name.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not sentinels or not path or len(path) > 2 or not (len(path) == 1 or path[1].isdigit()):
+        raise ValueError(f"expected redis+sentinel://host:port[,host:port...]/service[/db], "
+                         f"got {url!r}")
+    query = dict(parse_qsl(parts.query))
+    timeouts = {k: float(query[k]) for k in _SENTINEL_TIMEOUTS if k in query}
+    sentinel_kwargs: dict[str, Any] = dict(timeouts)
+    if "sentinel_password" in query:
+        sentinel_kwargs["password"] = query["sentinel_password"]
+    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
+                       **timeouts)
+    conn = manager.master_for(  # type: ignore[no-untyped-call]
+        path[0], db=int(path[1]) if len(path) > 1 else 0, username=parts.username or None,
+        password=parts.password or None, ssl=parts.scheme.startswith("rediss"), **timeouts)
+    return Client(conn, mode=mode)  # type: ignore[arg-type]
+
+
 def connect(url: str, mode: str = "auto", *, cluster: bool | None = None) -> Any:
     """A sync Client on ``url``: on a Redis Cluster (``cluster=True``, ``?cluster=true`` in the
     URL, or detected from ``INFO cluster`` when ``cluster`` is None) a ``redis.RedisCluster``
-    client that reaches every primary, else a ``redis.Redis`` one."""
+    client that reaches every primary; on a ``redis+sentinel://`` URL the primary the
+    sentinels name (see :func:`_sentinel_client`); else a ``redis.Redis`` one."""
     from .client import Client
 
+    if urlsplit(url).scheme in SENTINEL_SCHEMES:
+        if cluster:
+            raise ValueError("a Sentinel URL names a primary, not a cluster (drop --cluster)")
+        return _sentinel_client(url, mode)
     url, in_url = _cluster_in_url(url)
     if cluster is None:
         cluster = in_url
@@ -68,7 +112,8 @@ def connect(url: str, mode: str = "auto", *, cluster: bool | None = None) -> Any
 
 def add_url(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     parser.add_argument("--url", required=required,
-                        help="Redis URL, e.g. redis://127.0.0.1:6379/0 (any node of a cluster)")
+                        help="Redis URL, e.g. redis://127.0.0.1:6379/0 (any node of a cluster; "
+                        "redis+sentinel://host:26379[,host:port...]/service for Sentinel)")
     parser.add_argument("--mode", choices=MODES, default="auto",
                         help="function (FCALL), script (EVALSHA) or auto (default)")
     parser.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
@@ -175,7 +220,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.url)
+    return run_demo(args.url, cluster=args.cluster)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -249,7 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="show the primitives at work",
                        description="Run the demo against --url, or a throwaway redis-server.")
-    p.add_argument("--url", help="Redis URL (default: start a throwaway redis-server)")
+    p.add_argument("--url", help="Redis URL (default: start a throwaway redis-server; "
+                   "any node of a cluster)")
+    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
+                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
     p.set_defaults(run=_cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks against peers and the round-trip ceiling",

@@ -206,11 +206,27 @@ def _owner(conn: Any, cmd: Command) -> str:
     return str(conn.get_node_from_key(cmd.args[3]).name)
 
 
+def _not_sent_if_refused(error: BaseException) -> BaseException:
+    """A connection error caused by a refused connection (a node that just died: nothing
+    listens on its port) as :class:`NotSentError`: nothing was written, so even a ``once``
+    call may be sent again (to the node that takes over). Any other connection error may have
+    come after the commands were written, and stays what it is."""
+    cause: BaseException | None = error
+    for _ in range(8):
+        if cause is None:
+            break
+        if isinstance(cause, ConnectionRefusedError):
+            return NotSentError(str(error))
+        cause = cause.__cause__ or cause.__context__
+    return error
+
+
 def _next_step(reply: Any, once: bool) -> tuple[str, Any] | None:
     """How to go on after a routed call's reply: None (done), or ("ask", node) | ("moved",
     error) | ("wait", None) (TRYAGAIN, loading) | ("down", None) (node unreachable, cluster
     down or failing over: re-read the slot map). A ``once`` call cut off by a connection error
-    is done: its caller gets the error (it may have run)."""
+    is done: its caller gets the error (it may have run) — unless the error says nothing was
+    sent (:class:`NotSentError`: the connection was refused)."""
     if isinstance(reply, MovedError):
         return "moved", reply
     if isinstance(reply, AskError):
@@ -219,6 +235,8 @@ def _next_step(reply: Any, once: bool) -> tuple[str, Any] | None:
         return "wait", None
     if isinstance(reply, (ClusterDownError, ReadOnlyError)):
         return "down", None  # a demoted primary answering READONLY: the map is stale
+    if isinstance(reply, (NotSentError, NotSentTimeoutError)):
+        return "down", None  # nothing was written: safe to send again, even once
     if isinstance(reply, _CONNECTION_ERRORS) and not once:
         return "down", None
     return None
@@ -368,7 +386,7 @@ def _on_node_sync(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list
         replies: list[Any] = pipe.execute(raise_on_error=False)
         return replies
     except _CONNECTION_ERRORS as error:
-        return [error] * len(commands)
+        return [_not_sent_if_refused(error)] * len(commands)
 
 
 def _refresh_sync(conn: Any, moved: MovedError | None) -> None:
@@ -590,6 +608,20 @@ async def _send_once_async(conn: Any, commands: Sequence[tuple[Any, ...]]) -> li
         await pool.release(connection)
 
 
+async def _drop_if_closed(node: Any) -> None:
+    """Disconnect the pooled connection the node will use next if the server already closed it
+    (its end seen by the event loop: the node died, or killed the client). Written into, it
+    would fail after the write, and a ``once`` call would be given up (it may have run);
+    disconnected, it connects again first, and a refused connection is :class:`NotSentError`.
+    (redis-py's sync pools check this themselves; its asyncio cluster nodes do not.)"""
+    free = getattr(node, "_free", None)
+    if not free:
+        return
+    reader = getattr(free[0], "_reader", None)
+    if reader is not None and (reader.at_eof() or reader.exception() is not None):
+        await free[0].disconnect()
+
+
 async def _on_node_async(conn: Any, name: str, commands: list[tuple[Any, ...]]) -> list[Any]:
     """:func:`_on_node_sync` on an asyncio cluster client."""
     from redis.asyncio.cluster import ClusterNode, PipelineCommand
@@ -599,12 +631,13 @@ async def _on_node_async(conn: Any, name: str, commands: list[tuple[Any, ...]]) 
         host, _, port = name.rpartition(":")
         node = ClusterNode(host, int(port), "primary", **conn.get_connection_kwargs())
         conn.nodes_manager.nodes_cache[node.name] = node
+    await _drop_if_closed(node)
     try:
         stack = [PipelineCommand(i, *args) for i, args in enumerate(commands)]
         await node.execute_pipeline(stack)
         return [c.result for c in stack]
     except _CONNECTION_ERRORS as error:
-        return [error] * len(commands)
+        return [_not_sent_if_refused(error)] * len(commands)
 
 
 async def _refresh_async(conn: Any, moved: MovedError | None) -> None:

@@ -6,9 +6,6 @@ import contextlib
 import textwrap
 from collections.abc import Iterator
 
-import redis
-
-from .client import Client
 from .server import RedisServer
 
 
@@ -33,20 +30,22 @@ def section_title(doc: str) -> str:
     return " ".join(doc.strip().split("\n\n", 1)[0].split())
 
 
-def run_demo(url: str | None) -> int:
+def run_demo(url: str | None, *, cluster: bool | None = None) -> int:
+    """``cluster``: as for every command (None: detected from ``INFO cluster``, or
+    ``?cluster=true`` in the URL)."""
     from .areas import area_modules
+    from .cli import connect
 
     # each area's demo module: ORDER (int) and demo(client, say), on a flushed server
     sections = sorted(area_modules("demo"), key=lambda module: getattr(module, "ORDER", 100))
     with _server(url) as server_url:
-        conn = redis.Redis.from_url(server_url)
-        client = Client(conn)
+        client = connect(server_url, "auto", cluster=cluster)
         report = client.load()
         say(f"Loaded the Lua library {report.library} {report.version} "
             f"({report.action}, {client.mode} mode): every operation is one round trip.")
         for module in sections:
             print(f"\n== {section_title(module.__doc__ or module.__name__)}")
             module.demo(client, say)
-        conn.close()
+        client.redis.close()
     print("\nDone.")
     return 0

@@ -256,6 +256,19 @@ def test_cli_load_fails_when_a_primary_is_unreachable(cluster: LocalCluster,
     assert "not loaded on" in err
 
 
+def test_cli_on_a_one_primary_cluster(one_primary: LocalCluster,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The one-primary cluster crashed the loader ('bytes' object has no attribute 'values')."""
+    node = f"127.0.0.1:{one_primary.primaries()[0]}"
+    code, out, err = _main(capsys, "load", "--url", one_primary.url)
+    assert code == 0, err
+    assert out.splitlines()[1].split() == [node, "loaded"]
+    code, out, err = _main(capsys, "list", "--url", one_primary.url)
+    assert code == 0 and f"{node}: server holds {LIB.name} {LIB.version}" in out, out + err
+    code, out, err = _main(capsys, "queue", "stats", "q", "--url", one_primary.url, "--json")
+    assert code == 0 and json.loads(out)["ready"] == 0, err
+
+
 @pytest.mark.parametrize("how", ["detected", "--cluster", "?cluster=true"])
 def test_area_commands_work_on_a_cluster(cluster: LocalCluster, how: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -273,9 +286,91 @@ def test_area_commands_work_on_a_cluster(cluster: LocalCluster, how: str,
     code, out, err = _main(capsys, "ratelimit", "hit", "prl:rl:{cli}:x", "--rate", "5/s",
                            "--url", url, *flag)
     assert code == 0, err
+    code, out, err = _main(capsys, "load", "--url", url, *flag)  # `?cluster=true`: TypeError
+    assert code == 0, err
+    assert len(out.splitlines()) == 1 + len(cluster.primaries())  # a line per primary
+
+
+def _every_command(name: str, job: str, lease: str) -> list[list[str]]:
+    """Every command that reads or writes the data of a named primitive (all on ``name``)."""
+    rl = f"prl:rl:{{{name}}}:x"
+    return [
+        ["queue", "stats", name], ["queue", "peek", name], ["queue", "get", name, job],
+        ["queue", "dead", "list", name], ["queue", "dead", "requeue", name],
+        ["queue", "dead", "purge", name, "--yes"],
+        ["semaphore", "inspect", name], ["semaphore", "release", name, lease, "--permits", "2"],
+        ["writebehind", "stats", "--store", name], ["writebehind", "dead", "--store", name],
+        ["writebehind", "requeue", "--store", name],
+        ["cache", "invalidate-tag", "--namespace", name, "--tag", "t"],
+        ["ratelimit", "inspect", rl], ["ratelimit", "check", rl, "--rate", "5/s"],
+        ["ratelimit", "hit", rl, "--rate", "5/s"], ["ratelimit", "reset", rl],
+        ["memory"], ["metrics", "show", "--queue", name], ["top", "--once", "--queue", name],
+        ["load-data", "--scale", "0.01", "--quiet"],
+    ]
+
+
+def test_every_command_works_on_a_cluster(cluster: LocalCluster,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Each area's commands, on names whose slots are on another node than the URL's: none
+    fails (before, they raised MovedError or answered for one node only)."""
+    from pyredislua.cache import Cache
+    from pyredislua.semaphore import Semaphore
+    from pyredislua.writebehind import WriteBehind
+
+    url_node = cluster.primaries()[0]
+    url = f"redis://127.0.0.1:{url_node}/0"
+    name = tags_by_primary(cluster, prefix="c")[cluster.primaries()[1]][0]
+    rc = redis.RedisCluster.from_url(cluster.url)
+    try:
+        client = pyredislua.Client(rc)
+        q = Queue(client, name)
+        q.enqueue(b"x", max_attempts=1)
+        [job] = q.dequeue(count=1, timeout=0)
+        q.nack(job, "boom", action="dead")
+        permit = Semaphore(client, name, 2, ttl=30, auto_renew=False).acquire(1)
+        assert permit is not None
+        WriteBehind(client, name).set("k", b"v")
+        Cache(client, name).set("y", 1, tags=["t"])
+        for args in _every_command(name, job.id, permit.lease):
+            code, out, err = _main(capsys, *args, "--url", url)
+            assert "pyredislua: error" not in err, (args, err)
+            assert code == 0, (args, out, err)
+        # and what they did happened on the name's own node
+        stats = q.stats()
+        assert (stats.dead, stats.ready) == (0, 1)  # dead-lettered, then requeued by the CLI
+        assert Semaphore(client, name, 2).inspect().in_use == 0
+    finally:
+        rc.close()
+
+
+def test_the_demo_runs_on_a_cluster(cluster: LocalCluster,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`pyredislua demo --url <any node>` used to stop at its first key on another node
+    (MovedError)."""
+    code, out, err = _main(capsys, "demo", "--url", f"redis://127.0.0.1:{cluster.primaries()[0]}")
+    assert code == 0, err
+    assert out.rstrip().endswith("Done.")
+    assert f"{LIB.name} {LIB.version}" in out
 
 
 # -- the README recipes -------------------------------------------------------------------------
+
+
+def test_redis_cli_cluster_call_recipe_loads_every_primary(cluster: LocalCluster) -> None:
+    """The README's `redis-cli --cluster call` recipe: the library on stdin (-x; as an argument
+    it is over Linux's 128 KiB limit), primaries only (replicas answer READONLY and get it by
+    replication), one result line per primary."""
+    node = cluster.primaries()[0]
+    done = shell(
+        f"pyredislua render | redis-cli -x --cluster call 127.0.0.1:{node} "
+        "FUNCTION LOAD REPLACE --cluster-only-masters | grep -E '^[^ ]+:[0-9]+: '")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == sorted(
+        f"127.0.0.1:{p}: {LIB.name}" for p in cluster.primaries())
+    assert set(info_versions(cluster, LIB.info_function).values()) == {LIB.version}
+    too_long = shell(f'redis-cli --cluster call 127.0.0.1:{node} FUNCTION LOAD REPLACE '
+                     '"$(pyredislua render)"')
+    assert too_long.returncode != 0 and "Argument list too long" in too_long.stderr
 
 
 def test_redis_cli_loop_recipe_loads_every_primary(cluster: LocalCluster) -> None:

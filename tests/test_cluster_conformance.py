@@ -276,3 +276,108 @@ async def test_area_workflows_asyncio(cluster: LocalCluster, arc: redis.asyncio.
         async with sem.hold(2) as permit:
             assert permit.fence >= 1
             assert await sem.acquire(1, timeout=0.05) is None
+
+
+def _spread_tags(cluster: LocalCluster) -> list[str]:
+    """One hash tag per primary."""
+    from tests.clusterkit import tags_by_primary
+
+    return [tags[0] for tags in tags_by_primary(cluster, prefix="lk").values()]
+
+
+def _wait_registered(conn: redis.RedisCluster, waiters: str, token: str) -> None:
+    """Until ``token`` is registered as a waiter (it blocks on the signal list)."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while conn.zscore(waiters, token) is None:
+        assert time.monotonic() < deadline, f"{token} never registered in {waiters}"
+        time.sleep(0.002)
+
+
+async def _await_registered(conn: redis.asyncio.RedisCluster, waiters: str, token: str) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 5
+    while await conn.zscore(waiters, token) is None:
+        assert time.monotonic() < deadline, f"{token} never registered in {waiters}"
+        await asyncio.sleep(0.002)
+
+
+def test_reentrant_and_lockset_workflows_sync(cluster: LocalCluster, rc: redis.RedisCluster,
+                                              mode: str) -> None:
+    """The newer lock primitives' own paths on every primary: a reentrant lock nested and
+    waited for (the waiter registered, then woken through its signal list on the lock's
+    node), a LockSet all or none and waited for."""
+    import threading
+
+    from pyredislua import LockSet, ReentrantLock
+    from pyredislua.lock import LockKeys
+
+    client = pyredislua.Client(rc, mode=mode)  # type: ignore[arg-type]
+    for tag in _spread_tags(cluster):
+        a = ReentrantLock(client, f"{{{tag}}}r", owner="a", ttl=10, auto_renew=False)
+        assert a.acquire() and a.acquire()
+        assert a.holds == 2
+        b = ReentrantLock(client, f"{{{tag}}}r", owner="b", ttl=10, auto_renew=False)
+        assert not b.acquire(blocking=False)
+        got: list[bool] = []
+        waiter = threading.Thread(target=lambda b=b, got=got: got.append(b.acquire(timeout=5)))
+        waiter.start()
+        _wait_registered(rc, b.rkeys.waiters, "b")
+        a.release()
+        c = ReentrantLock(client, f"{{{tag}}}r", owner="c", ttl=10, auto_renew=False)
+        assert not c.acquire(blocking=False)  # still held once by a
+        a.release()  # the last hold: wakes the waiter
+        waiter.join(6)
+        assert got == [True] and b.fence > a.fence
+        b.release()
+
+        names = [f"{{{tag}}}x", f"{{{tag}}}y"]
+        first = LockSet(client, names, ttl=10, auto_renew=False)
+        assert first.acquire(blocking=False)
+        fences = dict(first.fence_by_name)
+        second = LockSet(client, list(reversed(names)), ttl=10, auto_renew=False)
+        assert not second.acquire(blocking=False)
+        waited: list[bool] = []
+        waiter = threading.Thread(
+            target=lambda s=second, w=waited: w.append(s.acquire(timeout=5)))
+        waiter.start()
+        _wait_registered(rc, LockKeys(names[0]).waiters, second.token)
+        first.release()
+        waiter.join(6)
+        assert waited == [True]
+        assert all(second.fence_by_name[n] > fences[n] for n in names)  # may skip one
+        second.release()
+
+
+async def test_reentrant_and_lockset_workflows_asyncio(cluster: LocalCluster,
+                                                       rc: redis.RedisCluster,
+                                                       arc: redis.asyncio.RedisCluster,
+                                                       mode: str) -> None:
+    import asyncio
+
+    from pyredislua import LockSet, ReentrantLock
+    from pyredislua.lock import LockKeys
+
+    client = pyredislua.AsyncClient(arc, mode=mode)  # type: ignore[arg-type]
+    for tag in _spread_tags(cluster):
+        a = ReentrantLock(client, f"{{{tag}}}ar", owner="a", ttl=10)
+        async with a:
+            async with ReentrantLock(client, f"{{{tag}}}ar", owner="a", ttl=10) as inner:
+                assert inner.fence == a.fence and inner.holds == 2
+            b = ReentrantLock(client, f"{{{tag}}}ar", owner="b", ttl=10)
+            waiting = asyncio.ensure_future(b.acquire(timeout=5))
+            await _await_registered(arc, b.rkeys.waiters, "b")
+        assert await waiting and b.fence > a.fence
+        await b.release()
+        names = [f"{{{tag}}}ax", f"{{{tag}}}ay"]
+        async with LockSet(client, names, ttl=10) as first:
+            fences = dict(first.fence_by_name)
+            second = LockSet(client, names, ttl=10)
+            waiting = asyncio.ensure_future(second.acquire(timeout=5))
+            await _await_registered(arc, LockKeys(names[0]).waiters, second.token)
+        assert await waiting
+        assert all(second.fence_by_name[n] > fences[n] for n in names)  # may skip one
+        await second.release()

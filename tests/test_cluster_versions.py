@@ -82,3 +82,18 @@ def test_the_real_server_is_checked_once(r: redis.Redis) -> None:
     r.function_flush()
     client.run(acquire_call(LockKeys("w"), "t", 1000))  # reloads, without asking again
     assert "cmdstat_info" not in r.info("commandstats")
+
+
+def test_doctor_uses_the_same_minimum() -> None:
+    """`pyredislua doctor` flags an old server from the same MIN_VERSION (engine/compat.py)."""
+    from pyredislua.observe.doctor import NodeFacts, diagnose
+
+    def version_finding(version: str) -> tuple[str, str]:
+        facts = NodeFacts("10.0.0.1:6379", "primary", info={"redis_version": version})
+        [found] = [f for f in diagnose(facts, LIBRARY) if f.check == "version"]
+        return found.level, found.fix
+
+    level, fix = version_finding("6.2.14")
+    assert level == "unsafe" and "Redis 7.0 or later" in fix
+    assert version_finding("7.0.0")[0] == "ok"
+    assert version_finding("7.4.1-rc2")[0] == "ok"

@@ -6,6 +6,8 @@ README come from ``pyredislua bench durability``, the same code with more rounds
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -123,6 +125,62 @@ def test_durability_per_call_and_per_primitive(primary: redis.Redis) -> None:
         pyredislua.Durability(1, timeout=0)
 
 
+def test_ack_and_write_behind_writes_are_confirmed(primary: redis.Redis) -> None:
+    """The rest of the writes the issue names: a queue ack, a write-behind write (one call and a
+    batch), and a worker's acks (its own pipelined cycles): each followed by its WAIT; a
+    shortfall raises with the write done, and a worker settles its jobs regardless (the
+    shortfall is counted, not taken for a failed ack)."""
+    from pyredislua.queue.worker import Worker
+    from pyredislua.writebehind import WriteBehind
+
+    client = pyredislua.Client(primary, mode="function", durability=1)
+    q = Queue(client, "acks")
+    q.enqueue(b"1")
+    [job] = q.dequeue(count=1, timeout=0)
+    primary.config_resetstat()
+    q.ack(job)  # returns None; raises when the lease is not ours
+    assert _waits(primary) == 1
+    store = WriteBehind(client, "wb")
+    assert store.set("k", b"v") >= 1
+    assert len(store.write_many([("a", b"1"), ("b", b"2")])) == 2  # one call: one WAIT
+    assert _waits(primary) == 3
+    assert client.engine.shortfalls == 0
+
+    short = client.with_durability(pyredislua.Durability(2, 0.02))
+    q.enqueue(b"2")
+    [job] = q.dequeue(count=1, timeout=0)
+    with pytest.raises(pyredislua.DurabilityError) as caught:
+        Queue(short, "acks").ack(job)
+    assert caught.value.operation == "queue.ack" and caught.value.confirmed == 1
+    assert q.stats().active == 0  # acked all the same
+    with pytest.raises(pyredislua.DurabilityError) as caught:
+        WriteBehind(short, "wb").set("k", b"w")
+    assert caught.value.operation == "writebehind.write"
+    assert store.get("k") == b"w"
+
+    counted = client.with_durability(pyredislua.Durability(2, 0.02, "raise"))  # unmeetable
+    plain = Queue(client, "work")
+    plain.enqueue_many([plain.job(str(i)) for i in range(5)])
+    wq = Queue(counted, "work")
+    handled: list[bytes] = []
+    worker = Worker(wq, lambda j: handled.append(j.payload), concurrency=2)
+    thread = threading.Thread(target=worker.run)
+    primary.config_resetstat()
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while plain.stats().unfinished and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert sorted(handled) == [str(i).encode() for i in range(5)]
+    assert worker.metrics.acked == 5 and worker.metrics.errors == 0
+    assert plain.stats().unfinished == 0
+    assert _waits(primary) >= 5  # a WAIT after each ack at least (leases and extends too)
+    assert counted.engine.shortfalls >= 5
+
+
 async def test_durability_on_asyncio(pair: Pair, primary: redis.Redis) -> None:
     conn = redis.asyncio.Redis(port=pair.primary.port)
     try:
@@ -189,8 +247,10 @@ def test_what_a_killed_primary_loses(pair: Pair, scenario: str,
     confirmed = measure(pair, scenario, durable, rounds, writes=10, start=base + 500)
     record_property("durability", f"{scenario}: without {without}; with {confirmed}")
     assert confirmed.lost == 0
+    assert without.lost == without.lost_locks + without.lost_jobs
     assert confirmed.acknowledged + confirmed.unconfirmed == rounds * 10
     assert without.acknowledged == rounds * 10
     if scenario == "cut off":
         assert without.lost == without.acknowledged  # every write since the cut
+        assert (without.lost_locks, without.lost_jobs) == (rounds * 5, rounds * 5)
         assert confirmed.acknowledged == 0  # none was confirmed: the callers know

@@ -123,3 +123,68 @@ def test_pause_past_the_lease(fault_server: FaultServer, fault_report: FaultRepo
         "lost/on_lost at the local lease deadline, LockNotOwnedError on release", 0, 0,
         f"on_lost {max(late, 0) * 1000:.0f} ms after the local deadline; a waiting reader's "
         f"acquire(timeout=1.5) returned in {took:.2f} s"))
+
+
+def test_client_kill(fault_server: FaultServer, fault_report: FaultReport) -> None:
+    """CLIENT KILL while a writer holds (watchdog, 1 s lease) and a reader waits: the watchdog
+    renews over a new connection, the reader's blocking acquire rides it out and gets its share
+    once the writer lets go."""
+    client = _client(fault_server)
+    rw = RWLock(client, "f", ttl=1)
+    lost = threading.Event()
+    writer = RWLock(client, "f", ttl=1, on_lost=lambda _h: lost.set()).write()
+    assert writer.acquire(blocking=False)
+    reader = _Waiter(rw.read(), timeout=8)
+    reader.start()
+    wait_for(lambda: rw.inspect().waiters >= 1, what="the reader to register")
+    killed = fault_server.kill_clients()
+    back = time.monotonic()
+    before = writer.valid_until or 0
+    try:
+        renewed = wait_for(lambda: (writer.valid_until or 0) > before and time.monotonic(),
+                           timeout=2, what="a renewal after the kill")
+    except AssertionError:
+        raise AssertionError(f"no renewal: lost={writer.lost} "
+                             f"{getattr(writer, 'lost_reason', None)!r}") from None
+    wait_for(lambda: (writer.valid_until or 0) > back + 2.2, timeout=4,
+             what="renewals past three leases")
+    assert writer.held and not lost.is_set()
+    writer.release()
+    reader.join(10)
+    assert reader.error is None and reader.got, (reader.error, reader.got)
+    reader.handle.release()
+    fault_report.record(FaultOutcome(
+        SYNC, "CLIENT KILL", True, renewed - back, "none", 0, 0,
+        f"{killed} connections killed; the watchdog kept the hold, the waiting reader got its "
+        f"share {reader.ended_at - back:.1f} s later (after the writer released)"))
+
+
+def test_at_maxmemory_holders_let_go(fault_server: FaultServer,
+                                     fault_report: FaultReport) -> None:
+    """At maxmemory a new acquire is refused before writing; the holder's watchdog keeps
+    renewing, extend and release run (allow-oom); once memory is back, acquires work again."""
+    client = _client(fault_server)
+    rw = RWLock(client, "f", ttl=1)
+    writer = rw.write()
+    assert writer.acquire(blocking=False)
+    newcomer = RWLock(client, "g", ttl=5, auto_renew=False).read()
+    with fault_server.out_of_memory() as admin:
+        admin.config_set("maxmemory", 1)  # well past the limit: no write fits, however small
+        before = admin.dbsize()
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            newcomer.acquire(blocking=False)
+        assert admin.dbsize() == before, "a refused acquire wrote nothing"
+        start = time.monotonic()  # the watchdog keeps renewing at the limit, past the lease
+        wait_for(lambda: (writer.valid_until or 0) > start + 1.2, timeout=3, what="renewals")
+        assert writer.held
+        writer.extend()
+        writer.release()  # frees the lock at the limit
+        assert rw.inspect().writer is None
+    back = time.monotonic()
+    assert newcomer.acquire(blocking=False)
+    recovery = time.monotonic() - back
+    newcomer.release()
+    fault_report.record(FaultOutcome(
+        SYNC, "maxmemory (noeviction) and back", True, recovery,
+        "OutOfMemoryError on a new acquire (nothing written)", 0, 0,
+        "renewal, extend and release work at the limit; acquire works once memory is back"))

@@ -102,6 +102,39 @@ def test_paused_past_the_lease(fault_server: FaultServer, fault_report: FaultRep
         "the renewal hung on the frozen server; the holder was told before the lease ended"))
 
 
+def test_client_kill(fault_server: FaultServer, fault_report: FaultReport) -> None:
+    """CLIENT KILL while a holder (watchdog, 1 s lease) has every permit and a waiter is
+    queued: the watchdog renews over a new connection, the waiter's blocking acquire rides it
+    out and gets its permits once the holder lets go."""
+    client = _client(fault_server)
+    lost = threading.Event()
+    sem = Semaphore(client, "k", 2, ttl=1, on_lost=lambda _p: lost.set())
+    holder = sem.acquire(2, blocking=False)
+    assert holder is not None
+    waiter = _Waiter(Semaphore(client, "k", 2, ttl=3, auto_renew=False), 1, timeout=8)
+    waiter.start()
+    admin = fault_server.admin()
+    wait_for(lambda: admin.zcard(sem.keys.waiters) == 1, what="the waiter to queue")
+    killed = fault_server.kill_clients()
+    back = time.monotonic()
+    before = holder.valid_until or 0
+    renewed = wait_for(lambda: (holder.valid_until or 0) > before and time.monotonic(),
+                       timeout=2, what="a renewal after the kill")
+    wait_for(lambda: (holder.valid_until or 0) > back + 2.2, timeout=4,
+             what="renewals past three leases")
+    assert holder.held and not lost.is_set()
+    assert sem.release(holder) is True
+    waiter.join(10)
+    assert waiter.error is None and waiter.got is not None, (waiter.error, waiter.got)
+    assert waiter.got.fence > (holder.fence or 0)
+    waiter.sem.release(waiter.got)
+    admin.close()
+    fault_report.record(FaultOutcome(
+        COMPONENT, "CLIENT KILL", True, renewed - back, "none", 0, 0,
+        f"{killed} connections killed; the watchdog kept the lease, the queued waiter got its "
+        "permit after the holder released"))
+
+
 def test_at_maxmemory_holders_let_go(fault_server: FaultServer,
                                      fault_report: FaultReport) -> None:
     client = _client(fault_server)

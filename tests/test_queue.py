@@ -257,12 +257,31 @@ def test_stats_peek_get(client: pyredislua.Client) -> None:
     info = q.get(job.id)
     assert info is not None and info.state == "active" and info.attempts == 1
     assert q.get("0000000000000042") is None
+    assert q.get_by_key("nobody") is None
+
+
+def test_get_by_key_finds_the_unfinished_holder(client: pyredislua.Client) -> None:
+    q = Queue(client, "bykey")
+    first = q.enqueue("a", key="order-7")
+    assert first.created
+    held = q.get_by_key("order-7")
+    assert held is not None and held.id == first.id and held.state == "ready"
+    assert held.key == "order-7" and held.payload == b"a"
+    [job] = q.dequeue()
+    held = q.get_by_key("order-7")
+    assert held is not None and (held.id, held.state, held.attempts) == (job.id, "active", 1)
+    q.nack(job, "bad input", action="dead")
+    assert q.get_by_key("order-7") is None  # a dead job releases its key
+    q.requeue([job.id])
+    held = q.get_by_key("order-7")
+    assert held is not None and (held.id, held.state) == (job.id, "ready")
 
 
 def test_read_only_ops_are_flagged_no_writes() -> None:
     lib = pyredislua.render_library()
     ro = {n for n, op in lib.operations.items() if n.startswith("queue.") and op.read_only}
-    assert ro == {"queue.stats", "queue.peek", "queue.get", "queue.dead", "queue.metrics"}
+    assert ro == {"queue.stats", "queue.peek", "queue.get", "queue.get_by_key", "queue.dead",
+                  "queue.metrics"}
 
 
 def test_survives_function_and_script_flush(client: pyredislua.Client, r: redis.Redis) -> None:

@@ -64,6 +64,8 @@ class Outcome:
     rounds: int = 0
     acknowledged: int = 0
     lost: int = 0
+    lost_locks: int = 0  # of ``lost``: acquired locks the promoted replica does not hold
+    lost_jobs: int = 0  # of ``lost``: enqueued jobs it lacks
     unconfirmed: int = 0
     rounds_with_loss: int = 0
 
@@ -174,9 +176,13 @@ def measure(pair: Pair, scenario: str, durability: Durability | None, rounds: in
             survivor = Client(promoted, mode="function")
             held = survivor.run_many([inspect_call(k) for k, _ in acked_locks])
             jobs = survivor.run_many([get_call(q, job_id) for q, job_id in acked_jobs])
-        lost = sum(1 for (_k, token), state in zip(acked_locks, held) if state.owner != token)
-        lost += sum(1 for info in jobs if info is None)
+        lost_locks = sum(1 for (_k, token), state in zip(acked_locks, held)
+                         if state.owner != token)
+        lost_jobs = sum(1 for info in jobs if info is None)
+        lost = lost_locks + lost_jobs
         outcome.lost += lost
+        outcome.lost_locks += lost_locks
+        outcome.lost_jobs += lost_jobs
         outcome.rounds_with_loss += lost > 0
         outcome.acknowledged += len(acked_locks) + len(acked_jobs)
         outcome.rounds += 1
@@ -208,8 +214,9 @@ def run(args: argparse.Namespace) -> int:
         emit_json({"results": [asdict(r) for r in results]})
         return 0
     rows = [(f"{r.scenario}, {r.durability}", f"{r.acknowledged} acknowledged",
-             f"{r.lost} lost (in {r.rounds_with_loss} rounds), {r.unconfirmed} reported "
-             "unconfirmed") for r in results]
+             f"{r.lost} lost ({r.lost_locks} locks, {r.lost_jobs} jobs; in "
+             f"{r.rounds_with_loss} rounds), {r.unconfirmed} reported unconfirmed")
+            for r in results]
     print_table(f"primary killed right after {args.writes} writes, {args.rounds} times per row; "
                 "the replica promoted", rows, ("replica link, confirmation", "writes",
                                                "after promotion"))

@@ -8,12 +8,13 @@ NOSCRIPT recovery, mode fallback and error mapping are written once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import (
@@ -168,6 +169,18 @@ def _is_refused_fcall(reply: Any) -> bool:
 
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
+
+
+# Loading the code on a node that lacks it is part of the call that found it missing; the
+# call's deadline is stretched to at least this much from then, for the loading and the call
+# run again (a tight deadline, such as a non-blocking acquire's, must not fail a free lock
+# because the library had to be loaded first), and no further (a node that stops answering
+# meanwhile holds the caller that long).
+RELOAD_GRACE = 1.0
+
+
+def _reload_deadline(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline, time.monotonic() + RELOAD_GRACE)
 
 
 def _unreachable(reply: Any) -> bool:
@@ -418,14 +431,17 @@ class Engine:
             first = replies[pending.index(retry[0])]
             if isinstance(first, NoScriptError):
                 with_body = True  # EVAL both runs and caches the script: no extra round trip
+                deadline = _reload_deadline(deadline)
             elif _is_refused_fcall(first):
+                deadline = _reload_deadline(deadline)
                 yield from self.check_server(deadline=deadline)
                 if self.requested_mode != "auto":
                     raise from_reply(first, calls[retry[0]].op)
                 self.mode = "script"
             else:
-                # reloading keeps the calls' deadline: a node that stops answering while its
-                # code is missing must not hold the caller past it
+                # reloading is bounded too: a node that stops answering while its code is
+                # missing must not hold the caller for good
+                deadline = _reload_deadline(deadline)
                 yield from self.ensure_library(deadline=deadline)
             pending = retry
         else:
@@ -584,6 +600,11 @@ class Engine:
                     return (yield from self.load_scripts(deadline=deadline))
                 elif "already exists" in str(reply) and f"'{lib.name}'" in str(reply):
                     again.append(node)  # another client loaded it meanwhile: look again
+                elif isinstance(reply, OutOfMemoryError):
+                    # FUNCTION LOAD is refused at maxmemory (noeviction) although the
+                    # operations that free memory would run: raised as it came (transient), so
+                    # a worker or flusher backs off and loads it once memory is back
+                    raise reply
                 elif isinstance(reply, NoPermissionError):
                     raise LibraryPermissionError(
                         f"this Redis user may not run FUNCTION LOAD ({reply}); load {lib.name} "

@@ -25,13 +25,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar, overload
 
-import redis
-
 from ..client import AsyncClient, Client
 from ..engine.protocol import Call, Engine, Plan, Sleep
-from ..engine.waiting import wait_for_signal
 from ..errors import LockError, LockLostError, LockNotOwnedError
-from ..kit import TIMER_GRAIN, as_text, ms
+from ..kit import as_text, ms
 from .block import ClientHold, HeldInBlock
 from .hold import LockTimeoutError
 from .lock import Lock
@@ -43,13 +40,13 @@ from .ops import (
     release_call,
 )
 from .plans import (
-    BLPOP_GRACE,
-    REGISTRATION_SLACK_MS,
     REPLY_GRACE,
     TRANSPORT_ERRORS,
     Acquired,
+    Tries,
     backoff,
-    registration_ms,
+    blocking_tries,
+    lease_left,
 )
 
 C = TypeVar("C", Client, AsyncClient)
@@ -134,73 +131,63 @@ def acquire_all_plan(
     handoff_ms: int = 100,
     clock: Callable[[], float] = time.monotonic,
 ) -> Plan[AcquiredAll]:
-    """Take every lock of ``keys`` (one hash tag) or none. Blocking: between tries, register as a
-    waiter on the first busy lock and block on its signal list (BLPOP) for as long as that lock's
-    lease, the caller's deadline and the registration allow. A grant popped there is brought to
-    the next try (the lock is then the caller's, with the grant's fence); if another lock of the
-    set is busy by then, the grant is released at once (handed to that lock's next waiter): the
-    caller never holds part of the set while it waits.
+    """Take every lock of ``keys`` (one hash tag) or none (:func:`~.plans.blocking_tries`).
+    Blocking: between tries, register as a waiter on the first busy lock and block on its signal
+    list. A grant popped there is brought to the next try (the lock is then the caller's, with
+    the grant's fence); if another lock of the set is busy by then, the grant is released at once
+    (handed to that lock's next waiter): the caller never holds part of the set while it
+    waits."""
+    return (yield from blocking_tries(
+        engine, _AllTries(engine, keys, token, ttl_ms, fence_ttl_ms, handoff_ms),
+        blocking=blocking, timeout=timeout, max_block=max_block, clock=clock))
 
-    Connection errors are retried until the deadline (the acquire is idempotent for its token)."""
-    deadline = None if timeout is None else clock() + timeout
-    window_ms = registration_ms(max_block)
-    grant, granted_at = "", -1
-    registered_until = 0.0
-    failures, answered = 0, False
-    while True:
-        remaining = math.inf if deadline is None else deadline - clock()
-        waiting = blocking and remaining > 0
-        blocks = waiting and remaining - TIMER_GRAIN >= 0.001
-        wait_ms: int | None = window_ms if blocks else (0 if registered_until else None)
-        sent_at = clock()
-        call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
-        try:
-            result = yield from engine.run_one(
-                acquire_all_call(keys, token, ttl_ms, wait_ms, fence_ttl_ms, grant, granted_at),
-                deadline=call_deadline)
-        except TRANSPORT_ERRORS as error:
-            if deadline is None:
-                raise
-            if clock() >= deadline:
-                if not answered and not isinstance(error, redis.exceptions.TimeoutError):
-                    raise
-                yield from _give_back(engine, keys, token, ttl_ms, handoff_ms, grant, granted_at)
-                return AcquiredAll(AllResult(False, (), 0), sent_at)
-            yield Sleep(min(backoff(failures), max(0.0, deadline - clock())))
-            failures += 1
-            continue
-        failures, answered = 0, True
-        if wait_ms is not None:
-            registered_until = sent_at + wait_ms / 1000 if wait_ms else 0.0
+
+class _AllTries(Tries[AllResult, AcquiredAll]):
+    def __init__(self, engine: Engine, keys: Sequence[LockKeys], token: str, ttl_ms: int,
+                 fence_ttl_ms: int, handoff_ms: int) -> None:
+        self.engine, self.keys, self.token, self.ttl_ms = engine, keys, token, ttl_ms
+        self.fence_ttl_ms, self.handoff_ms = fence_ttl_ms, handoff_ms
+        self.grant, self.granted_at = "", -1  # a grant popped, brought to the next try
+        self.busy = 0  # the lock of the set the last try found busy
+
+    def call(self, wait_ms: int | None) -> Call[AllResult]:
+        return acquire_all_call(self.keys, self.token, self.ttl_ms, wait_ms, self.fence_ttl_ms,
+                                self.grant, self.granted_at)
+
+    def settle(self, result: AllResult, sent_at: float, waiting: bool,
+               registered: tuple[float, float] | None) -> Plan[AcquiredAll | None]:
         if result.acquired:
             return AcquiredAll(result, sent_at)
-        if grant:
-            # the grant's lock is not worth holding while another lock of the set is busy
-            yield from _give_back(engine, keys, token, ttl_ms, handoff_ms, grant, granted_at)
-            grant, granted_at = "", -1
+        # the grant's lock is not worth holding while another lock of the set is busy
+        yield from self._give_back()
         if not waiting:
             return AcquiredAll(result, sent_at)
         assert result.busy is not None
-        free_in = max(result.pttl_ms, 1) / 1000 + 0.001
-        now = clock()
-        block = min(math.inf if deadline is None else deadline - now - TIMER_GRAIN, max_block,
-                    registered_until - now - REGISTRATION_SLACK_MS / 1000, free_in)
-        if block >= 0.001:
-            blpop_deadline = now + block + BLPOP_GRACE
-            if deadline is not None:
-                blpop_deadline = min(blpop_deadline, max(deadline, now + block + 0.05))
-            try:
-                popped = yield from wait_for_signal((keys[result.busy].signal,), block,
-                                                    max_block=block, deadline=blpop_deadline,
-                                                    grain=0.0)
-            except TRANSPORT_ERRORS:
-                popped = None
-            if popped is not None:
-                grant, granted_at = as_text(popped[1]), result.busy
-        else:
-            remaining = math.inf if deadline is None else deadline - clock()
-            if remaining > 0:
-                yield Sleep(min(remaining, free_in))
+        self.busy = result.busy
+        return None
+
+    def free_in(self, result: AllResult) -> float:
+        return lease_left(result.pttl_ms)
+
+    def signals(self, result: AllResult | None) -> tuple[str, ...]:
+        return (self.keys[self.busy].signal,)
+
+    def popped(self, value: Any, since: float, deadline: float | None
+               ) -> Plan[AcquiredAll | None]:
+        self.grant, self.granted_at = as_text(value), self.busy
+        return None
+        yield  # a plan: the grant is used by the next try
+
+    def timed_out(self, sent_at: float, registered: tuple[float, float] | None
+                  ) -> Plan[AcquiredAll]:
+        yield from self._give_back()
+        return AcquiredAll(AllResult(False, (), 0), sent_at)
+
+    def _give_back(self) -> Plan[None]:
+        grant, at = self.grant, self.granted_at
+        self.grant, self.granted_at = "", -1
+        yield from _give_back(self.engine, self.keys, self.token, self.ttl_ms, self.handoff_ms,
+                              grant, at)
 
 
 def _give_back(engine: Engine, keys: Sequence[LockKeys], token: str, ttl_ms: int,

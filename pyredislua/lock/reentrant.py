@@ -11,30 +11,24 @@ owner token share the lock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar, overload
 
-import redis
-
 from ..client import AsyncClient, Client
-from ..engine.protocol import Call, Engine, Plan, Sleep
-from ..engine.waiting import wait_for_signal
+from ..engine.protocol import Call, Engine, Plan
 from ..errors import LockNotOwnedError
-from ..kit import TIMER_GRAIN, ms
+from ..kit import ms
 from .block import ClientHold
 from .lease import Lease
 from .ops import RELEASED_UNCONFIRMED, LockKeys
 from .plans import (
-    BLPOP_GRACE,
-    REGISTRATION_SLACK_MS,
     REPLY_GRACE,
-    TRANSPORT_ERRORS,
-    backoff,
-    registration_ms,
+    Tries,
+    blocking_tries,
+    lease_left,
     release_plan,
 )
 
@@ -111,58 +105,41 @@ def reentrant_acquire_plan(
     max_block: float,
     clock: Callable[[], float] = time.monotonic,
 ) -> Plan[tuple[ReentrantResult, float]]:
-    """Acquire (one hold, named ``request``); while blocking, register as a waiter and block on
-    the signal list (BLPOP) between tries, for no longer than the holder's lease, the deadline
-    and the registration. The release that frees the lock pushes one wake-up when a waiter is
-    registered; whoever tries first then takes the lock (not FIFO), and a waiter that was not
-    woken tries again when the lease it saw runs out. Returns the result and the send time of the
-    call that took it (before the lease began). Connection errors are retried until the deadline:
-    the acquire is idempotent for its request id."""
-    deadline = None if timeout is None else clock() + timeout
-    window_ms = registration_ms(max_block)
-    registered_until = 0.0
-    failures, answered = 0, False
-    while True:
-        remaining = math.inf if deadline is None else deadline - clock()
-        waiting = blocking and remaining > 0
-        blocks = waiting and remaining - TIMER_GRAIN >= 0.001
-        wait_ms: int | None = window_ms if blocks else (0 if registered_until else None)
-        sent_at = clock()
-        call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
-        try:
-            result = yield from engine.run_one(
-                reentrant_acquire_call(keys, owner, request, ttl_ms, wait_ms),
-                deadline=call_deadline)
-        except TRANSPORT_ERRORS as error:
-            if deadline is None:
-                raise
-            if clock() >= deadline:
-                if not answered and not isinstance(error, redis.exceptions.TimeoutError):
-                    raise
-                return ReentrantResult(False, None, 0, 0), sent_at
-            yield Sleep(min(backoff(failures), max(0.0, deadline - clock())))
-            failures += 1
-            continue
-        failures, answered = 0, True
-        if wait_ms is not None:
-            registered_until = sent_at + wait_ms / 1000 if wait_ms else 0.0
+    """Acquire (one hold, named ``request``; :func:`~.plans.blocking_tries`). The release that
+    frees the lock pushes one wake-up when a waiter is registered; whoever tries first then takes
+    the lock (not FIFO), and a waiter that was not woken tries again when the lease it saw runs
+    out. Returns the result and the send time of the call that took it (before the lease began).
+    The acquire is idempotent for its request id."""
+    return (yield from blocking_tries(
+        engine, _ReentrantTries(keys, owner, request, ttl_ms), blocking=blocking,
+        timeout=timeout, max_block=max_block, clock=clock))
+
+
+class _ReentrantTries(Tries[ReentrantResult, tuple[ReentrantResult, float]]):
+    def __init__(self, keys: ReentrantKeys, owner: str, request: str, ttl_ms: int) -> None:
+        self.keys, self.owner, self.request, self.ttl_ms = keys, owner, request, ttl_ms
+
+    def call(self, wait_ms: int | None) -> Call[ReentrantResult]:
+        return reentrant_acquire_call(self.keys, self.owner, self.request, self.ttl_ms, wait_ms)
+
+    def settle(self, result: ReentrantResult, sent_at: float, waiting: bool,
+               registered: tuple[float, float] | None
+               ) -> Plan[tuple[ReentrantResult, float] | None]:
         if result.acquired or not waiting:
             return result, sent_at
-        free_in = max(result.pttl_ms, 1) / 1000 + 0.001
-        now = clock()
-        block = min(math.inf if deadline is None else deadline - now - TIMER_GRAIN, max_block,
-                    registered_until - now - REGISTRATION_SLACK_MS / 1000, free_in)
-        if block >= 0.001:
-            blpop_deadline = now + block + BLPOP_GRACE
-            if deadline is not None:
-                blpop_deadline = min(blpop_deadline, max(deadline, now + block + 0.05))
-            with contextlib.suppress(*TRANSPORT_ERRORS):
-                yield from wait_for_signal((keys.signal,), block, max_block=block,
-                                           deadline=blpop_deadline, grain=0.0)
-        else:
-            remaining = math.inf if deadline is None else deadline - clock()
-            if remaining > 0:
-                yield Sleep(min(remaining, free_in))
+        return None
+        yield  # a plan: nothing to send
+
+    def free_in(self, result: ReentrantResult) -> float:
+        return lease_left(result.pttl_ms)
+
+    def signals(self, result: ReentrantResult | None) -> tuple[str, ...]:
+        return (self.keys.signal,)
+
+    def timed_out(self, sent_at: float, registered: tuple[float, float] | None
+                  ) -> Plan[tuple[ReentrantResult, float]]:
+        return ReentrantResult(False, None, 0, 0), sent_at
+        yield
 
 
 class ReentrantLock(ClientHold[C]):

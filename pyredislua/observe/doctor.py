@@ -19,14 +19,15 @@ from typing import Any, Literal
 
 import redis
 
+from ..engine.compat import MIN_VERSION, version_tuple
 from ..engine.render import Library
 from ..kit import as_text
 
 Level = Literal["ok", "warn", "unsafe"]
 LEVELS: tuple[Level, ...] = ("ok", "warn", "unsafe")
 
-# What the primitives need of the server: PEXPIRE ... GT and Redis Functions are 7.0's.
-MIN_VERSION = (7, 0)
+# What the primitives need of the server (PEXPIRE ... GT and Redis Functions are 7.0's):
+# MIN_VERSION, with everything else version-specific, lives in engine/compat.py.
 # Replication: a replica this many seconds behind (INFO's lag: since its last ack) may miss
 # the last seconds of locks and jobs when promoted.
 REPLICA_LAG_WARN_S = 10
@@ -102,10 +103,11 @@ def diagnose(node: NodeFacts, shipped: Library) -> list[Finding]:
 
 def _check_version(node: NodeFacts) -> list[Finding]:
     version = str(node.info.get("redis_version", "?"))
-    if _version(version)[:2] < MIN_VERSION:
+    if version_tuple(version) < MIN_VERSION:
+        needed = ".".join(map(str, MIN_VERSION[:2]))
         return [Finding("unsafe", node.address, "version", f"Redis {version}",
-                        "upgrade to Redis 7.0 or later: the operations use PEXPIRE ... GT and "
-                        "Redis Functions")]
+                        f"upgrade to Redis {needed} or later: the operations use PEXPIRE ... GT "
+                        "and Redis Functions")]
     return [Finding("ok", node.address, "version", f"Redis {version}")]
 
 

@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..client import Client
+from ..client import AsyncClient, Client
 from ..engine.protocol import Call
 from ..lock import LockKeys, inspect_call
 from ..lock.ops import LockState
-from ..queue import Queue
 from ..queue import ops as queue_ops
 from ..queue.ops import QueueStats
 from ..stream import ops as stream_ops
@@ -87,11 +86,12 @@ class Reading:
         return None
 
 
-def calls(client: Client, targets: Targets) -> list[tuple[Kind, str, str | None, Call[Any]]]:
+def calls(client: Client | AsyncClient, targets: Targets
+          ) -> list[tuple[Kind, str, str | None, Call[Any]]]:
     """The read-only calls of one reading: (kind, name, group, call) per target, in order."""
     out: list[tuple[Kind, str, str | None, Call[Any]]] = []
     for name in targets.queues:
-        keys = Queue(client, name, prefix=targets.prefix).keys
+        keys = queue_ops.QueueKeys(name, targets.prefix)
         out.append(("queue", name, None, queue_ops.stats_call(keys)))
     for name, group in targets.streams:
         out.append(("stream", name, group,
@@ -114,8 +114,14 @@ def read(client: Client, targets: Targets) -> Reading:
     planned = calls(client, targets)
     replies = client.run_many([c for *_, c in planned], raise_on_error=False) if planned else []
     now = time.monotonic()
-    figures = [
+    return Reading(figures(planned, replies), now)
+
+
+def figures(planned: Sequence[tuple[Kind, str, str | None, Call[Any]]], replies: Sequence[Any]
+            ) -> list[Figure]:
+    """The figures of :func:`calls`' calls from their replies (run with
+    ``raise_on_error=False``: an error reply becomes the figure's ``error``)."""
+    return [
         Figure(kind, name, None, _describe(reply), group) if isinstance(reply, BaseException)
         else Figure(kind, name, reply, None, group)
         for (kind, name, group, _), reply in zip(planned, replies)]
-    return Reading(figures, now)

@@ -349,6 +349,12 @@ def get_call(keys: QueueKeys, job_id: str) -> Call[JobInfo | None]:
     return Call("queue.get", keys.all, (job_id,), lambda r: None if r is None else _row(r))
 
 
+def get_by_key_call(keys: QueueKeys, idem_key: str) -> Call[JobInfo | None]:
+    """The unfinished job holding idempotency key ``idem_key`` (None: no unfinished job does)."""
+    return Call("queue.get_by_key", keys.all, (idem_key,),
+                lambda r: None if r is None else _row(r))
+
+
 def dead_call(keys: QueueKeys, offset: int = 0, count: int = 100
               ) -> Call[tuple[int, list[JobInfo]]]:
     return Call("queue.dead", keys.all, (offset, count), _parse_dead)

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 from ..client import AsyncClient, Client
 from ..compression import Compressor
 from ..engine.protocol import Call, Engine, Plan
-from ..engine.waiting import until_signalled
+from ..engine.waiting import run_by, until_signalled
 from ..kit import as_payload
 from ..observe import tracing
 from ..observe.series import MinuteSeries
@@ -60,13 +60,19 @@ def dequeue_plan(
 ) -> Plan[list[Job]]:
     """Lease up to ``count`` jobs; when there are none, wait on the enqueue marker (BLPOP,
     :func:`~pyredislua.engine.waiting.until_signalled`) until one arrives, a delayed job falls
-    due, or ``timeout`` passes (None: forever; 0: no wait)."""
+    due, or ``timeout`` passes (None: forever; 0: no wait).
+
+    A timeout above 0 is kept while Redis is paused or restarting (each dequeue is re-sent
+    with its request record until the deadline: :func:`~pyredislua.engine.waiting.run_by`):
+    nothing when no reply came by then, although the server may still lease jobs to that
+    dequeue when it wakes (they return when their lease ends, an attempt counted)."""
     got = yield from until_signalled(
-        lambda: engine.run_one(ops.dequeue_call(keys, count, lease_ms)),
+        lambda deadline: run_by(engine, ops.dequeue_call(keys, count, lease_ms), deadline,
+                                clock),
         lambda got: bool(got.jobs),
         lambda got: None if got.wait_ms < 0 else got.wait_ms / 1000,
         (keys.marker,), timeout=timeout, max_block=max_block, clock=clock)
-    return got.jobs
+    return [] if got is None else got.jobs
 
 
 def _mapped(call: Call[T], then: Callable[[T], U]) -> Call[U]:
@@ -334,6 +340,18 @@ class Queue(Generic[C]):
     def get(self: Queue[AsyncClient], job_id: str) -> Awaitable[JobInfo | None]: ...
     def get(self, job_id: str) -> JobInfo | Awaitable[JobInfo | None] | None:
         call = ops.get_call(self.keys, job_id)
+        if self.compress is not None:
+            call = _mapped(call, lambda info: None if info is None else self._shown(info))
+        return self._client.run(call)
+
+    @overload
+    def get_by_key(self: Queue[Client], idem_key: str) -> JobInfo | None: ...
+    @overload
+    def get_by_key(self: Queue[AsyncClient], idem_key: str) -> Awaitable[JobInfo | None]: ...
+    def get_by_key(self, idem_key: str) -> JobInfo | Awaitable[JobInfo | None] | None:
+        """The unfinished job holding the idempotency key ``idem_key`` (None: no unfinished
+        job holds it; a key is released when its job finishes, dies or is purged)."""
+        call = ops.get_by_key_call(self.keys, idem_key)
         if self.compress is not None:
             call = _mapped(call, lambda info: None if info is None else self._shown(info))
         return self._client.run(call)

@@ -12,21 +12,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import redis
-
-from ..engine.protocol import Engine, Plan, Sleep
-from ..engine.waiting import wait_for_signal
+from ..engine.protocol import Call, Engine, Plan
 from ..kit import TIMER_GRAIN
-from ..lock.plans import (
-    BLPOP_GRACE,
-    REGISTRATION_SLACK_MS,
-    REPLY_GRACE,
-    TRANSPORT_ERRORS,
-    backoff,
-    registration_ms,
-)
+from ..lock.plans import Tries, blocking_tries
 from .ops import (
     AcquireReply,
     Grant,
@@ -72,67 +62,53 @@ def acquire_plan(
     queue; the final try at the deadline leaves the queue, and still takes a grant made to it
     meanwhile. A grant nobody claims ends with its grant window and its permits return.
     """
-    deadline = None if timeout is None else clock() + timeout
-    window_ms = registration_ms(max_block)
-    registered_until = 0.0
-    forward: Grant | None = None
-    signals = (keys.signal, inbox(keys, lease))
-    failures, answered = 0, False
-    while True:
-        remaining = math.inf if deadline is None else deadline - clock()
-        waiting = remaining > 0
-        # register only to block: a waiter so close to its deadline that it would sleep the
-        # rest out would be granted permits while it sleeps
-        blocks = waiting and remaining - TIMER_GRAIN >= 0.001
-        wait_ms: int | None = window_ms if blocks else (0 if registered_until else None)
-        sent_at = clock()
-        call_deadline = None if deadline is None else max(deadline, sent_at + REPLY_GRACE)
-        call = acquire_call(keys, lease, permits, count, ttl_ms, wait_ms)
-        try:
-            if forward is None:
-                reply = yield from engine.run_one(call, deadline=call_deadline)
-            else:
-                # one round trip: the grant to its waiter's inbox, then this waiter's own call
-                _, reply = yield from engine.run([forward_call(keys, forward), call],
-                                                 deadline=call_deadline)
-        except TRANSPORT_ERRORS as error:
-            # the outcome is unknown: the retry (a repeat of the lease id) tells
-            forward = None  # sent at most once (its waiter claims the grant with a call anyway)
-            if deadline is None:
-                raise
-            if clock() >= deadline:
-                if not answered and not isinstance(error, redis.exceptions.TimeoutError):
-                    raise  # Redis could not be reached at all
-                return Acquired(AcquireReply(False, 0, 0, 0, -1, 0), sent_at)
-            yield Sleep(min(backoff(failures), max(0.0, deadline - clock())))
-            failures += 1
-            continue
-        failures, answered, forward = 0, True, None
-        if wait_ms is not None:
-            registered_until = sent_at + wait_ms / 1000 if wait_ms else 0.0
-        if reply.acquired or not waiting:
-            return Acquired(reply, sent_at)
-        now = clock()
-        free_in = math.inf if reply.retry_after_ms < 0 else reply.retry_after_ms / 1000 + 0.001
-        left = math.inf if deadline is None else deadline - now - TIMER_GRAIN
-        block = min(left, max_block, registered_until - now - REGISTRATION_SLACK_MS / 1000,
-                    free_in)
-        if block >= 0.001:
-            blpop_deadline = now + block + BLPOP_GRACE
-            if deadline is not None:
-                blpop_deadline = min(blpop_deadline, max(deadline, now + block + 0.05))
-            try:
-                got = yield from wait_for_signal(signals, block, max_block=block,
-                                                 deadline=blpop_deadline, grain=0.0)
-            except TRANSPORT_ERRORS:
-                continue  # the next acquire call retries, or gives up at the deadline
-            if got is not None:
-                grant = parse_grant(got[1])
-                if grant.lease != lease:
-                    forward = grant  # not ours: forwarded with the next call
-                # ours: the next call (a repeat of the lease) claims it
-        else:
-            left = math.inf if deadline is None else deadline - clock()
-            if left > 0:
-                # the last stretch: sleep it out, then one final try
-                yield Sleep(min(left, free_in, TIMER_GRAIN))
+    return (yield from blocking_tries(
+        engine, _PermitTries(keys, lease, permits, count, ttl_ms), timeout=timeout,
+        max_block=max_block, clock=clock))
+
+
+class _PermitTries(Tries[AcquireReply, Acquired]):
+    # the retry hint may be unknown (no lease in the queue's way has an end yet)
+    stretch_cap = TIMER_GRAIN
+
+    def __init__(self, keys: SemaphoreKeys, lease: str, permits: int, count: int,
+                 ttl_ms: int) -> None:
+        self.keys, self.lease, self.permits, self.count, self.ttl_ms = (
+            keys, lease, permits, count, ttl_ms)
+        self.grant: Grant | None = None  # another waiter's grant, to forward to its inbox
+
+    def call(self, wait_ms: int | None) -> Call[AcquireReply]:
+        return acquire_call(self.keys, self.lease, self.permits, self.count, self.ttl_ms,
+                            wait_ms)
+
+    def forward(self) -> Call[Any] | None:
+        # sent at most once (its waiter claims the grant with a call anyway)
+        grant, self.grant = self.grant, None
+        return None if grant is None else forward_call(self.keys, grant)
+
+    def settle(self, result: AcquireReply, sent_at: float, waiting: bool,
+               registered: tuple[float, float] | None) -> Plan[Acquired | None]:
+        if result.acquired or not waiting:
+            return Acquired(result, sent_at)
+        return None
+        yield  # a plan: nothing to send
+
+    def free_in(self, result: AcquireReply) -> float:
+        return math.inf if result.retry_after_ms < 0 else result.retry_after_ms / 1000 + 0.001
+
+    def signals(self, result: AcquireReply | None) -> tuple[str, ...]:
+        return (self.keys.signal, inbox(self.keys, self.lease))
+
+    def popped(self, value: Any, since: float, deadline: float | None
+               ) -> Plan[Acquired | None]:
+        grant = parse_grant(value)
+        if grant.lease != self.lease:
+            self.grant = grant  # not ours: forwarded with the next call
+        # ours: the next call (a repeat of the lease) claims it
+        return None
+        yield
+
+    def timed_out(self, sent_at: float, registered: tuple[float, float] | None
+                  ) -> Plan[Acquired]:
+        return Acquired(AcquireReply(False, 0, 0, 0, -1, 0), sent_at)
+        yield

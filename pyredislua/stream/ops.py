@@ -17,7 +17,7 @@ from typing import Any
 
 from ..engine.keysets import RecordedKeySet, RequestId
 from ..engine.protocol import Call, Engine, Plan
-from ..engine.waiting import wait_for_entry
+from ..engine.waiting import TRANSPORT_ERRORS, WAIT_GRACE, run_by, wait_for_entry
 from ..kit import as_fields, as_payload, as_text
 
 MAX_BATCH = 1000  # entries per Lua call; more are split and pipelined
@@ -184,15 +184,32 @@ def consume_plan(engine: Engine, keys: StreamKeys, group: str,
     """Consume; when nothing came, wait (XREAD BLOCK, :func:`wait_for_entry`) for an entry the
     group has not delivered yet and consume again (``consume`` makes each call: a new request
     record each time), until ``timeout`` (None: forever; 0: one
-    try). Stalled entries are claimed on the next pass (at most ``max_block`` later)."""
+    try). Stalled entries are claimed on the next pass (at most ``max_block`` later).
+
+    A timeout above 0 is kept while Redis is paused or restarting (each consume is re-sent with
+    its request record until the deadline: :func:`~pyredislua.engine.waiting.run_by`, and the
+    wait ends by it): nothing when no reply came by then, although the server may still deliver
+    entries to that consume when it wakes (claimed by a consumer after ``claim_idle``)."""
     if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
         raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
-    deadline = None if timeout is None else clock() + timeout
+    end = None if timeout is None else clock() + timeout
+    deadline = end if timeout else None  # kept under faults: a wait's, not a single try's
     while True:
-        got = yield from engine.run_one(consume())
+        got = yield from run_by(engine, consume(), deadline, clock)
+        if got is None:
+            return []
         if got:
             return got
-        remaining = math.inf if deadline is None else deadline - clock()
+        remaining = math.inf if end is None else end - clock()
         if remaining <= 0:
             return []
-        yield from wait_for_entry(keys.stream, group, remaining, max_block=max_block)
+        if deadline is None:
+            yield from wait_for_entry(keys.stream, group, remaining, max_block=max_block)
+            continue
+        try:
+            yield from wait_for_entry(keys.stream, group, remaining, max_block=max_block,
+                                      deadline=min(deadline, clock() + min(remaining, max_block)
+                                                   + WAIT_GRACE))
+        except TRANSPORT_ERRORS:
+            if clock() >= deadline:
+                return []

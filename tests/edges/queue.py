@@ -237,6 +237,10 @@ SCENARIOS = [
     Scenario("queue.peek", "active", ALL, ("active", 10), _leased_setup, writes=False),
     Scenario("queue.get", "a leased job", ALL, ("0000000000000002",), _leased_setup,
              writes=False),
+    Scenario("queue.get_by_key", "a leased job's idempotency key", ALL, ("kb",), _leased_setup,
+             writes=False),
+    Scenario("queue.get_by_key", "a delayed job's idempotency key", ALL, ("kb",), _in_use,
+             writes=False),
     Scenario("queue.dead", "dead jobs", ALL, (0, 10), _dead, writes=False),
     # recording metrics (the trailing metrics key), on a fresh hash and on one in use
     Scenario("queue.enqueue", "records metrics", MET, _job("p", 1), _in_use),

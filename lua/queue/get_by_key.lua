@@ -1,0 +1,37 @@
+--[[
+name: queue.get_by_key
+version: 1.0.0
+summary: Look up the unfinished job that holds an idempotency key: its state, score, attempts, limits, last reason and payload (as queue.get).
+flags: no-writes
+includes: queue
+keys: keyset queue
+argv:
+  idem_key: str 1..512; the idempotency key given at enqueue
+returns:
+  nil when no unfinished job holds the key (none was enqueued with it, or its job finished,
+  died or was purged), else {id, state, score, priority, attempts, max_attempts, reason, payload,
+  backoff_ms, idem_key, enqueued_at} as queue.get
+errors:
+  BADARG: an argument or the key count is invalid
+  BADSTATE: a key holds something else than the queue keeps there
+  WRONGTYPE: a key holds another Redis type
+]]
+local K = queue_K(KEYS)
+local id = rcall('HGET', K.idem, idem_key)
+if not id then return nil end
+local raw = rcall('HGET', K.jobs, id)
+if not raw then
+  return prl_fail('BADSTATE', 'idempotency key ' .. idem_key .. ' names job ' .. id .. ', which has no record')
+end
+local m = queue_meta(raw, id)
+for _, state in ipairs({'ready', 'delayed', 'active', 'dead'}) do
+  local score = rcall('ZSCORE', K[state], id)
+  if score then
+    local row = queue_row(id, state, score, m, rcall('HGET', K.payloads, id))
+    row[9] = m.b
+    row[10] = m.k or false
+    row[11] = m.e
+    return row
+  end
+end
+return prl_fail('BADSTATE', 'job ' .. id .. ' is in no state')
