@@ -586,3 +586,23 @@ def test_the_minute_ring_matches_a_model(r: redis.Redis,
     assert after.counters["enqueued"][-1] == (current[2] + 1 if live and current else 1)
     assert after.counters["completed"][-1] == (current[1] if live and current else 0)
     assert list(after.counters["completed"])[:-1] == expected[:-1]
+
+
+def test_the_memory_report_counts_metrics_keys_apart(client: pyredislua.Client,
+                                                     r: redis.Redis) -> None:
+    """A limiter's and a cache's metrics keys are not limiter keys or cache tags; a queue's is
+    one of its keys; all of them expire (no key without a TTL)."""
+    from pyredislua.cache import Cache
+    from pyredislua.observe.memory import measure
+    from pyredislua.ratelimit import GCRA
+
+    GCRA(client, "api", "10/h", metrics=True).hit("alice")
+    Cache(client, "cat", metrics=True).get_or_compute("k", lambda: 1)
+    Queue(client, "q", metrics=True).enqueue("x")
+    report = measure(r)
+    areas = {a.area: a for a in report.areas}
+    assert areas["ratelimit"].instances_seen == 1
+    assert areas["cache tags"].instances_seen == 0
+    assert areas["recorded metrics"].instances_seen == 2
+    assert areas["queue"].by_role["metrics"][0] == 1
+    assert report.no_ttl == [] and not report.other_keys

@@ -48,6 +48,9 @@ AREAS: dict[str, Area] = {
     "rl": Area("ratelimit", "limiter key", None, "instance"),
     "cache": Area("cache", "entry", "e", "keys"),
     "cache-tags": Area("cache tags", "tag", "t", "keys"),
+    # a limiter's or a cache's recorded metrics (prl:rl:{tag}:metrics:<name>,
+    # prl:cache:{namespace}:metrics); a queue's, lock's or store's count with its instance
+    "metrics": Area("recorded metrics", "metrics key", None, "instance"),
 }
 
 
@@ -69,6 +72,7 @@ DOCUMENTED_STAYING: dict[str, frozenset[str]] = {
     "rl": frozenset(),
     "cache": frozenset(),
     "cache-tags": frozenset({"t"}),  # a tag's set of entry keys, while entries carry the tag
+    "metrics": frozenset(),
 }
 
 # Redis' compact encodings and the settings that bound them (CONFIG GET names).
@@ -242,9 +246,11 @@ def measure(conn: Any, *, prefix: str = "prl", sample: int = 50, scan_limit: int
                 other += 1
                 continue
             base, instance, role = parts
-            if base == "cache" and role != "e":
+            if base in ("rl", "cache") and role == "metrics":
+                base = "metrics"
+            elif base == "cache" and role != "e":
                 base = "cache-tags"
-            unit = key if base in ("rl", "cache") else instance
+            unit = key if base in ("rl", "cache", "metrics") else instance
             instances[base].setdefault(unit, []).append((key, role))
         if cursor == 0:
             complete = True
