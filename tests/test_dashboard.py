@@ -5,7 +5,6 @@ in a real headless Chromium (skipped, with the reason, when no Chromium is insta
 from __future__ import annotations
 
 import html
-import importlib.util
 import os
 import re
 import signal
@@ -13,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from pyredislua import dashboard
 from pyredislua.dashboard import charts
 from pyredislua.lock import Lock, LockKeys
 from pyredislua.lock.ops import acquire_call
+from pyredislua.observe.series import MinuteSeries
 from pyredislua.queue import Queue
 from pyredislua.server import RedisServer, free_port
 from pyredislua.writebehind import StoreKeys, WriteBehind
@@ -37,33 +37,14 @@ uvicorn = pytest.importorskip("uvicorn")  # the test extra: uvicorn, httpx
 httpx = pytest.importorskip("httpx")
 pytestmark = pytest.mark.cli
 
-HAS_SERIES = importlib.util.find_spec("pyredislua.observe.series") is not None
-NO_SERIES = "pyredislua.observe.series (issue 12 §1) is not part of this tree yet"
 
 
 # -- pure functions, on series values ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Series:
-    """A value shaped like pyredislua.observe.series.MinuteSeries."""
-
-    kind: str
-    name: str
-    minute: int
-    counters: Mapping[str, Sequence[int]] = field(default_factory=dict)
-    histograms: Mapping[str, Sequence[int]] = field(default_factory=dict)
-
-
 def _minute_series(**kw: Any) -> Any:
-    """A MinuteSeries when the module exists (so the real type is checked against the
-    protocol the dashboard reads), else the local twin."""
-    if HAS_SERIES:
-        from pyredislua.observe.series import (  # type: ignore[import-not-found, import-untyped, unused-ignore]
-            MinuteSeries,
-        )
-        return MinuteSeries(**kw)
-    return Series(**kw)
+    """A real MinuteSeries (its type is checked against the protocol the dashboard reads)."""
+    return MinuteSeries(**kw)
 
 
 def _hist(**at: int) -> list[int]:
@@ -309,8 +290,6 @@ def test_overview_shows_every_primitive(state: State, serve: Callable[..., Serve
     assert 30 < float(lease.group(1)) <= 60  # a 60 s lease, read moments after it began
     assert "idle free - 0 - 0" in text
     assert re.search(r"tx 1 0 1 ", text), text  # pending 1, retrying 0, dead 1
-    if not HAS_SERIES:
-        assert "api no metrics recorded" in text
 
 
 def test_queue_page_lists_jobs_and_dead_letters_with_reason_and_attempts(
@@ -324,8 +303,6 @@ def test_queue_page_lists_jobs_and_dead_letters_with_reason_and_attempts(
     assert "<form" in page and 'method="post"' not in page  # no action is offered
     active = _text(httpx.get(s.url + "/queue/orders?state=active").text)
     assert state.active_id in active
-    if not HAS_SERIES:
-        assert "no metrics recorded" in text and "<svg" not in page
 
 
 def test_search_by_id_and_idempotency_key(state: State, serve: Callable[..., Served]) -> None:
@@ -584,12 +561,11 @@ def test_browser_action_is_refused_when_read_only(state: State, serve: Callable[
 
 
 @needs_chromium
-@pytest.mark.skipif(not HAS_SERIES, reason=NO_SERIES)
 def test_browser_draws_charts_from_recorded_series(redis_url: str, r: redis.Redis,
                                                    serve: Callable[..., Served],
                                                    browser: cdp.Browser) -> None:
     client = pyredislua.Client(redis.Redis.from_url(redis_url))
-    q = Queue(client, "orders", metrics=True)  # type: ignore[call-arg]  # the §1 switch
+    q = Queue(client, "orders", metrics=True)
     q.enqueue_many([q.job(f"job {i}") for i in range(5)])
     for job in q.dequeue(5):
         q.ack(job)
@@ -600,15 +576,14 @@ def test_browser_draws_charts_from_recorded_series(redis_url: str, r: redis.Redi
     assert browser.count("table.percentiles tbody tr") == 2
 
 
-@pytest.mark.skipif(not HAS_SERIES, reason=NO_SERIES)
 def test_overview_reads_recorded_lock_and_limiter_series(redis_url: str, r: redis.Redis,
                                                          serve: Callable[..., Served]) -> None:
     from pyredislua.ratelimit import GCRA
 
     client = pyredislua.Client(redis.Redis.from_url(redis_url))
-    limiter = GCRA(client, "api", "3/h", metrics=True)  # type: ignore[call-arg]  # §1
+    limiter = GCRA(client, "api", "3/h", metrics=True)
     assert [limiter.hit("alice", tag="team").allowed for _ in range(5)] == [True] * 3 + [False] * 2
-    lock = Lock(client, "billing", ttl=60, auto_renew=False, metrics=True)  # type: ignore[call-arg]
+    lock = Lock(client, "billing", ttl=60, auto_renew=False, metrics=True)
     for _ in range(3):
         assert lock.acquire(blocking=False)
         lock.release()
@@ -628,8 +603,7 @@ def test_screenshot_for_the_readme(state: State, serve: Callable[..., Served]) -
         pytest.skip("set PYREDISLUA_DASHBOARD_SCREENSHOT=docs/dashboard.png to take it")
     if CHROMIUM is None:
         pytest.skip(WHY_NOT)
-    recording: dict[str, Any] = {"metrics": True} if HAS_SERIES else {}
-    q = Queue(state.client, "orders", **recording)
+    q = Queue(state.client, "orders", metrics=True)
     q.enqueue_many([q.job(f'{{"order": {100 + i}, "sku": "A-{i}"}}', priority=i % 3,
                           key=f"order-{100 + i}") for i in range(24)])
     for n, job in enumerate(q.dequeue(10)):

@@ -14,6 +14,7 @@ from ..client import AsyncClient, Client
 from ..engine.protocol import Call
 from ..observe import figures as fig
 from ..observe.figures import Figure, Targets
+from ..observe.series import series_call as make_series_call
 from ..queue import ops as queue_ops
 from ..queue.ops import JobInfo, QueueKeys, State
 from ..writebehind import ops as wb_ops
@@ -45,22 +46,10 @@ class Reader:
 
 
 def series_call(kind: SeriesKind, name: str, prefix: str = "prl", tag: str | None = None
-                ) -> Call[Any] | None:
-    """The read of one primitive's per-minute series (issue 12 §1), None while
-    ``pyredislua.observe.series`` is not part of the package. ``tag``: a limiter's hash tag
-    (its figures are kept per tag; default: its name)."""
-    try:
-        from ..observe.series import (  # type: ignore[import-not-found, import-untyped, unused-ignore]
-            series_call as make,
-        )
-    except ImportError:
-        return None
-    extra: dict[str, str] = {}
-    if prefix != "prl":
-        extra["prefix"] = prefix
-    if tag is not None:
-        extra["tag"] = tag
-    call: Call[Any] = make(kind, name, **extra)
+                ) -> Call[Any]:
+    """The read of one primitive's per-minute series (:mod:`pyredislua.observe.series`).
+    ``tag``: a limiter's hash tag (its figures are kept per tag; default: its name)."""
+    call: Call[Any] = make_series_call(kind, name, tag=tag, prefix=prefix)
     return call
 
 
@@ -70,9 +59,6 @@ Limiter = tuple[str, "str | None"]  # (name, hash tag; None: the name)
 def limiter_label(limiter: Limiter) -> str:
     name, tag = limiter
     return name if tag is None else f"{name} (tag {tag})"
-
-
-SERIES_MISSING = "no metrics recorded (this pyredislua has no per-minute series)"
 
 
 @dataclass
@@ -121,8 +107,6 @@ class _Plan:
     def add_series(self, kind: SeriesKind, name: str, tag: str | None = None) -> int | str:
         """The index of the series' reply, or why it is not read."""
         call = series_call(kind, name, self.prefix, tag)
-        if call is None:
-            return SERIES_MISSING
         if call.op not in self.operations:
             return f"no metrics recorded (no {call.op} operation in this pyredislua)"
         return self.add(call)
