@@ -5,6 +5,7 @@ key's lifecycle, recording off, the read with FCALL_RO, and a hypothesis model o
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -383,8 +384,43 @@ def test_lock_records_acquisitions_and_handoffs(client: pyredislua.Client,
     assert not b.acquire(blocking=False)  # busy, not a waiter: nothing counted
     a.release()
     s = a.metrics()
-    assert s.kind == "lock" and s.histograms == {}
+    assert s.kind == "lock" and set(s.histograms) == {"wait"}
+    assert sum(s.histograms["wait"]) == 1  # the one waiter's wait, ended by the grant
     assert totals(s) == {"acquired": 3, "contended": 1, "handoffs": 1, "expired": 0}
+    assert not [f for f in r.hkeys(a.keys.metrics_key) if f.startswith(b"ws:")]
+
+
+def test_lock_wait_histogram_measures_the_wait_with_the_server_clock(
+        client: pyredislua.Client, r: redis.Redis) -> None:
+    """A waiter's wait runs from its first registration to its grant (or acquisition) by the
+    server's clock; a waiter that gives up leaves no sample and no mark."""
+    import threading
+
+    from pyredislua.lock import Lock
+
+    a = Lock(client, "mw", metrics=True, auto_renew=False)
+    b = Lock(client, "mw", metrics=True, auto_renew=False)
+    assert a.acquire()
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(bool(b.acquire(timeout=10))))
+    t.start()
+    _until(lambda: r.zscore(a.keys.waiters, b.token) is not None)
+    registered = time.monotonic()
+    while time.monotonic() - registered < 0.2:  # the wait this test measures: 200 ms or more
+        time.sleep(0.01)
+    a.release()
+    t.join(10)
+    assert got == [True]
+    wait = a.metrics().histograms["wait"]
+    assert sum(wait) == 1
+    bucket = wait.index(1)
+    assert 8 <= bucket <= 10  # [128, 256) ms, or a little more on a loaded machine
+    # a waiter that gives up: no sample, and no mark left behind
+    c = Lock(client, "mw", metrics=True, auto_renew=False)
+    assert not c.acquire(timeout=0.2)
+    b.release()
+    assert sum(a.metrics().histograms["wait"]) == 1
+    assert not [f for f in r.hkeys(a.keys.metrics_key) if f.startswith(b"ws:")]
 
 
 def test_lock_records_leases_found_expired(client: pyredislua.Client, r: redis.Redis) -> None:

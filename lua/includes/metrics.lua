@@ -22,7 +22,7 @@ local METRICS_TTL_MS = 3660000
 local METRICS_BUCKETS = 17
 local METRICS = {
   queue = {c = {'enqueued', 'completed', 'failed', 'retried', 'dead'}, h = {'wait', 'run'}},
-  lock = {c = {'acquired', 'contended', 'handoffs', 'expired'}, h = {}},
+  lock = {c = {'acquired', 'contended', 'handoffs', 'expired'}, h = {'wait'}},
   ratelimit = {c = {'allowed', 'denied'}, h = {}},
   writebehind = {c = {'written', 'flushed', 'failed', 'dead'}, h = {'lag'}},
   cache = {c = {'hits', 'misses', 'stale', 'recomputes'}, h = {}},
@@ -100,6 +100,39 @@ local function metrics_flush(M)
   if not M.fresh then redis.call('PEXPIRE', key, METRICS_TTL_MS) end
   for name, n in pairs(M.c) do redis.pcall('HINCRBY', key, name .. ':' .. M.slot, n) end
   for field, n in pairs(M.h) do redis.pcall('HINCRBY', key, 'h:' .. field .. ':' .. M.slot5, n) end
+end
+
+-- Waits (a lock's): when a waiter's wait began is kept in the metrics hash, 'ws:<token>' = the
+-- server ms of its first registration, from its registration to the end of its wait (it
+-- acquires, is granted the lock, gives up, or its registration is cleared as expired). Read in
+-- the read phase (metrics_wait_since), written in the write phase.
+local function metrics_wait_since(M, token)
+  if not M then return nil end
+  return tonumber(redis.call('HGET', M.key, 'ws:' .. token) or '')
+end
+
+-- A wait begins (kept from the first registration: HSETNX), and the key's stamps and TTL are
+-- kept as any recording keeps them.
+local function metrics_wait_begin(M, token, now)
+  if not M then return end
+  redis.call('HSETNX', M.key, 'ws:' .. token, metrics_num(now))
+  M.any = true
+end
+
+-- A wait ends: one sample of 'wait' when it was known to have begun (since), and its mark goes.
+local function metrics_wait_end(M, token, since, now)
+  if not M then return end
+  if since then metrics_sample(M, 'wait', now - since) end
+  redis.call('HDEL', M.key, 'ws:' .. token)
+  M.any = true
+end
+
+-- The marks of waits that ended without a sample (registrations cleared as expired).
+local function metrics_wait_forget(M, tokens)
+  if not M or #tokens == 0 then return end
+  local fields = {}
+  for i, t in ipairs(tokens) do fields[i] = 'ws:' .. t end
+  redis.call('HDEL', M.key, unpack(fields))
 end
 
 -- Record n of one counter in a call that writes nothing else on this path (read, then write).

@@ -1,6 +1,6 @@
 --[[
 name: lock.acquire
-version: 1.2.0
+version: 1.3.0
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
 resend: safe
@@ -64,11 +64,20 @@ if owner then
     if wait_ms > 0 then
       -- A few expired registrations go with every new one: they never pile up.
       local gone = rcall('ZRANGEBYSCORE', waiters_key, 0, now_arg, 'LIMIT', 0, 4)
+      local M = metrics_key and metrics_open(metrics_key, 'lock', now)
       if #gone > 0 then rcall('ZREM', waiters_key, unpack(gone)) end
       lock_register(waiters_key, token, now + wait_ms, lock_neg(ARGV[2], ttl_ms),
                     lock_int(ARGV[3], wait_ms))
+      if M then
+        -- the wait begins (at the first registration); expired registrations' waits end
+        metrics_wait_forget(M, gone)
+        metrics_wait_begin(M, token, now)
+        metrics_flush(M)
+      end
     elseif waits then
+      local M = metrics_key and metrics_open(metrics_key, 'lock', now)
       rcall('ZREM', waiters_key, token)
+      if M then metrics_wait_end(M, token, nil, now) end  -- gave up: no sample
     end
     return {0, rcall('PTTL', lock_key)}
   end
@@ -78,6 +87,8 @@ if owner then
   local fence_arg = lock_stored(held[1], fence)
   local registered = rcall('ZSCORE', waiters_key, token)
   if fence_ttl_ms > 0 then rcall('GET', fence_key) end
+  local M = metrics_key and metrics_open(metrics_key, 'lock', now)
+  local since = registered and metrics_wait_since(M, token)
   rcall('DEL', signal_key, lock_key)
   if fence_ttl_ms > 0 then
     local fttl = lock_int(ARGV[4], fence_ttl_ms)
@@ -97,13 +108,20 @@ if owner then
       rcall('PEXPIRE', waiters_key, consumed_until - now)
     end
   end
+  if M then
+    -- the grant was counted as an acquisition when it was made; the taker's wait ends here
+    if registered then metrics_wait_end(M, token, since, now) end
+    metrics_flush(M)
+  end
   return {1, fence, ttl_ms}
 end
 
 -- Free. A waiter (wait_ms given) may be registered: read its entry first, so a mistyped waiters
 -- key fails before anything is written; the fence counter fails (if it does) at the first write.
 local registered = waits and rcall('ZSCORE', waiters_key, token)
-local M = metrics_key and metrics_open(metrics_key, 'lock')
+local now = metrics_key and prl_now_ms()
+local M = metrics_key and metrics_open(metrics_key, 'lock', now)
+local since = registered and metrics_wait_since(M, token)
 local fence = rcall('INCR', fence_key)
 if fence_ttl_ms > 0 then
   local fttl = lock_int(ARGV[4], fence_ttl_ms)
@@ -117,7 +135,10 @@ if registered then rcall('ZREM', waiters_key, token) end
 if M then
   -- an acquisition; contended when the caller was a registered waiter
   metrics_count(M, 'acquired', 1)
-  if registered then metrics_count(M, 'contended', 1) end
+  if registered then
+    metrics_count(M, 'contended', 1)
+    metrics_wait_end(M, token, since, now)
+  end
   metrics_flush(M)
 end
 return {1, fence, ttl_ms}

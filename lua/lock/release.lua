@@ -1,6 +1,6 @@
 --[[
 name: lock.release
-version: 1.2.0
+version: 1.3.0
 summary: Release a held lock (owner only); if a live waiter is registered, grant the lock to it directly.
 flags: allow-oom
 resend: once
@@ -69,8 +69,11 @@ if restore and (not next_waiter or restore_until < next_until or
 end
 if not next_waiter then
   -- Nobody else waits: free. What is left of the set is over (or the releaser's own), so it goes,
-  -- and with it the lease floor of its waiters.
+  -- and with it the lease floor of its waiters (and, recording, the marks of their waits).
+  local M = metrics_key and metrics_open(metrics_key, 'lock', now)
+  local left = M and rcall('ZRANGE', waiters_key, 0, 63)
   rcall('DEL', lock_key, waiters_key)
+  if M then metrics_wait_forget(M, left) end
   return 1
 end
 
@@ -94,6 +97,7 @@ local lease = ttl_ms
 if shortest and shortest <= -1 then lease = math.floor(-shortest) end
 local pending = rcall('LLEN', signal_key)
 local M = metrics_key and metrics_open(metrics_key, 'lock', now)
+local since = metrics_wait_since(M, next_waiter)
 local fence = rcall('INCR', fence_key)
 local previous = tonumber(held[2])
 if previous and fence <= previous then
@@ -137,10 +141,15 @@ if requeue_ms > 0 then
                 lock_int(ARGV[5], requeue_ms))
 end
 if M then
-  -- the grant is a hold that begins: an acquisition by a waiter
+  -- the grant is a hold that begins: an acquisition by a waiter, whose wait ends (the one whose
+  -- registration it consumed: the longest-standing, normally its popper)
   metrics_count(M, 'acquired', 1)
   metrics_count(M, 'contended', 1)
   metrics_count(M, 'handoffs', 1)
+  metrics_wait_end(M, next_waiter, since, now)
+  metrics_wait_forget(M, gone)
+  if standing then metrics_wait_forget(M, {waiter}) end
+  if requeue_ms > 0 then metrics_wait_begin(M, me, now) end
   metrics_flush(M)
 end
 return 2
