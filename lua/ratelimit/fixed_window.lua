@@ -1,10 +1,10 @@
 --[[
 name: ratelimit.fixed_window
-version: 1.2.0
+version: 1.2.1
 summary: Charge a request against one or more fixed window (up to 2*limit across a window boundary) limits, all or none.
 flags: none
 resend: once
-includes: ratelimit, metrics
+includes: ratelimit, metrics, ratelimit_charge
 keys: variadic
   each: string; 1..16 keys, one per limit, all under one hash tag; each a string "fw:<window index>:<count>"; expires at the window end
   metrics: optional hash; the limiter's metrics, prl:rl:{tag}:metrics:<limiter name> (docs/design/metrics-in-redis.md), after the limit keys: a call passing one more key than it has limits records its decision there (allowed or denied, per minute); expires 61 minutes after the last minute anything was recorded
@@ -21,19 +21,4 @@ errors:
   BADSTATE: a key holds something other than this algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
-if #KEYS == 1 and #ARGV == 4 then return ratelimit_one(KEYS[1], ARGV, 'fixed_window', cost, true) end
--- one more key than limits: the last is the metrics key (read first, recorded last)
-local limit_keys, metrics_key = KEYS, nil
-if #KEYS > 1 and #ARGV - limits_start + 1 == (#KEYS - 1) * 3 then
-  limit_keys, metrics_key = {unpack(KEYS, 1, #KEYS - 1)}, KEYS[#KEYS]
-end
-local M = metrics_open(metrics_key, 'ratelimit')
-local reply
-if #limit_keys == 1 and #ARGV == 4 then
-  reply = ratelimit_one(limit_keys[1], ARGV, 'fixed_window', cost, true)
-else
-  reply = ratelimit_decide(limit_keys, ARGV, limits_start, 3, 'fixed_window', cost, true)
-end
-metrics_count(M, reply[1] == 1 and 'allowed' or 'denied', 1)
-metrics_flush(M)
-return reply
+return ratelimit_charge(KEYS, ARGV, 'fixed_window', limits_start, cost)

@@ -1,10 +1,10 @@
 --[[
 name: ratelimit.sliding_log
-version: 1.2.0
+version: 1.2.1
 summary: Charge a request against one or more sliding log (exact: never more than limit in any period) limits, all or none.
 flags: none
 resend: once
-includes: ratelimit, metrics
+includes: ratelimit, metrics, ratelimit_charge
 keys: variadic
   each: zset; 1..16 keys, one per limit, all under one hash tag; each a sorted set, one member "<ms>:<n>" per admitted unit scored by its server time, and the marker member "" scored 0; expires a period after the newest
   metrics: optional hash; the limiter's metrics, prl:rl:{tag}:metrics:<limiter name> (docs/design/metrics-in-redis.md), after the limit keys: a call passing one more key than it has limits records its decision there (allowed or denied, per minute); expires 61 minutes after the last minute anything was recorded
@@ -21,19 +21,4 @@ errors:
   BADSTATE: a key holds something other than this algorithm's state (another algorithm's, or not a rate limiter's; nothing changed)
   WRONGTYPE: a key holds another Redis type (nothing changed)
 ]]
-if #KEYS == 1 and #ARGV == 4 then return ratelimit_one(KEYS[1], ARGV, 'sliding_log', cost, true) end
--- one more key than limits: the last is the metrics key (read first, recorded last)
-local limit_keys, metrics_key = KEYS, nil
-if #KEYS > 1 and #ARGV - limits_start + 1 == (#KEYS - 1) * 3 then
-  limit_keys, metrics_key = {unpack(KEYS, 1, #KEYS - 1)}, KEYS[#KEYS]
-end
-local M = metrics_open(metrics_key, 'ratelimit')
-local reply
-if #limit_keys == 1 and #ARGV == 4 then
-  reply = ratelimit_one(limit_keys[1], ARGV, 'sliding_log', cost, true)
-else
-  reply = ratelimit_decide(limit_keys, ARGV, limits_start, 3, 'sliding_log', cost, true)
-end
-metrics_count(M, reply[1] == 1 and 'allowed' or 'denied', 1)
-metrics_flush(M)
-return reply
+return ratelimit_charge(KEYS, ARGV, 'sliding_log', limits_start, cost)
