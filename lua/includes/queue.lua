@@ -491,3 +491,20 @@ local function queue_dead_ids(K, argv, first, limit)
   end
   return ids
 end
+
+-- One job's row for queue.get and queue.get_by_key: its state (the set holding it), the score
+-- there, its record's fields and its payload. `raw`: its record, read already.
+local function queue_job(K, id, raw)
+  local m = queue_meta(raw, id)
+  for _, state in ipairs({'ready', 'delayed', 'active', 'dead'}) do
+    local score = redis.call('ZSCORE', K[state], id)
+    if score then
+      local row = queue_row(id, state, score, m, redis.call('HGET', K.payloads, id))
+      row[9] = m.b
+      row[10] = m.k or false
+      row[11] = m.e
+      return row
+    end
+  end
+  return prl_fail('BADSTATE', 'job ' .. id .. ' is in no state')
+end

@@ -1,6 +1,6 @@
 --[[
 name: queue.get
-version: 1.0.1
+version: 1.0.2
 summary: Look up one job by id: its state, score, attempts, limits, last reason and payload.
 flags: no-writes
 includes: queue
@@ -18,15 +18,4 @@ errors:
 local K = queue_K(KEYS)
 local raw = rcall('HGET', K.jobs, id)
 if not raw then return nil end
-local m = queue_meta(raw, id)
-for _, state in ipairs({'ready', 'delayed', 'active', 'dead'}) do
-  local score = rcall('ZSCORE', K[state], id)
-  if score then
-    local row = queue_row(id, state, score, m, rcall('HGET', K.payloads, id))
-    row[9] = m.b
-    row[10] = m.k or false
-    row[11] = m.e
-    return row
-  end
-end
-return prl_fail('BADSTATE', 'job ' .. id .. ' is in no state')
+return queue_job(K, id, raw)

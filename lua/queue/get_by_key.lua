@@ -1,6 +1,6 @@
 --[[
 name: queue.get_by_key
-version: 1.0.0
+version: 1.0.1
 summary: Look up the unfinished job that holds an idempotency key: its state, score, attempts, limits, last reason and payload (as queue.get).
 flags: no-writes
 includes: queue
@@ -23,15 +23,4 @@ local raw = rcall('HGET', K.jobs, id)
 if not raw then
   return prl_fail('BADSTATE', 'idempotency key ' .. idem_key .. ' names job ' .. id .. ', which has no record')
 end
-local m = queue_meta(raw, id)
-for _, state in ipairs({'ready', 'delayed', 'active', 'dead'}) do
-  local score = rcall('ZSCORE', K[state], id)
-  if score then
-    local row = queue_row(id, state, score, m, rcall('HGET', K.payloads, id))
-    row[9] = m.b
-    row[10] = m.k or false
-    row[11] = m.e
-    return row
-  end
-end
-return prl_fail('BADSTATE', 'job ' .. id .. ' is in no state')
+return queue_job(K, id, raw)
