@@ -246,7 +246,8 @@ def test_every_queue_and_stream_operation_is_safe_to_resend() -> None:
            if op.header.area in ("queue", "stream")}
     assert all(h.resend == "safe" for h in ops.values())
     recorded = {n for n, h in ops.items() if any(k.name == "request" for k in h.keys)}
-    assert recorded == {"queue.enqueue", "queue.enqueue_batch", "queue.dequeue", "queue.ack",
+    assert recorded == {"queue.enqueue", "queue.enqueue_batch", "queue.enqueue_jobs",
+                        "queue.dequeue", "queue.ack",
                         "queue.nack", "queue.requeue", "queue.purge", "stream.produce",
                         "stream.consume", "stream.ack", "stream.nack"}
     k = qops.QueueKeys("q")

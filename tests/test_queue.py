@@ -12,7 +12,7 @@ import redis
 
 import pyredislua
 from pyredislua.engine.protocol import Call
-from pyredislua.queue import JobSpec, Queue
+from pyredislua.queue import JobSpec, Queue, ops
 from pyredislua.queue.ops import QueueKeys
 from tests.conftest import snapshot
 
@@ -488,3 +488,32 @@ def test_a_job_record_with_a_non_numeric_field_is_badstate(client: pyredislua.Cl
     with pytest.raises(pyredislua.BadStateError):
         q.dequeue()
     assert snapshot(r) == before
+
+
+@pytest.mark.parametrize("count", [1, 6, 7, 12, 42])
+def test_a_batch_with_max_run_times_is_one_call_whatever_its_size(
+        client: pyredislua.Client, count: int) -> None:
+    """queue.enqueue_jobs is told the fields per job, so no job count is ambiguous: one call
+    (all checked before the first is added) however many jobs carry a max run time."""
+    q = Queue(client, "widths")
+    specs = [JobSpec(f"j{i}", priority=i, max_run=5) for i in range(count)]
+    calls = ops.enqueue_batch_calls(q.keys, specs)
+    assert len(calls) == 1 and calls[0].op == "queue.enqueue_jobs"
+    assert [e.created for e in q.enqueue_many(specs)] == [True] * count
+    jobs = q.dequeue(count)
+    assert sorted(j.payload for j in jobs) == sorted(f"j{i}".encode() for i in range(count))
+    assert {j.max_run_ms for j in jobs} == {5000}
+
+
+def test_enqueue_batch_guesses_the_width_and_enqueue_jobs_is_told(client: pyredislua.Client,
+                                                                  r: redis.Redis) -> None:
+    """Six jobs of seven fields are 42 values, which queue.enqueue_batch reads as seven jobs of
+    six (its documented rule): refused, nothing changed. queue.enqueue_jobs takes them."""
+    keys = QueueKeys("guess")
+    items = tuple(f for i in range(6) for f in (f"p{i}", i, 0, 3, 1000, "", 5000))
+    before = snapshot(r)
+    with pytest.raises(pyredislua.BadArgumentError):
+        client.run(Call("queue.enqueue_batch", keys.all, items, lambda x: x))
+    assert snapshot(r) == before
+    reply = client.run(Call("queue.enqueue_jobs", keys.all, (7, *items), lambda x: x))
+    assert len(reply) == 12  # six (id, created) pairs

@@ -240,34 +240,6 @@ def _nth(request_id: RequestId, index: int) -> RequestId:
     return f"{request_id}.{index}"
 
 
-def _fits(width: int, count: int) -> bool:
-    """Whether ``count`` jobs of ``width`` fields make a field count the script reads as that
-    width: 6 any; 7 when not a multiple of 6; 8 when a multiple of neither 6 nor 7."""
-    if width == 6:
-        return True
-    if width == 7:
-        return count % 6 != 0
-    return count % 3 != 0 and count % 7 != 0
-
-
-def _batch_chunks(jobs: Sequence[JobSpec]) -> list[tuple[Sequence[JobSpec], int]]:
-    """Chunks of at most MAX_BATCH jobs, each with its fields per job: 6; 7 when a job has a
-    max run time; 8 when a job carries a trace context. The script tells the width by the field
-    count (see :func:`_fits`), so a chunk whose count does not fit is sent as two that do."""
-    out: list[tuple[Sequence[JobSpec], int]] = []
-    for start in range(0, len(jobs), MAX_BATCH):
-        chunk = jobs[start:start + MAX_BATCH]
-        width = (8 if any(job.trace_context for job in chunk)
-                 else 7 if any(job.max_run_ms for job in chunk) else 6)
-        if _fits(width, len(chunk)):
-            out.append((chunk, width))
-            continue
-        cut = next(n for n in range(1, len(chunk))
-                   if _fits(width, n) and _fits(width, len(chunk) - n))
-        out.extend(((chunk[:-cut], width), (chunk[-cut:], width)))
-    return out
-
-
 def enqueue_call(keys: QueueKeys, job: JobSpec, request_id: RequestId = None
                  ) -> Call[Enqueued]:
     args: tuple[str | int | bytes, ...] = job.wire()
@@ -280,18 +252,23 @@ def enqueue_call(keys: QueueKeys, job: JobSpec, request_id: RequestId = None
 
 def enqueue_batch_calls(keys: QueueKeys, jobs: Sequence[JobSpec], request_id: RequestId = None
                         ) -> list[Call[list[Enqueued]]]:
-    """One call per 1000 jobs, each with its own request record (``request_id``: None for new
-    random ones, False for none)."""
+    """One ``queue.enqueue_jobs`` call per 1000 jobs (all of a call checked before the first is
+    added), each with its own request record (``request_id``: None for new random ones, False
+    for none). Fields per job, said in the call: 6; 7 when a job of the chunk has a max run
+    time; 8 when one carries a trace context."""
     calls = []
-    for index, (chunk, width) in enumerate(_batch_chunks(jobs)):
-        args: list[str | int | bytes] = []
+    for index, start in enumerate(range(0, len(jobs), MAX_BATCH)):
+        chunk = jobs[start:start + MAX_BATCH]
+        width = (8 if any(job.trace_context for job in chunk)
+                 else 7 if any(job.max_run_ms for job in chunk) else 6)
+        args: list[str | int | bytes] = [width]
         for job in chunk:
             args.extend(job.wire())
             if width >= 7:
                 args.append(job.max_run_ms)
             if width == 8:
                 args.append(job.trace_context)
-        calls.append(Call("queue.enqueue_batch", keys.with_request(_nth(request_id, index)),
+        calls.append(Call("queue.enqueue_jobs", keys.with_request(_nth(request_id, index)),
                           tuple(args), _parse_batch))
     return calls
 
