@@ -1,6 +1,8 @@
-"""The lock's multi-step plans: a blocking acquire (register, wait for a grant on the signal list,
-try again) and a release re-sent after a lost reply. Sans-IO: both drivers, sync and asyncio, run
-them; every wait is bounded by the caller's deadline, its registration and the holder's lease.
+"""The lock's multi-step plans: :func:`blocking_tries`, the waiting loop every blocking acquire
+shares (a lock, a lock set, a reentrant lock, a semaphore's permits: each says what its calls
+are and how their replies settle, in a :class:`Tries`), the lock's own blocking acquire on it,
+and a release re-sent after a lost reply. Sans-IO: both drivers, sync and asyncio, run them;
+every wait is bounded by the caller's deadline, its registration and the holder's lease.
 """
 
 from __future__ import annotations
