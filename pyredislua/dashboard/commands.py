@@ -31,15 +31,12 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..observe.commands import _add_targets
+    from ..observe.commands import _add_targets, add_server_arguments
 
     p = sub.add_parser("dashboard", help="serve a web dashboard of named queues, streams, "
                        "locks, limiters and write-behind stores (read-only by default)")
-    p.add_argument("--url", required=True, help="Redis URL (any node of a cluster; a replica "
-                   "is fine while actions are off)")
-    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
-                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
-    p.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
+    add_server_arguments(p, url_help="Redis URL (any node of a cluster; a replica is fine "
+                         "while actions are off)")
     _add_targets(p)
     p.add_argument("--limiter", action="append", default=[],
                    help="a rate limiter, NAME or NAME:TAG (the hash tag its calls use, when "

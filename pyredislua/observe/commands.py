@@ -149,19 +149,14 @@ def _metrics_serve(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check a server (or every node of a cluster) against "
                        "what the primitives need; exit 1 when something is unsafe")
-    p.add_argument("--url", required=True, help="Redis URL (any node of a cluster)")
-    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
-                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
+    add_server_arguments(p, prefix=False)
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument("--quiet", action="store_true", help="print only warnings and unsafe findings")
     p.set_defaults(run=_doctor)
 
     p = sub.add_parser("memory", help="bytes per lock, job, record, limiter key and cache "
                        "entry, encodings, and keys without a TTL (read-only, sampled)")
-    p.add_argument("--url", required=True, help="Redis URL (any node of a cluster)")
-    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
-                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
-    p.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
+    add_server_arguments(p)
     p.add_argument("--sample", type=int, default=50,
                    help="instances measured per area (default 50)")
     p.add_argument("--scan-limit", type=int, default=100_000,
@@ -176,10 +171,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             ("show", "print one scrape in Prometheus' text format", _metrics_show),
             ("serve", "serve /metrics over HTTP until interrupted", _metrics_serve)):
         m = msub.add_parser(name, help=helptext)
-        m.add_argument("--url", required=True, help="Redis URL (any node of a cluster)")
-        m.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
-                       help="talk to a Redis Cluster (default: detected from INFO cluster)")
-        m.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
+        add_server_arguments(m)
         _add_targets(m)
         m.add_argument("--series", action="append", default=[], metavar="KIND:NAME[:TAG]",
                        help="the metrics a primitive's operations record themselves (kind "
@@ -193,16 +185,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("top", help="a live terminal view of named queues, streams, write-behind "
                        "stores and locks, with rates between refreshes (Ctrl-C exits)")
-    p.add_argument("--url", required=True, help="Redis URL (any node of a cluster)")
-    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
-                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
-    p.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
+    add_server_arguments(p)
     _add_targets(p)
     p.add_argument("--interval", type=float, default=2.0,
                    help="seconds between refreshes (default 2)")
     p.add_argument("--once", action="store_true",
                    help="print one frame without escape codes and exit (for scripts)")
     p.set_defaults(run=_top)
+
+
+def add_server_arguments(p: argparse.ArgumentParser, *, prefix: bool = True,
+                         url_help: str = "Redis URL (any node of a cluster)") -> None:
+    """--url, --cluster and (``prefix``) --prefix: the server every operating command reads."""
+    p.add_argument("--url", required=True, help=url_help)
+    p.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=None,
+                   help="talk to a Redis Cluster (default: detected from INFO cluster)")
+    if prefix:
+        p.add_argument("--prefix", default="prl", help="the library's key prefix (default prl)")
 
 
 def _add_targets(p: argparse.ArgumentParser) -> None:
