@@ -4,13 +4,19 @@
 --   lock     hash: owner (token, or a grant), fence (the holder's), fttl (ms: the fence counter
 --            expires, "ephemeral", when set); while owned by a grant also grant_until (server ms:
 --            reserved for waiters until then), granted_by (the releaser's waiter token), gw and gd
---            (the registration the grant consumed, and when that registration ends).
+--            (the registration the grant consumed, and when that registration ends); ts
+--            (server ms: the holder's turn began, at its first release that carried the lock,
+--            turn_ms). While carried for its releaser's next acquire, owner is `carry:<token>`.
 --            Expires with the lease.
 --   fence    string counter; never goes backwards while it exists (no TTL unless ephemeral).
 --   signal   list holding at most one unpopped grant; expires at the same instant as the lock.
 --   waiters  zset: waiter token -> server ms its registration ends; the reserved member ''
 --            (tokens are never empty) scored by minus the shortest lease a waiter registered
 --            with since the set was created: a grant carries no longer a lease than that.
+
+-- A carried lock's lease outlives the releaser's turn by this much: time for the releaser to come
+-- back, or to pass the lock on, before a carrier that died stops holding up the waiters.
+local CARRY_SLACK_MS = 250
 
 -- The server time in ms (prl_now_ms), and the same as a string of TIME's own digits, for the calls
 -- that take it as an argument (a number would be formatted with snprintf on each).

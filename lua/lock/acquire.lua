@@ -1,6 +1,6 @@
 --[[
 name: lock.acquire
-version: 1.3.0
+version: 1.4.0
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
 resend: safe
@@ -32,6 +32,31 @@ if owner == token then
 end
 
 local waits = wait_ms >= 0
+
+if owner and owner == 'carry:' .. token then
+  -- The caller's release kept the lock for it (turn_ms): its next hold, with the next fence.
+  local held = rcall('HMGET', lock_key, 'fence')
+  local previous = tonumber(held[1])
+  if not previous then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
+  if waits then rcall('ZSCORE', waiters_key, token) end
+  local fence = rcall('INCR', fence_key)
+  if fence <= previous then
+    -- an ephemeral counter expired during the turn: fences still go forward
+    fence = previous + 1
+    rcall('SET', fence_key, fence)
+  end
+  if fence_ttl_ms > 0 then
+    local fttl = lock_int(ARGV[4], fence_ttl_ms)
+    rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fttl)
+    rcall('PEXPIRE', fence_key, fttl)
+  else
+    rcall('HSET', lock_key, 'owner', token, 'fence', fence)
+  end
+  rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
+  if waits then rcall('ZREM', waiters_key, token) end
+  metrics_once(metrics_key, 'lock', 'acquired', 1)
+  return {1, fence, ttl_ms}
+end
 
 if owner then
   local now, now_arg = lock_now()

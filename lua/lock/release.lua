@@ -1,6 +1,6 @@
 --[[
 name: lock.release
-version: 1.3.0
+version: 1.4.0
 summary: Release a held lock (owner only); if a live waiter is registered, grant the lock to it directly.
 flags: allow-oom
 resend: once
@@ -12,8 +12,10 @@ argv:
   handoff_ms: int 1..60000 = 100; how long an unclaimed grant stays reserved for registered waiters
   waiter: str 0..256 = ""; a holder through a grant: the token it registered with (optional: keeps the count of waiters exact when BLPOP served it before the waiter whose registration the grant consumed); and the token requeue_ms registers ("" = token)
   requeue_ms: int 0..86400000 = 0; when the lock is granted to another waiter, register `waiter` for this long (it expects to want the lock again)
+  turn_ms: int 0..60000 = 0; > 0: the caller means to acquire again at once, and may keep the lock for that while its turn is younger than this many ms: instead of a grant to a waiter, the lock is carried (owner `carry:<waiter or token>`, its lease cut to turn_ms + 250 ms) for the caller's next acquire with the same token, which takes it with the next fence. The turn starts at the first release that carries; a release past it grants as usual. A carrier that does not acquire again within turn_ms passes the lock on: release with token `carry:<token>`
 returns:
-  1 when released and free; 2 when released and granted to a registered waiter; 0 when the token
+  1 when released and free; 2 when released and granted to a registered waiter; 3 when carried for
+  the caller's next acquire (turn_ms); 0 when the token
   does not hold the lock (nothing changed). Running it twice releases once, but the repeat replies
   0: after a lost reply, 0 means released or expired, so the Python client sends it once and
   recovers itself
@@ -32,7 +34,7 @@ if rcall('ZCARD', waiters_key) == 0 then
   rcall('DEL', lock_key)
   return 1
 end
-local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl', 'gw', 'gd')
+local held = rcall('HMGET', lock_key, 'owner', 'fence', 'fttl', 'gw', 'gd', 'ts')
 if held[1] ~= token then
   -- the caller's lease is gone: expired (or expired and another took the lock)
   metrics_once(metrics_key, 'lock', 'expired', 1)
@@ -77,6 +79,22 @@ if not next_waiter then
   return 1
 end
 
+local me = waiter ~= '' and waiter or token
+local turn_since = tonumber(held[6] or '')
+if held[6] and not turn_since then prl_fail('BADSTATE', 'the lock hash holds a malformed turn') end
+if turn_ms > 0 and not standing and not restore and (not turn_since or now - turn_since < turn_ms) then
+  -- Bounded barging: the releaser keeps the lock for its next acquire while its turn lasts; the
+  -- waiters keep their places, and the first release past the turn grants to the longest-blocked.
+  if turn_since then
+    rcall('HSET', lock_key, 'owner', 'carry:' .. me)
+  else
+    rcall('HSET', lock_key, 'owner', 'carry:' .. me, 'ts', now_arg)
+  end
+  -- A carrier that never comes back (it died) holds the waiters up no longer than this.
+  rcall('PEXPIRE', lock_key, turn_ms + CARRY_SLACK_MS, 'LT')
+  return 3
+end
+
 -- Up to 16 expired registrations go with the grant; the same read finds the lease floor ''
 -- (scored below every registration: minus the shortest lease a waiter asked for).
 local low = rcall('ZRANGEBYSCORE', waiters_key, '-inf', now_arg, 'WITHSCORES', 'LIMIT', 0, 17)
@@ -106,7 +124,7 @@ if previous and fence <= previous then
   rcall('SET', fence_key, fence)
 end
 local grant = 'grant:' .. fence .. ':' .. lease
-local me = waiter ~= '' and waiter or token
+if held[6] then rcall('HDEL', lock_key, 'ts') end  -- the grantee's turn starts afresh
 local fence_ttl = tonumber(held[3])
 if fence_ttl and fence_ttl > 0 then
   local fttl = lock_stored(held[3], fence_ttl)

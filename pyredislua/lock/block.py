@@ -90,3 +90,6 @@ class ClientHold(Hold, HeldInBlock, Generic[C]):
     def _on_acquired(self) -> None:
         if self.auto_renew:
             self._watchdog.start()
+
+    def _on_carried(self, until: float) -> None:
+        self._watchdog.carry(self, until)

@@ -9,6 +9,7 @@ sync or an asyncio client; the watchdogs (:mod:`.watchdog`) run the renewals.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ..kit import ms
 from ..observe import tracing
 from .lease import Lease, LeaseHolder
 from .ops import (
+    RELEASED_CARRIED,
     RELEASED_GRANTED,
     RELEASED_UNCONFIRMED,
     FenceDurability,
@@ -28,6 +30,7 @@ from .ops import (
     extend_call,
     fence_ttl_ms,
     parse_acquire,
+    pass_on_call,
     release_call,
 )
 from .plans import REPLY_GRACE, TRANSPORT_ERRORS, Acquired, acquire_plan, release_plan
@@ -60,6 +63,7 @@ class Hold(LeaseHolder):
         requeue: bool | None = None,
         fences: FenceDurability = "durable",
         metrics: bool = False,
+        turn: float = 0.0,
     ) -> None:
         self.name = name
         self.keys = LockKeys(name, prefix, metrics=metrics)
@@ -75,6 +79,12 @@ class Hold(LeaseHolder):
         self.on_lost = on_lost
         self.blocking_timeout = blocking_timeout
         self.requeue = requeue
+        if not 0 <= turn <= 60:
+            raise ValueError(f"turn must be between 0 and 60 seconds, got {turn!r}")
+        self.turn_ms = ms(turn) if turn else 0
+        # local time until which a lock carried for this object's next acquire is its to take;
+        # past it (not acquired again) it is passed on (the watchdog's timer)
+        self._carried: float | None = None
         self.fence: int | None = None
         self.lost_reason: str | None = None
         self._engine = engine
@@ -100,6 +110,26 @@ class Hold(LeaseHolder):
     def _on_acquired(self) -> None:
         """Called once a hold begins (the façade starts its watchdog)."""
 
+    def _on_carried(self, until: float) -> None:
+        """Called when a release carried the lock (the façade times its pass-on)."""
+
+    def _pass_on_plan(self, now: float) -> Plan[float | None]:
+        """The carry timer: a lock carried for this object and not acquired again by ``until``
+        is passed on to the longest-blocked waiter (or freed). Returns when to look again (a
+        later carry), or None."""
+        until = self._carried
+        if until is None:
+            return None
+        if now < until:
+            return until
+        self._carried = None
+        # unsent or unanswered: the carry's own lease ends it (turn + 250 ms on the server)
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            yield from self._engine.run_one(
+                pass_on_call(self.keys, self.token, self.ttl_ms, self.handoff_ms),
+                deadline=now + REPLY_GRACE)
+        return None
+
     # -- acquire ---------------------------------------------------------------------------------
 
     def _acquire_token(self) -> str:
@@ -117,7 +147,7 @@ class Hold(LeaseHolder):
         settles the hold. The lease is counted from now, before the call is sent."""
         token = self._acquire_token()
         registered = self._registration()
-        self._registered = None
+        self._registered = self._carried = None
         call = acquire_call(self.keys, token, self._first_ttl_ms, 0 if registered else None,
                             self.fence_ttl_ms)
         sent_at = time.monotonic()
@@ -131,6 +161,7 @@ class Hold(LeaseHolder):
         """A blocking acquire (see :func:`~pyredislua.lock.plans.acquire_plan`)."""
         traced = tracing.active()
         span = None if traced is None else traced.lock_wait(self.name, True)
+        self._carried = None  # this acquire takes the carry, if any: no pass-on
         try:
             token = self._acquire_token()
             acquired = yield from acquire_plan(
@@ -200,13 +231,19 @@ class Hold(LeaseHolder):
         requeue = self.requeue if self.requeue is not None else self._releases > 0
         self._releases += 1
         self._registered = None
+        # bounded barging (turn): a loop's release may keep the lock for its next acquire
+        turn_ms = self.turn_ms if requeue else 0
         call = release_call(self.keys, hold, self.ttl_ms, self.handoff_ms, waiter,
-                            REQUEUE_MS if requeue else 0)
+                            REQUEUE_MS if requeue else 0, turn_ms)
         give_up_at = max(lease.valid_until if lease is not None else now, now + REPLY_GRACE)
         try:
             released = yield from release_plan(self._engine, call, give_up_at)
             if released == RELEASED_GRANTED and requeue:
                 self._registered = (now, now + REQUEUE_MS / 1000)
+            if turn_ms and released in (RELEASED_CARRIED, RELEASED_UNCONFIRMED):
+                # carried (or maybe, after a lost reply): passed on unless acquired again soon
+                self._carried = now + turn_ms / 1000
+                self._on_carried(self._carried)
             if released == RELEASED_UNCONFIRMED and valid:
                 return  # released (or expired) after the work was done inside the lease
             if released in (0, RELEASED_UNCONFIRMED):

@@ -15,6 +15,10 @@ from .block import ClientHold
 from .ops import FenceDurability, LockState, inspect_call, metrics_call, parse_state
 
 C = TypeVar("C", Client, AsyncClient)
+
+# With ``turn``, a blocked waiter looks again this long past a turn (the carry's lease on the
+# server outlives the turn by 250 ms).
+CARRY_LOOK_AGAIN = 0.3
 T = TypeVar("T")
 
 
@@ -92,6 +96,20 @@ class Lock(ClientHold[C]):
     without releasing, the next fence may restart at 1. Every user of one lock name must use the
     same setting. For short-lived mutexes whose fences nobody stores (the cache's single-flight).
 
+    ``turn`` (seconds, 0 by default: every hold goes to the longest-blocked waiter): bounded
+    barging, for a Lock used in a loop. While its turn is younger than ``turn``, a release that
+    finds waiters keeps the lock for this object's next acquire (the lock is *carried*: nobody
+    else takes it meanwhile) instead of handing it over, so a loop runs hot in one process, as
+    it would under redis-py's polling lock; the first release past the turn grants the lock to
+    the longest-blocked waiter as usual, whose own turn then begins. The turn starts at the
+    first release that carries, so the longest-blocked waiter waits at most ``turn`` plus the
+    hold then under way and one more (Go's ``sync.Mutex`` bounds its barging the same way).
+    Every hold, carried or not, gets the next fence. A carry that is not acquired again within
+    ``turn`` is passed on by a timer (the watchdog's thread, or a timer on the asyncio loop); if
+    the process dies instead, the carry's lease (``turn`` + 250 ms) ends it, and waiters then
+    notice when their BLPOP times out (2 s at most by default). Only releases that requeue
+    (see ``requeue``) carry. 5 ms suits loops whose holds take a few round trips.
+
     ``metrics=True``: acquire, release and extend record per-minute counts (acquired, contended,
     handoffs, expired) in ``prl:lock:{name}:metrics``; read them with :meth:`metrics` (see
     docs/design/metrics-in-redis.md).
@@ -116,11 +134,12 @@ class Lock(ClientHold[C]):
         requeue: bool | None = None,
         fences: FenceDurability = "durable",
         metrics: bool = False,
+        turn: float = 0.0,
     ) -> None:
         super().__init__(client.engine, name, ttl=ttl, auto_renew=auto_renew, max_hold=max_hold,
                          on_lost=on_lost, blocking_timeout=blocking_timeout, token=token,
                          prefix=prefix, handoff=handoff, requeue=requeue, fences=fences,
-                         metrics=metrics)
+                         metrics=metrics, turn=turn)
         self._bind(client)
 
     _what = "a Lock"
@@ -143,7 +162,12 @@ class Lock(ClientHold[C]):
             if traced is not None:
                 return self._client.drive(self._traced_try_plan(traced))
             return self._client.run(self._try_call())
-        return self._client.drive(self._acquire_plan(timeout, self._client.max_block))
+        max_block = self._client.max_block
+        if self.turn_ms:
+            # a carrier that died holds the lock until its carry's lease ends (turn + 250 ms):
+            # waiters look again that soon instead of at the end of a long BLPOP
+            max_block = min(max_block, self.turn_ms / 1000 + CARRY_LOOK_AGAIN)
+        return self._client.drive(self._acquire_plan(timeout, max_block))
 
     @overload
     def release(self: Lock[Client]) -> None: ...

@@ -107,20 +107,35 @@ def extend_call(keys: LockKeys, token: str, ttl_ms: int) -> Call[bool]:
 
 RELEASED_FREE = 1
 RELEASED_GRANTED = 2  # released, and granted straight to a registered waiter
+RELEASED_CARRIED = 3  # kept for the releaser's next acquire, within its turn (turn_ms)
 RELEASED_UNCONFIRMED = -1  # the reply was lost and a re-send found the lock no longer ours
+
+CARRY_PREFIX = "carry:"  # the owner of a lock carried for its releaser: carry:<token>
 
 
 def release_call(keys: LockKeys, token: str, ttl_ms: int = 30_000, handoff_ms: int = 100,
-                 waiter: str = "", requeue_ms: int = 0) -> Call[int]:
-    """Reply: 0 not held by ``token``, 1 released, 2 released and granted to a waiter.
+                 waiter: str = "", requeue_ms: int = 0, turn_ms: int = 0) -> Call[int]:
+    """Reply: 0 not held by ``token``, 1 released, 2 released and granted to a waiter, 3
+    carried for the releaser's next acquire (``turn_ms``).
 
     ``ttl_ms``: the releaser's lease (of a grant to waiters that declared none, and of its own
     requeue registration); ``waiter``: the token to register with ``requeue_ms`` when the lock
-    goes to someone else (default: ``token``)."""
-    args: tuple[str | int, ...] = (token, ttl_ms, handoff_ms, waiter, requeue_ms)
-    if not requeue_ms:
-        args = args[:4] if waiter else args[:3] if handoff_ms != 100 else args[:2]
+    goes to someone else (default: ``token``); ``turn_ms``: keep the lock for the releaser's
+    next acquire while its turn is younger than this (bounded barging)."""
+    args: tuple[str | int, ...] = (token, ttl_ms, handoff_ms, waiter, requeue_ms, turn_ms)
+    if not turn_ms:
+        args = args[:5]
+        if not requeue_ms:
+            args = args[:4] if waiter else args[:3] if handoff_ms != 100 else args[:2]
     return Call("lock.release", keys.with_metrics(), args, int)
+
+
+def pass_on_call(keys: LockKeys, token: str, ttl_ms: int = 30_000, handoff_ms: int = 100
+                 ) -> Call[int]:
+    """Pass on a lock carried for ``token`` that it will not acquire again: granted to the
+    longest-blocked waiter (2), or freed (1); 0 when it is no longer carried (taken again, or
+    its carry ran out)."""
+    return release_call(keys, CARRY_PREFIX + token, ttl_ms, handoff_ms, token)
 
 
 def metrics_call(keys: LockKeys) -> Call[MinuteSeries]:

@@ -18,11 +18,14 @@ Each also says how a release and an extend run against its renewals (``exclusive
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import heapq
 import itertools
+import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -59,10 +62,18 @@ class Renewable(Protocol):
                     ) -> Generator[Any, Any, float | None]: ...
 
 
+class Carrier(Protocol):
+    """What a carry timer needs of a lock that may carry (a :class:`~.hold.Hold`)."""
+
+    _carried: float | None  # until when a carry is this lock's to take (None: no carry)
+
+    def _pass_on_plan(self, now: float) -> Generator[Any, Any, float | None]: ...
+
+
 class ThreadWatchdog:
     """Renews one lock held through a sync client, from the client's renewer thread."""
 
-    __slots__ = ("_client", "_hold", "_mutex", "_scheduled")
+    __slots__ = ("_carry", "_client", "_hold", "_mutex", "_scheduled")
 
     def __init__(self, client: SyncDriver, hold: Renewable) -> None:
         self._client = client
@@ -70,6 +81,31 @@ class ThreadWatchdog:
         # Serialises the lock's calls with its renewals: a renewal never runs after release.
         self._mutex = threading.Lock()
         self._scheduled = False
+        self._carry: _CarryTimer | None = None
+
+    def carry(self, hold: Carrier, until: float) -> None:
+        """A release carried the lock: pass it on at ``until`` unless acquired again by then
+        (one timer entry per lock at a time: a later carry moves it on, no thread wake-up per
+        release), or when the interpreter exits first."""
+        if self._carry is None:
+            self._carry = _CarryTimer(self._client, hold)
+        _carried_at_exit.add(self._carry)
+        _renewer_for(self._client).schedule(self._carry, until)
+
+    def due(self, cap: float | None) -> float | None:
+        """The renewer's turn for this lock: renew it, if still held."""
+        hold = self._hold
+        if hold._lease is None or hold.lost_reason is not None:
+            return None
+        try:
+            return self.renew(cap)
+        except Exception as error:
+            hold._mark_lost(f"renewal failed: {error!r}")
+            return None
+
+    def lease_end(self) -> float | None:
+        lease = self._hold._lease
+        return None if lease is None else lease.valid_until
 
     def start(self) -> None:
         """A hold began: renew it a third of a lease from now."""
@@ -89,6 +125,52 @@ class ThreadWatchdog:
             return self._client.drive(self._hold._renew_plan(time.monotonic(), cap))
 
 
+class _CarryTimer:
+    """Passes on a lock carried for its releaser's next acquire that did not come (renewer
+    thread, or at exit)."""
+
+    __slots__ = ("__weakref__", "_client", "_hold", "_scheduled")
+
+    def __init__(self, client: SyncDriver, hold: Carrier) -> None:
+        self._client, self._hold, self._scheduled = client, hold, False
+
+    def due(self, cap: float | None, now: float | None = None) -> float | None:
+        if self._hold._carried is None:
+            return None  # acquired again (or passed on)
+        try:
+            return self._client.drive(self._hold._pass_on_plan(
+                time.monotonic() if now is None else now))
+        except Exception:  # the carry's own lease ends it on the server
+            return None
+
+    def lease_end(self) -> float | None:
+        return None
+
+
+# Carries not yet passed on when the interpreter exits are passed on then (a loop's last
+# release need not hold its waiters up until the carry's lease ends).
+_carried_at_exit: weakref.WeakSet[_CarryTimer] = weakref.WeakSet()
+
+
+@atexit.register
+def _pass_on_at_exit() -> None:
+    for timer in list(_carried_at_exit):
+        timer.due(None, math.inf)
+
+    def lease_end(self) -> float | None:
+        return None
+
+
+class _Timed(Protocol):
+    """An entry of the renewer's queue."""
+
+    _scheduled: bool
+
+    def due(self, cap: float | None) -> float | None: ...
+
+    def lease_end(self) -> float | None: ...
+
+
 # A renewer thread with no lock to renew ends after this many seconds (the next hold starts one).
 IDLE_END = 5.0
 
@@ -103,12 +185,12 @@ class _Renewer:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, ThreadWatchdog]] = []
+        self._heap: list[tuple[float, int, _Timed]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._running = False  # a thread serves the queue; it ends after IDLE_END with none
 
-    def schedule(self, watch: ThreadWatchdog, when: float) -> None:
+    def schedule(self, watch: _Timed, when: float) -> None:
         with self._cond:
             if watch._scheduled:
                 return
@@ -121,7 +203,7 @@ class _Renewer:
                 self._cond.notify()
 
     def _earliest_end(self) -> float | None:
-        ends = [w._hold._lease.valid_until for _, _, w in self._heap if w._hold._lease is not None]
+        ends = [end for _, _, w in self._heap if (end := w.lease_end()) is not None]
         return min(ends) if ends else None
 
     def _run(self) -> None:
@@ -138,14 +220,7 @@ class _Renewer:
                 _, _, watch = heapq.heappop(self._heap)
                 watch._scheduled = False
                 cap = self._earliest_end()
-            hold = watch._hold
-            if hold._lease is None or hold.lost_reason is not None:
-                continue
-            try:
-                nxt = watch.renew(cap)
-            except Exception as error:
-                hold._mark_lost(f"renewal failed: {error!r}")
-                continue
+            nxt = watch.due(cap)
             if nxt is not None:
                 self.schedule(watch, nxt)
 
@@ -165,12 +240,33 @@ def _renewer_for(client: SyncDriver) -> _Renewer:
 class TaskWatchdog:
     """Renews one lock held through an asyncio client, from a task of its own."""
 
-    __slots__ = ("_client", "_hold", "_task")
+    __slots__ = ("_carry", "_client", "_hold", "_passing", "_task")
 
     def __init__(self, client: AsyncDriver, hold: Renewable) -> None:
         self._client = client
         self._hold = hold
         self._task: asyncio.Task[None] | None = None
+        self._carry: asyncio.TimerHandle | None = None
+        self._passing: asyncio.Task[Any] | None = None
+
+    def carry(self, hold: Carrier, until: float) -> None:
+        """A release carried the lock: pass it on at ``until`` unless acquired again by then
+        (a timer on the loop, no task per release)."""
+        if self._carry is not None:
+            self._carry.cancel()
+        loop = asyncio.get_running_loop()
+        self._carry = loop.call_later(max(0.0, until - time.monotonic()), self._pass_on, hold)
+
+    def _pass_on(self, hold: Carrier) -> None:
+        self._carry = None
+        if hold._carried is None:
+            return  # acquired again
+        plan = hold._pass_on_plan(time.monotonic())
+        self._passing = asyncio.ensure_future(self._quietly(plan))
+
+    async def _quietly(self, plan: Generator[Any, Any, float | None]) -> None:
+        with contextlib.suppress(Exception):  # the carry's own lease ends it on the server
+            await self._client.drive(plan)
 
     def start(self) -> None:
         """A hold began: start the renewal task (one per lock; it ends with the hold)."""
