@@ -157,9 +157,6 @@ def _pass_on_at_exit() -> None:
     for timer in list(_carried_at_exit):
         timer.due(None, math.inf)
 
-    def lease_end(self) -> float | None:
-        return None
-
 
 class _Timed(Protocol):
     """An entry of the renewer's queue."""
