@@ -39,6 +39,7 @@ if owner and owner == 'carry:' .. token then
   local previous = tonumber(held[1])
   if not previous then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
   if waits then rcall('ZSCORE', waiters_key, token) end
+  local M = metrics_key and metrics_open(metrics_key, 'lock', prl_now_ms())
   local fence = rcall('INCR', fence_key)
   if fence <= previous then
     -- an ephemeral counter expired during the turn: fences still go forward
@@ -54,7 +55,10 @@ if owner and owner == 'carry:' .. token then
   end
   rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
   if waits then rcall('ZREM', waiters_key, token) end
-  metrics_once(metrics_key, 'lock', 'acquired', 1)
+  if M then
+    metrics_count(M, 'acquired', 1)
+    metrics_flush(M)
+  end
   return {1, fence, ttl_ms}
 end
 

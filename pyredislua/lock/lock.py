@@ -66,7 +66,8 @@ class Lock(ClientHold[C]):
 
     Waiting is not polling: a blocking acquire registers as a waiter and blocks on a signal list
     (BLPOP). A release that finds a live waiter grants the lock directly to the longest-blocked
-    one (first come, first served: the releaser cannot barge back in) by pushing it a grant,
+    one (first come, first served: the releaser cannot barge back in, unless ``turn`` lets it
+    for a bounded time) by pushing it a grant,
     which is the new owner token and carries the next fence and a lease no longer than any
     registered waiter asked for, so the waiter holds the lock without another round trip and a
     crashed holder delays waiters by its own TTL at most. The grant expires with its lock. A

@@ -77,7 +77,49 @@ def _registered_then_free(client: pyredislua.Client) -> None:
     run_all(client, [acquire_call(K, "me", 60_000, 60_000), release_call(K, "holder")])
 
 
+def _carried(client: pyredislua.Client) -> None:
+    """The holder's release carried the lock for its next acquire (turn_ms)."""
+    _held_with_waiter(client)
+    run_all(client, [release_call(K, "holder", 60_000, 100, "", 1_000, 60_000)])
+    assert client.redis.hget(K.lock, "owner") == b"carry:holder"
+
+
+def _carried_ephemeral(client: pyredislua.Client) -> None:
+    _held_ephemeral_with_waiter(client)
+    run_all(client, [release_call(K, "holder", 60_000, 100, "", 1_000, 60_000)])
+
+
+def _held_in_a_turn(client: pyredislua.Client) -> None:
+    """Carried once and taken again: the holder's turn has begun."""
+    _carried(client)
+    run_all(client, [acquire_call(K, "holder", 60_000)])
+
+
+def _held_past_a_turn(client: pyredislua.Client) -> None:
+    """A turn that began long ago (ts in the past): the next release grants."""
+    _held_in_a_turn(client)
+    client.redis.hset(K.lock, "ts", "1000")
+
+
 SCENARIOS = [
+    Scenario("lock.release", "carries for the releaser, its turn begins", ALL,
+             ("holder", 60_000, 100, "", 1_000, 60_000), _held_with_waiter),
+    Scenario("lock.release", "carries again within the turn", ALL,
+             ("holder", 60_000, 100, "", 1_000, 60_000), _held_in_a_turn),
+    Scenario("lock.release", "past the turn: grants, the turn ends", ALL,
+             ("holder", 60_000, 100, "", 1_000, 60_000), _held_past_a_turn),
+    Scenario("lock.release", "a carry passed on", ALL, ("carry:holder", 60_000, 100, "holder"),
+             _carried),
+    Scenario("lock.acquire", "the releaser takes its carry", ALL, ("holder", 60_000), _carried),
+    Scenario("lock.acquire", "the releaser takes its carry as a waiter", ALL,
+             ("holder", 60_000, 60_000), _carried),
+    Scenario("lock.acquire", "the releaser takes its carry, ephemeral fence", ALL,
+             ("holder", 60_000, -1, EPHEMERAL), _carried_ephemeral),
+    Scenario("lock.acquire", "the releaser takes its carry, records", MET, ("holder", 60_000),
+             _carried),
+    Scenario("lock.acquire", "busy while carried, registers", ALL, ("w2", 60_000, 60_000),
+             _carried),
+
     Scenario("lock.acquire", "free", ALL, ("me", 60_000), _fence_exists),
     Scenario("lock.acquire", "free, ephemeral fence", ALL, ("me", 60_000, -1, EPHEMERAL),
              _fence_exists),
