@@ -240,3 +240,54 @@ def test_threads_looping_in_turns_exclude_each_other(client: pyredislua.Client,
     wait_for(lambda: not (client.run(inspect_call(LockKeys("shared"))).owner or "")
              .startswith("carry:"), timeout=2, what="the last carry passed on")
     assert Lock(client, "shared", ttl=30).acquire(timeout=5)
+
+
+def test_a_carry_gone_before_the_acquire_falls_back_to_waiting(client: pyredislua.Client,
+                                                               r: redis.Redis) -> None:
+    """The acquire after a carry tries the carry in one call; if it was passed on meanwhile,
+    the acquire waits its turn like any other."""
+    holder = Lock(client, "gone", ttl=30, auto_renew=False, turn=60, requeue=True)
+    other = Lock(client, "gone", ttl=30, auto_renew=False, turn=60)
+    assert holder.acquire(blocking=False)
+    thread, got = _blocking_in_thread(other)
+    wait_for(lambda: _waiting(r, "gone"), what="the other registered")
+    holder.release()
+    assert holder._carried is not None
+    assert client.run(pass_on_call(holder.keys, holder.token, holder.ttl_ms)) == 2
+    thread.join(10)
+    assert got["acquired"]
+    released: list[bool] = []
+
+    def release_soon() -> None:
+        wait_for(lambda: _waiting(r, "gone"), what="the holder waiting again")
+        other.release()
+        released.append(True)
+
+    helper = threading.Thread(target=release_soon, daemon=True)
+    helper.start()
+    assert holder.acquire(timeout=10)  # the carry is gone: it waited, then got a grant
+    helper.join(10)
+    assert released and holder.owner_token.startswith("grant:")
+    assert client.run(inspect_call(holder.keys)).owner == holder.owner_token
+    holder.release()
+
+
+async def test_an_asyncio_loop_takes_its_carries(aclient: pyredislua.AsyncClient) -> None:
+    holder = Lock(aclient, "aloop", ttl=30, auto_renew=False, turn=60, requeue=True)
+    waiter = Lock(aclient, "aloop", ttl=30, auto_renew=False, turn=60)
+    assert await holder.acquire()
+    first = holder.fence
+    assert first is not None
+    waiting = asyncio.ensure_future(waiter.acquire(timeout=10))
+    while int(await aclient.redis.zcard(LockKeys("aloop").waiters)) < 2:
+        await asyncio.sleep(0.005)
+    for i in range(5):
+        await holder.release()
+        assert await holder.acquire(timeout=5)
+        assert holder.fence == first + i + 1
+    assert not waiting.done()
+    await holder.release()
+    holder._carried = None
+    await aclient.run(pass_on_call(holder.keys, holder.token, holder.ttl_ms))
+    assert await waiting and waiter.fence == first + 6
+    await waiter.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
@@ -20,6 +21,10 @@ C = TypeVar("C", Client, AsyncClient)
 # server outlives the turn by 250 ms).
 CARRY_LOOK_AGAIN = 0.3
 T = TypeVar("T")
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _asked(call: Call[LockState], answer: Callable[[LockState], T]) -> Call[T]:
@@ -168,7 +173,24 @@ class Lock(ClientHold[C]):
             # a carrier that died holds the lock until its carry's lease ends (turn + 250 ms):
             # waiters look again that soon instead of at the end of a long BLPOP
             max_block = min(max_block, self.turn_ms / 1000 + CARRY_LOOK_AGAIN)
+            if self._carried is not None and tracing.active() is None:
+                # the lock was carried for this object: taking it is one plain call (the
+                # hot path of a loop in its turn); only if the carry is gone, wait as usual
+                return self._take_carry(timeout, max_block)
         return self._client.drive(self._acquire_plan(timeout, max_block))
+
+    def _take_carry(self, timeout: float | None, max_block: float) -> bool | Awaitable[bool]:
+        client = self._client
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if isinstance(client, AsyncClient):
+            return self._take_carry_async(client, deadline, max_block)
+        return client.run(self._try_call()) or client.drive(
+            self._acquire_plan(_left(deadline), max_block))
+
+    async def _take_carry_async(self, client: AsyncClient, deadline: float | None,
+                                max_block: float) -> bool:
+        return await client.run(self._try_call()) or await client.drive(
+            self._acquire_plan(_left(deadline), max_block))
 
     @overload
     def release(self: Lock[Client]) -> None: ...
