@@ -4,7 +4,7 @@
 
     .venv/bin/python tools/lock_adversarial.py [--seconds 8] [--processes 6] [--kill-every 0.25]
                                                [--ghosts 0.05] [--source CHECKOUT] [--url URL]
-                                               [--mode function]
+                                               [--mode function] [--turn 0.002]
 
 Each worker process loops: a new ``Lock`` (ttl 1-5 ms, no watchdog, requeue on or off), a
 blocking acquire (half with a 1-30 ms timeout, slept out locally, half with 0.15-0.6 s, waiting
@@ -25,9 +25,14 @@ never come, and real waiters meet them unpopped: what made a waiter count a gran
 its own later call (issue 8 §2). A ghost that finds the lock free holds it unseen, like a holder
 killed at once.
 
-Reported (JSON on stdout): holds, kills, overlapping believed windows, windows whose fences do
-not increase in time order, counter writes that found the value changed under them inside the
-writer's window or found a newer fence there first, the largest the waiters set grew, and
+``--turn T`` runs bounded barging (``Lock(turn=T)``): each ``Lock`` is then kept for 1-8
+acquires in a row, so its releases carry the lock for its next acquire within its turn, and a
+SIGKILL also lands between a carry and the acquire that takes it (the carry then runs out with
+its lease, or is passed on by a timer if the worker goes on).
+
+Reported (JSON on stdout): holds, kills, carries, overlapping believed windows, windows whose
+fences do not increase in time order, counter writes that found the value changed under them
+inside the writer's window or found a newer fence there first, the largest the waiters set grew, and
 whether the lock ended free with no grant left behind. ``--source`` runs another checkout's
 pyredislua (e.g. main) for comparison.
 """
@@ -67,7 +72,8 @@ return v + 1
 """
 
 
-def _worker(url: str, mode: str, out: str, until: float, seed: int, ghosts: float) -> None:
+def _worker(url: str, mode: str, out: str, until: float, seed: int, ghosts: float,
+            turn: float = 0.0) -> None:
     import redis
 
     import pyredislua
@@ -80,6 +86,8 @@ def _worker(url: str, mode: str, out: str, until: float, seed: int, ghosts: floa
     rng = random.Random(seed)
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     keys = LockKeys(NAME)
+    lock: Lock[pyredislua.Client] | None = None
+    uses = 0
     while time.monotonic() < until:
         if rng.random() < ghosts:
             # a waiter that registers and dies before it blocks (see the module docstring)
@@ -87,8 +95,11 @@ def _worker(url: str, mode: str, out: str, until: float, seed: int, ghosts: floa
             client.run(acquire_call(keys, token, rng.randint(1, 5), rng.randint(20, 300)))
             os.write(fd, b"G\n")
             continue
-        lock = Lock(client, NAME, ttl=rng.uniform(0.001, 0.005), auto_renew=False,
-                           requeue=rng.random() < 0.5)
+        if lock is None or uses <= 0:
+            lock = Lock(client, NAME, ttl=rng.uniform(0.001, 0.005), auto_renew=False,
+                        requeue=rng.random() < 0.5, turn=turn)
+            uses = rng.randint(1, 8) if turn else 1
+        uses -= 1
         # half sleep out a short timeout locally, half block on the signal list (BLPOP)
         timeout = rng.uniform(0.001, 0.03) if rng.random() < 0.5 else rng.uniform(0.15, 0.6)
         if not lock.acquire(timeout=timeout):
@@ -110,16 +121,20 @@ def _worker(url: str, mode: str, out: str, until: float, seed: int, ghosts: floa
         os.write(fd, f"E {lock.fence} {min(end, valid_until)!r} {outcome}\n".encode())
         with contextlib.suppress(LockNotOwnedError):
             lock.release()
+        if lock._carried is not None:
+            os.write(fd, b"C\n")  # carried for this Lock's next acquire (turn)
     os.close(fd)
 
 
-def _spawn(mode: str, url: str, directory: str, n: int, until: float, ghosts: float) -> int:
+def _spawn(mode: str, url: str, directory: str, n: int, until: float, ghosts: float,
+           turn: float) -> int:
     """Fork a worker (the library is rendered already: a replacement starts at once)."""
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            _worker(url, mode, os.path.join(directory, f"worker-{n}.log"), until, n, ghosts)
+            _worker(url, mode, os.path.join(directory, f"worker-{n}.log"), until, n, ghosts,
+                    turn)
         except BaseException:
             import traceback
 
@@ -134,12 +149,15 @@ def _analyse(directory: str, kills: int) -> dict[str, Any]:
     windows: list[tuple[float, float, int]] = []
     starts: dict[tuple[str, int], tuple[float, float]] = {}
     ends: dict[tuple[str, int], float] = {}
-    written, conflicts, stale, late_writes, ghosts = [], 0, 0, 0, 0
+    written, conflicts, stale, late_writes, ghosts, carries = [], 0, 0, 0, 0, 0
     for path in Path(directory).glob("worker-*.log"):
         for line in path.read_text().splitlines():
             parts = line.split()
             if parts == ["G"]:
                 ghosts += 1
+                continue
+            if parts == ["C"]:
+                carries += 1
                 continue
             if len(parts) < 3:
                 continue  # a line cut by SIGKILL
@@ -181,7 +199,7 @@ def _analyse(directory: str, kills: int) -> dict[str, Any]:
             latest = window
         latest_fence = max(latest_fence, fence)
     return {"holds": len(windows), "released": len(ends), "kills": kills,
-            "ghost_waiters": ghosts,
+            "ghost_waiters": ghosts, "carries": carries,
             "acquired_after_the_lease_ran_out": expired_on_arrival,
             "overlapping_windows": overlaps, "fences_out_of_order": fence_disorder,
             "counter_conflicts_inside_windows": conflicts,
@@ -192,7 +210,7 @@ def _analyse(directory: str, kills: int) -> dict[str, Any]:
 
 
 def run(seconds: float, processes: int, kill_every: float, url: str, mode: str = "function",
-        ghosts: float = 0.05) -> dict[str, Any]:
+        ghosts: float = 0.05, turn: float = 0.0) -> dict[str, Any]:
     """Run the adversarial workload against ``url``; returns the counts."""
     import redis
 
@@ -204,7 +222,8 @@ def run(seconds: float, processes: int, kill_every: float, url: str, mode: str =
     rng = random.Random(42)
     with tempfile.TemporaryDirectory(prefix="lock-adversarial-") as directory:
         until = time.monotonic() + seconds
-        workers = [_spawn(mode, url, directory, n, until, ghosts) for n in range(processes)]
+        workers = [_spawn(mode, url, directory, n, until, ghosts, turn)
+                   for n in range(processes)]
         spawned, kills, largest_waiters = processes, 0, 0
         next_kill = time.monotonic() + kill_every
         keys = f"prl:lock:{{{NAME}}}"
@@ -215,7 +234,7 @@ def run(seconds: float, processes: int, kill_every: float, url: str, mode: str =
                 os.kill(workers[victim], signal.SIGKILL)
                 os.waitpid(workers[victim], 0)
                 kills += 1
-                workers[victim] = _spawn(mode, url, directory, spawned, until, ghosts)
+                workers[victim] = _spawn(mode, url, directory, spawned, until, ghosts, turn)
                 spawned += 1
                 next_kill += kill_every
             time.sleep(0.01)
@@ -242,18 +261,20 @@ def main() -> None:
     parser.add_argument("--mode", default="function", choices=["function", "script"])
     parser.add_argument("--ghosts", type=float, default=0.05,
                         help="fraction of turns a worker registers as a waiter and walks away")
+    parser.add_argument("--turn", type=float, default=0.0,
+                        help="bounded barging: Lock(turn=...), each Lock kept for 1-8 acquires")
     parser.add_argument("--source", help="checkout whose pyredislua to run (default: this)")
     args = parser.parse_args()
     sys.path.insert(0, args.source or str(Path(__file__).resolve().parents[1]))
     if args.url:
         print(json.dumps(run(args.seconds, args.processes, args.kill_every, args.url, args.mode,
-                             args.ghosts), indent=1))
+                             args.ghosts, args.turn), indent=1))
         return
     from pyredislua.server import RedisServer
 
     with RedisServer() as server:
         print(json.dumps(run(args.seconds, args.processes, args.kill_every, server.url,
-                             args.mode, args.ghosts), indent=1))
+                             args.mode, args.ghosts, args.turn), indent=1))
 
 
 if __name__ == "__main__":
