@@ -267,7 +267,10 @@ def test_the_cli_on_a_sentinel_url(sentinel: LocalSentinel,
     assert out.startswith(f"{pyredislua.render_library().name} ") and ": loaded" in out
     conn, client = _sentinel_client(sentinel, "function")
     try:
-        Queue(client.with_durability(1), "cli-q").enqueue(b"job")  # on the replica too
+        # on the replica too (the wait is generous: a replica that re-synced after an earlier
+        # test's failover may answer WAIT later than the default 0.1 s on a loaded machine)
+        durable = client.with_durability(pyredislua.Durability(1, timeout=5))
+        Queue(durable, "cli-q").enqueue(b"job")
     finally:
         conn.close()
     for when in ("before", "after"):
