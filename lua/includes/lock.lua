@@ -59,3 +59,26 @@ local function lock_register(waiters_key, member, deadline, floor, ttl)
     redis.call('PEXPIRE', waiters_key, ttl)
   end
 end
+
+-- Make `token` the holder, with `fence`, for `ttl` ms; an ephemeral fence counter (`fttl` ms, or
+-- nil: durable) expires that long after. `ttl` and `fttl` as lock_int makes them.
+local function lock_own(lock_key, fence_key, token, fence, ttl, fttl)
+  if fttl then
+    redis.call('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fttl)
+    redis.call('PEXPIRE', fence_key, fttl)
+  else
+    redis.call('HSET', lock_key, 'owner', token, 'fence', fence)
+  end
+  redis.call('PEXPIRE', lock_key, ttl)
+end
+
+-- The next fence after `previous` (the lock's, nil when unknown): an ephemeral counter that
+-- expired while the lock was held starts again at 1, and fences must still go forward.
+local function lock_next_fence(fence_key, previous)
+  local fence = redis.call('INCR', fence_key)
+  if previous and fence <= previous then
+    fence = previous + 1
+    redis.call('SET', fence_key, fence)
+  end
+  return fence
+end

@@ -40,20 +40,9 @@ if owner and owner == 'carry:' .. token then
   if not previous then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
   if waits then rcall('ZSCORE', waiters_key, token) end
   local M = metrics_key and metrics_open(metrics_key, 'lock', prl_now_ms())
-  local fence = rcall('INCR', fence_key)
-  if fence <= previous then
-    -- an ephemeral counter expired during the turn: fences still go forward
-    fence = previous + 1
-    rcall('SET', fence_key, fence)
-  end
-  if fence_ttl_ms > 0 then
-    local fttl = lock_int(ARGV[4], fence_ttl_ms)
-    rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fttl)
-    rcall('PEXPIRE', fence_key, fttl)
-  else
-    rcall('HSET', lock_key, 'owner', token, 'fence', fence)
-  end
-  rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
+  local fence = lock_next_fence(fence_key, previous)
+  lock_own(lock_key, fence_key, token, fence, lock_int(ARGV[2], ttl_ms),
+           fence_ttl_ms > 0 and lock_int(ARGV[4], fence_ttl_ms) or nil)
   if waits then rcall('ZREM', waiters_key, token) end
   if M then
     metrics_count(M, 'acquired', 1)
@@ -119,14 +108,8 @@ if owner then
   local M = metrics_key and metrics_open(metrics_key, 'lock', now)
   local since = registered and metrics_wait_since(M, token)
   rcall('DEL', signal_key, lock_key)
-  if fence_ttl_ms > 0 then
-    local fttl = lock_int(ARGV[4], fence_ttl_ms)
-    rcall('HSET', lock_key, 'owner', token, 'fence', fence_arg, 'fttl', fttl)
-    rcall('PEXPIRE', fence_key, fttl)
-  else
-    rcall('HSET', lock_key, 'owner', token, 'fence', fence_arg)
-  end
-  rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
+  lock_own(lock_key, fence_key, token, fence_arg, lock_int(ARGV[2], ttl_ms),
+           fence_ttl_ms > 0 and lock_int(ARGV[4], fence_ttl_ms) or nil)
   if registered then rcall('ZREM', waiters_key, token) end
   local consumed, consumed_until = held[4], tonumber(held[5] or '0')
   if consumed and consumed ~= token and consumed_until > now then
@@ -152,14 +135,8 @@ local now = metrics_key and prl_now_ms()
 local M = metrics_key and metrics_open(metrics_key, 'lock', now)
 local since = registered and metrics_wait_since(M, token)
 local fence = rcall('INCR', fence_key)
-if fence_ttl_ms > 0 then
-  local fttl = lock_int(ARGV[4], fence_ttl_ms)
-  rcall('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fttl)
-  rcall('PEXPIRE', fence_key, fttl)
-else
-  rcall('HSET', lock_key, 'owner', token, 'fence', fence)
-end
-rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
+lock_own(lock_key, fence_key, token, fence, lock_int(ARGV[2], ttl_ms),
+         fence_ttl_ms > 0 and lock_int(ARGV[4], fence_ttl_ms) or nil)
 if registered then rcall('ZREM', waiters_key, token) end
 if M then
   -- an acquisition; contended when the caller was a registered waiter

@@ -116,13 +116,7 @@ if shortest and shortest <= -1 then lease = math.floor(-shortest) end
 local pending = rcall('LLEN', signal_key)
 local M = metrics_key and metrics_open(metrics_key, 'lock', now)
 local since = metrics_wait_since(M, next_waiter)
-local fence = rcall('INCR', fence_key)
-local previous = tonumber(held[2])
-if previous and fence <= previous then
-  -- an ephemeral counter expired during this hold: fences still go forward
-  fence = previous + 1
-  rcall('SET', fence_key, fence)
-end
+local fence = lock_next_fence(fence_key, tonumber(held[2]))
 local grant = 'grant:' .. fence .. ':' .. lease
 if held[6] then rcall('HDEL', lock_key, 'ts') end  -- the grantee's turn starts afresh
 local fence_ttl = tonumber(held[3])
