@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,10 @@ _spec.loader.exec_module(adversarial)
 
 def test_sigkilled_holders_and_waiters_never_overlap(own_server: RedisServer) -> None:
     result = adversarial.run(seconds=8, processes=6, kill_every=0.25, url=own_server.url)
+    _assert_safe(result)
+
+
+def _assert_safe(result: dict[str, Any]) -> None:
     print(result)  # holds, kills, overlaps: the counts of this run
     assert result["workers_failed"] == 0
     assert result["kills"] >= 20 and result["holds"] >= 300, result
@@ -40,12 +45,5 @@ def test_bounded_barging_under_sigkills_never_overlaps(own_server: RedisServer) 
     """The same with ``Lock(turn=...)``: carries, and SIGKILLs between a carry and its taking."""
     result = adversarial.run(seconds=8, processes=6, kill_every=0.25, url=own_server.url,
                              turn=0.002)
-    print(result)
-    assert result["workers_failed"] == 0
-    assert result["kills"] >= 20 and result["holds"] >= 300 and result["carries"] >= 50, result
-    assert result["overlapping_windows"] == 0, result["overlap_examples"]
-    assert result["fences_out_of_order"] == 0
-    assert result["counter_conflicts_inside_windows"] == 0
-    assert result["stale_fence_writes_inside_windows"] == 0
-    assert result["duplicate_counter_values"] == 0
-    assert result["ended_free_without_grant"]
+    _assert_safe(result)
+    assert result["carries"] >= 50, result

@@ -50,14 +50,24 @@ def _blocking_in_thread(lock: Lock[pyredislua.Client], timeout: float = 10.0
     return thread, got
 
 
+def _held_with_a_waiter(client: pyredislua.Client, r: redis.Redis, name: str, turn: float
+                        ) -> tuple[Lock[pyredislua.Client], Lock[pyredislua.Client],
+                                   threading.Thread, dict[str, float | bool]]:
+    """A looping holder (it carries from its first release) and a registered waiter, blocked
+    in a thread."""
+    holder = Lock(client, name, ttl=30, auto_renew=False, turn=turn, requeue=True)
+    waiter = Lock(client, name, ttl=30, auto_renew=False, turn=turn)
+    assert holder.acquire(blocking=False)
+    thread, got = _blocking_in_thread(waiter)
+    wait_for(lambda: _waiting(r, name), what="the waiter registered")
+    return holder, waiter, thread, got
+
+
 def test_a_carried_lock_is_taken_again_with_the_next_fence(client: pyredislua.Client,
                                                            r: redis.Redis) -> None:
-    looping = Lock(client, "turned", ttl=30, auto_renew=False, turn=60, requeue=True)
-    waiter = Lock(client, "turned", ttl=30, auto_renew=False, turn=60)
-    assert looping.acquire(blocking=False)
+    looping, waiter, thread, got = _held_with_a_waiter(client, r, "turned", 60)
     first = looping.fence
-    thread, got = _blocking_in_thread(waiter)
-    wait_for(lambda: _waiting(r, "turned"), what="the waiter registered")
+    assert first is not None
     fences = [first]
     for _ in range(20):
         looping.release()
@@ -106,11 +116,7 @@ def test_a_turn_ends_and_the_longest_blocked_waiter_gets_the_lock(client: pyredi
 
 def test_a_carry_not_taken_again_is_passed_on_by_the_timer(client: pyredislua.Client,
                                                             r: redis.Redis) -> None:
-    holder = Lock(client, "timer", ttl=30, auto_renew=False, turn=0.05, requeue=True)
-    waiter = Lock(client, "timer", ttl=30, auto_renew=False, turn=0.05)
-    assert holder.acquire(blocking=False)
-    thread, got = _blocking_in_thread(waiter)
-    wait_for(lambda: _waiting(r, "timer"), what="the waiter registered")
+    holder, waiter, thread, got = _held_with_a_waiter(client, r, "timer", 0.05)
     holder.release()
     assert r.hget(LockKeys("timer").lock, "owner") == f"carry:{holder.token}".encode()
     thread.join(10)
@@ -246,11 +252,7 @@ def test_a_carry_gone_before_the_acquire_falls_back_to_waiting(client: pyredislu
                                                                r: redis.Redis) -> None:
     """The acquire after a carry tries the carry in one call; if it was passed on meanwhile,
     the acquire waits its turn like any other."""
-    holder = Lock(client, "gone", ttl=30, auto_renew=False, turn=60, requeue=True)
-    other = Lock(client, "gone", ttl=30, auto_renew=False, turn=60)
-    assert holder.acquire(blocking=False)
-    thread, got = _blocking_in_thread(other)
-    wait_for(lambda: _waiting(r, "gone"), what="the other registered")
+    holder, other, thread, got = _held_with_a_waiter(client, r, "gone", 60)
     holder.release()
     assert holder._carried is not None
     assert client.run(pass_on_call(holder.keys, holder.token, holder.ttl_ms)) == 2
