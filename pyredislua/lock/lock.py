@@ -115,9 +115,9 @@ class Lock(ClientHold[C]):
     the process dies instead, the carry's lease (``turn`` + 250 ms) ends it, and waiters then
     notice when their BLPOP times out: within ``turn`` + 0.3 s for Locks with a ``turn`` (give
     every user of one lock name the same ``turn``), 2 s by default for others. Only releases
-    that requeue (see ``requeue``) carry. Short turns hand over more often and cost throughput: on the
-    lock benchmark (holds of two round trips, 8 processes) 1 ms turns reach about 0.75 x
-    redis-py's throughput, 10 ms turns (about 20 holds each) more than 1.0 x.
+    that requeue (see ``requeue``) carry. Short turns hand over more often and cost
+    throughput: on the lock benchmark (holds of two round trips, 8 processes) 1 ms turns reach
+    about 0.75 x redis-py's throughput, 10 ms turns (about 20 holds each) more than 1.0 x.
 
     ``metrics=True``: acquire, release and extend record per-minute counts (acquired, contended,
     handoffs, expired) in ``prl:lock:{name}:metrics``; read them with :meth:`metrics` (see
