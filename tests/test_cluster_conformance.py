@@ -305,6 +305,37 @@ async def _await_registered(conn: redis.asyncio.RedisCluster, waiters: str, toke
         await asyncio.sleep(0.002)
 
 
+def test_lock_turns_on_every_primary(cluster: LocalCluster, rc: redis.RedisCluster,
+                                     mode: str) -> None:
+    """Bounded barging (``Lock(turn=...)``) on each primary: a looping holder takes its carries
+    with the next fence each, and a waiter gets the lock when the holder stops (the timer
+    passes the last carry on, through a grant on the lock's node)."""
+    import threading
+
+    from pyredislua.lock import LockKeys
+
+    client = pyredislua.Client(rc, mode=mode)  # type: ignore[arg-type]
+    for tag in _spread_tags(cluster):
+        name = f"{{{tag}}}turn"
+        holder = Lock(client, name, ttl=10, auto_renew=False, turn=0.05, requeue=True)
+        waiter = Lock(client, name, ttl=10, auto_renew=False, turn=0.05)
+        assert holder.acquire(blocking=False)
+        first = holder.fence
+        assert first is not None
+        got: list[bool] = []
+        thread = threading.Thread(target=lambda w=waiter, g=got: g.append(w.acquire(timeout=5)))
+        thread.start()
+        _wait_registered(rc, LockKeys(name).waiters, waiter.token)
+        holder.release()
+        assert rc.hget(LockKeys(name).lock, "owner") == f"carry:{holder.token}".encode()
+        assert holder.acquire(blocking=False) and holder.fence == first + 1
+        holder.release()  # the last carry: passed on by the timer
+        thread.join(10)
+        assert got == [True] and waiter.owner_token.startswith("grant:")
+        assert waiter.fence == first + 2
+        waiter.release()
+
+
 def test_reentrant_and_lockset_workflows_sync(cluster: LocalCluster, rc: redis.RedisCluster,
                                               mode: str) -> None:
     """The newer lock primitives' own paths on every primary: a reentrant lock nested and
