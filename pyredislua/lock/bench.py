@@ -131,6 +131,8 @@ def _contention(kind: str, url: str, processes: int, seconds: float, turn: float
     first = holds[0][0]
     last = holds[-1][1]
     gaps = [(b[0] - a[1]) / 1e9 for a, b in itertools.pairwise(holds)]
+    # the hand-offs from one process to another (with turns, those that end a turn)
+    between = [(b[0] - a[1]) / 1e9 for a, b in itertools.pairwise(tagged) if a[2] != b[2]]
     # turns: runs of consecutive holds by one process (under a hand-off per hold, one hold each)
     turns = [list(run) for _, run in itertools.groupby(tagged, key=lambda h: h[2])]
     lengths = [(run[-1][1] - run[0][0]) / 1e9 for run in turns]
@@ -138,6 +140,7 @@ def _contention(kind: str, url: str, processes: int, seconds: float, turn: float
         "acquisitions_per_s": len(holds) / ((last - first) / 1e9),
         "fairness": max(counts) / max(1, min(counts)),
         "median_handoff_s": statistics.median(gaps) if gaps else float("nan"),
+        "median_handoff_between_s": statistics.median(between) if between else float("nan"),
         "min_per_process": min(counts),
         "max_per_process": max(counts),
         "turns": len(turns),
@@ -162,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     half_evalsha = single["raw_evalsha"] / 2
     for c in contention.values():
         c["median_handoff_rtt"] = c["median_handoff_s"] / rtt
+        c["median_handoff_between_rtt"] = c["median_handoff_between_s"] / rtt
     fifo, ours = contention["pyredislua"], contention["pyredislua_turn"]
     peer = contention["redis_py"]["acquisitions_per_s"]
     targets = {
@@ -204,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     print_table("single client, cycles per second", rows, ("what", "rate", "ratio"))
     names = {"pyredislua_turn": f"pyredislua turn={args.turn:g}"}
     rows = [(names.get(kind, kind), f"{c['acquisitions_per_s']:,.0f}/s",
-             f"fairness {c['fairness']:.2f}, hand-off {c['median_handoff_rtt']:.2f} RTT, "
+             f"fairness {c['fairness']:.2f}, hand-off {c['median_handoff_rtt']:.2f} RTT "
+             f"({c['median_handoff_between_rtt']:.2f} between processes), "
              f"turn p99 {c['p99_turn_s'] * 1000:.1f} ms, longest {c['longest_turn_s'] * 1000:.1f}")
             for kind, c in contention.items()]
     print_table(f"contention: {args.processes} processes, blocking acquire, 2-RTT hold", rows,
