@@ -37,15 +37,17 @@ def _ioredis() -> None:
                        cwd=HERE, check=True, timeout=300)
 
 
-def test_node_clients_following_the_readme_share_the_lock(own_server: RedisServer) -> None:
+@pytest.mark.parametrize("turn_ms", [0, 20], ids=["a-hand-off-per-hold", "in-turns"])
+def test_node_clients_following_the_readme_share_the_lock(own_server: RedisServer,
+                                                           turn_ms: int) -> None:
     _ioredis()
     r = redis.Redis.from_url(own_server.url)
     client = pyredislua.Client(r, mode="function")
     client.load()  # as `pyredislua render | redis-cli -x FUNCTION LOAD REPLACE` would
     assert NODE is not None
     procs = [subprocess.Popen([NODE, "lock_check.mjs", own_server.url, "node", str(HOLDS),
-                               "10000", "2250"], cwd=HERE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                               "10000", "2250", str(turn_ms)], cwd=HERE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(PROCESSES)]
     records = []
     for p in procs:
@@ -61,6 +63,8 @@ def test_node_clients_following_the_readme_share_the_lock(own_server: RedisServe
         assert end_a <= start_b, "two holders' believed leases overlap"
         assert fence_a < fence_b, "fences increase in hold order"
     assert any(rec["grant"] for rec in records), "some holds came through a grant"
+    if turn_ms:
+        assert any(rec["carried"] for rec in records), "some holds came through a carry"
     state = client.run(inspect_call(keys))
     assert not state.held and state.waiters == 0 and r.llen(keys.signal) == 0
     assert state.fence == len(records), "a fence went to a grant nobody used (a stray grant)"
