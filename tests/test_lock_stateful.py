@@ -1,5 +1,7 @@
 """A model-checked lock: three clients, each on its own connection, interleave acquire (plain, as a
-registering waiter, or as a waiter giving up), popping grants, extend, release and lease expiry.
+registering waiter, or as a waiter giving up), popping grants, extend, release (handing over, or
+carrying the lock for the releaser within its turn), passing a carry on, turns running out, and
+lease expiry.
 
 Expiry is made to happen by the server (PEXPIRE 1, then waiting until the key is gone), not
 simulated: the scripts see exactly what a lapsed lease looks like.
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.lock
 
 CLIENTS = 3
 LONG = 600_000  # leases and waits never lapse by themselves during a run
+TURN = 60_000  # a turn never runs out by itself during a run (the `age_turn` rule ends one)
 
 
 class LockMachine(RuleBasedStateMachine):
@@ -47,6 +50,9 @@ class LockMachine(RuleBasedStateMachine):
         self.consumed: tuple[str, float] | None = None
         # registered waiter tokens and their scores (when the registration ends, server ms)
         self.waiters: dict[str, float] = {}
+        # the lock hash records a turn (its first carry), and that turn is over
+        self.turn_started = False
+        self.turn_over = False
 
     def teardown(self) -> None:
         for c in [*getattr(self, "conns", []), getattr(self, "admin", None)]:
@@ -76,6 +82,14 @@ class LockMachine(RuleBasedStateMachine):
         if self.owner == token:
             assert result.acquired and result.fence == self.owner_fence  # idempotent retry
             return
+        if self.owner == f"carry:{token}":
+            # its release kept the lock for it: the next hold, with the next fence
+            assert result.acquired
+            self.owner_fence = self._new_fence(result.fence)
+            self.owner = token
+            if wait is not None:
+                self.waiters.pop(token, None)
+            return
         registered = wait is not None and token in self.waiters
         consumed = self.consumed[0] if self.consumed else None
         takeover = self.grant_unpopped and (
@@ -101,13 +115,30 @@ class LockMachine(RuleBasedStateMachine):
         elif wait == 0:
             self.waiters.pop(token, None)
 
-    @rule(c=st.integers(0, CLIENTS - 1), use_grant=st.booleans(), requeue=st.booleans())
-    def release(self, c: int, use_grant: bool, requeue: bool) -> None:
+    @rule(c=st.integers(0, CLIENTS - 1), use_grant=st.booleans(), requeue=st.booleans(),
+          turn=st.booleans())
+    def release(self, c: int, use_grant: bool, requeue: bool, turn: bool) -> None:
         token = self._token(c, use_grant)
         waiter = self.tokens[c] if token != self.tokens[c] else ""
+        self._release(c, token, waiter, requeue, turn)
+
+    @rule(c=st.integers(0, CLIENTS - 1))
+    def pass_on(self, c: int) -> None:
+        """A carrier that will not acquire again passes the lock on (release of carry:<token>)."""
+        self._release(c, f"carry:{self.tokens[c]}", self.tokens[c], False, False)
+
+    @precondition(lambda self: self.turn_started and not self.turn_over)
+    @rule()
+    def age_turn(self) -> None:
+        """The turn ran out (its start moved far into the past)."""
+        self.admin.hset(self.keys.lock, "ts", "1")
+        self.turn_over = True
+
+    def _release(self, c: int, token: str, waiter: str, requeue: bool, turn: bool) -> None:
         before = snapshot(self.admin)
         released = self.clients[c].run(
-            release_call(self.keys, token, LONG, 60_000, waiter, LONG if requeue else 0))
+            release_call(self.keys, token, LONG, 60_000, waiter, LONG if requeue else 0,
+                         TURN if turn else 0))
         if self.owner != token:
             assert released == 0
             assert snapshot(self.admin) == before, "a non-owner's release must change nothing"
@@ -126,8 +157,16 @@ class LockMachine(RuleBasedStateMachine):
             assert released == 1
             self.owner = None
             self.waiters.clear()  # what is left is the releaser's own registration
+            self.turn_started = self.turn_over = False
+            return
+        me = waiter or token
+        if turn and not standing and not self.turn_over:
+            assert released == 3, "within its turn, the releaser keeps the lock"
+            self.owner = f"carry:{me}"
+            self.turn_started = True
             return
         assert released == 2
+        self.turn_started = self.turn_over = False  # the grantee's turn starts afresh
         # the grant consumes the longest-standing registration (whoever pops it)
         score, consumed = others[0]
         self.consumed = (consumed, score)
@@ -141,7 +180,6 @@ class LockMachine(RuleBasedStateMachine):
         self.owner, self.owner_fence = f"grant:{fence}:{LONG}", fence
         self.last_fence = fence
         self.grant_unpopped = True
-        me = waiter or token
         self.granted_by = me
         if requeue:
             self.waiters[me] = self._score(me)
@@ -173,6 +211,7 @@ class LockMachine(RuleBasedStateMachine):
         while self.admin.exists(self.keys.lock, self.keys.signal):
             time.sleep(0.001)
         self.owner, self.grant_unpopped, self.consumed = None, False, None
+        self.turn_started = self.turn_over = False
 
     @invariant()
     def server_agrees_with_model(self) -> None:
@@ -183,6 +222,7 @@ class LockMachine(RuleBasedStateMachine):
         assert state.owner == self.owner
         assert state.fence == (self.owner_fence if self.owner is not None else self.last_fence)
         assert state.waiters == len(self.waiters)
+        assert (self.admin.hget(self.keys.lock, "ts") is not None) == self.turn_started
         if self.grant_unpopped:  # the grant and its lock end at the same instant
             assert self.admin.pexpiretime(self.keys.signal) == \
                 self.admin.pexpiretime(self.keys.lock)
