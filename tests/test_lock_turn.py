@@ -293,3 +293,36 @@ async def test_an_asyncio_loop_takes_its_carries(aclient: pyredislua.AsyncClient
     await aclient.run(pass_on_call(holder.keys, holder.token, holder.ttl_ms))
     assert await waiting and waiter.fence == first + 6
     await waiter.release()
+
+
+async def test_asyncio_tasks_looping_in_turns_exclude_each_other(
+        aclient: pyredislua.AsyncClient) -> None:
+    r = aclient.redis
+    counter = "turn:{ac}:counter"
+    fences: list[int] = []
+    holders = overlaps = carries = 0
+
+    async def loop() -> None:
+        nonlocal holders, overlaps, carries
+        lock = Lock(aclient, "ashared", ttl=30, auto_renew=False, turn=0.005)
+        for _ in range(40):
+            assert await lock.acquire(timeout=30)
+            holders += 1
+            overlaps += holders != 1
+            assert lock.fence is not None
+            fences.append(lock.fence)
+            value = int(await r.get(counter) or 0)
+            await r.set(counter, value + 1)
+            holders -= 1
+            await lock.release()
+            carries += lock._carried is not None
+
+    await asyncio.gather(*(loop() for _ in range(4)))
+    assert overlaps == 0 and carries > 0
+    assert int(await r.get(counter) or 0) == 160
+    assert sorted(fences) == list(range(min(fences), min(fences) + 160))
+    deadline = time.monotonic() + 2
+    while ((await aclient.run(inspect_call(LockKeys("ashared")))).owner or "").startswith("carry:"):
+        assert time.monotonic() < deadline, "the last carry was never passed on"
+        await asyncio.sleep(0.005)
+    assert await Lock(aclient, "ashared", ttl=30).acquire(timeout=5)
