@@ -139,6 +139,11 @@ def _lock_cases() -> list[Case]:
              measure=lambda c, n, _: [acquire_call(LockKeys(n), "me", 30_000, 2_250)]),
         Case("lock.release", "grants to a registered waiter", setup=waited,
              measure=lambda c, n, _: [release_call(LockKeys(n), "holder")]),
+        Case("lock.release", "a turn (turn_ms): release carries, acquire takes the carry",
+             setup=waited, label="lock.release + lock.acquire",
+             measure=lambda c, n, _: [
+                 release_call(LockKeys(n), "holder", 30_000, 100, "", 0, 10_000),
+                 acquire_call(LockKeys(n), "holder", 30_000)]),
         Case("lock.extend", "held", setup=held,
              measure=lambda c, n, _: [extend_call(LockKeys(n), "holder", 30_000)]),
         Case("lock.inspect", "held", setup=held,
