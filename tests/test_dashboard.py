@@ -616,3 +616,24 @@ def test_screenshot_for_the_readme(state: State, serve: Callable[..., Served]) -
         b.goto(s.url + "/queue/orders?by=key&q=order-122")
         b.screenshot(str(Path(path)))
     assert Path(path).stat().st_size > 10_000
+
+
+def test_an_unreadable_primitive_fills_its_row_to_the_tables_width() -> None:
+    """A primitive whose figures could not be read (a key of the wrong type, say) gets a row
+    with its error, as wide as its table (the rendering itself: no server involved)."""
+    from pyredislua.dashboard import pages
+    from pyredislua.dashboard.data import Config, Overview
+    from pyredislua.observe.figures import Figure, Targets
+
+    figures = [Figure("queue", "q", None, "WRONGTYPE q"),
+               Figure("stream", "s", None, "WRONGTYPE s", group="g"),
+               Figure("lock", "l", None, "WRONGTYPE l"),
+               Figure("store", "w", None, "WRONGTYPE w")]
+    page = pages.overview(Config(Targets()), "/", Overview(figures, {}, ()))
+    tables = re.findall(r'<table class="(\w+)"><thead><tr>(.*?)</tr></thead><tbody>(.*?)</tbody>',
+                        page)
+    assert {t[0] for t in tables} == {"queues", "streams", "locks", "stores"}
+    for cls, head, body in tables:
+        (row,) = re.findall(r"<tr>(.*?)</tr>", body)
+        assert row.count("<td") == head.count("<th>"), cls
+        assert "WRONGTYPE" in row, cls

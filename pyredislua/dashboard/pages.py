@@ -113,6 +113,12 @@ def _no_series(series: Series) -> str:
 # -- overview ------------------------------------------------------------------------------------
 
 
+def _failed(lead: list[str], error: str | None, head: Sequence[str]) -> list[str]:
+    """A table row for a primitive whose figures could not be read: its leading cells, the
+    error, and empty cells to the table's width."""
+    return [*lead, f'<span class="error">{e(error)}</span>', *[""] * (len(head) - len(lead) - 1)]
+
+
 def overview(config: Config, root: str, data: Overview) -> str:
     parts = ["<h1>Overview</h1>"]
     queues = [f for f in data.figures if f.kind == "queue"]
@@ -120,12 +126,15 @@ def overview(config: Config, root: str, data: Overview) -> str:
     stores = [f for f in data.figures if f.kind == "store"]
     locks = [f for f in data.figures if f.kind == "lock"]
     if queues:
+        head = ["queue", "ready", "delayed", "active", "dead", "enqueued (total)",
+                "enqueued/min", "completed/min", "completed (last hour)", "wait p50 / p90 / p99",
+                "run p50 / p90 / p99"]
         rows = []
         for f in queues:
             s = data.series.get(("queue", f.name), Series(None)).value
             link = f'<a href="{e(_link(root, "queue", f.name))}">{e(f.name)}</a>'
             if not isinstance(f.stats, QueueStats):
-                rows.append([link, f'<span class="error">{e(f.error)}</span>', *[""] * 9])
+                rows.append(_failed([link], f.error, head))
                 continue
             st = f.stats
             active = f"{st.active}" + (f' <span class="note">({st.expired_leases} expired)</span>'
@@ -135,40 +144,35 @@ def overview(config: Config, root: str, data: Overview) -> str:
                          _rate(s, "completed"), _hour(s, "completed"), _pcts(s, "wait"),
                          _pcts(s, "run")])
         parts.append("<h2>Queues</h2>" + _table(
-            ["queue", "ready", "delayed", "active", "dead", "enqueued (total)",
-             "enqueued/min", "completed/min", "completed (last hour)", "wait p50 / p90 / p99",
-             "run p50 / p90 / p99"], rows, cls="queues", numeric=(1, 2, 3, 4, 5, 6, 7, 8)))
+            head, rows, cls="queues", numeric=(1, 2, 3, 4, 5, 6, 7, 8)))
     if streams:
+        head = ["queue", "group", "length", "pending", "dead", "consumers (pending)"]
         rows = []
         for f in streams:
             if not isinstance(f.stats, StreamStats):
-                rows.append([e(f.name), e(f.group), f'<span class="error">{e(f.error)}</span>',
-                             "", "", ""])
+                rows.append(_failed([e(f.name), e(f.group)], f.error, head))
                 continue
             sst = f.stats
             rows.append([e(f.name), e(f.group), str(sst.length),
                          str(sst.pending) if sst.pending >= 0 else "no group", str(sst.dead),
                          e(", ".join(f"{k} {v}" for k, v in sorted(sst.consumers.items())))])
         parts.append("<h2>Streams queues</h2>" + _table(
-            ["queue", "group", "length", "pending", "dead", "consumers (pending)"], rows,
-            cls="streams", numeric=(2, 3, 4)))
+            head, rows, cls="streams", numeric=(2, 3, 4)))
     if locks:
+        head = ["lock", "state", "owner", "fence", "lease left", "waiters", "acquired/min",
+                "acquired (last hour)", "wait p50 / p90 / p99"]
         rows = []
         for f in locks:
             s = data.series.get(("lock", f.name), Series(None)).value
             if not isinstance(f.stats, LockState):
-                rows.append([e(f.name), f'<span class="error">{e(f.error)}</span>',
-                             *[""] * 7])
+                rows.append(_failed([e(f.name)], f.error, head))
                 continue
             lst = f.stats
             rows.append([e(f.name), "held" if lst.held else '<span class="muted">free</span>',
                          f"<code>{e(lst.owner)}</code>" if lst.owner else "-", str(lst.fence),
                          _ms(lst.pttl_ms) if lst.held else "-", str(lst.waiters),
                          _rate(s, "acquired"), _hour(s, "acquired"), _pcts(s, "wait")])
-        parts.append("<h2>Locks</h2>" + _table(
-            ["lock", "state", "owner", "fence", "lease left", "waiters", "acquired/min",
-             "acquired (last hour)", "wait p50 / p90 / p99"], rows, cls="locks",
-            numeric=(3, 4, 5, 6, 7)))
+        parts.append("<h2>Locks</h2>" + _table(head, rows, cls="locks", numeric=(3, 4, 5, 6, 7)))
     if data.limiters:
         rows, drawn = [], []
         for name in data.limiters:
@@ -194,19 +198,20 @@ def overview(config: Config, root: str, data: Overview) -> str:
         if drawn:
             parts.append(f'<div class="charts">{"".join(drawn)}</div>')
     if stores:
+        head = ["store", "pending", "retrying", "dead", "lag now", "flushed/min",
+                "lag p50 / p90 / p99"]
         rows = []
         for f in stores:
             s = data.series.get(("store", f.name), Series(None)).value
             link = f'<a href="{e(_link(root, "store", f.name))}">{e(f.name)}</a>'
             if not isinstance(f.stats, StoreStats):
-                rows.append([link, f'<span class="error">{e(f.error)}</span>', *[""] * 5])
+                rows.append(_failed([link], f.error, head))
                 continue
             wst = f.stats
             rows.append([link, str(wst.pending), str(wst.retry), str(wst.dead), _ms(wst.lag_ms),
                          _rate(s, "flushed"), _pcts(s, "lag")])
         parts.append("<h2>Write-behind stores</h2>" + _table(
-            ["store", "pending", "retrying", "dead", "lag now", "flushed/min",
-             "lag p50 / p90 / p99"], rows, cls="stores", numeric=(1, 2, 3, 4, 5)))
+            head, rows, cls="stores", numeric=(1, 2, 3, 4, 5)))
     if len(parts) == 1:
         parts.append('<p class="muted">Nothing to show: name primitives with --queue, '
                      "--stream, --store, --lock or --limiter.</p>")
