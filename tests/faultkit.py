@@ -23,11 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
+import pyredislua
 from pyredislua.server import RedisServer
+
+T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
@@ -41,6 +44,23 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def through_restarts(port: int, act: Callable[[pyredislua.Client], T], *,
+                     what: str = "the producer", seconds: float = 15.0) -> T:
+    """``act`` on a client of a fresh connection to ``port``, retried on connection errors for
+    up to ``seconds`` (the server may be restarting)."""
+    conn = redis.Redis(port=port)
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            try:
+                return act(pyredislua.Client(conn))
+            except (redis.ConnectionError, redis.TimeoutError):
+                assert time.monotonic() < deadline, f"{what} never got through"
+                time.sleep(0.05)
+    finally:
+        conn.close()
 
 
 class FaultServer(RedisServer):

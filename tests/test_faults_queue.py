@@ -37,7 +37,7 @@ import redis.asyncio
 
 import pyredislua
 from pyredislua.queue import AsyncWorker, Job, Queue, Worker, WorkerMetrics
-from tests.faultkit import FaultOutcome, FaultReport, FaultServer, wait_for
+from tests.faultkit import FaultOutcome, FaultReport, FaultServer, through_restarts, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.queue]
 
@@ -192,19 +192,12 @@ RUNNERS: dict[str, Any] = {"threads": ThreadRunner, "asyncio": AsyncRunner}
 
 def produce(port: int, payloads: Sequence[str], **job: Any) -> None:
     """Enqueue (a fresh connection; connection errors retried: the server may be restarting)."""
-    conn = redis.Redis(port=port)
-    q = Queue(pyredislua.Client(conn), NAME)
-    deadline = time.monotonic() + 15
-    try:
-        while True:
-            try:
-                q.enqueue_many([q.job(p, **job) for p in payloads])
-                return
-            except (redis.ConnectionError, redis.TimeoutError):
-                assert time.monotonic() < deadline, "the producer never got through"
-                time.sleep(0.05)
-    finally:
-        conn.close()
+
+    def enqueue(client: pyredislua.Client) -> None:
+        q = Queue(client, NAME)
+        q.enqueue_many([q.job(p, **job) for p in payloads])
+
+    through_restarts(port, enqueue)
 
 
 def stats(port: int) -> Any:

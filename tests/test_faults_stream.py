@@ -33,7 +33,7 @@ import redis.asyncio
 import pyredislua
 from pyredislua.errors import NotFoundError, StaleTokenError, transient
 from pyredislua.stream import Entry, StreamQueue
-from tests.faultkit import FaultOutcome, FaultReport, FaultServer, wait_for
+from tests.faultkit import FaultOutcome, FaultReport, FaultServer, through_restarts, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.queue]
 
@@ -249,19 +249,7 @@ RUNNERS: dict[str, Any] = {"threads": ThreadConsumers, "asyncio": AsyncConsumers
 
 def produce(port: int, payloads: Sequence[str]) -> None:
     """Produce (a fresh connection; connection errors retried: the server may be restarting)."""
-    conn = redis.Redis(port=port)
-    sq = StreamQueue(pyredislua.Client(conn), NAME)
-    deadline = time.monotonic() + 15
-    try:
-        while True:
-            try:
-                sq.produce(payloads)
-                return
-            except (redis.ConnectionError, redis.TimeoutError):
-                assert time.monotonic() < deadline, "the producer never got through"
-                time.sleep(0.05)
-    finally:
-        conn.close()
+    through_restarts(port, lambda client: StreamQueue(client, NAME).produce(payloads))
 
 
 def stats(port: int) -> Any:
