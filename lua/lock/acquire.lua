@@ -35,10 +35,9 @@ local waits = wait_ms >= 0
 
 if owner and owner == 'carry:' .. token then
   -- The caller's release kept the lock for it (turn_ms): its next hold, with the next fence.
-  local held = rcall('HMGET', lock_key, 'fence')
-  local previous = tonumber(held[1])
+  local previous = tonumber(rcall('HGET', lock_key, 'fence') or '')
   if not previous then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
-  if waits then rcall('ZSCORE', waiters_key, token) end
+  if waits then rcall('ZSCORE', waiters_key, token) end  -- its type, before the first write
   local M = metrics_key and metrics_open(metrics_key, 'lock', prl_now_ms())
   local fence = lock_next_fence(fence_key, previous)
   lock_own(lock_key, fence_key, token, fence, lock_int(ARGV[2], ttl_ms),
