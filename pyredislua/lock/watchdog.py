@@ -89,7 +89,7 @@ class ThreadWatchdog:
         release), or when the interpreter exits first."""
         if self._carry is None:
             self._carry = _CarryTimer(self._client, hold)
-        _carried_at_exit.add(self._carry)
+            _carried_at_exit.add(self._carry)  # for the life of the lock: due() checks
         _renewer_for(self._client).schedule(self._carry, until)
 
     def due(self, cap: float | None) -> float | None:
