@@ -95,8 +95,9 @@ def test_a_compressed_queue_round_trips_and_stores_less(client: pyredislua.Clien
     plain, packed = Queue(client, "plain"), Queue(client, "packed", compress=Compressor())
     plain.enqueue(page)
     packed.enqueue_many([packed.job(page), b"tiny"])
-    assert r.hstrlen("prl:q:{packed}:payloads", "0000000000000001") < len(page) / 2
-    assert r.hget("prl:q:{packed}:payloads", "0000000000000002") == RAW + b"tiny"
+    # a payload is stored beside its job's record, in the jobs hash
+    assert r.hstrlen("prl:q:{packed}:jobs", "0000000000000001:p") < len(page) / 2
+    assert r.hget("prl:q:{packed}:jobs", "0000000000000002:p") == RAW + b"tiny"
     assert [i.payload for i in packed.peek()] == [page, b"tiny"]  # inspection shows them opened
     assert packed.get("0000000000000001").payload == page  # type: ignore[union-attr]
     jobs = packed.dequeue(2)
@@ -104,7 +105,7 @@ def test_a_compressed_queue_round_trips_and_stores_less(client: pyredislua.Clien
     packed.nack(jobs[0], "no", action="dead")
     assert packed.dead()[1][0].payload == page
     # a plain producer's payload on a compressing queue is not misread: peek shows it as stored
-    r.hset("prl:q:{packed}:payloads", "0000000000000002", b"{}")
+    r.hset("prl:q:{packed}:jobs", "0000000000000002:p", b"{}")
     assert any(i.payload == b"{}" for i in packed.peek("active"))
 
 

@@ -74,8 +74,9 @@ def test_the_report_counts_units_and_finds_no_undocumented_key(
     # report says which structures did
     beyond = "\n".join(areas["queue"].beyond_compact)
     assert "prl:q:{big}:ready: zset of 300 is skiplist (more than zset-max-listpack-" in beyond
-    assert ("prl:q:{big}:payloads: hash of 300 is hashtable (an element longer than "
-            "hash-max-listpack-value 64 bytes)") in beyond
+    # (a job's record and payload are two fields of its jobs hash)
+    assert ("prl:q:{big}:jobs: hash of 600 is hashtable (more than "
+            "hash-max-listpack-entries 512)") in beyond
     assert not any("{small}" in line for line in areas["queue"].beyond_compact)
     assert report.no_ttl == []  # fences and queue structures stay by design; all else expires
 

@@ -490,6 +490,86 @@ def test_a_job_record_with_a_non_numeric_field_is_badstate(client: pyredislua.Cl
     assert snapshot(r) == before
 
 
+# A job as library versions before 1.28 stored it: its record (no `j`) under its id in the jobs
+# hash, its payload in the payloads hash.
+OLD_LAYOUT = """
+redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack({p = 0, a = 0, m = 3, b = 0, e = 1, d = 0}))
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'seq', 1)
+redis.call('HINCRBY', KEYS[5], '0', 1)
+"""
+
+
+def _old_job(r: redis.Redis, q: Queue, job_id: str, payload: bytes) -> None:
+    k = q.keys
+    r.eval(OLD_LAYOUT, 5, k.jobs, k.payloads, k.ready, k.stats, k.prio, job_id, payload)
+
+
+def test_a_payload_is_kept_beside_its_record_and_one_read_serves_both(
+        client: pyredislua.Client, r: redis.Redis) -> None:
+    q = Queue(client, "layout")
+    job_id = q.enqueue(b"body").id
+    q.enqueue_many([q.job(b"second")])
+    assert r.hgetall(q.keys.jobs).keys() >= {job_id.encode(), f"{job_id}:p".encode()}
+    assert r.hget(q.keys.jobs, f"{job_id}:p") == b"body"
+    assert r.exists(q.keys.payloads) == 0  # nothing goes to the payloads hash any more
+    [job] = q.dequeue()
+    q.ack(job)
+    assert r.hexists(q.keys.jobs, job_id) == 0 and r.hexists(q.keys.jobs, f"{job_id}:p") == 0
+    [job] = q.dequeue()
+    q.nack(job, action="dead")
+    q.purge([job.id])
+    assert r.exists(q.keys.jobs) == 0  # record and payload both went
+
+
+def test_jobs_enqueued_before_1_28_keep_their_payloads_in_the_payloads_hash(
+        client: pyredislua.Client, r: redis.Redis) -> None:
+    """Queues written by earlier versions go on working: every reader finds an old job's
+    payload in the payloads hash, and finishing it deletes it there."""
+    q = Queue(client, "older", backoff=0)
+    _old_job(r, q, "0000000000000001", b"old one")
+    _old_job(r, q, "0000000000000002", b"old two")
+    new_id = q.enqueue(b"new").id
+    assert [j.payload for j in q.peek()] == [b"old one", b"old two", b"new"]
+    assert q.get("0000000000000001").payload == b"old one"  # type: ignore[union-attr]
+    jobs = q.dequeue(3)
+    assert [j.payload for j in jobs] == [b"old one", b"old two", b"new"]
+    q.ack(jobs[0])  # one old job alone
+    assert r.hget(q.keys.payloads, "0000000000000001") is None
+    q.nack(jobs[1], action="dead")
+    assert q.dead()[1][0].payload == b"old two"
+    q.ack(jobs[2])
+    assert q.requeue(["0000000000000002"]) == ["0000000000000002"]
+    [again] = q.dequeue()
+    assert again.payload == b"old two"
+    q.ack(again)
+    assert r.exists(q.keys.payloads, q.keys.jobs) == 0
+    assert r.hget(q.keys.jobs, f"{new_id}:p") is None
+    # old and new together in one ack, and a purge of an old dead job
+    _old_job(r, q, "0000000000000010", b"old")
+    q.enqueue(b"new")
+    both = q.dequeue(2)
+    assert q.ack_many(both) == 2
+    _old_job(r, q, "0000000000000020", b"dead")
+    [job] = q.dequeue()
+    q.nack(job, action="dead")
+    assert q.purge() == 1
+    assert r.exists(q.keys.payloads, q.keys.jobs) == 0
+
+
+def test_a_payload_field_is_never_taken_for_a_job(client: pyredislua.Client,
+                                                  r: redis.Redis) -> None:
+    q = Queue(client, "fields-only")
+    job = q.enqueue(b"x")
+    assert q.get(f"{job.id}:p") is None
+    [leased] = q.dequeue()
+    before = snapshot(r)
+    with pytest.raises(pyredislua.StaleTokenError):
+        q.ack((f"{leased.id}:p", leased.token))
+    assert snapshot(r) == before
+
+
 @pytest.mark.parametrize("count", [1, 6, 7, 12, 42])
 def test_a_batch_with_max_run_times_is_one_call_whatever_its_size(
         client: pyredislua.Client, count: int) -> None:

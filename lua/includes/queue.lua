@@ -8,8 +8,11 @@
 --   5 jobs      hash, job id -> msgpack map {p priority, a attempts, m max attempts,
 --               b backoff base ms, k idempotency key, e enqueued at ms, r last reason,
 --               t lease token, d deliveries (the last lease token), x max run time ms (absent: none),
---               c the producer's W3C trace context (absent: none)}
---   6 payloads  hash, job id -> payload (opaque bytes)
+--               c the producer's W3C trace context (absent: none), j 1: the payload is in this hash},
+--               and job id .. QUEUE_PAYLOAD -> payload (opaque bytes), beside its record, so one
+--               HMGET reads both and one HDEL deletes both
+--   6 payloads  hash, job id -> payload, of jobs whose record has no j (enqueued before 1.28);
+--               nothing is added to it any more
 --   7 idem      hash, idempotency key -> job id, while the job is unfinished
 --   8 prio      hash, priority -> number of unfinished (ready, delayed, active) jobs
 --   9 stats     hash of counters: seq (job ids; also the number enqueued), acked, retried, dead, requeued,
@@ -40,6 +43,8 @@ local QUEUE_MAX_BACKOFF_MS = 3600000
 local QUEUE_PROMOTE_LIMIT = 1000
 local QUEUE_MARKERS = 1000
 local QUEUE_REQUEST_TTL_MS = 120000
+-- A job's payload field in the jobs hash is its id and this suffix (an id is digits only).
+local QUEUE_PAYLOAD = ':p'
 
 local function queue_K(keys)
   return {ready = keys[1], delayed = keys[2], active = keys[3], dead = keys[4], jobs = keys[5],
@@ -64,7 +69,7 @@ end
 -- per field); the token and the idempotency key must be strings when present.
 local function queue_decode(raw)
   local m = cmsgpack.unpack(raw)
-  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0) + (m.x or 0)
+  local _ = m.p + m.a + m.m + m.b + m.e + (m.d or 0) + (m.x or 0) + (m.j or 0)
   return m
 end
 
@@ -93,6 +98,75 @@ local function queue_chunked(cmd, key, list, step)
   for i = 1, #list, step do
     redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
   end
+end
+
+-- Whether id can name a job: a field with the payload suffix is a payload, never a job.
+local function queue_is_id(id)
+  return not string.find(id, QUEUE_PAYLOAD, 1, true)
+end
+
+-- The payloads of jobs ids: one HMGET of their fields in the jobs hash, and one of the payloads
+-- hash for jobs enqueued before 1.28 (their field is missing). A payload not found is false.
+local function queue_payloads(K, ids)
+  local fields = {}
+  for i, id in ipairs(ids) do fields[i] = id .. QUEUE_PAYLOAD end
+  local payloads = redis.call('HMGET', K.jobs, unpack(fields))
+  local old, at = {}, {}
+  for i, id in ipairs(ids) do
+    if not payloads[i] then
+      old[#old + 1] = id
+      at[#at + 1] = i
+    end
+  end
+  if #old > 0 then
+    local found = redis.call('HMGET', K.payloads, unpack(old))
+    for j, i in ipairs(at) do payloads[i] = found[j] end
+  end
+  return payloads
+end
+
+-- The records and payloads of jobs ids, in one HMGET of the jobs hash (and, for jobs enqueued
+-- before 1.28, one of the payloads hash). A missing record is false, and so is its payload.
+local function queue_read(K, ids)
+  local fields = {}
+  for i, id in ipairs(ids) do
+    fields[2 * i - 1] = id
+    fields[2 * i] = id .. QUEUE_PAYLOAD
+  end
+  local got = redis.call('HMGET', K.jobs, unpack(fields))
+  local raws, payloads, old, at = {}, {}, {}, {}
+  for i, id in ipairs(ids) do
+    raws[i] = got[2 * i - 1]
+    payloads[i] = got[2 * i]
+    if raws[i] and not payloads[i] then
+      old[#old + 1] = id
+      at[#at + 1] = i
+    end
+  end
+  if #old > 0 then
+    local found = redis.call('HMGET', K.payloads, unpack(old))
+    for j, i in ipairs(at) do payloads[i] = found[j] end
+  end
+  return raws, payloads
+end
+
+-- What deleting finished jobs (ids, their decoded records metas) writes: the jobs hash fields
+-- (records and payloads) and the ids of jobs enqueued before 1.28, whose payloads are in the
+-- payloads hash; that hash is type-checked here, so call this before the first write.
+local function queue_doomed(K, ids, metas)
+  local fields, old = {}, {}
+  for i, id in ipairs(ids) do
+    fields[#fields + 1] = id
+    if metas[i].j then fields[#fields + 1] = id .. QUEUE_PAYLOAD else old[#old + 1] = id end
+  end
+  if #old > 0 then redis.call('HLEN', K.payloads) end
+  return fields, old
+end
+
+-- Delete what queue_doomed listed.
+local function queue_delete(K, fields, old)
+  queue_chunked('HDEL', K.jobs, fields)
+  if #old > 0 then queue_chunked('HDEL', K.payloads, old) end
 end
 
 -- The reply a re-sent call gave on its first run, from its request record (nil: a first run).
@@ -232,18 +306,17 @@ local function queue_add(K, jobs, now)
   -- read and check what the writes touch (stats: its first write fails on a bad sequence)
   local counts = queue_prio_read(K, wanted)
   if not jobs_checked then redis.call('HLEN', K.jobs) end
-  redis.call('HLEN', K.payloads)
   if ready > 0 then redis.call('ZCARD', K.ready) end
   if delayed > 0 then redis.call('ZCARD', K.delayed) end
   local llen = ready > 0 and redis.call('LLEN', K.marker) or 0
   -- write: the sequence first
   local seq = redis.call('HINCRBY', K.stats, 'seq', #new) - #new
-  local records, payloads, to_ready, to_delayed, idem, changes = {}, {}, {}, {}, {}, {}
+  local records, to_ready, to_delayed, idem, changes = {}, {}, {}, {}, {}
   local ids = {}
   for n, job in ipairs(new) do
     local id = queue_id(seq + n)
     ids[n] = id
-    local m = {p = job.priority, a = 0, m = job.max_attempts, b = job.backoff_ms, e = now}
+    local m = {p = job.priority, a = 0, m = job.max_attempts, b = job.backoff_ms, e = now, j = 1}
     if job.max_run_ms > 0 then m.x = job.max_run_ms end
     if job.trace_context ~= '' then m.c = job.trace_context end
     if job.idem_key ~= '' then
@@ -255,8 +328,8 @@ local function queue_add(K, jobs, now)
     end
     records[#records + 1] = id
     records[#records + 1] = queue_encode(m)
-    payloads[#payloads + 1] = id
-    payloads[#payloads + 1] = job.payload
+    records[#records + 1] = id .. QUEUE_PAYLOAD
+    records[#records + 1] = job.payload
     if job.delay_ms > 0 then
       to_delayed[#to_delayed + 1] = now + job.delay_ms
       to_delayed[#to_delayed + 1] = id
@@ -271,7 +344,6 @@ local function queue_add(K, jobs, now)
   end
   if keyed and #idem > 0 then queue_chunked('HSET', K.idem, idem) end
   queue_chunked('HSET', K.jobs, records)
-  queue_chunked('HSET', K.payloads, payloads)
   if #to_ready > 0 then queue_chunked('ZADD', K.ready, to_ready) end
   if #to_delayed > 0 then queue_chunked('ZADD', K.delayed, to_delayed) end
   queue_prio_write(K, counts, changes)
@@ -288,6 +360,9 @@ end
 
 -- The live leases of jobs ids[i] for tokens[i], else a STALE error. Returns the decoded records.
 local function queue_live(K, ids, tokens, now)
+  for _, id in ipairs(ids) do
+    if not queue_is_id(id) then prl_fail('STALE', 'job ' .. id .. ' does not exist (not a job id)') end
+  end
   local raws = redis.call('HMGET', K.jobs, unpack(ids))
   local deadlines = redis.call('ZMSCORE', K.active, unpack(ids))
   local metas = {}
@@ -308,6 +383,7 @@ end
 
 -- The live lease of job `id` for `token` (one job), else a STALE error. Returns its record.
 local function queue_live_one(K, id, token, now)
+  if not queue_is_id(id) then prl_fail('STALE', 'job ' .. id .. ' does not exist (not a job id)') end
   local raw = redis.call('HGET', K.jobs, id)
   if not raw then prl_fail('STALE', 'job ' .. id .. ' does not exist (finished or purged)') end
   local m = queue_meta(raw, id)
@@ -493,13 +569,13 @@ local function queue_dead_ids(K, argv, first, limit)
 end
 
 -- One job's row for queue.get and queue.get_by_key: its state (the set holding it), the score
--- there, its record's fields and its payload. `raw`: its record, read already.
-local function queue_job(K, id, raw)
+-- there, its record's fields and its payload. `raw`, `payload`: its record and payload (queue_read).
+local function queue_job(K, id, raw, payload)
   local m = queue_meta(raw, id)
   for _, state in ipairs({'ready', 'delayed', 'active', 'dead'}) do
     local score = redis.call('ZSCORE', K[state], id)
     if score then
-      local row = queue_row(id, state, score, m, redis.call('HGET', K.payloads, id))
+      local row = queue_row(id, state, score, m, payload)
       row[9] = m.b
       row[10] = m.k or false
       row[11] = m.e

@@ -1,6 +1,6 @@
 --[[
 name: queue.ack
-version: 1.2.0
+version: 1.3.0
 summary: Finish leased jobs: each id must come with its live lease token, else nothing changes.
 flags: allow-oom
 resend: safe
@@ -38,14 +38,19 @@ if #ids == 1 then
   local m = queue_live_one(K, id, tokens[1], now)
   local free = m.k and rcall('HGET', K.idem, m.k) == id
   local count = queue_count(rcall('HGET', K.prio, m.p), 'the count of priority ' .. m.p)
-  rcall('HLEN', K.payloads)
+  -- a job enqueued before 1.28 has its payload in the payloads hash
+  if not m.j then rcall('HLEN', K.payloads) end
   local M = metrics_open(metrics_key, 'queue', now)
   rcall('HINCRBY', K.stats, 'acked', 1)
   if free then rcall('HDEL', K.idem, m.k) end
   if count > 1 then rcall('HSET', K.prio, m.p, count - 1) else rcall('HDEL', K.prio, m.p) end
   rcall('ZREM', K.active, id)
-  rcall('HDEL', K.jobs, id)
-  rcall('HDEL', K.payloads, id)
+  if m.j then
+    rcall('HDEL', K.jobs, id, id .. QUEUE_PAYLOAD)
+  else
+    rcall('HDEL', K.jobs, id)
+    rcall('HDEL', K.payloads, id)
+  end
   metrics_count(M, 'completed', 1)
   local leased = M and queue_leased_at(m.t)
   if leased then metrics_sample(M, 'run', now - leased) end
@@ -72,15 +77,14 @@ if #names > 0 then
   end
 end
 local counts = queue_prio_read(K, wanted)
-rcall('HLEN', K.payloads)
+local fields, old = queue_doomed(K, ids, metas)
 local M = metrics_open(metrics_key, 'queue', now)
 -- write: the counter first (it fails on a bad counter before anything changed)
 rcall('HINCRBY', K.stats, 'acked', #ids)
 if #free > 0 then queue_chunked('HDEL', K.idem, free) end
 queue_prio_write(K, counts, changes)
 queue_chunked('ZREM', K.active, ids)
-queue_chunked('HDEL', K.jobs, ids)
-queue_chunked('HDEL', K.payloads, ids)
+queue_delete(K, fields, old)
 metrics_count(M, 'completed', #ids)
 if M then
   for _, m in ipairs(metas) do

@@ -1,6 +1,6 @@
 --[[
 name: queue.dead
-version: 1.0.1
+version: 1.1.0
 summary: List dead-lettered jobs, oldest first, with their reason and attempt count.
 flags: no-writes
 includes: queue
@@ -21,8 +21,7 @@ local out = {}
 if #ids > 0 then
   local only = {}
   for i = 1, #ids, 2 do only[#only + 1] = ids[i] end
-  local raws = rcall('HMGET', K.jobs, unpack(only))
-  local payloads = rcall('HMGET', K.payloads, unpack(only))
+  local raws, payloads = queue_read(K, only)
   for i, id in ipairs(only) do
     out[i] = queue_row(id, 'dead', ids[2 * i], queue_meta(raws[i], id), payloads[i])
   end

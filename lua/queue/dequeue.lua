@@ -1,6 +1,6 @@
 --[[
 name: queue.dequeue
-version: 1.4.0
+version: 1.5.0
 summary: Lease up to count ready jobs, lowest (priority, enqueue order) first; due delayed jobs are made ready first.
 flags: allow-oom
 resend: safe
@@ -32,9 +32,8 @@ if first then
       ids[#ids + 1] = first[i]
       tokens[#tokens + 1] = first[i + 1]
     end
-    local raws = rcall('HMGET', K.jobs, unpack(ids))
+    local raws, payloads = queue_read(K, ids)
     local deadlines = rcall('ZMSCORE', K.active, unpack(ids))
-    local payloads = rcall('HMGET', K.payloads, unpack(ids))
     for i, id in ipairs(ids) do
       local deadline = tonumber(deadlines[i] or '0')
       if raws[i] and deadline > now then
@@ -57,12 +56,13 @@ if #due == 0 and #top == 0 then
   if #nxt > 0 then wait = math.max(tonumber(nxt[2]) - now, 1) end
   return {now, wait, {}}
 end
-local chosen, metas, from_ready, promote = {}, {}, {}, {}
+local chosen, metas, from_ready, promote, payloads = {}, {}, {}, {}, nil
 local left = #top / 2 > count  -- more ready jobs than this call takes
 if #due == 0 then
   -- the common case: the first ready jobs, in the ready set's order
   for i = 1, math.min(#top / 2, count) do chosen[i] = top[2 * i - 1] end
-  local raws = rcall('HMGET', K.jobs, unpack(chosen))
+  local raws
+  raws, payloads = queue_read(K, chosen)
   for i, id in ipairs(chosen) do
     metas[i] = queue_meta(raws[i], id)
     from_ready[i] = id
@@ -114,7 +114,8 @@ local legacy = false
 for _, m in ipairs(metas) do
   if m.d == nil then legacy = true end
 end
-local payloads = rcall('HMGET', K.payloads, unpack(chosen))
+-- the payloads (the common case read them with the records)
+if not payloads then payloads = queue_payloads(K, chosen) end
 -- a job enqueued before lease tokens were per job continues from the old shared counter
 local base = legacy and queue_count(rcall('HGET', K.stats, 'tokens'), 'the lease token counter') or 0
 local llen = left and rcall('LLEN', K.marker) or 0

@@ -1,6 +1,6 @@
 --[[
 name: queue.enqueue
-version: 1.4.0
+version: 1.5.0
 summary: Add one job (payload, priority, delay, max attempts, backoff, idempotency key, max run time, trace context).
 flags: none
 resend: safe
@@ -36,7 +36,6 @@ if idem_key ~= '' then
   end
 end
 if not jobs_checked then rcall('HLEN', K.jobs) end
-rcall('HLEN', K.payloads)
 local count = queue_count(rcall('HGET', K.prio, priority), 'the count of priority ' .. priority)
 local into = delay_ms > 0 and K.delayed or K.ready
 rcall('ZCARD', into)
@@ -44,15 +43,14 @@ local llen = delay_ms > 0 and QUEUE_MARKERS or rcall('LLEN', K.marker)
 local M = metrics_open(metrics_key, 'queue', now)
 -- write: the sequence first (a stats key of another type, or a bad sequence, fails there)
 local id = queue_id(rcall('HINCRBY', K.stats, 'seq', 1))
-local m = {p = priority, a = 0, m = max_attempts, b = backoff_ms, e = now}
+local m = {p = priority, a = 0, m = max_attempts, b = backoff_ms, e = now, j = 1}
 if max_run_ms > 0 then m.x = max_run_ms end
 if trace_context ~= '' then m.c = trace_context end
 if idem_key ~= '' then
   m.k = idem_key
   rcall('HSET', K.idem, idem_key, id)
 end
-rcall('HSET', K.jobs, id, queue_encode(m))
-rcall('HSET', K.payloads, id, payload)
+rcall('HSET', K.jobs, id, queue_encode(m), id .. QUEUE_PAYLOAD, payload)
 rcall('ZADD', into, delay_ms > 0 and now + delay_ms or priority, id)
 rcall('HSET', K.prio, priority, count + 1)
 if llen < QUEUE_MARKERS then rcall('RPUSH', K.marker, '1') end

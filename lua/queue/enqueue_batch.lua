@@ -1,6 +1,6 @@
 --[[
 name: queue.enqueue_batch
-version: 1.4.1
+version: 1.5.0
 summary: Add up to 1000 jobs in one call, all validated before the first is added (the fields per job told by their count; queue.enqueue_jobs takes it as an argument).
 flags: none
 resend: safe

@@ -1,6 +1,6 @@
 --[[
 name: queue.enqueue_jobs
-version: 1.0.0
+version: 1.1.0
 summary: Add up to 1000 jobs in one call, all validated before the first is added; the caller says how many fields each job has (queue.enqueue_batch guesses it from the count).
 flags: none
 resend: safe

@@ -1,6 +1,6 @@
 --[[
 name: queue.extend
-version: 1.0.1
+version: 1.0.2
 summary: Extend a live lease to lease_ms from now (never resurrects an expired one).
 flags: allow-oom
 resend: safe

@@ -1,6 +1,6 @@
 --[[
 name: queue.get
-version: 1.0.2
+version: 1.1.0
 summary: Look up one job by id: its state, score, attempts, limits, last reason and payload.
 flags: no-writes
 includes: queue
@@ -16,6 +16,7 @@ errors:
   WRONGTYPE: a key holds another Redis type
 ]]
 local K = queue_K(KEYS)
-local raw = rcall('HGET', K.jobs, id)
-if not raw then return nil end
-return queue_job(K, id, raw)
+if not queue_is_id(id) then return nil end
+local raws, payloads = queue_read(K, {id})
+if not raws[1] then return nil end
+return queue_job(K, id, raws[1], payloads[1])

@@ -1,6 +1,6 @@
 --[[
 name: queue.get_by_key
-version: 1.0.1
+version: 1.1.0
 summary: Look up the unfinished job that holds an idempotency key: its state, score, attempts, limits, last reason and payload (as queue.get).
 flags: no-writes
 includes: queue
@@ -19,8 +19,8 @@ errors:
 local K = queue_K(KEYS)
 local id = rcall('HGET', K.idem, idem_key)
 if not id then return nil end
-local raw = rcall('HGET', K.jobs, id)
-if not raw then
+local raws, payloads = queue_read(K, {id})
+if not raws[1] then
   return prl_fail('BADSTATE', 'idempotency key ' .. idem_key .. ' names job ' .. id .. ', which has no record')
 end
-return queue_job(K, id, raw)
+return queue_job(K, id, raws[1], payloads[1])

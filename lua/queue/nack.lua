@@ -1,6 +1,6 @@
 --[[
 name: queue.nack
-version: 1.2.0
+version: 1.2.1
 summary: Give a leased job back: retry it with backoff, dead-letter it, or release it uncounted.
 flags: allow-oom
 resend: safe

@@ -1,6 +1,6 @@
 --[[
 name: queue.peek
-version: 1.0.1
+version: 1.1.0
 summary: Look at the next jobs of one state in order, without leasing them.
 flags: no-writes
 includes: queue
@@ -22,8 +22,7 @@ local out = {}
 if #ids == 0 then return out end
 local only = {}
 for i = 1, #ids, 2 do only[#only + 1] = ids[i] end
-local raws = rcall('HMGET', K.jobs, unpack(only))
-local payloads = rcall('HMGET', K.payloads, unpack(only))
+local raws, payloads = queue_read(K, only)
 for i, id in ipairs(only) do
   out[i] = queue_row(id, state, ids[2 * i], queue_meta(raws[i], id), payloads[i])
 end

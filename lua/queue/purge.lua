@@ -1,6 +1,6 @@
 --[[
 name: queue.purge
-version: 1.1.0
+version: 1.2.0
 summary: Delete dead-lettered jobs for good: the listed ids, else the oldest limit.
 flags: allow-oom
 resend: safe
@@ -27,7 +27,13 @@ rcall('HLEN', K.payloads)
 -- write: the counter first (it fails on a bad counter before anything changed)
 rcall('HINCRBY', K.stats, 'purged', #ids)
 queue_chunked('ZREM', K.dead, ids)
-queue_chunked('HDEL', K.jobs, ids)
+-- records and payloads; the payloads hash holds those of jobs enqueued before 1.28
+local fields = {}
+for _, id in ipairs(ids) do
+  fields[#fields + 1] = id
+  fields[#fields + 1] = id .. QUEUE_PAYLOAD
+end
+queue_chunked('HDEL', K.jobs, fields)
 queue_chunked('HDEL', K.payloads, ids)
 queue_record(K, 'queue.purge', #ids)
 return #ids

@@ -26,31 +26,33 @@ from ..kit import as_text
 @dataclass(frozen=True)
 class Area:
     """How one area's keys are grouped and counted: ``name``, what one ``unit`` is, and how many
-    units an instance holds: the length of its ``role`` key (``"length"``), the number of its
-    keys of that role (``"keys"``), or one (``"instance"``)."""
+    units an instance holds: the summed lengths of its keys of the ``roles`` (``"length"``), the
+    number of its keys of those roles (``"keys"``), or one (``"instance"``)."""
 
     name: str
     unit: str
-    role: str | None
+    roles: tuple[str, ...]
     count: str
 
 
 # key base (the segment after the prefix) -> its area. A limiter key and a cache entry are
 # instances of their own; a cache namespace's tag sets are counted apart from its entries.
 AREAS: dict[str, Area] = {
-    "lock": Area("lock", "lock", None, "instance"),
-    "rlock": Area("reentrant lock", "lock", None, "instance"),
-    "rwlock": Area("read-write lock", "lock", None, "instance"),
-    "sem": Area("semaphore", "semaphore", None, "instance"),
-    "q": Area("queue", "job", "jobs", "length"),
-    "sq": Area("stream", "entry", "stream", "length"),
-    "wb": Area("writebehind", "record", "versions", "length"),
-    "rl": Area("ratelimit", "limiter key", None, "instance"),
-    "cache": Area("cache", "entry", "e", "keys"),
-    "cache-tags": Area("cache tags", "tag", "t", "keys"),
+    "lock": Area("lock", "lock", (), "instance"),
+    "rlock": Area("reentrant lock", "lock", (), "instance"),
+    "rwlock": Area("read-write lock", "lock", (), "instance"),
+    "sem": Area("semaphore", "semaphore", (), "instance"),
+    # a job is in exactly one of its queue's four state sets (the jobs hash holds two fields
+    # per job since 1.28, one before)
+    "q": Area("queue", "job", ("ready", "delayed", "active", "dead"), "length"),
+    "sq": Area("stream", "entry", ("stream",), "length"),
+    "wb": Area("writebehind", "record", ("versions",), "length"),
+    "rl": Area("ratelimit", "limiter key", (), "instance"),
+    "cache": Area("cache", "entry", ("e",), "keys"),
+    "cache-tags": Area("cache tags", "tag", ("t",), "keys"),
     # a limiter's or a cache's recorded metrics (prl:rl:{tag}:metrics:<name>,
     # prl:cache:{namespace}:metrics); a queue's, lock's or store's count with its instance
-    "metrics": Area("recorded metrics", "metrics key", None, "instance"),
+    "metrics": Area("recorded metrics", "metrics key", (), "instance"),
 }
 
 
@@ -270,9 +272,9 @@ def measure(conn: Any, *, prefix: str = "prl", sample: int = 50, scan_limit: int
             if area.count == "instance":
                 report.units += 1
             elif area.count == "keys":
-                report.units += sum(1 for f in facts if f.role == area.role)
+                report.units += sum(1 for f in facts if f.role in area.roles)
             else:
-                report.units += sum(f.length for f in facts if f.role == area.role)
+                report.units += sum(f.length for f in facts if f.role in area.roles)
             for f in facts:
                 report.bytes += f.bytes
                 role = f.role or base
