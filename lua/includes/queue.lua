@@ -169,6 +169,22 @@ local function queue_delete(K, fields, old)
   if #old > 0 then queue_chunked('HDEL', K.payloads, old) end
 end
 
+-- Lease job record m (in place) at the server time `stamp` ('.' .. ms): one more attempt and
+-- delivery, and the delivery's token. A lease token is its job's delivery count and the server
+-- time of the lease: job ids and delivery counts start again after Redis lost its data (a restart
+-- without persistence), and a worker still holding a lease from before must not settle the new
+-- job that got its id. base: the old shared token counter, for a record from before 1.7 (no d).
+local function queue_lease(m, base, stamp)
+  m.a = m.a + 1
+  m.d = (m.d or base) + 1
+  m.t = queue_num(m.d) .. stamp
+end
+
+-- One leased job as queue.dequeue replies it.
+local function queue_leased(id, m, deadline, payload)
+  return {id, m.t, deadline, m.a, m.m, m.p, payload, m.e, m.x or 0, m.c or ''}
+end
+
 -- The reply a re-sent call gave on its first run, from its request record (nil: a first run).
 local function queue_recorded(K, op)
   if not K.request then return nil end

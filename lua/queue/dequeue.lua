@@ -38,7 +38,7 @@ if first then
       local deadline = tonumber(deadlines[i] or '0')
       if raws[i] and deadline > now then
         local m = queue_meta(raws[i], id)
-        if m.t == tokens[i] then out[#out + 1] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0, m.c or ''} end
+        if m.t == tokens[i] then out[#out + 1] = queue_leased(id, m, deadline, payloads[i]) end
       end
     end
   end
@@ -56,8 +56,29 @@ if #due == 0 and #top == 0 then
   if #nxt > 0 then wait = math.max(tonumber(nxt[2]) - now, 1) end
   return {now, wait, {}}
 end
-local chosen, metas, from_ready, promote, payloads = {}, {}, {}, {}, nil
 local left = #top / 2 > count  -- more ready jobs than this call takes
+local deadline, stamp = now + lease_ms, '.' .. string.format('%d', now)
+if #due == 0 and count == 1 then
+  -- the common case, one job: the steps below without their tables
+  local id = top[1]
+  local got = rcall('HMGET', K.jobs, id, id .. QUEUE_PAYLOAD)
+  local m = queue_meta(got[1], id)
+  local payload = got[2] or rcall('HGET', K.payloads, id)  -- enqueued before 1.28
+  local base = 0
+  if m.d == nil then base = queue_count(rcall('HGET', K.stats, 'tokens'), 'the lease token counter') end
+  local llen = left and rcall('LLEN', K.marker) or 0
+  local M = metrics_open(metrics_key, 'queue', now)
+  if M and m.a == 0 then metrics_sample(M, 'wait', now - m.e) end
+  queue_lease(m, base, stamp)
+  rcall('ZADD', K.active, deadline, id)
+  rcall('ZREM', K.ready, id)
+  rcall('HSET', K.jobs, id, queue_encode(m))
+  if left and llen == 0 then queue_wake(K, 1, 0) end
+  metrics_flush(M)
+  queue_record(K, 'queue.dequeue', {id, m.t})
+  return {now, 0, {queue_leased(id, m, deadline, payload)}}
+end
+local chosen, metas, from_ready, promote, payloads = {}, {}, {}, {}, nil
 if #due == 0 then
   -- the common case: the first ready jobs, in the ready set's order
   for i = 1, math.min(#top / 2, count) do chosen[i] = top[2 * i - 1] end
@@ -121,24 +142,17 @@ local base = legacy and queue_count(rcall('HGET', K.stats, 'tokens'), 'the lease
 local llen = left and rcall('LLEN', K.marker) or 0
 local M = metrics_open(metrics_key, 'queue', now)
 -- write: the leases first (a wrong type of active fails there, before anything changed)
-local deadline = now + lease_ms
--- A lease token is its job's delivery count and the server time of the lease: job ids and
--- delivery counts start again after Redis lost its data (a restart without persistence), and a
--- worker still holding a lease from before must not settle the new job that got its id.
-local stamp = '.' .. string.format('%d', now)
 local leases, records, out, rec = {}, {}, {}, {}
 for i, id in ipairs(chosen) do
   local m = metas[i]
   -- metrics: the wait of a first delivery (from its enqueue)
   if M and m.a == 0 then metrics_sample(M, 'wait', now - m.e) end
-  m.a = m.a + 1
-  m.d = (m.d or base) + 1
-  m.t = queue_num(m.d) .. stamp
+  queue_lease(m, base, stamp)
   leases[2 * i - 1] = deadline
   leases[2 * i] = id
   records[2 * i - 1] = id
   records[2 * i] = queue_encode(m)
-  out[i] = {id, m.t, deadline, m.a, m.m, m.p, payloads[i], m.e, m.x or 0, m.c or ''}
+  out[i] = queue_leased(id, m, deadline, payloads[i])
   rec[2 * i - 1] = id
   rec[2 * i] = m.t
 end
