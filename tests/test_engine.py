@@ -107,9 +107,13 @@ def test_key_sets_are_declared_once() -> None:
     # the queue include's name table (queue_K, which the operations look keys up in) lists the
     # set's keys in the set's order, then the extras
     include = (Path(lua_root()) / "includes" / "queue.lua").read_text()
-    body = re.search(r"local function queue_K\(keys\)\s*return \{(.*?)\}\s*end", include, re.S)
+    body = re.search(r"local function queue_K\(keys\)(.*?)\nend", include, re.S)
     assert body is not None
-    table = re.findall(r"(\w+) = keys\[(\d+)\]", body.group(1))
+    table = []
+    for names_, values in re.findall(r"((?:K\.\w+,\s*)*K\.\w+) = ((?:keys\[\d+\],\s*)*keys\[\d+\])",
+                                     body.group(1)):
+        table += zip(re.findall(r"K\.(\w+)", names_), re.findall(r"keys\[(\d+)\]", values))
+    assert len(table) == 12
     assert [n for n, _ in sorted(table, key=lambda t: int(t[1]))] == names + [
         k.name for k in sets["queue"].extras]
     with pytest.raises(TypeError, match="no 'request' extra"):

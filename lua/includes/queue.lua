@@ -41,15 +41,23 @@
 
 local QUEUE_MAX_BACKOFF_MS = 3600000
 local QUEUE_PROMOTE_LIMIT = 1000
+local QUEUE_PROMOTE_LIMIT_ARG = QUEUE_PROMOTE_LIMIT .. ''  -- formatted once, not per call
 local QUEUE_MARKERS = 1000
 local QUEUE_REQUEST_TTL_MS = 120000
 -- A job's payload field in the jobs hash is its id and this suffix (an id is digits only).
 local QUEUE_PAYLOAD = ':p'
 
+-- The keys by name. One table serves every call, each setting all twelve: building a table of
+-- twelve fields costs about what a Redis call does, and a call runs alone, to its end (in a
+-- Functions library the table outlives the call; in a script it is made once per call anyway).
+local QUEUE_KEYS = {}
 local function queue_K(keys)
-  return {ready = keys[1], delayed = keys[2], active = keys[3], dead = keys[4], jobs = keys[5],
-          payloads = keys[6], idem = keys[7], prio = keys[8], stats = keys[9], marker = keys[10],
-          request = keys[11], metrics = keys[12]}
+  local K = QUEUE_KEYS
+  K.ready, K.delayed, K.active, K.dead, K.jobs, K.payloads = keys[1], keys[2], keys[3], keys[4],
+      keys[5], keys[6]
+  K.idem, K.prio, K.stats, K.marker, K.request, K.metrics = keys[7], keys[8], keys[9], keys[10],
+      keys[11], keys[12]
+  return K
 end
 
 local function queue_id(seq)
@@ -83,11 +91,12 @@ local function queue_meta(raw, id)
   return m
 end
 
--- A stored counter (false/nil: 0), or BADSTATE.
-local function queue_count(v, what)
+-- A stored counter (false/nil: 0), or BADSTATE naming it `what` (.. `which`: the message is
+-- only built for the error, as a number turned into a string costs a printf).
+local function queue_count(v, what, which)
   if not v then return 0 end
   if #v > 17 or not string.match(v, '^%-?%d+$') then
-    prl_fail('BADSTATE', what .. ' is not an integer: ' .. prl_shown(v))
+    prl_fail('BADSTATE', what .. (which or '') .. ' is not an integer: ' .. prl_shown(v))
   end
   return tonumber(v)
 end
@@ -217,7 +226,7 @@ local function queue_prio_read(K, wanted)
   local counts = {}
   if #list == 0 then return counts end
   local raw = redis.call('HMGET', K.prio, unpack(list))
-  for i, p in ipairs(list) do counts[p] = queue_count(raw[i], 'the count of priority ' .. p) end
+  for i, p in ipairs(list) do counts[p] = queue_count(raw[i], 'the count of priority ', p) end
   return counts
 end
 
@@ -422,7 +431,7 @@ local function queue_settle_one(K, id, m, now, reason, how, delay_ms)
   elseif how == 'dead' or m.a >= m.m then
     -- read and check, then write: the counter first
     local free = m.k and redis.call('HGET', K.idem, m.k) == id
-    local count = queue_count(redis.call('HGET', K.prio, m.p), 'the count of priority ' .. m.p)
+    local count = queue_count(redis.call('HGET', K.prio, m.p), 'the count of priority ', m.p)
     redis.call('ZCARD', K.dead)
     redis.call('HINCRBY', K.stats, 'dead', 1)
     redis.call('ZREM', K.active, id)

@@ -21,29 +21,25 @@ local n = #ARGV - pairs_start + 1
 if n == 0 or n % 2 ~= 0 or n > 2000 then
   prl_fail('BADARG', 'pairs must be 1..1000 (id, token) pairs, got ' .. n .. ' values')
 end
-local ids, tokens, seen = {}, {}, {}
-for i = pairs_start, #ARGV, 2 do
-  local id = prl_str(ARGV, i, 'id', 1, 64, nil)
-  tokens[#tokens + 1] = prl_str(ARGV, i + 1, 'token', 1, 64, nil)
-  if seen[id] then prl_fail('BADARG', 'job ' .. id .. ' is listed twice') end
-  seen[id] = true
-  ids[#ids + 1] = id
-end
-local first = queue_recorded(K, 'queue.ack')
-if first then return first end
-local now = prl_now_ms()
-if #ids == 1 then
-  -- one job: the same steps without the tables
-  local id = ids[1]
-  local m = queue_live_one(K, id, tokens[1], now)
+if n == 2 then
+  -- one job: the steps below without their tables
+  local id = prl_str(ARGV, pairs_start, 'id', 1, 64, nil)
+  local token = prl_str(ARGV, pairs_start + 1, 'token', 1, 64, nil)
+  local first = queue_recorded(K, 'queue.ack')
+  if first then return first end
+  local now = prl_now_ms()
+  local m = queue_live_one(K, id, token, now)
   local free = m.k and rcall('HGET', K.idem, m.k) == id
-  local count = queue_count(rcall('HGET', K.prio, m.p), 'the count of priority ' .. m.p)
+  -- the priority as a string once (a number in a call's arguments is formatted each time)
+  local p = m.p .. ''
+  local count = queue_count(rcall('HGET', K.prio, p), 'the count of priority ', p)
   -- a job enqueued before 1.28 has its payload in the payloads hash
   if not m.j then rcall('HLEN', K.payloads) end
   local M = metrics_open(metrics_key, 'queue', now)
-  rcall('HINCRBY', K.stats, 'acked', 1)
+  rcall('HINCRBY', K.stats, 'acked', '1')
   if free then rcall('HDEL', K.idem, m.k) end
-  if count > 1 then rcall('HSET', K.prio, m.p, count - 1) else rcall('HDEL', K.prio, m.p) end
+  -- (the count was read and checked above: HINCRBY writes what HSET of count - 1 would)
+  if count > 1 then rcall('HINCRBY', K.prio, p, '-1') else rcall('HDEL', K.prio, p) end
   rcall('ZREM', K.active, id)
   if m.j then
     rcall('HDEL', K.jobs, id, id .. QUEUE_PAYLOAD)
@@ -58,6 +54,17 @@ if #ids == 1 then
   queue_record(K, 'queue.ack', 1)
   return 1
 end
+local ids, tokens, seen = {}, {}, {}
+for i = pairs_start, #ARGV, 2 do
+  local id = prl_str(ARGV, i, 'id', 1, 64, nil)
+  tokens[#tokens + 1] = prl_str(ARGV, i + 1, 'token', 1, 64, nil)
+  if seen[id] then prl_fail('BADARG', 'job ' .. id .. ' is listed twice') end
+  seen[id] = true
+  ids[#ids + 1] = id
+end
+local first = queue_recorded(K, 'queue.ack')
+if first then return first end
+local now = prl_now_ms()
 local metas = queue_live(K, ids, tokens, now)
 -- read: the idempotency keys these jobs hold, the counts of their priorities
 local wanted, changes, names, owners = {}, {}, {}, {}

@@ -44,9 +44,16 @@ if first then
   end
   return {now, 0, out}
 end
--- read: the due delayed jobs and the first ready ones (one more than count: is more left?)
-local due = rcall('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, QUEUE_PROMOTE_LIMIT)
-local top = rcall('ZRANGE', K.ready, 0, count, 'WITHSCORES')
+-- read: the due delayed jobs and the first ready ones (one more than count: is more left?),
+-- with their scores only when due jobs are ranked among them. (Numbers in a call's arguments
+-- and scores in its reply are formatted each time: hence the string arguments.)
+local due = rcall('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', '0', QUEUE_PROMOTE_LIMIT_ARG)
+local top, width
+if #due == 0 then
+  top, width = rcall('ZRANGE', K.ready, '0', count == 1 and '1' or count), 1
+else
+  top, width = rcall('ZRANGE', K.ready, '0', count, 'WITHSCORES'), 2
+end
 if #due == 0 and #top == 0 then
   -- nothing to do: wake-ups left for idle consumers would only wake them for nothing (and
   -- would stay behind when the queue falls idle), so they go
@@ -56,7 +63,7 @@ if #due == 0 and #top == 0 then
   if #nxt > 0 then wait = math.max(tonumber(nxt[2]) - now, 1) end
   return {now, wait, {}}
 end
-local left = #top / 2 > count  -- more ready jobs than this call takes
+local left = #top / width > count  -- more ready jobs than this call takes
 local deadline, stamp = now + lease_ms, '.' .. string.format('%d', now)
 if #due == 0 and count == 1 then
   -- the common case, one job: the steps below without their tables
@@ -81,7 +88,7 @@ end
 local chosen, metas, from_ready, promote, payloads = {}, {}, {}, {}, nil
 if #due == 0 then
   -- the common case: the first ready jobs, in the ready set's order
-  for i = 1, math.min(#top / 2, count) do chosen[i] = top[2 * i - 1] end
+  for i = 1, math.min(#top, count) do chosen[i] = top[i] end
   local raws
   raws, payloads = queue_read(K, chosen)
   for i, id in ipairs(chosen) do

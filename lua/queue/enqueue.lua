@@ -36,13 +36,15 @@ if idem_key ~= '' then
   end
 end
 if not jobs_checked then rcall('HLEN', K.jobs) end
-local count = queue_count(rcall('HGET', K.prio, priority), 'the count of priority ' .. priority)
+-- the priority as a string once (a number in a call's arguments is formatted each time)
+local p = priority .. ''
+local count = queue_count(rcall('HGET', K.prio, p), 'the count of priority ', p)
 local into = delay_ms > 0 and K.delayed or K.ready
 rcall('ZCARD', into)
 local llen = delay_ms > 0 and QUEUE_MARKERS or rcall('LLEN', K.marker)
 local M = metrics_open(metrics_key, 'queue', now)
 -- write: the sequence first (a stats key of another type, or a bad sequence, fails there)
-local id = queue_id(rcall('HINCRBY', K.stats, 'seq', 1))
+local id = queue_id(rcall('HINCRBY', K.stats, 'seq', '1'))
 local m = {p = priority, a = 0, m = max_attempts, b = backoff_ms, e = now, j = 1}
 if max_run_ms > 0 then m.x = max_run_ms end
 if trace_context ~= '' then m.c = trace_context end
@@ -51,8 +53,9 @@ if idem_key ~= '' then
   rcall('HSET', K.idem, idem_key, id)
 end
 rcall('HSET', K.jobs, id, queue_encode(m), id .. QUEUE_PAYLOAD, payload)
-rcall('ZADD', into, delay_ms > 0 and now + delay_ms or priority, id)
-rcall('HSET', K.prio, priority, count + 1)
+rcall('ZADD', into, delay_ms > 0 and now + delay_ms or p, id)
+-- (the count was read and checked above: HINCRBY writes what HSET of count + 1 would)
+rcall('HINCRBY', K.prio, p, '1')
 if llen < QUEUE_MARKERS then rcall('RPUSH', K.marker, '1') end
 metrics_count(M, 'enqueued', 1)
 metrics_flush(M)
