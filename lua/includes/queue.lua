@@ -120,22 +120,25 @@ local function queue_payloads(K, ids)
   local fields = {}
   for i, id in ipairs(ids) do fields[i] = id .. QUEUE_PAYLOAD end
   local payloads = redis.call('HMGET', K.jobs, unpack(fields))
-  local old, at = {}, {}
-  for i, id in ipairs(ids) do
+  local old
+  for i = 1, #ids do
     if not payloads[i] then
-      old[#old + 1] = id
-      at[#at + 1] = i
+      old = old or {}
+      old[#old + 1] = i
     end
   end
-  if #old > 0 then
-    local found = redis.call('HMGET', K.payloads, unpack(old))
-    for j, i in ipairs(at) do payloads[i] = found[j] end
+  if old then
+    local names = {}
+    for j, i in ipairs(old) do names[j] = ids[i] end
+    local found = redis.call('HMGET', K.payloads, unpack(names))
+    for j, i in ipairs(old) do payloads[i] = found[j] end
   end
   return payloads
 end
 
 -- The records and payloads of jobs ids, in one HMGET of the jobs hash (and, for jobs enqueued
--- before 1.28, one of the payloads hash). A missing record is false, and so is its payload.
+-- before 1.28, one of the payloads hash): job i's record at [2i - 1], its payload at [2i]. A
+-- missing record is false, and so is its payload.
 local function queue_read(K, ids)
   local fields = {}
   for i, id in ipairs(ids) do
@@ -143,20 +146,27 @@ local function queue_read(K, ids)
     fields[2 * i] = id .. QUEUE_PAYLOAD
   end
   local got = redis.call('HMGET', K.jobs, unpack(fields))
-  local raws, payloads, old, at = {}, {}, {}, {}
-  for i, id in ipairs(ids) do
-    raws[i] = got[2 * i - 1]
-    payloads[i] = got[2 * i]
-    if raws[i] and not payloads[i] then
-      old[#old + 1] = id
-      at[#at + 1] = i
+  local old
+  for i = 2, #got, 2 do
+    if got[i - 1] and not got[i] then
+      old = old or {}
+      old[#old + 1] = i
     end
   end
-  if #old > 0 then
-    local found = redis.call('HMGET', K.payloads, unpack(old))
-    for j, i in ipairs(at) do payloads[i] = found[j] end
+  if old then
+    local names = {}
+    for j, i in ipairs(old) do names[j] = ids[i / 2] end
+    local found = redis.call('HMGET', K.payloads, unpack(names))
+    for j, i in ipairs(old) do got[i] = found[j] end
   end
-  return raws, payloads
+  return got
+end
+
+-- queue_read of one job: its record and payload (false, false: no such job).
+local function queue_read_one(K, id)
+  local got = redis.call('HMGET', K.jobs, id, id .. QUEUE_PAYLOAD)
+  if got[1] and not got[2] then got[2] = redis.call('HGET', K.payloads, id) end
+  return got[1], got[2]
 end
 
 -- What deleting finished jobs (ids, their decoded records metas) writes: the jobs hash fields

@@ -32,13 +32,13 @@ if first then
       ids[#ids + 1] = first[i]
       tokens[#tokens + 1] = first[i + 1]
     end
-    local raws, payloads = queue_read(K, ids)
+    local got = queue_read(K, ids)
     local deadlines = rcall('ZMSCORE', K.active, unpack(ids))
     for i, id in ipairs(ids) do
       local deadline = tonumber(deadlines[i] or '0')
-      if raws[i] and deadline > now then
-        local m = queue_meta(raws[i], id)
-        if m.t == tokens[i] then out[#out + 1] = queue_leased(id, m, deadline, payloads[i]) end
+      if got[2 * i - 1] and deadline > now then
+        local m = queue_meta(got[2 * i - 1], id)
+        if m.t == tokens[i] then out[#out + 1] = queue_leased(id, m, deadline, got[2 * i]) end
       end
     end
   end
@@ -68,9 +68,8 @@ local deadline, stamp = now + lease_ms, '.' .. string.format('%d', now)
 if #due == 0 and count == 1 then
   -- the common case, one job: the steps below without their tables
   local id = top[1]
-  local got = rcall('HMGET', K.jobs, id, id .. QUEUE_PAYLOAD)
-  local m = queue_meta(got[1], id)
-  local payload = got[2] or rcall('HGET', K.payloads, id)  -- enqueued before 1.28
+  local raw, payload = queue_read_one(K, id)
+  local m = queue_meta(raw, id)
   local base = 0
   if m.d == nil then base = queue_count(rcall('HGET', K.stats, 'tokens'), 'the lease token counter') end
   local llen = left and rcall('LLEN', K.marker) or 0
@@ -89,10 +88,11 @@ local chosen, metas, from_ready, promote, payloads = {}, {}, {}, {}, nil
 if #due == 0 then
   -- the common case: the first ready jobs, in the ready set's order
   for i = 1, math.min(#top, count) do chosen[i] = top[i] end
-  local raws
-  raws, payloads = queue_read(K, chosen)
+  local got = queue_read(K, chosen)
+  payloads = {}
   for i, id in ipairs(chosen) do
-    metas[i] = queue_meta(raws[i], id)
+    metas[i] = queue_meta(got[2 * i - 1], id)
+    payloads[i] = got[2 * i]
     from_ready[i] = id
   end
 else

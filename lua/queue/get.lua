@@ -17,6 +17,6 @@ errors:
 ]]
 local K = queue_K(KEYS)
 if not queue_is_id(id) then return nil end
-local raws, payloads = queue_read(K, {id})
-if not raws[1] then return nil end
-return queue_job(K, id, raws[1], payloads[1])
+local raw, payload = queue_read_one(K, id)
+if not raw then return nil end
+return queue_job(K, id, raw, payload)

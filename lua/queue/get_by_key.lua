@@ -19,8 +19,8 @@ errors:
 local K = queue_K(KEYS)
 local id = rcall('HGET', K.idem, idem_key)
 if not id then return nil end
-local raws, payloads = queue_read(K, {id})
-if not raws[1] then
+local raw, payload = queue_read_one(K, id)
+if not raw then
   return prl_fail('BADSTATE', 'idempotency key ' .. idem_key .. ' names job ' .. id .. ', which has no record')
 end
-return queue_job(K, id, raws[1], payloads[1])
+return queue_job(K, id, raw, payload)

@@ -22,8 +22,8 @@ local out = {}
 if #ids == 0 then return out end
 local only = {}
 for i = 1, #ids, 2 do only[#only + 1] = ids[i] end
-local raws, payloads = queue_read(K, only)
+local got = queue_read(K, only)
 for i, id in ipairs(only) do
-  out[i] = queue_row(id, state, ids[2 * i], queue_meta(raws[i], id), payloads[i])
+  out[i] = queue_row(id, state, ids[2 * i], queue_meta(got[2 * i - 1], id), got[2 * i])
 end
 return out

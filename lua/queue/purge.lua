@@ -23,17 +23,17 @@ if first then return first end
 local ids = queue_dead_ids(K, ARGV, ids_start, limit)
 if #ids == 0 then return 0 end
 rcall('HLEN', K.jobs)
-rcall('HLEN', K.payloads)
+-- the payloads hash holds only payloads of jobs enqueued before 1.28, if any
+local old = rcall('HLEN', K.payloads) > 0
 -- write: the counter first (it fails on a bad counter before anything changed)
 rcall('HINCRBY', K.stats, 'purged', #ids)
 queue_chunked('ZREM', K.dead, ids)
--- records and payloads; the payloads hash holds those of jobs enqueued before 1.28
 local fields = {}
 for _, id in ipairs(ids) do
   fields[#fields + 1] = id
   fields[#fields + 1] = id .. QUEUE_PAYLOAD
 end
 queue_chunked('HDEL', K.jobs, fields)
-queue_chunked('HDEL', K.payloads, ids)
+if old then queue_chunked('HDEL', K.payloads, ids) end
 queue_record(K, 'queue.purge', #ids)
 return #ids
