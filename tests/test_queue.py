@@ -570,6 +570,22 @@ def test_a_payload_field_is_never_taken_for_a_job(client: pyredislua.Client,
     assert snapshot(r) == before
 
 
+@pytest.mark.parametrize("stored", [b"007", b"-0", b"+1", b"1.0"])
+def test_a_priority_count_redis_would_not_increment_is_badstate_before_any_write(
+        client: pyredislua.Client, r: redis.Redis, stored: bytes) -> None:
+    """Enqueue and ack move a priority's count with HINCRBY after reading and checking it: a
+    count HINCRBY refuses must be refused by the check, before the first write."""
+    q = Queue(client, "counts")
+    q.enqueue("x")
+    [job] = q.dequeue()
+    r.hset(q.keys.prio, "0", stored)
+    before = snapshot(r)
+    for call in (lambda: q.enqueue("y"), lambda: q.ack(job)):
+        with pytest.raises(pyredislua.BadStateError, match="the count of priority 0"):
+            call()
+        assert snapshot(r) == before
+
+
 @pytest.mark.parametrize("count", [1, 6, 7, 12, 42])
 def test_a_batch_with_max_run_times_is_one_call_whatever_its_size(
         client: pyredislua.Client, count: int) -> None:

@@ -92,10 +92,12 @@ local function queue_meta(raw, id)
 end
 
 -- A stored counter (false/nil: 0), or BADSTATE naming it `what` (.. `which`: the message is
--- only built for the error, as a number turned into a string costs a printf).
+-- only built for the error, as a number turned into a string costs a printf). Only the form
+-- Redis writes and HINCRBY accepts passes ('007' and '-0' do not), so a counter checked here
+-- never fails a later HINCRBY.
 local function queue_count(v, what, which)
   if not v then return 0 end
-  if #v > 17 or not string.match(v, '^%-?%d+$') then
+  if #v > 17 or not (string.find(v, '^%-?[1-9]%d*$') or v == '0') then
     prl_fail('BADSTATE', what .. (which or '') .. ' is not an integer: ' .. prl_shown(v))
   end
   return tonumber(v)
