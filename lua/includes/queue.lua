@@ -116,15 +116,13 @@ local function queue_is_id(id)
   return not string.find(id, QUEUE_PAYLOAD, 1, true)
 end
 
--- The payloads of jobs ids: one HMGET of their fields in the jobs hash, and one of the payloads
--- hash for jobs enqueued before 1.28 (their field is missing). A payload not found is false.
-local function queue_payloads(K, ids)
-  local fields = {}
-  for i, id in ipairs(ids) do fields[i] = id .. QUEUE_PAYLOAD end
-  local payloads = redis.call('HMGET', K.jobs, unpack(fields))
+-- Fill in, from the payloads hash, the payloads of jobs enqueued before 1.28: job i's payload is
+-- got[i * step] (false when the jobs hash had none); with step 2 its record is got[i * step - 1],
+-- and a job without a record has no payload to look for.
+local function queue_old_payloads(K, ids, got, step)
   local old
   for i = 1, #ids do
-    if not payloads[i] then
+    if not got[i * step] and (step == 1 or got[i * step - 1]) then
       old = old or {}
       old[#old + 1] = i
     end
@@ -133,9 +131,17 @@ local function queue_payloads(K, ids)
     local names = {}
     for j, i in ipairs(old) do names[j] = ids[i] end
     local found = redis.call('HMGET', K.payloads, unpack(names))
-    for j, i in ipairs(old) do payloads[i] = found[j] end
+    for j, i in ipairs(old) do got[i * step] = found[j] end
   end
-  return payloads
+  return got
+end
+
+-- The payloads of jobs ids: one HMGET of their fields in the jobs hash (and one of the payloads
+-- hash for jobs enqueued before 1.28). A payload not found is false.
+local function queue_payloads(K, ids)
+  local fields = {}
+  for i, id in ipairs(ids) do fields[i] = id .. QUEUE_PAYLOAD end
+  return queue_old_payloads(K, ids, redis.call('HMGET', K.jobs, unpack(fields)), 1)
 end
 
 -- The records and payloads of jobs ids, in one HMGET of the jobs hash (and, for jobs enqueued
@@ -147,21 +153,7 @@ local function queue_read(K, ids)
     fields[2 * i - 1] = id
     fields[2 * i] = id .. QUEUE_PAYLOAD
   end
-  local got = redis.call('HMGET', K.jobs, unpack(fields))
-  local old
-  for i = 2, #got, 2 do
-    if got[i - 1] and not got[i] then
-      old = old or {}
-      old[#old + 1] = i
-    end
-  end
-  if old then
-    local names = {}
-    for j, i in ipairs(old) do names[j] = ids[i / 2] end
-    local found = redis.call('HMGET', K.payloads, unpack(names))
-    for j, i in ipairs(old) do got[i] = found[j] end
-  end
-  return got
+  return queue_old_payloads(K, ids, redis.call('HMGET', K.jobs, unpack(fields)), 2)
 end
 
 -- queue_read of one job: its record and payload (false, false: no such job).
