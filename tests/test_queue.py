@@ -495,15 +495,18 @@ def test_a_job_record_with_a_non_numeric_field_is_badstate(client: pyredislua.Cl
 OLD_LAYOUT = """
 redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack({p = 0, a = 0, m = 3, b = 0, e = 1, d = 0}))
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'seq', 1)
 redis.call('HINCRBY', KEYS[5], '0', 1)
 """
 
 
-def _old_job(r: redis.Redis, q: Queue, job_id: str, payload: bytes) -> None:
+def _old_job(r: redis.Redis, q: Queue, job_id: str, payload: bytes, *,
+             due_at: int | None = None) -> None:
+    """An old job, ready (priority 0), or delayed until server time ``due_at`` (ms)."""
     k = q.keys
-    r.eval(OLD_LAYOUT, 5, k.jobs, k.payloads, k.ready, k.stats, k.prio, job_id, payload)
+    into, score = (k.ready, 0) if due_at is None else (k.delayed, due_at)
+    r.eval(OLD_LAYOUT, 5, k.jobs, k.payloads, into, k.stats, k.prio, job_id, payload, score)
 
 
 def test_a_payload_is_kept_beside_its_record_and_one_read_serves_both(
@@ -555,6 +558,19 @@ def test_jobs_enqueued_before_1_28_keep_their_payloads_in_the_payloads_hash(
     [job] = q.dequeue()
     q.nack(job, action="dead")
     assert q.purge() == 1
+    assert r.exists(q.keys.payloads, q.keys.jobs) == 0
+
+
+def test_an_old_delayed_job_ranked_among_ready_ones_keeps_its_payload(
+        client: pyredislua.Client, r: redis.Redis) -> None:
+    """A due delayed job is ranked among the ready ones (the dequeue path that reads payloads
+    apart from records): an old one's payload comes from the payloads hash."""
+    q = Queue(client, "older-delayed")
+    _old_job(r, q, "0000000000000001", b"old, due", due_at=server_ms(r) - 1)
+    q.enqueue(b"new", priority=1)
+    jobs = q.dequeue(2)
+    assert [j.payload for j in jobs] == [b"old, due", b"new"]
+    assert q.ack_many(jobs) == 2
     assert r.exists(q.keys.payloads, q.keys.jobs) == 0
 
 

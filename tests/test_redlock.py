@@ -235,7 +235,9 @@ def test_majority_down_fails_cleanly_within_timeout(nodes: list[FaultServer]) ->
     elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 0.5 + 2 * NODE_TIMEOUT + 0.2, elapsed
     assert lock.last_attempt is not None and "3 unreachable" in lock.last_attempt.reason
-    assert owners(nodes) == [None] * N  # the two nodes that granted were released
+    # the two nodes that granted were released: free well before the 2 s leases end (a release
+    # the client stopped waiting for after node_timeout, on a loaded machine, still lands)
+    free_again(nodes, within=1.0)
     with pytest.raises(pyredislua.LockTimeoutError, match="unreachable"), \
             Redlock(clients, "res", ttl=2, node_timeout=NODE_TIMEOUT, blocking_timeout=0.2):
         pass
