@@ -200,10 +200,14 @@ def test_top_once_as_a_process(client: pyredislua.Client, redis_url: str) -> Non
 
 def test_ctrl_c_exits_zero(client: pyredislua.Client, redis_url: str) -> None:
     Queue(client, "orders").enqueue("x")
+    # SIGINT at its default in the child: a test run started in the background by a shell
+    # (CI) inherits SIGINT ignored, and so would top, which a terminal's Ctrl-C reaches in the
+    # foreground only
     proc = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "pyredislua", "top", "--url", redis_url,
          "--queue", "orders", "--interval", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None and proc.stderr is not None
         while "orders" not in (line := proc.stdout.readline()):  # a frame was printed
