@@ -88,12 +88,18 @@ def test_an_eviction_policy_that_drops_library_keys_is_unsafe(
 
 def test_persistence_levels(server: RedisServer) -> None:
     conn = redis.Redis.from_url(server.url)
-    conn.config_set("save", "900 1")
-    assert by_check(examine(conn, LIB))["persistence"].level == "warn"  # snapshots only
-    conn.config_set("appendonly", "yes")
-    assert by_check(examine(conn, LIB))["persistence"].level == "ok"
-    conn.config_set("appendfsync", "no")
-    assert by_check(examine(conn, LIB))["persistence"].level == "warn"
+    try:
+        conn.config_set("save", "900 1")
+        assert by_check(examine(conn, LIB))["persistence"].level == "warn"  # snapshots only
+        conn.config_set("appendonly", "yes")
+        assert by_check(examine(conn, LIB))["persistence"].level == "ok"
+        conn.config_set("appendfsync", "no")
+        assert by_check(examine(conn, LIB))["persistence"].level == "warn"
+    finally:
+        # persistence off again: with it on, the server's SIGTERM at teardown took the stop's
+        # full 10 s grace before it was killed
+        conn.config_set("appendonly", "no")
+        conn.config_set("save", "")
 
 
 def _fake_library(conn: redis.Redis, version: str, sha: str) -> None:
