@@ -1,0 +1,154 @@
+"""A holder counts its lease from before its call was sent; the server must keep the lease at
+least that long, even for a call that runs across a millisecond boundary.
+
+Redis 7.0 deletes a key at once when it is given an expiry that is not after its clock, and in a
+script ``PEXPIRE`` counts from the millisecond the script started in: ``PEXPIRE k 1`` in a
+script that crosses a millisecond boundary leaves no key, and an absolute expiry (or a lease
+score) of ``now + ttl`` with ``now`` a whole millisecond ends up to 1 ms early. A holder of a
+1 ms lease then believes it holds while a second holder already does.
+
+Client and server share this host's wall clock, so the attack aims the first holder's call at
+the end of a millisecond (a spread of offsets, whatever the round trip), then lets a second
+contender try at once. Wherever the second gets in, it must be after the first's
+``valid_until``: its reply cannot come before it was let in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+import pyredislua
+from pyredislua import Lock, LockSet, ReentrantLock, Semaphore
+from pyredislua.ratelimit.limiters import ConcurrencyLimiter
+from pyredislua.rwlock import RWLock
+
+pytestmark = pytest.mark.lock
+
+OFFSETS_US = range(10, 400, 15)  # how long before a millisecond ends the first call is sent
+ROUNDS = 4  # per offset
+
+
+def _before_ms_ends(offset_us: int) -> None:
+    """Return once the wall clock is within ``offset_us`` of the end of a millisecond (waits
+    on the clock: at most 2 ms)."""
+    while (time.time_ns() // 1000) % 1000 >= 1000 - offset_us:
+        pass  # too late in this millisecond: the next one
+    while (time.time_ns() // 1000) % 1000 < 1000 - offset_us:
+        pass
+
+
+@dataclass
+class Case:
+    # the first holder: (held, valid_until) for a 1 ms lease taken now; None: not taken
+    take: Callable[[int], float | None]
+    # a second contender's one try, right after: whether it got in
+    contend: Callable[[int], bool]
+
+
+def _cases(client: pyredislua.Client) -> Iterator[tuple[str, Case]]:
+    def lock_take(i: int) -> float | None:
+        lock = Lock(client, f"l{i}", ttl=0.001, auto_renew=False)
+        return lock.valid_until if lock.acquire(blocking=False) else None
+
+    def lock_contend(i: int) -> bool:
+        return Lock(client, f"l{i}", ttl=1, auto_renew=False).acquire(blocking=False)
+
+    yield "lock", Case(lock_take, lock_contend)
+
+    def extend_take(i: int) -> float | None:
+        lock = Lock(client, f"e{i}", ttl=5, auto_renew=False)
+        assert lock.acquire(blocking=False)
+        lock.extend(0.001)
+        return lock.valid_until
+
+    def extend_contend(i: int) -> bool:
+        return Lock(client, f"e{i}", ttl=1, auto_renew=False).acquire(blocking=False)
+
+    yield "lock extend", Case(extend_take, extend_contend)
+
+    def reentrant_take(i: int) -> float | None:
+        lock = ReentrantLock(client, f"r{i}", owner="a", ttl=0.001, auto_renew=False)
+        return lock.valid_until if lock.acquire(blocking=False) else None
+
+    def reentrant_contend(i: int) -> bool:
+        lock = ReentrantLock(client, f"r{i}", owner="b", ttl=1, auto_renew=False)
+        return lock.acquire(blocking=False)
+
+    yield "reentrant lock", Case(reentrant_take, reentrant_contend)
+
+    def set_take(i: int) -> float | None:
+        locks = LockSet(client, [f"s{i}:a", f"s{i}:b"], ttl=0.001, auto_renew=False)
+        return locks.valid_until if locks.acquire(blocking=False) else None
+
+    def set_contend(i: int) -> bool:
+        return Lock(client, f"s{i}:b", ttl=1, auto_renew=False).acquire(blocking=False)
+
+    yield "lock set", Case(set_take, set_contend)
+
+    def read_take(i: int) -> float | None:
+        share = RWLock(client, f"rw{i}", ttl=0.001, auto_renew=False).read()
+        return share.valid_until if share.acquire(blocking=False) else None
+
+    def write_contend(i: int) -> bool:
+        return RWLock(client, f"rw{i}", ttl=1, auto_renew=False).write().acquire(blocking=False)
+
+    yield "rwlock read", Case(read_take, write_contend)
+
+    def write_take(i: int) -> float | None:
+        writer = RWLock(client, f"rwx{i}", ttl=0.001, auto_renew=False).write()
+        return writer.valid_until if writer.acquire(blocking=False) else None
+
+    def read_contend(i: int) -> bool:
+        return RWLock(client, f"rwx{i}", ttl=1, auto_renew=False).read().acquire(blocking=False)
+
+    yield "rwlock write", Case(write_take, read_contend)
+
+    def permit_take(i: int) -> float | None:
+        permit = Semaphore(client, f"sem{i}", permits=1, ttl=0.001).acquire(blocking=False)
+        return None if permit is None else permit.valid_until
+
+    def permit_contend(i: int) -> bool:
+        return Semaphore(client, f"sem{i}", permits=1, ttl=1).acquire(blocking=False) is not None
+
+    yield "semaphore", Case(permit_take, permit_contend)
+
+    def slot_take(i: int) -> float | None:
+        sent_at = time.monotonic()  # the limiter's lease: ttl from the call, as documented
+        slot = ConcurrencyLimiter(client, "c", 1, ttl=0.001).acquire(f"id{i}")
+        return sent_at + 0.001 if slot else None
+
+    def slot_contend(i: int) -> bool:
+        return bool(ConcurrencyLimiter(client, "c", 1, ttl=1).acquire(f"id{i}"))
+
+    yield "concurrency limiter", Case(slot_take, slot_contend)
+
+
+CASES = ("lock", "lock extend", "reentrant lock", "lock set", "rwlock read", "rwlock write",
+         "semaphore", "concurrency limiter")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_no_second_holder_inside_a_believed_1ms_lease(client: pyredislua.Client,
+                                                      name: str) -> None:
+    cases = dict(_cases(client))
+    assert tuple(cases) == CASES
+    case = cases[name]
+    taken = early = 0
+    i = 0
+    for offset in OFFSETS_US:
+        for _ in range(ROUNDS):
+            i += 1
+            _before_ms_ends(offset)
+            valid = case.take(i)
+            if valid is None:
+                continue
+            taken += 1
+            got_in = case.contend(i)
+            replied = time.monotonic()
+            if got_in and replied < valid:
+                early += 1
+    assert taken >= len(OFFSETS_US) * ROUNDS // 2
+    assert early == 0, f"{early} of {taken} leases had a second holder while believed held"
