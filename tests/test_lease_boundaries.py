@@ -27,7 +27,7 @@ from pyredislua.rwlock import RWLock
 
 pytestmark = pytest.mark.lock
 
-OFFSETS_US = range(10, 400, 15)  # how long before a millisecond ends the first call is sent
+OFFSETS_US = range(10, 400, 10)  # how long before a millisecond ends the first call is sent
 ROUNDS = 4  # per offset
 
 
@@ -80,11 +80,11 @@ def _cases(client: pyredislua.Client) -> Iterator[tuple[str, Case]]:
     yield "reentrant lock", Case(reentrant_take, reentrant_contend)
 
     def set_take(i: int) -> float | None:
-        locks = LockSet(client, [f"s{i}:a", f"s{i}:b"], ttl=0.001, auto_renew=False)
+        locks = LockSet(client, [f"{{s{i}}}:a", f"{{s{i}}}:b"], ttl=0.001, auto_renew=False)
         return locks.valid_until if locks.acquire(blocking=False) else None
 
     def set_contend(i: int) -> bool:
-        return Lock(client, f"s{i}:b", ttl=1, auto_renew=False).acquire(blocking=False)
+        return Lock(client, f"{{s{i}}}:b", ttl=1, auto_renew=False).acquire(blocking=False)
 
     yield "lock set", Case(set_take, set_contend)
 

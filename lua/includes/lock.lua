@@ -60,8 +60,9 @@ local function lock_register(waiters_key, member, deadline, floor, ttl)
   end
 end
 
--- Make `token` the holder, with `fence`, for `ttl` ms; an ephemeral fence counter (`fttl` ms, or
--- nil: durable) expires that long after. `ttl` and `fttl` as lock_int makes them.
+-- Make `token` the holder, with `fence`, for `ttl` ms (a lease with its slack: ttl_ms +
+-- PRL_LEASE_SLACK_MS); an ephemeral fence counter (`fttl` ms as lock_int makes it, or nil:
+-- durable) expires that long after.
 local function lock_own(lock_key, fence_key, token, fence, ttl, fttl)
   if fttl then
     redis.call('HSET', lock_key, 'owner', token, 'fence', fence, 'fttl', fttl)

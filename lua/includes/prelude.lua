@@ -95,6 +95,16 @@ local function prl_now_ms()
   return prl_last_s_ms + (us - us % 1000) / 1000
 end
 
+-- A lease's holder counts it from before its call was sent, so the server must keep a lease of
+-- `ttl` ms for longer than `ttl` after any instant of the call. Two things cut it short by up to
+-- a millisecond: `now` above is a whole ms, and Redis 7.0 deletes a key at once when it is given
+-- an expiry that is not after its clock (where a key lives on through the ms of its expiry);
+-- in a script PEXPIRE counts from the ms the script started in, so a script crossing a ms
+-- boundary with `PEXPIRE k 1` leaves no key. A lease therefore lasts one ms more on the server:
+-- PEXPIRE key ttl + PRL_LEASE_SLACK_MS, and an end scored `now + ttl + PRL_LEASE_SLACK_MS`
+-- where the end is exclusive (or a key kept until an inclusive end + PRL_LEASE_SLACK_MS).
+local PRL_LEASE_SLACK_MS = 1
+
 -- Runs an operation and turns what it raised into an error reply that always carries a code.
 -- Redis hands pcall the message as a string. Our own codes pass through; Redis' WRONGTYPE (a
 -- declared key holds another type) becomes WRONGTYPE; any other Redis error raised inside an

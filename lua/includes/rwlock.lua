@@ -20,8 +20,12 @@ local RW_SCAN = 64   -- queue entries one promotion looks at (the run of readers
 local RW_WAKE = 1000 -- wake-ups one grant pushes at most
 local RW_PRUNE = 16  -- lapsed registrations removed per promotion
 
--- Keep `key` alive at least until `at` (server ms, in the future): never shortens its life.
+-- Keep `key` alive through the ms `at` (server ms, in the future; a share scored `at` still runs
+-- in it): never shortens its life. The key expires PRL_LEASE_SLACK_MS after `at`: Redis deletes
+-- a key at once when its new expiry is not after its clock, and `at` is already that clock
+-- in the last ms of the share.
 local function rw_keep(key, at)
+  at = at + PRL_LEASE_SLACK_MS
   if redis.call('PEXPIREAT', key, at, 'GT') == 0 and redis.call('PTTL', key) < 0 then
     redis.call('PEXPIREAT', key, at)
   end
@@ -107,7 +111,7 @@ local function rw_promote(K, now, me, handoff)
   local granted, mine, last = 0, false, 0
   if writer then
     rcall('HSET', K.rwlock, 'owner', string.sub(writer[1], 3), 'fence', rcall('INCR', K.fence))
-    rcall('PEXPIREAT', K.rwlock, writer[2])
+    rcall('PEXPIREAT', K.rwlock, writer[2] + PRL_LEASE_SLACK_MS)
     granted, mine, last = 1, writer[1] == me, writer[2]
   elseif #readers > 0 then
     local scored = {}

@@ -4,7 +4,9 @@
 -- hold one permit each and where nobody waits.
 --
 -- permits  zset (the semaphore's base key; a concurrency limiter's one key): one member per held
---          permit, scored by the server time its lease ends. A lease's first permit is the lease
+--          permit, scored by the server ms its lease ends (exclusive: the lease runs while now
+--          is below it), set to now + ttl + PRL_LEASE_SLACK_MS (now is a whole ms; the lease
+--          outlives ttl from any instant of the call). A lease's first permit is the lease
 --          id itself, its i-th (i >= 2) is "<lease>#<i>" (so a semaphore lease id has no '#').
 --          The marker member SEM_MARK is scored 0 (longer than any lease id, so never one).
 --          Permits in use = the members scored above now (ZCOUNT); ended ones go with one

@@ -1,6 +1,6 @@
 --[[
 name: lock.acquire
-version: 1.4.0
+version: 1.4.1
 summary: Take the lock for an owner token and return a fencing token, or report how long it stays busy.
 flags: none
 resend: safe
@@ -27,7 +27,7 @@ if owner == token then
   -- A repeat by the holder (a call re-sent after a lost reply, or a renewal): same fence.
   local fence = tonumber(rcall('HGET', lock_key, 'fence'))
   if not fence then prl_fail('BADSTATE', 'the lock hash holds no valid fence') end
-  rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
+  rcall('PEXPIRE', lock_key, ttl_ms + PRL_LEASE_SLACK_MS)
   return {1, fence, ttl_ms}
 end
 
@@ -40,7 +40,7 @@ if owner and owner == 'carry:' .. token then
   if waits then rcall('ZSCORE', waiters_key, token) end  -- its type, before the first write
   local M = metrics_key and metrics_open(metrics_key, 'lock', prl_now_ms())
   local fence = lock_next_fence(fence_key, previous)
-  lock_own(lock_key, fence_key, token, fence, lock_int(ARGV[2], ttl_ms),
+  lock_own(lock_key, fence_key, token, fence, ttl_ms + PRL_LEASE_SLACK_MS,
            fence_ttl_ms > 0 and lock_int(ARGV[4], fence_ttl_ms) or nil)
   if waits then rcall('ZREM', waiters_key, token) end
   if M then
@@ -107,7 +107,7 @@ if owner then
   local M = metrics_key and metrics_open(metrics_key, 'lock', now)
   local since = registered and metrics_wait_since(M, token)
   rcall('DEL', signal_key, lock_key)
-  lock_own(lock_key, fence_key, token, fence_arg, lock_int(ARGV[2], ttl_ms),
+  lock_own(lock_key, fence_key, token, fence_arg, ttl_ms + PRL_LEASE_SLACK_MS,
            fence_ttl_ms > 0 and lock_int(ARGV[4], fence_ttl_ms) or nil)
   if registered then rcall('ZREM', waiters_key, token) end
   local consumed, consumed_until = held[4], tonumber(held[5] or '0')
@@ -134,7 +134,7 @@ local now = metrics_key and prl_now_ms()
 local M = metrics_key and metrics_open(metrics_key, 'lock', now)
 local since = registered and metrics_wait_since(M, token)
 local fence = rcall('INCR', fence_key)
-lock_own(lock_key, fence_key, token, fence, lock_int(ARGV[2], ttl_ms),
+lock_own(lock_key, fence_key, token, fence, ttl_ms + PRL_LEASE_SLACK_MS,
          fence_ttl_ms > 0 and lock_int(ARGV[4], fence_ttl_ms) or nil)
 if registered then rcall('ZREM', waiters_key, token) end
 if M then

@@ -1,6 +1,6 @@
 --[[
 name: lock.acquire_all
-version: 1.0.0
+version: 1.0.1
 summary: Take several locks under one hash tag for one owner token, all or none, each with its own fence; or report the first busy one.
 flags: none
 resend: safe
@@ -115,7 +115,7 @@ for i = 1, n do
 end
 now = lock_now()
 
-local ttl = lock_int(ARGV[2], ttl_ms)
+local ttl = ttl_ms + PRL_LEASE_SLACK_MS
 local fttl = fence_ttl_ms > 0 and lock_int(ARGV[4], fence_ttl_ms)
 local reply = {1, ttl_ms}
 for i = 1, n do

@@ -1,6 +1,6 @@
 --[[
 name: lock.extend
-version: 1.2.0
+version: 1.2.1
 summary: Renew the lease of a held lock to ttl_ms from now; only the owner can, and an expired lock stays expired.
 flags: allow-oom
 resend: safe
@@ -22,5 +22,5 @@ if rcall('HGET', lock_key, 'owner') ~= token then
   metrics_once(metrics_key, 'lock', 'expired', 1)
   return 0
 end
-rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms))
+rcall('PEXPIRE', lock_key, ttl_ms + PRL_LEASE_SLACK_MS)
 return 1

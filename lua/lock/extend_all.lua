@@ -1,6 +1,6 @@
 --[[
 name: lock.extend_all
-version: 1.0.0
+version: 1.0.1
 summary: Renew the leases of several locks held by one owner token to ttl_ms from now, all or none; an expired lock stays expired.
 flags: allow-oom
 resend: safe
@@ -21,6 +21,6 @@ if n < 1 or n > 64 then prl_fail('BADARG', 'lock.extend_all takes 1..64 keys, go
 for i = 1, n do
   if rcall('HGET', KEYS[i], 'owner') ~= token then return 0 end
 end
-local ttl = lock_int(ARGV[2], ttl_ms)
+local ttl = ttl_ms + PRL_LEASE_SLACK_MS
 for i = 1, n do rcall('PEXPIRE', KEYS[i], ttl) end
 return 1

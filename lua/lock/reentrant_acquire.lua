@@ -1,6 +1,6 @@
 --[[
 name: lock.reentrant_acquire
-version: 1.0.0
+version: 1.0.1
 summary: Take a reentrant lock for an owner token, or take it again (one hold per request id, counted per owner); or report how long it stays busy.
 flags: none
 resend: safe
@@ -21,7 +21,7 @@ errors:
 ]]
 local held = rcall('HMGET', lock_key, 'owner', 'fence')
 local waits = wait_ms >= 0
-local ttl = lock_int(ARGV[3], ttl_ms)
+local ttl = ttl_ms + PRL_LEASE_SLACK_MS
 
 if held[1] == owner then
   local fence = tonumber(held[2])

@@ -1,6 +1,6 @@
 --[[
 name: lock.reentrant_extend
-version: 1.0.0
+version: 1.0.1
 summary: Renew a reentrant lock's lease to at least ttl_ms from now (never shortening it: nested holders renew with their own leases); only the owner can, and an expired lock stays expired.
 flags: allow-oom
 resend: safe
@@ -16,5 +16,5 @@ errors:
   BADARG: an argument or the key count is invalid (nothing changed)
 ]]
 if rcall('HGET', lock_key, 'owner') ~= owner then return 0 end
-rcall('PEXPIRE', lock_key, lock_int(ARGV[2], ttl_ms), 'GT')
+rcall('PEXPIRE', lock_key, ttl_ms + PRL_LEASE_SLACK_MS, 'GT')
 return 1

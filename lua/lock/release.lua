@@ -1,6 +1,6 @@
 --[[
 name: lock.release
-version: 1.4.0
+version: 1.4.1
 summary: Release a held lock (owner only); if a live waiter is registered, grant the lock to it directly.
 flags: allow-oom
 resend: once
@@ -131,7 +131,7 @@ else
 end
 -- The lock and its grant expire at the same instant (one absolute time, not two relative ones
 -- that read the clock apart): a grant can never be popped after its lock is gone.
-local ends = string.format('%d', now + lease)  -- formatted once for both
+local ends = string.format('%d', now + lease + PRL_LEASE_SLACK_MS)  -- formatted once for both
 rcall('PEXPIREAT', lock_key, ends)
 if pending > 0 then rcall('DEL', signal_key) end
 rcall('RPUSH', signal_key, grant)

@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.acquire
-version: 1.1.1
+version: 1.1.2
 summary: Take a slot of a concurrency limit (at most limit leases in flight) for a lease id; leases expire if their holder dies.
 flags: none
 resend: safe
@@ -29,13 +29,13 @@ if mine and tonumber(mine) <= now then mine = false end
 local count = 0
 if exists then count = sem_in_use(slots_key, now) end
 if mine or count < limit then
-  local reset = ttl_ms
+  local reset = ttl_ms + PRL_LEASE_SLACK_MS
   if exists then
     sem_prune(slots_key, now)
-    sem_put(slots_key, lease, 1, now + ttl_ms)
+    sem_put(slots_key, lease, 1, now + ttl_ms + PRL_LEASE_SLACK_MS)
     reset = sem_last_end(slots_key, now)
   else
-    rcall('ZADD', slots_key, 0, SEM_MARK, now + ttl_ms, lease)
+    rcall('ZADD', slots_key, 0, SEM_MARK, now + ttl_ms + PRL_LEASE_SLACK_MS, lease)
   end
   if not mine then count = count + 1 end
   rcall('PEXPIRE', slots_key, math.max(1, reset))

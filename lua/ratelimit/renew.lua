@@ -1,6 +1,6 @@
 --[[
 name: ratelimit.renew
-version: 1.1.1
+version: 1.1.2
 summary: Extend a live concurrency lease to end ttl_ms from now (a holder still working).
 flags: allow-oom
 resend: safe
@@ -28,6 +28,6 @@ if scores[2] == false then
 end
 local score = scores[1]
 if not score or tonumber(score) <= now then return {0, now} end
-sem_put(slots_key, lease, 1, now + ttl_ms, 'XX')
-sem_keep(slots_key, ttl_ms)
+sem_put(slots_key, lease, 1, now + ttl_ms + PRL_LEASE_SLACK_MS, 'XX')
+sem_keep(slots_key, ttl_ms + PRL_LEASE_SLACK_MS)
 return {1, now}

@@ -1,6 +1,6 @@
 --[[
 name: rwlock.acquire
-version: 1.0.0
+version: 1.0.1
 summary: Take a read share or the write lock for a token, first come first served, or queue up as a waiter.
 flags: none
 resend: safe
@@ -47,7 +47,7 @@ local function claim(waiting)
   end
   if writes then
     local fence = tonumber(rcall('HGET', rwlock_key, 'fence') or '')
-    rcall('PEXPIRE', rwlock_key, ttl_ms)
+    rcall('PEXPIRE', rwlock_key, ttl_ms + PRL_LEASE_SLACK_MS)
     return {1, fence, ttl_ms}
   end
   rcall('ZADD', readers_key, 'XX', now + ttl_ms, token)
@@ -73,7 +73,7 @@ if queued == 0 then
     local fence = rcall('INCR', fence_key)
     if rcall('EXISTS', readers_key) == 1 then rcall('DEL', readers_key) end  -- expired shares
     rcall('HSET', rwlock_key, 'owner', token, 'fence', fence)
-    rcall('PEXPIRE', rwlock_key, ttl_ms)
+    rcall('PEXPIRE', rwlock_key, ttl_ms + PRL_LEASE_SLACK_MS)
     return {1, fence, ttl_ms}
   end
   if not writes and not owner then

@@ -1,6 +1,6 @@
 --[[
 name: rwlock.extend
-version: 1.0.0
+version: 1.0.1
 summary: Renew a held read share or write lock to ttl_ms from now; only its holder can, and an expired one stays expired.
 flags: allow-oom
 resend: safe
@@ -20,7 +20,7 @@ errors:
 ]]
 if mode == 'write' then
   if rcall('HGET', rwlock_key, 'owner') ~= token then return 0 end
-  rcall('PEXPIRE', rwlock_key, ttl_ms)
+  rcall('PEXPIRE', rwlock_key, ttl_ms + PRL_LEASE_SLACK_MS)
   return 1
 end
 local now = prl_now_ms()

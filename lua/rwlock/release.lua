@@ -1,6 +1,6 @@
 --[[
 name: rwlock.release
-version: 1.0.0
+version: 1.0.1
 summary: Release a read share or the write lock (holder only) and grant the head of the queue what it may now hold.
 flags: allow-oom
 resend: once

@@ -1,6 +1,6 @@
 --[[
 name: semaphore.acquire
-version: 1.0.0
+version: 1.0.1
 summary: Take count of a semaphore's permits under a lease (first come, first served behind queued waiters) and return a fencing token, or queue as a waiter.
 flags: none
 resend: safe
@@ -62,7 +62,7 @@ local fence = 0
 if acquired then
   if s.live then
     fence = s.info.fence
-    sem_put(semaphore_key, lease, count, now + ttl_ms, 'XX')
+    sem_put(semaphore_key, lease, count, now + ttl_ms + PRL_LEASE_SLACK_MS, 'XX')
   else
     if granted_me then
       fence = granted_me
@@ -70,7 +70,7 @@ if acquired then
       fence = s.fence + 1
       rcall('INCR', fence_key)
     end
-    sem_put(semaphore_key, lease, count, now + ttl_ms)
+    sem_put(semaphore_key, lease, count, now + ttl_ms + PRL_LEASE_SLACK_MS)
     rcall('HSET', leases_key, lease, count .. ':' .. string.format('%d', fence))
   end
   if s.wait then

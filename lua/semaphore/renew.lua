@@ -1,6 +1,6 @@
 --[[
 name: semaphore.renew
-version: 1.0.0
+version: 1.0.1
 summary: Extend a live lease to end ttl_ms from now (a holder still working); a waiter renewing its grant claims it.
 flags: allow-oom
 resend: safe
@@ -30,9 +30,9 @@ if not scores[1] or tonumber(scores[1]) <= now then return {0, now} end
 if not info then sem_bad(leases_key, 'no entry for a live lease') end
 local claim = wait ~= nil and not wait.queued
 if claim then rcall('LLEN', signal_key) end  -- its type, before the first write
-sem_put(semaphore_key, lease, info.k, now + ttl_ms, 'XX')
-sem_keep(semaphore_key, ttl_ms)
-sem_keep(leases_key, ttl_ms)
+sem_put(semaphore_key, lease, info.k, now + ttl_ms + PRL_LEASE_SLACK_MS, 'XX')
+sem_keep(semaphore_key, ttl_ms + PRL_LEASE_SLACK_MS)
+sem_keep(leases_key, ttl_ms + PRL_LEASE_SLACK_MS)
 if claim then
   rcall('HDEL', waiting_key, lease)
   rcall('LREM', signal_key, 1, sem_grant_string(wait.fence, lease))
