@@ -1,11 +1,12 @@
 """A holder counts its lease from before its call was sent; the server must keep the lease at
 least that long, even for a call that runs across a millisecond boundary.
 
-Redis 7.0 deletes a key at once when it is given an expiry that is not after its clock, and in a
-script ``PEXPIRE`` counts from the millisecond the script started in: ``PEXPIRE k 1`` in a
-script that crosses a millisecond boundary leaves no key, and an absolute expiry (or a lease
-score) of ``now + ttl`` with ``now`` a whole millisecond ends up to 1 ms early. A holder of a
-1 ms lease then believes it holds while a second holder already does.
+Server time is read in whole milliseconds, so a lease scored `now + ttl` with an exclusive end
+ends up to 1 ms early; and Redis 7.0 deletes a key at once when it is given an expiry that is not
+after the current millisecond (a key otherwise lives on through the millisecond of its expiry):
+``PEXPIREAT`` of ``now + 1`` deletes the key when the clock reached the next millisecond since
+``TIME`` was read, and even ``PEXPIRE k 1`` does when a millisecond ends while the command runs.
+A holder of a 1 ms lease then believes it holds while a second holder already does.
 
 Client and server share this host's wall clock, so the attack aims the first holder's call at
 the end of a millisecond (a spread of offsets, whatever the round trip), then lets a second

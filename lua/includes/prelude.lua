@@ -97,12 +97,13 @@ end
 
 -- A lease's holder counts it from before its call was sent, so the server must keep a lease of
 -- `ttl` ms for longer than `ttl` after any instant of the call. Two things cut it short by up to
--- a millisecond: `now` above is a whole ms, and Redis 7.0 deletes a key at once when it is given
--- an expiry that is not after its clock (where a key lives on through the ms of its expiry);
--- in a script PEXPIRE counts from the ms the script started in, so a script crossing a ms
--- boundary with `PEXPIRE k 1` leaves no key. A lease therefore lasts one ms more on the server:
--- PEXPIRE key ttl + PRL_LEASE_SLACK_MS, and an end scored `now + ttl + PRL_LEASE_SLACK_MS`
--- where the end is exclusive (or a key kept until an inclusive end + PRL_LEASE_SLACK_MS).
+-- a millisecond: `now` above is a whole ms (a lease scored `now + ttl` and ending there ends up
+-- to 1 ms early), and Redis 7.0 deletes a key at once when it is given an expiry that is not
+-- after the current ms, where a key otherwise lives on through the ms of its expiry: PEXPIREAT
+-- `now + 1` deletes the key when the clock has reached the next ms since TIME was read, and even
+-- `PEXPIRE k 1` does when a ms ends while the command runs. So a lease lasts one ms more on the
+-- server: PEXPIRE key ttl + PRL_LEASE_SLACK_MS; an exclusive end scored `now + ttl +
+-- PRL_LEASE_SLACK_MS`; a key holding an inclusive end kept until that end + PRL_LEASE_SLACK_MS.
 local PRL_LEASE_SLACK_MS = 1
 
 -- Runs an operation and turns what it raised into an error reply that always carries a code.
