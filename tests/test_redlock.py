@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,9 +28,11 @@ from pyredislua.redlock import (
     drift_ms,
     fence_of,
     quorum,
+    release_all,
     retry_delay,
     valid_until,
 )
+from pyredislua.redlock.redlock import SyncNodes, _executor
 from tests.faultkit import FaultServer
 from tests.tcpproxy import TcpProxy
 
@@ -241,6 +244,28 @@ def test_majority_down_fails_cleanly_within_timeout(nodes: list[FaultServer]) ->
     with pytest.raises(pyredislua.LockTimeoutError, match="unreachable"), \
             Redlock(clients, "res", ttl=2, node_timeout=NODE_TIMEOUT, blocking_timeout=0.2):
         pass
+
+
+def test_a_release_held_back_behind_its_nodes_previous_call_is_still_sent(
+        nodes: list[FaultServer]) -> None:
+    """A driver sends a node's call only once its previous call to the node is over (so a
+    release never overtakes the acquire it undoes). A release held back longer than the node
+    timeout must still be sent when its turn comes: it was timed from its round, was never sent,
+    and the grant it undid stayed held until its lease ended (a failed attempt whose acquire
+    replies came late left its grants so; CI once showed a failed attempt's two grants still
+    held a second later, in test_majority_down_fails_cleanly_within_timeout)."""
+    clients = sync_clients(ports_of(nodes))
+    lock = Redlock(clients, "res", ttl=30, node_timeout=NODE_TIMEOUT, auto_renew=False)
+    assert lock.acquire(blocking=False), lock.last_attempt
+    driver = lock._driver
+    assert isinstance(driver, SyncNodes)
+    busy = threading.Event()
+    # node 0's previous call still runs, 3 node timeouts long (an acquire whose reply is late)
+    driver._lanes[0] = _executor().submit(busy.wait, 3 * NODE_TIMEOUT)
+    votes = driver.drive(release_all(lock._engines, KEYS, lock._hold_token, {0, 1, 2, 3, 4},
+                                     NODE_TIMEOUT))
+    assert 0 not in votes.yes and len(votes.yes) == 4  # the driver stopped waiting for node 0
+    free_again(nodes, within=1.0)  # ... and its release went out when its lane was free
 
 
 @pytest.mark.faults

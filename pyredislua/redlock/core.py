@@ -142,6 +142,15 @@ def fan_calls(engines: Sequence[Engine], calls: Mapping[int, Call[Any]], deadlin
                      for node, call in calls.items()), enough, ok, linger, deadline)
 
 
+def _awaited_from_send(engine: Engine, call: Call[T], timeout: float,
+                       clock: Callable[[], float]) -> Plan[T]:
+    """A call awaited ``timeout`` from when it is sent, not from when its round began: a driver
+    holds a node's call back until its previous call to the node is over (at its deadline, for
+    an acquire whose reply is late), and a release timed from the round would then never be
+    sent, leaving a grant it was meant to undo held until its lease ends."""
+    return (yield from engine.run_one(call, deadline=clock() + timeout))
+
+
 def _granted(reply: Any) -> bool:
     return isinstance(reply, AcquireResult) and reply.acquired
 
@@ -217,14 +226,17 @@ def attempt_plan(engines: Sequence[Engine], keys: LockKeys, token: str, ttl_ms: 
 def release_all(engines: Sequence[Engine], keys: LockKeys, token: str, nodes: set[int],
                 node_timeout: float, clock: Callable[[], float] = time.monotonic,
                 enough: int = 0) -> FanPlan[Votes]:
-    """Release on ``nodes`` (sent once each, awaited ``node_timeout``; ``enough``: stop waiting
+    """Release on ``nodes`` (sent once each, however long the driver holds a node's release back
+    behind its previous call to the node, and awaited ``node_timeout`` from its send; the round
+    waits ``node_timeout`` from its start at most; ``enough``: stop waiting
     once that many released, and as long again for the others, so that a node as fast as the
     majority is free again when this returns); a node that does not answer keeps the key until
     its lease runs out. Votes: yes = released here."""
     if not nodes:
         return Votes({}, frozenset(), frozenset())
-    replies = yield fan_calls(engines, {i: release_call(keys, token) for i in sorted(nodes)},
-                              clock() + node_timeout, enough, _released, linger=1.0)
+    plans = tuple((i, _awaited_from_send(engines[i], release_call(keys, token), node_timeout,
+                                         clock)) for i in sorted(nodes))
+    replies = yield Fan(plans, enough, _released, 1.0, clock() + node_timeout)
     return count(replies, _released)
 
 
