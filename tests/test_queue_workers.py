@@ -603,14 +603,24 @@ def test_a_jobs_own_max_run_wins_over_the_workers(client: pyredislua.Client) -> 
                     q.job("long", max_run=5.0, max_attempts=1),
                     q.job("default", max_attempts=1)])
 
+    released = threading.Event()
+
     def handle(job: Job) -> None:
-        time.sleep(1.5)
+        # "long" ends well inside its own 5 s limit; the others run until the test ends, so a
+        # stalled host cannot let them finish first and be acked (their limits are 0.2, 0.5 s)
+        if job.text == "long":
+            time.sleep(1.5)
+        else:
+            released.wait(30)
 
     w = Worker(q, handle, concurrency=3, max_run=0.5)
     t, errors = _run_in_thread(w)
-    _wait(lambda: q.stats().unfinished == 0)
-    w.stop()
-    t.join(5)
+    try:
+        _wait(lambda: q.stats().unfinished == 0)
+        w.stop()
+        t.join(5)
+    finally:
+        released.set()
     assert not errors
     _, dead = q.dead()
     assert sorted(d.payload for d in dead) == [b"default", b"short"]  # 0.2 s and 0.5 s limits
