@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -43,69 +44,50 @@ def _before_ms_ends(offset_us: int) -> None:
 
 @dataclass
 class Case:
-    # the first holder: (held, valid_until) for a 1 ms lease taken now; None: not taken
+    # the first holder: its valid_until for a 1 ms lease taken now; None: not taken
     take: Callable[[int], float | None]
     # a second contender's one try, right after: whether it got in
     contend: Callable[[int], bool]
 
 
+def _holders(first: Callable[[int, float], Any], second: Callable[[int, float], Any]) -> Case:
+    """A case for objects with ``acquire(blocking=False)`` and ``valid_until``: ``first(i, ttl)``
+    takes a 1 ms lease, ``second(i, ttl)`` contends with a 1 s one."""
+    def take(i: int) -> float | None:
+        holder = first(i, 0.001)
+        return holder.valid_until if holder.acquire(blocking=False) else None
+
+    def contend(i: int) -> bool:
+        return bool(second(i, 1).acquire(blocking=False))
+
+    return Case(take, contend)
+
+
 def _cases(client: pyredislua.Client) -> Iterator[tuple[str, Case]]:
-    def lock_take(i: int) -> float | None:
-        lock = Lock(client, f"l{i}", ttl=0.001, auto_renew=False)
-        return lock.valid_until if lock.acquire(blocking=False) else None
+    def lock(name: str) -> Callable[[int, float], Lock[pyredislua.Client]]:
+        return lambda i, ttl: Lock(client, name.format(i), ttl=ttl, auto_renew=False)
 
-    def lock_contend(i: int) -> bool:
-        return Lock(client, f"l{i}", ttl=1, auto_renew=False).acquire(blocking=False)
+    def rw(mode: str) -> Callable[[int, float], Any]:
+        return lambda i, ttl: getattr(RWLock(client, f"rw{i}", ttl=ttl, auto_renew=False), mode)()
 
-    yield "lock", Case(lock_take, lock_contend)
+    yield "lock", _holders(lock("l{}"), lock("l{}"))
 
     def extend_take(i: int) -> float | None:
-        lock = Lock(client, f"e{i}", ttl=5, auto_renew=False)
-        assert lock.acquire(blocking=False)
-        lock.extend(0.001)
-        return lock.valid_until
+        held = Lock(client, f"e{i}", ttl=5, auto_renew=False)
+        assert held.acquire(blocking=False)
+        held.extend(0.001)
+        return held.valid_until
 
-    def extend_contend(i: int) -> bool:
-        return Lock(client, f"e{i}", ttl=1, auto_renew=False).acquire(blocking=False)
-
-    yield "lock extend", Case(extend_take, extend_contend)
-
-    def reentrant_take(i: int) -> float | None:
-        lock = ReentrantLock(client, f"r{i}", owner="a", ttl=0.001, auto_renew=False)
-        return lock.valid_until if lock.acquire(blocking=False) else None
-
-    def reentrant_contend(i: int) -> bool:
-        lock = ReentrantLock(client, f"r{i}", owner="b", ttl=1, auto_renew=False)
-        return lock.acquire(blocking=False)
-
-    yield "reentrant lock", Case(reentrant_take, reentrant_contend)
-
-    def set_take(i: int) -> float | None:
-        locks = LockSet(client, [f"{{s{i}}}:a", f"{{s{i}}}:b"], ttl=0.001, auto_renew=False)
-        return locks.valid_until if locks.acquire(blocking=False) else None
-
-    def set_contend(i: int) -> bool:
-        return Lock(client, f"{{s{i}}}:b", ttl=1, auto_renew=False).acquire(blocking=False)
-
-    yield "lock set", Case(set_take, set_contend)
-
-    def read_take(i: int) -> float | None:
-        share = RWLock(client, f"rw{i}", ttl=0.001, auto_renew=False).read()
-        return share.valid_until if share.acquire(blocking=False) else None
-
-    def write_contend(i: int) -> bool:
-        return RWLock(client, f"rw{i}", ttl=1, auto_renew=False).write().acquire(blocking=False)
-
-    yield "rwlock read", Case(read_take, write_contend)
-
-    def write_take(i: int) -> float | None:
-        writer = RWLock(client, f"rwx{i}", ttl=0.001, auto_renew=False).write()
-        return writer.valid_until if writer.acquire(blocking=False) else None
-
-    def read_contend(i: int) -> bool:
-        return RWLock(client, f"rwx{i}", ttl=1, auto_renew=False).read().acquire(blocking=False)
-
-    yield "rwlock write", Case(write_take, read_contend)
+    yield "lock extend", Case(extend_take, _holders(lock("e{}"), lock("e{}")).contend)
+    yield "reentrant lock", _holders(
+        lambda i, ttl: ReentrantLock(client, f"r{i}", owner="a", ttl=ttl, auto_renew=False),
+        lambda i, ttl: ReentrantLock(client, f"r{i}", owner="b", ttl=ttl, auto_renew=False))
+    yield "lock set", _holders(
+        lambda i, ttl: LockSet(client, [f"{{s{i}}}:a", f"{{s{i}}}:b"], ttl=ttl,
+                               auto_renew=False),
+        lock("{{s{}}}:b"))
+    yield "rwlock read", _holders(rw("read"), rw("write"))
+    yield "rwlock write", _holders(rw("write"), rw("read"))
 
     def permit_take(i: int) -> float | None:
         permit = Semaphore(client, f"sem{i}", permits=1, ttl=0.001).acquire(blocking=False)
